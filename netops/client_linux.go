@@ -1,0 +1,164 @@
+package netops
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// NetnsDir is where iproute2 and CNI runtimes bind-mount named namespaces.
+const NetnsDir = "/run/netns"
+
+// Client does kernel work inside one network namespace.
+type Client struct {
+	// nsName is what the user gave (a name under /run/netns or a path), "" for the current namespace.
+	nsName string
+	ns     netns.NsHandle
+	h      *netlink.Handle
+	// raw is a NETLINK_ROUTE socket in the namespace for requests the netlink
+	// package has no bulk form of: the AF_BRIDGE link dump and pipelined RTM_SETLINK.
+	raw *nl.NetlinkSocket
+}
+
+// ResolveNetns turns a --netns value into a path: a bare name is looked up
+// under /run/netns, anything with a '/' is taken as a path
+// (/proc/PID/ns/net, /var/run/netns/x).
+func ResolveNetns(spec string) (string, error) {
+	if spec == "" {
+		return "", nil
+	}
+	path := spec
+	if !strings.Contains(spec, "/") {
+		if spec == "." || spec == ".." {
+			return "", fmt.Errorf("netns name %q is not valid: %w", spec, ErrInvalid)
+		}
+		path = filepath.Join(NetnsDir, spec)
+	}
+	if _, err := os.Stat(path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("netns %s does not exist (see: ip netns list): %w", spec, ErrNotFound)
+		}
+		return "", fmt.Errorf("netns %s: %w", spec, err)
+	}
+	return path, nil
+}
+
+// Open returns a Client for the namespace named by spec ("" is the
+// caller's own namespace).
+func Open(spec string) (*Client, error) {
+	path, err := ResolveNetns(spec)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{nsName: spec}
+	if path == "" {
+		c.ns, err = netns.Get()
+	} else {
+		c.ns, err = netns.GetFromPath(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", c.NetnsLabel(), err)
+	}
+	if path != "" && !isNetns(int(c.ns)) {
+		c.ns.Close()
+		return nil, fmt.Errorf("%s is not a network namespace: %w", spec, ErrInvalid)
+	}
+	c.h, err = netlink.NewHandleAt(c.ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		c.ns.Close()
+		return nil, fmt.Errorf("netlink socket in netns %s: %w", c.NetnsLabel(), err)
+	}
+	c.raw, err = nl.GetNetlinkSocketAt(c.ns, netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		c.h.Close()
+		c.ns.Close()
+		return nil, fmt.Errorf("netlink socket in netns %s: %w", c.NetnsLabel(), err)
+	}
+	return c, nil
+}
+
+// isNetns reports whether fd refers to a network namespace: a file of
+// the nsfs filesystem whose NS_GET_NSTYPE (Linux 4.11) is CLONE_NEWNET.
+func isNetns(fd int) bool {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil || st.Type != unix.NSFS_MAGIC {
+		return false
+	}
+	const nsGetNstype = 0xb703 // _IO(0xb7, 0x3)
+	t, err := unix.IoctlRetInt(fd, nsGetNstype)
+	if err != nil {
+		return true // an older kernel: nsfs, type unknown
+	}
+	return t == unix.CLONE_NEWNET
+}
+
+// Close releases the sockets and the namespace handle.
+func (c *Client) Close() error {
+	if c.raw != nil {
+		c.raw.Close()
+	}
+	if c.h != nil {
+		c.h.Close()
+	}
+	return c.ns.Close()
+}
+
+// Handle is the netlink handle bound to the client's namespace.
+func (c *Client) Handle() *netlink.Handle { return c.h }
+
+// Netns is the client's namespace handle. The Client owns it.
+func (c *Client) Netns() netns.NsHandle { return c.ns }
+
+// NetnsLabel names the namespace for messages: the --netns value, or "host".
+func (c *Client) NetnsLabel() string {
+	if c.nsName == "" {
+		return "host"
+	}
+	return c.nsName
+}
+
+// Do runs fn on an OS thread that has entered the client's namespace, for
+// work that follows the calling thread's namespace: exec of iptables or nft
+// (a child inherits its parent thread's namespace), /proc/sys reads, and
+// sockets created inside fn. The thread is restored (or retired when it
+// cannot be) afterwards.
+func (c *Client) Do(fn func() error) error {
+	return DoIn(c.ns, fn)
+}
+
+// DoIn runs fn on an OS thread that has entered ns.
+func DoIn(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- fmt.Errorf("get current netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter netns: %w", err)
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			// Leave the thread locked: the runtime retires it when this
+			// goroutine exits, so no other goroutine runs in the wrong netns.
+			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}

@@ -1,0 +1,219 @@
+package netops
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// setWindow is how many RTM_SETLINK requests are in flight before their
+// ACKs are read. Each ACK echoes the request (about 80 bytes), so a window
+// of 256 fits well inside the receive buffer set below: no ACK is lost.
+const setWindow = 256
+
+// setRcvBuf is the receive buffer asked for on the batching socket.
+const setRcvBuf = 1 << 20
+
+// SetHairpin turns hairpin mode on or off on ports. Ports already in the
+// wanted state are Unchanged and not written. The rest are written from
+// this one process with one RTM_SETLINK (AF_BRIDGE, IFLA_PROTINFO/
+// IFLA_BRPORT_MODE) per port, pipelined in windows, and every ACK is
+// matched to its port by sequence number, so one failure (a pod deleted
+// mid-way) costs that port only. With dryRun nothing is written and the
+// ports that would change are reported as Changed.
+func (c *Client) SetHairpin(ports []Port, on, dryRun bool) *SetResult {
+	res := NewSetResult()
+	res.DryRun = dryRun
+	todo := make([]Port, 0, len(ports))
+	for _, p := range ports {
+		if p.Hairpin == on {
+			res.Unchanged = append(res.Unchanged, p.Name)
+		} else {
+			todo = append(todo, p)
+		}
+	}
+	if dryRun {
+		for _, p := range todo {
+			res.Changed = append(res.Changed, p.Name)
+		}
+		return res
+	}
+	if len(todo) == 0 {
+		return res
+	}
+	if err := c.raw.SetReceiveBufferSize(setRcvBuf, false); err != nil {
+		// Not fatal: windows keep the ACKs well under the default buffer.
+		_ = err
+	}
+	tv := unix.NsecToTimeval((10 * time.Second).Nanoseconds())
+	if err := c.raw.SetReceiveTimeout(&tv); err != nil {
+		for _, p := range todo {
+			res.Fail(p.Name, fmt.Errorf("set hairpin on %s: %w", p.Name, err))
+		}
+		return res
+	}
+	for start := 0; start < len(todo); start += setWindow {
+		end := min(start+setWindow, len(todo))
+		c.setWindow(todo[start:end], on, res)
+	}
+	return res
+}
+
+// setWindow sends one request per port, then reads until every request
+// has its ACK or error.
+func (c *Client) setWindow(ports []Port, on bool, res *SetResult) {
+	mode := []byte{0}
+	if on {
+		mode[0] = 1
+	}
+	pending := make(map[uint32]*Port, len(ports))
+	order := make([]uint32, 0, len(ports))
+	for i := range ports {
+		p := &ports[i]
+		req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+		msg := nl.NewIfInfomsg(unix.AF_BRIDGE)
+		msg.Index = int32(p.Index)
+		req.AddData(msg)
+		protinfo := nl.NewRtAttr(unix.IFLA_PROTINFO|unix.NLA_F_NESTED, nil)
+		protinfo.AddRtAttr(nl.IFLA_BRPORT_MODE, mode)
+		req.AddData(protinfo)
+		if err := c.raw.Send(req); err != nil {
+			res.Fail(p.Name, fmt.Errorf("set hairpin on %s: %w", p.Name, err))
+			continue
+		}
+		pending[req.Seq] = p
+		order = append(order, req.Seq)
+	}
+	errs := map[uint32]error{}
+	for len(errs) < len(pending) {
+		msgs, _, err := c.raw.Receive()
+		if err != nil {
+			// Timed out or the socket failed: every unanswered port fails.
+			for seq, p := range pending {
+				if _, done := errs[seq]; !done {
+					errs[seq] = fmt.Errorf("set hairpin on %s: no answer from the kernel: %w", p.Name, err)
+				}
+			}
+			break
+		}
+		for _, m := range msgs {
+			if m.Header.Type != unix.NLMSG_ERROR {
+				continue
+			}
+			if _, ok := pending[m.Header.Seq]; !ok {
+				continue
+			}
+			code := int32(nl.NativeEndian().Uint32(m.Data[0:4]))
+			if code == 0 {
+				errs[m.Header.Seq] = nil
+			} else {
+				errs[m.Header.Seq] = syscall.Errno(-code)
+			}
+		}
+	}
+	for _, seq := range order {
+		p := pending[seq]
+		if err := errs[seq]; err != nil {
+			res.Fail(p.Name, setError(p.Name, err))
+		} else {
+			res.Changed = append(res.Changed, p.Name)
+		}
+	}
+}
+
+// setError explains a failed RTM_SETLINK in the user's terms.
+func setError(name string, err error) error {
+	switch errnoOf(err) {
+	case unix.ENODEV:
+		return fmt.Errorf("%s no longer exists: %w", name, ErrVanished)
+	case unix.EOPNOTSUPP:
+		// rtnl_bridge_setlink: the device has no bridge master any more.
+		return fmt.Errorf("%s is no longer attached to a bridge: %w", name, ErrVanished)
+	case unix.EPERM, unix.EACCES:
+		return fmt.Errorf("set hairpin on %s needs CAP_NET_ADMIN: run as root: %w", name, ErrPermission)
+	}
+	return fmt.Errorf("set hairpin on %s: %w", name, err)
+}
+
+// WaitForBridges blocks until every named bridge exists in the client's
+// namespace or timeout passes. At boot cni0 appears with the first pod.
+// It subscribes to link updates before looking, so a bridge created in
+// between is not missed.
+func (c *Client) WaitForBridges(names []string, timeout time.Duration) error {
+	missing := map[string]bool{}
+	for _, n := range names {
+		if err := ValidateIfName(n); err != nil {
+			return err
+		}
+		missing[n] = true
+	}
+	updates := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	ns := c.ns
+	subErr := make(chan error, 1)
+	err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
+		Namespace:     &ns,
+		ErrorCallback: func(err error) { select { case subErr <- err: default: } },
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe to link updates in netns %s: %w", c.NetnsLabel(), err)
+	}
+	check := func() error {
+		for n := range missing {
+			_, err := c.Bridge(n)
+			switch {
+			case err == nil:
+				delete(missing, n)
+			case errors.Is(err, ErrNotFound):
+			default:
+				return err
+			}
+		}
+		return nil
+	}
+	if err := check(); err != nil {
+		return err
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	// A slow poll covers an update lost to a subscription error.
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	for len(missing) > 0 {
+		select {
+		case u, ok := <-updates:
+			if !ok {
+				updates = nil
+				continue
+			}
+			if !missing[u.Attrs().Name] {
+				continue
+			}
+		case <-subErr:
+		case <-poll.C:
+		case <-deadline.C:
+			return fmt.Errorf("bridge %s did not appear in netns %s within %s: %w", setString(missing), c.NetnsLabel(), timeout, ErrTimeout)
+		}
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func setString(m map[string]bool) string {
+	s := ""
+	for k := range m {
+		if s != "" {
+			s += ", "
+		}
+		s += k
+	}
+	return s
+}

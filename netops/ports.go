@@ -1,0 +1,88 @@
+package netops
+
+// Port is one bridge port (a device enslaved to a Linux bridge) and its
+// hairpin state.
+type Port struct {
+	// Bridge is the name of the bridge the port belongs to.
+	Bridge string `json:"bridge"`
+	// Name is the port's interface name in the node namespace.
+	Name string `json:"name"`
+	// Index is the port's ifindex.
+	Index int `json:"index"`
+	// Hairpin is true when the port reflects frames back out of the port
+	// they came in on (IFLA_BRPORT_MODE, brport/hairpin_mode).
+	Hairpin bool `json:"hairpin"`
+	// State is the STP port state: disabled, listening, learning,
+	// forwarding or blocking.
+	State string `json:"state"`
+	// OperState is the RFC 2863 operational state: up, down, lowerlayerdown, ...
+	OperState string `json:"operState"`
+	// MAC is the port's hardware address.
+	MAC string `json:"mac"`
+	// PodIPs are the addresses of the pod behind the port, learnt from the
+	// veth peer's namespace or from the bridge's neighbour and FDB tables;
+	// empty when they cannot be learnt.
+	PodIPs []string `json:"podIPs"`
+	// PodIPSource says where PodIPs came from: "netns:<name or path>",
+	// "neigh" (bridge ARP/NDP + FDB), or "" when unknown.
+	PodIPSource string `json:"podIPSource,omitempty"`
+
+	bridgeIndex int
+	peerIndex   int
+	peerNetnsID int
+}
+
+// PortFilter selects ports. Empty fields select everything.
+type PortFilter struct {
+	// Bridges keeps ports of these bridges only.
+	Bridges []string
+	// Names keeps these ports only.
+	Names []string
+	// Hairpin, when not nil, keeps ports whose hairpin state equals it.
+	Hairpin *bool
+}
+
+// SetResult is the outcome of a bulk hairpin change.
+type SetResult struct {
+	// Changed lists the ports that were written (or, in a dry run, would be).
+	Changed []string `json:"changed"`
+	// Unchanged lists the ports already in the wanted state; they were not written.
+	Unchanged []string `json:"unchanged"`
+	// Failed lists the ports that could not be set, with the reason.
+	Failed []Failure `json:"failed"`
+	// DryRun is true when nothing was written.
+	DryRun bool `json:"dryRun"`
+}
+
+// Failure is one port or name that could not be handled.
+type Failure struct {
+	// Name is the interface name.
+	Name string `json:"name"`
+	// Error says why, in one line.
+	Error string `json:"error"`
+
+	err error
+}
+
+// Err returns the underlying error, for errors.Is.
+func (f Failure) Err() error { return f.err }
+
+// NewSetResult returns a SetResult with empty, non-nil slices.
+func NewSetResult() *SetResult {
+	return &SetResult{Changed: []string{}, Unchanged: []string{}, Failed: []Failure{}}
+}
+
+// Fail records a failure.
+func (r *SetResult) Fail(name string, err error) {
+	r.Failed = append(r.Failed, Failure{Name: name, Error: err.Error(), err: err})
+}
+
+// stpStates names the kernel's BR_STATE_* values.
+var stpStates = [...]string{"disabled", "listening", "learning", "forwarding", "blocking"}
+
+func stpStateName(s uint8) string {
+	if int(s) < len(stpStates) {
+		return stpStates[s]
+	}
+	return "unknown"
+}

@@ -1,0 +1,300 @@
+package netops
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hairpinctl/hairpinctl/netops/lab"
+	"github.com/vishvananda/netlink"
+)
+
+func TestListPortsLab(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 3, Restore: "none"})
+	c := openLab(t, l)
+	// Turn pod 2's port on so the listing has both states.
+	if err := l.Handle().LinkSetHairpin(mustLink(t, l, "veth2"), true); err != nil {
+		t.Fatal(err)
+	}
+	ports, err := c.ListPorts(ListOptions{PodIPs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ports) != 3 {
+		t.Fatalf("got %d ports, want 3: %+v", len(ports), ports)
+	}
+	for i, p := range ports {
+		n := i + 1
+		want := fmt.Sprintf("veth%d", n)
+		if p.Name != want || p.Bridge != "cni0" {
+			t.Errorf("port %d = %s on %s, want %s on cni0", i, p.Name, p.Bridge, want)
+		}
+		if p.Hairpin != (n == 2) {
+			t.Errorf("%s hairpin = %v, want %v", p.Name, p.Hairpin, n == 2)
+		}
+		if p.OperState != "up" || p.State != "forwarding" && p.State != "disabled" && p.State != "learning" && p.State != "listening" {
+			t.Errorf("%s oper=%q stp=%q", p.Name, p.OperState, p.State)
+		}
+		if p.Index == 0 || len(p.MAC) != 17 {
+			t.Errorf("%s index=%d mac=%q", p.Name, p.Index, p.MAC)
+		}
+		wantIP := fmt.Sprintf("10.244.0.%d", 10+n)
+		if !slices.Equal(p.PodIPs, []string{wantIP}) {
+			t.Errorf("%s podIPs = %v, want [%s]", p.Name, p.PodIPs, wantIP)
+		}
+		if !strings.HasPrefix(p.PodIPSource, "netns:") {
+			t.Errorf("%s pod IP source = %q, want netns:…", p.Name, p.PodIPSource)
+		}
+	}
+}
+
+func TestPodIPsFromNeighbourTables(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 2, Restore: "none"})
+	c := openLab(t, l)
+	// Traffic from pod 1 to the bridge address teaches the bridge FDB the
+	// pod's MAC and the node's ARP table its IP.
+	if out, err := lab.Exec(l.Pod(1).Ns, "", "ping", "-c1", "-W2", "10.244.0.1"); err != nil {
+		t.Skipf("ping unavailable: %v %s", err, out)
+	}
+	ports, err := c.dumpBridgePorts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.nameBridges(ports, nil); err != nil {
+		t.Fatal(err)
+	}
+	// No netns lookup: only the neighbour path may fill the IPs.
+	c.podIPsFromNeigh(ports)
+	got := map[string][]string{}
+	for _, p := range ports {
+		got[p.Name] = p.PodIPs
+	}
+	if !slices.Equal(got["veth1"], []string{"10.244.0.11"}) {
+		t.Errorf("veth1 via neigh = %v, want [10.244.0.11]", got["veth1"])
+	}
+	if len(got["veth2"]) != 0 {
+		t.Errorf("veth2 via neigh = %v, want none (pod 2 sent nothing)", got["veth2"])
+	}
+}
+
+func TestListPortsBridgeFilter(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 2, Restore: "none"})
+	c := openLab(t, l)
+	h := l.Handle()
+	// A second bridge with no ports, and a veth that is no port.
+	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br-empty"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "veth9"}, PeerName: "veth9p"}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		bridges []string
+		want    int
+		wantErr error
+	}{
+		{"all", nil, 2, nil},
+		{"cni0", []string{"cni0"}, 2, nil},
+		{"empty bridge", []string{"br-empty"}, 0, nil},
+		{"unknown bridge", []string{"nosuchbr"}, 0, ErrNotFound},
+		{"not a bridge", []string{"veth9"}, 0, ErrNotBridge},
+		{"bad name", []string{"a/b"}, 0, ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ports, err := c.ListPorts(ListOptions{Bridges: tt.bridges})
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if len(ports) != tt.want {
+				t.Errorf("got %d ports, want %d", len(ports), tt.want)
+			}
+		})
+	}
+	ports, _ := c.ListPorts(ListOptions{})
+	sel, fails := c.SelectPorts(ports, []string{"veth2", "veth9", "nope0", "veth2"})
+	if len(sel) != 1 || sel[0].Name != "veth2" {
+		t.Errorf("selected %v, want [veth2]", sel)
+	}
+	if len(fails) != 2 || !errors.Is(fails[0].Err(), ErrNotBridgePort) || !errors.Is(fails[1].Err(), ErrNotFound) {
+		t.Errorf("failures = %+v, want veth9 not a port, nope0 not found", fails)
+	}
+	if !strings.Contains(fails[0].Error, "veth9 is not attached to a bridge") {
+		t.Errorf("message %q", fails[0].Error)
+	}
+}
+
+func TestSetHairpinIdempotentAndDryRun(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 3, Restore: "none"})
+	c := openLab(t, l)
+	list := func() map[string]bool {
+		t.Helper()
+		ports, err := c.ListPorts(ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]bool{}
+		for _, p := range ports {
+			m[p.Name] = p.Hairpin
+		}
+		return m
+	}
+	ports, _ := c.ListPorts(ListOptions{})
+
+	dry := c.SetHairpin(ports, true, true)
+	if len(dry.Changed) != 3 || !dry.DryRun {
+		t.Fatalf("dry run = %+v", dry)
+	}
+	for name, on := range list() {
+		if on {
+			t.Errorf("dry run wrote %s", name)
+		}
+	}
+
+	res := c.SetHairpin(ports, true, false)
+	if len(res.Changed) != 3 || len(res.Unchanged) != 0 || len(res.Failed) != 0 {
+		t.Fatalf("enable = %+v", res)
+	}
+	for name, on := range list() {
+		if !on {
+			t.Errorf("%s still off after enable", name)
+		}
+	}
+	// Also check the kernel's own view through sysfs-free netlink protinfo.
+	pi, err := l.Handle().LinkGetProtinfo(mustLink(t, l, "veth3"))
+	if err != nil || !pi.Hairpin {
+		t.Errorf("protinfo veth3 = %+v, %v", pi, err)
+	}
+
+	ports, _ = c.ListPorts(ListOptions{})
+	again := c.SetHairpin(ports, true, false)
+	if len(again.Changed) != 0 || len(again.Unchanged) != 3 {
+		t.Errorf("second enable = %+v, want all unchanged", again)
+	}
+	off := c.SetHairpin(ports[:1], false, false)
+	if !slices.Equal(off.Changed, []string{"veth1"}) {
+		t.Errorf("disable veth1 = %+v", off)
+	}
+	if m := list(); m["veth1"] || !m["veth2"] {
+		t.Errorf("after disable veth1: %v", m)
+	}
+}
+
+func TestSetHairpinPortVanishes(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 4, Restore: "none"})
+	c := openLab(t, l)
+	ports, err := c.ListPorts(ListOptions{Bridges: []string{"cni0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Pod 2 is deleted and pod 3 leaves the bridge between listing and setting.
+	if err := l.Handle().LinkDel(mustLink(t, l, "veth2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Handle().LinkSetNoMaster(mustLink(t, l, "veth3")); err != nil {
+		t.Fatal(err)
+	}
+	res := c.SetHairpin(ports, true, false)
+	if !slices.Equal(res.Changed, []string{"veth1", "veth4"}) {
+		t.Errorf("changed = %v, want [veth1 veth4]", res.Changed)
+	}
+	if len(res.Failed) != 2 {
+		t.Fatalf("failed = %+v, want veth2 and veth3", res.Failed)
+	}
+	for _, f := range res.Failed {
+		if !errors.Is(f.Err(), ErrVanished) {
+			t.Errorf("%s: %v, want ErrVanished", f.Name, f.Err())
+		}
+	}
+	if !strings.Contains(res.Failed[0].Error, "veth2 no longer exists") {
+		t.Errorf("message %q", res.Failed[0].Error)
+	}
+	now, _ := c.ListPorts(ListOptions{})
+	for _, p := range now {
+		if !p.Hairpin {
+			t.Errorf("%s not set", p.Name)
+		}
+	}
+}
+
+func TestSetHairpinManyPorts(t *testing.T) {
+	// More ports than one window, so ACKs of several windows are matched.
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	l := newLab(t, lab.Options{Pods: 1, Restore: "none"})
+	c := openLab(t, l)
+	br, _ := l.Handle().LinkByName("cni0")
+	const n = 600
+	for i := 0; i < n; i++ {
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("m%d", i), MasterIndex: br.Attrs().Index}, PeerName: fmt.Sprintf("m%dp", i)}
+		if err := l.Handle().LinkAdd(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ports, err := c.ListPorts(ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ports) != n+1 {
+		t.Fatalf("%d ports, want %d", len(ports), n+1)
+	}
+	res := c.SetHairpin(ports, true, false)
+	if len(res.Changed) != n+1 || len(res.Failed) != 0 {
+		t.Fatalf("changed %d failed %v", len(res.Changed), res.Failed)
+	}
+	ports, _ = c.ListPorts(ListOptions{})
+	for _, p := range ports {
+		if !p.Hairpin {
+			t.Fatalf("%s off", p.Name)
+		}
+	}
+}
+
+func TestWaitForBridges(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 1, Restore: "none"})
+	c := openLab(t, l)
+	if err := c.WaitForBridges([]string{"cni0"}, time.Second); err != nil {
+		t.Fatalf("existing bridge: %v", err)
+	}
+	start := time.Now()
+	err := c.WaitForBridges([]string{"late0"}, 300*time.Millisecond)
+	if !errors.Is(err, ErrTimeout) || time.Since(start) < 300*time.Millisecond {
+		t.Fatalf("missing bridge: %v after %v", err, time.Since(start))
+	}
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		_ = l.Handle().LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "late0"}})
+	}()
+	if err := c.WaitForBridges([]string{"late0"}, 10*time.Second); err != nil {
+		t.Fatalf("bridge created while waiting: %v", err)
+	}
+	if err := c.WaitForBridges([]string{"veth1"}, time.Second); !errors.Is(err, ErrNotBridge) {
+		t.Fatalf("veth1 as bridge: %v", err)
+	}
+}
+
+func TestOpenNetnsErrors(t *testing.T) {
+	for _, spec := range []string{"no-such-netns-xyz", "/nonexistent/ns/net"} {
+		if _, err := Open(spec); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Open(%q) = %v, want ErrNotFound", spec, err)
+		}
+	}
+	if _, err := Open("/etc/hostname"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Open(/etc/hostname) = %v, want ErrInvalid", err)
+	}
+}
+
+func mustLink(t *testing.T, l *lab.Lab, name string) netlink.Link {
+	t.Helper()
+	lk, err := l.Handle().LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lk
+}
