@@ -21,8 +21,10 @@ const NetnsDir = "/run/netns"
 type Client struct {
 	// nsName is what the user gave (a name under /run/netns or a path), "" for the current namespace.
 	nsName string
-	ns     netns.NsHandle
-	h      *netlink.Handle
+	// own is true when the client works in the caller's namespace.
+	own bool
+	ns  netns.NsHandle
+	h   *netlink.Handle
 	// raw is a NETLINK_ROUTE socket in the namespace for requests the netlink
 	// package has no bulk form of: the AF_BRIDGE link dump and pipelined RTM_SETLINK.
 	raw *nl.NetlinkSocket
@@ -38,13 +40,13 @@ func ResolveNetns(spec string) (string, error) {
 	path := spec
 	if !strings.Contains(spec, "/") {
 		if spec == "." || spec == ".." {
-			return "", fmt.Errorf("netns name %q is not valid: %w", spec, ErrInvalid)
+			return "", errorf(ErrInvalid, "netns name %q is not valid", spec)
 		}
 		path = filepath.Join(NetnsDir, spec)
 	}
 	if _, err := os.Stat(path); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("netns %s does not exist (see: ip netns list): %w", spec, ErrNotFound)
+			return "", errorf(ErrNotFound, "netns %s does not exist (see: ip netns list)", spec)
 		}
 		return "", fmt.Errorf("netns %s: %w", spec, err)
 	}
@@ -58,7 +60,7 @@ func Open(spec string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{nsName: spec}
+	c := &Client{nsName: spec, own: path == ""}
 	if path == "" {
 		c.ns, err = netns.Get()
 	} else {
@@ -69,14 +71,20 @@ func Open(spec string) (*Client, error) {
 	}
 	if path != "" && !isNetns(int(c.ns)) {
 		c.ns.Close()
-		return nil, fmt.Errorf("%s is not a network namespace: %w", spec, ErrInvalid)
+		return nil, errorf(ErrInvalid, "%s is not a network namespace", spec)
 	}
-	c.h, err = netlink.NewHandleAt(c.ns, unix.NETLINK_ROUTE)
+	// In the caller's own namespace no setns is needed, which keeps
+	// listing usable without privileges.
+	target := c.ns
+	if path == "" {
+		target = netns.None()
+	}
+	c.h, err = netlink.NewHandleAt(target, unix.NETLINK_ROUTE)
 	if err != nil {
 		c.ns.Close()
 		return nil, fmt.Errorf("netlink socket in netns %s: %w", c.NetnsLabel(), err)
 	}
-	c.raw, err = nl.GetNetlinkSocketAt(c.ns, netns.None(), unix.NETLINK_ROUTE)
+	c.raw, err = nl.GetNetlinkSocketAt(target, netns.None(), unix.NETLINK_ROUTE)
 	if err != nil {
 		c.h.Close()
 		c.ns.Close()

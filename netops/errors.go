@@ -35,15 +35,15 @@ const maxIfNameLen = 15
 func ValidateIfName(name string) error {
 	switch {
 	case name == "":
-		return fmt.Errorf("empty interface name: %w", ErrInvalid)
+		return errorf(ErrInvalid, "empty interface name")
 	case len(name) > maxIfNameLen:
-		return fmt.Errorf("interface name %q is %d bytes, the limit is %d: %w", name, len(name), maxIfNameLen, ErrInvalid)
+		return errorf(ErrInvalid, "interface name %q is %d bytes, the limit is %d", name, len(name), maxIfNameLen)
 	case name == "." || name == "..":
-		return fmt.Errorf("interface name %q is reserved: %w", name, ErrInvalid)
+		return errorf(ErrInvalid, "interface name %q is reserved", name)
 	case strings.ContainsAny(name, "/:"):
-		return fmt.Errorf("interface name %q contains '/' or ':': %w", name, ErrInvalid)
+		return errorf(ErrInvalid, "interface name %q contains '/' or ':'", name)
 	case strings.IndexFunc(name, isSpace) >= 0:
-		return fmt.Errorf("interface name %q contains whitespace: %w", name, ErrInvalid)
+		return errorf(ErrInvalid, "interface name %q contains whitespace", name)
 	}
 	return nil
 }
@@ -51,3 +51,23 @@ func ValidateIfName(name string) error {
 func isSpace(r rune) bool {
 	return r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\v' || r == '\f'
 }
+
+// kindError carries a message and a sentinel kind that errors.Is finds but
+// the message does not repeat: "veth9 is not attached to a bridge", not
+// "...: not attached to a bridge".
+type kindError struct {
+	kind error
+	err  error
+}
+
+func (e *kindError) Error() string   { return e.err.Error() }
+func (e *kindError) Unwrap() []error { return []error{e.err, e.kind} }
+
+// errorf formats a message (%w allowed) tagged with kind.
+func errorf(kind error, format string, args ...any) error {
+	return &kindError{kind: kind, err: fmt.Errorf(format, args...)}
+}
+
+// Errorf is errorf for other packages: a one-line message tagged with one of
+// the sentinel kinds above.
+func Errorf(kind error, format string, args ...any) error { return errorf(kind, format, args...) }

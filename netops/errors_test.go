@@ -13,7 +13,7 @@ func TestValidateIfName(t *testing.T) {
 	}{
 		{"veth1", true},
 		{"cni0", true},
-		{"vethabcdef01234", true},  // 15 bytes
+		{"vethabcdef01234", true},   // 15 bytes
 		{"vethabcdef012345", false}, // 16 bytes
 		{"", false},
 		{"a/b", false},

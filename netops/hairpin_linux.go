@@ -8,6 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -130,12 +131,12 @@ func (c *Client) setWindow(ports []Port, on bool, res *SetResult) {
 func setError(name string, err error) error {
 	switch errnoOf(err) {
 	case unix.ENODEV:
-		return fmt.Errorf("%s no longer exists: %w", name, ErrVanished)
+		return errorf(ErrVanished, "%s no longer exists", name)
 	case unix.EOPNOTSUPP:
 		// rtnl_bridge_setlink: the device has no bridge master any more.
-		return fmt.Errorf("%s is no longer attached to a bridge: %w", name, ErrVanished)
+		return errorf(ErrVanished, "%s is no longer attached to a bridge", name)
 	case unix.EPERM, unix.EACCES:
-		return fmt.Errorf("set hairpin on %s needs CAP_NET_ADMIN: run as root: %w", name, ErrPermission)
+		return errorf(ErrPermission, "set hairpin on %s needs CAP_NET_ADMIN: run as root", name)
 	}
 	return fmt.Errorf("set hairpin on %s: %w", name, err)
 }
@@ -155,11 +156,19 @@ func (c *Client) WaitForBridges(names []string, timeout time.Duration) error {
 	updates := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
 	defer close(done)
-	ns := c.ns
+	var nsp *netns.NsHandle
+	if !c.own {
+		nsp = &c.ns
+	}
 	subErr := make(chan error, 1)
 	err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
-		Namespace:     &ns,
-		ErrorCallback: func(err error) { select { case subErr <- err: default: } },
+		Namespace: nsp,
+		ErrorCallback: func(err error) {
+			select {
+			case subErr <- err:
+			default:
+			}
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe to link updates in netns %s: %w", c.NetnsLabel(), err)
@@ -198,7 +207,7 @@ func (c *Client) WaitForBridges(names []string, timeout time.Duration) error {
 		case <-subErr:
 		case <-poll.C:
 		case <-deadline.C:
-			return fmt.Errorf("bridge %s did not appear in netns %s within %s: %w", setString(missing), c.NetnsLabel(), timeout, ErrTimeout)
+			return errorf(ErrTimeout, "bridge %s did not appear in netns %s within %s", setString(missing), c.NetnsLabel(), timeout)
 		}
 		if err := check(); err != nil {
 			return err

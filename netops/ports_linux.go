@@ -86,12 +86,12 @@ func (c *Client) Bridge(name string) (netlink.Link, error) {
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
-			return nil, fmt.Errorf("bridge %s not found in netns %s: %w", name, c.NetnsLabel(), ErrNotFound)
+			return nil, errorf(ErrNotFound, "bridge %s not found in netns %s", name, c.NetnsLabel())
 		}
 		return nil, fmt.Errorf("look up bridge %s: %w", name, err)
 	}
 	if l.Type() != "bridge" {
-		return nil, fmt.Errorf("%s is a %s device, not a bridge: %w", name, l.Type(), ErrNotBridge)
+		return nil, errorf(ErrNotBridge, "%s is a %s device, not a bridge", name, l.Type())
 	}
 	return l, nil
 }
@@ -130,14 +130,14 @@ func (c *Client) SelectPorts(ports []Port, names []string) ([]Port, []Failure) {
 func (c *Client) classifyMissing(name string) error {
 	l, err := c.h.LinkByName(name)
 	if err != nil {
-		return fmt.Errorf("%s: no such interface in netns %s (see: hairpinctl ports): %w", name, c.NetnsLabel(), ErrNotFound)
+		return errorf(ErrNotFound, "%s: no such interface in netns %s (see: hairpinctl ports)", name, c.NetnsLabel())
 	}
 	if m := l.Attrs().MasterIndex; m != 0 {
 		if br, err := c.h.LinkByIndex(m); err == nil && br.Type() == "bridge" {
-			return fmt.Errorf("%s is a port of %s, which was not selected (see: hairpinctl ports): %w", name, br.Attrs().Name, ErrNotBridgePort)
+			return errorf(ErrNotBridgePort, "%s is a port of %s, which was not selected (see: hairpinctl ports)", name, br.Attrs().Name)
 		}
 	}
-	return fmt.Errorf("%s is not attached to a bridge (see: hairpinctl ports): %w", name, ErrNotBridgePort)
+	return errorf(ErrNotBridgePort, "%s is not attached to a bridge (see: hairpinctl ports)", name)
 }
 
 // dumpBridgePorts reads every bridge port with one AF_BRIDGE RTM_GETLINK

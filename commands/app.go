@@ -1,0 +1,56 @@
+// Package commands is hairpinctl's command line: one file per subcommand,
+// each an Action that validates input, calls netops, and hands the data to
+// a printer.
+package commands
+
+import (
+	"github.com/urfave/cli/v2"
+)
+
+// NewApp builds the hairpinctl application. Errors come back from Run; main
+// maps them to exit codes with ExitCode.
+func NewApp(version string) *cli.App {
+	app := &cli.App{
+		Name:    "hairpinctl",
+		Usage:   "inspect and fix Kubernetes hairpin networking on a node",
+		Version: version,
+		Description: `A pod that connects to its own Service's ClusterIP can be load-balanced
+back to itself; the packet must then leave the bridge by the port it came in
+on, which the bridge drops unless that port has hairpin mode on. hairpinctl
+lists and sets hairpin mode on bridge ports, reads kube-proxy's Service NAT,
+follows conntrack, and diagnoses the whole chain.`,
+		Commands: []*cli.Command{
+			portsCommand,
+			enableCommand,
+			disableCommand,
+			versionCommand,
+		},
+		// --netns and -o are accepted before the command name too.
+		Flags:                []cli.Flag{netnsFlag(), outputFlag()},
+		HideVersion:          true,
+		EnableBashCompletion: true,
+		// Exit codes are decided once, in main, from the returned error.
+		ExitErrHandler: func(*cli.Context, error) {},
+		OnUsageError: func(c *cli.Context, err error, _ bool) error {
+			return usageErrorf("%v (see: hairpinctl --help)", err)
+		},
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usageErrorf("unknown command %q (see: hairpinctl --help)", c.Args().First())
+			}
+			return cli.ShowAppHelp(c)
+		},
+		CustomAppHelpTemplate: cli.AppHelpTemplate + "\n" + exitCodeHelp + "\n",
+	}
+	for _, cmd := range app.Commands {
+		cmd.OnUsageError = commandUsageError
+		if cmd.CustomHelpTemplate == "" {
+			cmd.CustomHelpTemplate = cli.CommandHelpTemplate + "\n" + exitCodeHelp + "\n"
+		}
+	}
+	return app
+}
+
+func commandUsageError(c *cli.Context, err error, _ bool) error {
+	return usageErrorf("%s: %v (see: hairpinctl %s --help)", c.Command.Name, err, c.Command.Name)
+}

@@ -1,0 +1,21 @@
+package commands
+
+import "github.com/urfave/cli/v2"
+
+var enableCommand = &cli.Command{
+	Name:      "enable",
+	Usage:     "turn hairpin mode on, per port or in bulk",
+	ArgsUsage: "[IFACE...]",
+	Description: `Turns hairpin mode on for the named ports, every port of --bridge BR,
+or every port of every bridge with --all. Ports already on are reported
+unchanged and not written. A port that fails (deleted mid-way) is reported
+and the rest are still set: exit 3.
+
+EXAMPLES:
+   hairpinctl enable veth1
+   hairpinctl enable --bridge cni0
+   hairpinctl enable veth1 --dry-run
+   hairpinctl enable --bridge cni0 --wait-bridge 2m     # at boot`,
+	Flags:  hairpinFlags(),
+	Action: hairpinAction(true),
+}

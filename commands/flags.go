@@ -1,0 +1,95 @@
+package commands
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/urfave/cli/v2"
+)
+
+// Flag constructors: each command gets its own flag values, so building the
+// app twice (as the tests do) shares no state.
+
+func netnsFlag() cli.Flag {
+	return &cli.StringFlag{
+		Name:    "netns",
+		Usage:   "work in network namespace `NAME|PATH`: a name under /run/netns, or a path such as /proc/PID/ns/net",
+		EnvVars: []string{"HAIRPINCTL_NETNS"},
+	}
+}
+
+func outputFlag() cli.Flag {
+	return &cli.StringFlag{
+		Name:    "output",
+		Aliases: []string{"o"},
+		Value:   "table",
+		Usage:   "output `FORMAT`: table or json",
+	}
+}
+
+func bridgeFlag(usage string) cli.Flag {
+	return &cli.StringSliceFlag{
+		Name:    "bridge",
+		Aliases: []string{"b"},
+		Usage:   usage,
+	}
+}
+
+// lineageString returns a flag's value from the innermost context that set
+// it, so a flag given before the command name (hairpinctl -o json ports)
+// counts as well as one given after it.
+func lineageString(c *cli.Context, name string) string {
+	for _, ctx := range c.Lineage() {
+		if ctx.IsSet(name) {
+			return ctx.String(name)
+		}
+	}
+	return c.String(name)
+}
+
+// outputFormat validates -o.
+func outputFormat(c *cli.Context) (string, error) {
+	switch f := lineageString(c, "output"); f {
+	case "table", "json":
+		return f, nil
+	default:
+		return "", usageErrorf("%s: unknown output format %q: use table or json", c.Command.Name, f)
+	}
+}
+
+// openClient opens a netops client for --netns.
+func openClient(c *cli.Context) (*netops.Client, error) {
+	cl, err := netops.Open(lineageString(c, "netns"))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c.Command.Name, err)
+	}
+	return cl, nil
+}
+
+// bridges returns --bridge values, validated.
+func bridges(c *cli.Context) ([]string, error) {
+	var out []string
+	for _, b := range c.StringSlice("bridge") {
+		// Accept --bridge a,b as well as repeated flags.
+		for _, s := range strings.Split(b, ",") {
+			if s == "" {
+				continue
+			}
+			if err := netops.ValidateIfName(s); err != nil {
+				return nil, fmt.Errorf("%s: --bridge: %w", c.Command.Name, err)
+			}
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// writeJSON writes v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,119 @@
+package commands
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/urfave/cli/v2"
+)
+
+// hairpinFlags are enable's and disable's flags.
+func hairpinFlags() []cli.Flag {
+	return []cli.Flag{
+		bridgeFlag("every port of bridge `BR` (repeatable)"),
+		&cli.BoolFlag{Name: "all", Usage: "every port of every bridge"},
+		&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "report what would change, write nothing"},
+		&cli.DurationFlag{Name: "wait-bridge", Usage: "wait up to `DURATION` for the --bridge bridges to exist (at boot cni0 appears with the first pod)"},
+		outputFlag(),
+		netnsFlag(),
+	}
+}
+
+// hairpinAction is enable's (on=true) and disable's Action.
+func hairpinAction(on bool) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		cmd := c.Command.Name
+		format, err := outputFormat(c)
+		if err != nil {
+			return err
+		}
+		brs, err := bridges(c)
+		if err != nil {
+			return err
+		}
+		names := c.Args().Slice()
+		all := c.Bool("all")
+		wait := c.Duration("wait-bridge")
+		switch {
+		case len(names) == 0 && len(brs) == 0 && !all:
+			return usageErrorf("%s: name the interfaces, or use --bridge BR or --all (see: hairpinctl %s --help)", cmd, cmd)
+		case len(names) > 0 && all:
+			return usageErrorf("%s: give interface names or --all, not both", cmd)
+		case wait < 0:
+			return usageErrorf("%s: --wait-bridge %s is negative", cmd, wait)
+		case wait > 0 && len(brs) == 0:
+			return usageErrorf("%s: --wait-bridge needs --bridge BR, the bridge to wait for", cmd)
+		}
+		for _, n := range names {
+			if err := netops.ValidateIfName(n); err != nil {
+				return fmt.Errorf("%s: %w", cmd, err)
+			}
+		}
+		dry := c.Bool("dry-run")
+		if !dry && !netops.HasNetAdmin() {
+			return netops.Errorf(netops.ErrPermission, "%s needs CAP_NET_ADMIN: run as root", cmd)
+		}
+		cl, err := openClient(c)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		if wait > 0 {
+			if err := cl.WaitForBridges(brs, wait); err != nil {
+				return fmt.Errorf("%s: %w", cmd, err)
+			}
+		}
+		ports, err := cl.ListPorts(netops.ListOptions{Bridges: brs})
+		if err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		var fails []netops.Failure
+		if len(names) > 0 {
+			ports, fails = cl.SelectPorts(ports, names)
+		} else if len(ports) == 0 {
+			where := "any bridge in netns " + cl.NetnsLabel()
+			if len(brs) > 0 {
+				where = fmt.Sprint(brs)
+			}
+			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s has no ports: nothing to do\n", cmd, where)
+		}
+		res := cl.SetHairpin(ports, on, dry)
+		res.Failed = append(fails, res.Failed...)
+		switch {
+		case format == "json":
+			err = writeJSON(c.App.Writer, res)
+		case len(res.Changed)+len(res.Unchanged) > 0:
+			// With nothing done the failures alone are said, on stderr.
+			err = printSetResult(c.App.Writer, res, on)
+		}
+		if err != nil {
+			return err
+		}
+		return failuresError(c, res.Failed, len(res.Changed)+len(res.Unchanged))
+	}
+}
+
+func printSetResult(w io.Writer, r *netops.SetResult, on bool) error {
+	pal := colours(w)
+	to, from := "on", "off"
+	if !on {
+		to, from = from, to
+	}
+	changed := "changed"
+	if r.DryRun {
+		changed = "would change"
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "PORT\tRESULT\tDETAIL")
+	for _, n := range r.Changed {
+		fmt.Fprintf(tw, "%s\t%s\thairpin %s -> %s\n", n, pal.good(changed), from, to)
+	}
+	for _, n := range r.Unchanged {
+		fmt.Fprintf(tw, "%s\t%s\talready %s\n", n, pal.dim("unchanged"), to)
+	}
+	for _, f := range r.Failed {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Name, pal.bad("failed"), f.Error)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,153 @@
+package commands
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/urfave/cli/v2"
+)
+
+var portsCommand = &cli.Command{
+	Name:      "ports",
+	Aliases:   []string{"ls"},
+	Usage:     "list bridge ports with their hairpin state and the pod behind each",
+	ArgsUsage: "[IFACE...]",
+	Description: `Lists every port of every bridge (or of --bridge BR), one row each:
+bridge, port, ifindex, STP state, operational state, hairpin mode, MAC, and
+the IPs of the pod behind the port, learnt from the veth peer's namespace or
+from the bridge's neighbour and FDB tables (empty when unknown). Works
+without privileges.
+
+EXAMPLES:
+   hairpinctl ports
+   hairpinctl ports --bridge cni0 --hairpin off
+   for i in $(hairpinctl ports -q --hairpin off); do echo "$i"; done
+   hairpinctl ports veth1 -o json`,
+	Flags: []cli.Flag{
+		bridgeFlag("only ports of bridge `BR` (repeatable)"),
+		&cli.StringFlag{Name: "hairpin", Usage: "only ports whose hairpin mode is `on|off`"},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print port names only, one a line"},
+		outputFlag(),
+		netnsFlag(),
+	},
+	Action: runPorts,
+}
+
+func runPorts(c *cli.Context) error {
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	brs, err := bridges(c)
+	if err != nil {
+		return err
+	}
+	var want *bool
+	switch h := c.String("hairpin"); h {
+	case "":
+	case "on", "off":
+		v := h == "on"
+		want = &v
+	default:
+		return usageErrorf("ports: --hairpin %q: use on or off", h)
+	}
+	names := c.Args().Slice()
+	for _, n := range names {
+		if err := netops.ValidateIfName(n); err != nil {
+			return fmt.Errorf("ports: %w", err)
+		}
+	}
+	cl, err := openClient(c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	quiet := c.Bool("quiet")
+	ports, err := cl.ListPorts(netops.ListOptions{Bridges: brs, PodIPs: !quiet})
+	if err != nil {
+		return fmt.Errorf("ports: %w", err)
+	}
+	var fails []netops.Failure
+	if len(names) > 0 {
+		ports, fails = cl.SelectPorts(ports, names)
+	}
+	if want != nil {
+		kept := ports[:0]
+		for _, p := range ports {
+			if p.Hairpin == *want {
+				kept = append(kept, p)
+			}
+		}
+		ports = kept
+	}
+	w := c.App.Writer
+	switch {
+	case quiet:
+		err = printPortNames(w, ports)
+	case format == "json":
+		err = writeJSON(w, ports)
+	default:
+		err = printPortsTable(w, ports)
+	}
+	if err != nil {
+		return err
+	}
+	return failuresError(c, fails, len(ports))
+}
+
+// failuresError reports failures of named items on stderr and picks the exit
+// code: none failed 0; one item asked for and it failed, its own code;
+// some failed while others were done 3 (partial).
+func failuresError(c *cli.Context, fails []netops.Failure, done int) error {
+	if len(fails) == 0 {
+		return nil
+	}
+	cmd := c.Command.Name
+	if len(fails) == 1 && done == 0 {
+		return fmt.Errorf("%s: %w", cmd, fails[0].Err())
+	}
+	for _, f := range fails {
+		fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s\n", cmd, f.Error)
+	}
+	if done == 0 {
+		code := ExitUsage
+		for _, f := range fails {
+			if ExitCode(f.Err()) != ExitUsage {
+				code = ExitError
+			}
+		}
+		return &exitError{code: code, err: fmt.Errorf("%s: all %d items failed", cmd, len(fails))}
+	}
+	return &exitError{code: ExitPartial, err: fmt.Errorf("%s: %d of %d items failed (the others were done)", cmd, len(fails), len(fails)+done)}
+}
+
+func printPortNames(w io.Writer, ports []netops.Port) error {
+	var b strings.Builder
+	for _, p := range ports {
+		b.WriteString(p.Name)
+		b.WriteByte('\n')
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func printPortsTable(w io.Writer, ports []netops.Port) error {
+	pal := colours(w)
+	tw := newTable(w)
+	fmt.Fprintln(tw, "BRIDGE\tPORT\tINDEX\tSTATE\tOPER\tHAIRPIN\tMAC\tPOD-IPS")
+	for _, p := range ports {
+		hp := pal.bad("off")
+		if p.Hairpin {
+			hp = pal.good("on")
+		}
+		ips := strings.Join(p.PodIPs, ",")
+		if ips == "" {
+			ips = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Bridge, p.Name, strconv.Itoa(p.Index), p.State, p.OperState, hp, p.MAC, ips)
+	}
+	return tw.Flush()
+}

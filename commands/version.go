@@ -1,0 +1,33 @@
+package commands
+
+import (
+	"fmt"
+	"runtime"
+
+	"github.com/urfave/cli/v2"
+)
+
+var versionCommand = &cli.Command{
+	Name:  "version",
+	Usage: "print the version",
+	Description: `EXAMPLES:
+   hairpinctl version
+   hairpinctl version -o json`,
+	Flags: []cli.Flag{outputFlag()},
+	Action: func(c *cli.Context) error {
+		format, err := outputFormat(c)
+		if err != nil {
+			return err
+		}
+		v := struct {
+			Version   string `json:"version"`
+			GoVersion string `json:"goVersion"`
+			Platform  string `json:"platform"`
+		}{c.App.Version, runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH}
+		if format == "json" {
+			return writeJSON(c.App.Writer, v)
+		}
+		_, err = fmt.Fprintf(c.App.Writer, "hairpinctl %s (%s %s)\n", v.Version, v.GoVersion, v.Platform)
+		return err
+	},
+}

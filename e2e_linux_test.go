@@ -1,0 +1,279 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hairpinctl/hairpinctl/netops/lab"
+	"github.com/vishvananda/netlink"
+)
+
+func newLab(t *testing.T, o lab.Options) *lab.Lab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: builds network namespaces")
+	}
+	l, err := lab.New(o)
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("lab cleanup: %v", err)
+		}
+	})
+	return l
+}
+
+// hairpinOf reads a port's hairpin mode straight from the kernel.
+func hairpinOf(t *testing.T, l *lab.Lab, port string) bool {
+	t.Helper()
+	lk, err := l.Handle().LinkByName(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pi, err := l.Handle().LinkGetProtinfo(lk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pi.Hairpin
+}
+
+// The whole story: a pod that is its Service's only endpoint cannot reach
+// itself through the ClusterIP while its port's hairpin is off, and can
+// after hairpinctl enable; another pod reaches the Service either way.
+func TestE2EHairpinStory(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 2, Endpoints: []int{1}})
+	self, other := l.Pod(1), l.Pod(2)
+
+	if got, err := l.ConnectService(other, 3*time.Second); err != nil || got != self.Name {
+		t.Fatalf("other pod → Service = %q, %v; want %q", got, err, self.Name)
+	}
+	if got, err := l.ConnectService(self, 1500*time.Millisecond); err == nil {
+		t.Fatalf("endpoint pod reached itself (%q) with hairpin off: the lab does not reproduce the bug", got)
+	}
+
+	r := run(t, "--netns", l.Node, "enable", self.HostVeth)
+	if r.code != 0 || !strings.Contains(r.stdout, "changed") {
+		t.Fatalf("enable: %+v", r)
+	}
+	if got, err := l.ConnectService(self, 3*time.Second); err != nil || got != self.Name {
+		t.Fatalf("after enable: endpoint pod → Service = %q, %v", got, err)
+	}
+	if got, err := l.ConnectService(other, 3*time.Second); err != nil || got != self.Name {
+		t.Fatalf("after enable: other pod → Service = %q, %v", got, err)
+	}
+
+	// And back: disable breaks it again.
+	if r := run(t, "disable", self.HostVeth, "--netns", l.Node); r.code != 0 {
+		t.Fatalf("disable: %+v", r)
+	}
+	if _, err := l.ConnectService(self, 1500*time.Millisecond); err == nil {
+		t.Fatal("endpoint pod reached itself after disable")
+	}
+}
+
+func TestE2EPorts(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 3, Restore: "none"})
+	if r := run(t, "enable", "veth2", "--netns", l.Node); r.code != 0 {
+		t.Fatalf("enable veth2: %+v", r)
+	}
+
+	r := run(t, "ports", "--netns", l.Node)
+	if r.code != 0 {
+		t.Fatalf("ports: %+v", r)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "BRIDGE  PORT") {
+		t.Fatalf("table:\n%s", r.stdout)
+	}
+	for _, ln := range lines {
+		if len(ln) > 80 {
+			t.Errorf("line wider than 80 columns (%d): %q", len(ln), ln)
+		}
+	}
+	if f := strings.Fields(lines[2]); f[1] != "veth2" || f[5] != "on" || f[7] != "10.244.0.12" {
+		t.Errorf("veth2 row = %q", lines[2])
+	}
+
+	r = run(t, "ports", "-q", "--hairpin", "off", "--netns", l.Node)
+	if r.stdout != "veth1\nveth3\n" {
+		t.Errorf("-q --hairpin off = %q", r.stdout)
+	}
+
+	r = run(t, "-o", "json", "--netns", l.Node, "ports", "--bridge", "cni0")
+	var ports []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &ports); err != nil {
+		t.Fatalf("json: %v\n%s", err, r.stdout)
+	}
+	if len(ports) != 3 {
+		t.Fatalf("%d ports in JSON", len(ports))
+	}
+	for _, key := range []string{"bridge", "name", "index", "hairpin", "state", "operState", "mac", "podIPs"} {
+		if _, ok := ports[0][key]; !ok {
+			t.Errorf("JSON lacks %q: %v", key, ports[0])
+		}
+	}
+	if ports[1]["hairpin"] != true || ports[0]["hairpin"] != false {
+		t.Errorf("hairpin in JSON: %v %v", ports[0]["hairpin"], ports[1]["hairpin"])
+	}
+	if ips, _ := ports[2]["podIPs"].([]any); len(ips) != 1 || ips[0] != "10.244.0.13" {
+		t.Errorf("veth3 podIPs = %v", ports[2]["podIPs"])
+	}
+
+	// A port whose pod cannot be found shows [] in JSON, "-" in the table.
+	br, _ := l.Handle().LinkByName("cni0")
+	if err := l.Handle().LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vethx", MasterIndex: br.Attrs().Index}, PeerName: "vethxp"}); err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, "ports", "vethx", "-o", "json", "--netns", l.Node)
+	if !strings.Contains(r.stdout, `"podIPs": []`) {
+		t.Errorf("unknown pod IPs: %s", r.stdout)
+	}
+
+	r = run(t, "ports", "veth1", "nope0", "--netns", l.Node)
+	if r.code != 3 || !strings.Contains(r.stdout, "veth1") || !strings.Contains(r.stderr, "nope0: no such interface") {
+		t.Errorf("partial listing: %+v", r)
+	}
+}
+
+func TestE2EEnableDisableBulk(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 3, Restore: "none"})
+
+	// Flags after positional arguments, --dry-run writes nothing.
+	r := run(t, "enable", "veth1", "veth2", "--dry-run", "--netns", l.Node)
+	if r.code != 0 || strings.Count(r.stdout, "would change") != 2 {
+		t.Fatalf("dry run: %+v", r)
+	}
+	if hairpinOf(t, l, "veth1") || hairpinOf(t, l, "veth2") {
+		t.Fatal("--dry-run wrote hairpin")
+	}
+
+	r = run(t, "enable", "veth1", "--netns", l.Node, "-o", "json")
+	var res struct {
+		Changed, Unchanged []string
+		Failed             []struct{ Name, Error string }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 0 {
+		t.Fatalf("enable veth1: %v %+v", err, r)
+	}
+	if !slices.Equal(res.Changed, []string{"veth1"}) || len(res.Unchanged) != 0 || res.Failed == nil {
+		t.Errorf("enable veth1 result = %+v", res)
+	}
+
+	r = run(t, "enable", "--bridge", "cni0", "--netns", l.Node, "-o", "json")
+	res.Changed, res.Unchanged = nil, nil
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 0 {
+		t.Fatalf("enable --bridge: %v %+v", err, r)
+	}
+	if !slices.Equal(res.Changed, []string{"veth2", "veth3"}) || !slices.Equal(res.Unchanged, []string{"veth1"}) {
+		t.Errorf("bulk enable = %+v, want veth2,veth3 changed, veth1 unchanged", res)
+	}
+	for _, p := range []string{"veth1", "veth2", "veth3"} {
+		if !hairpinOf(t, l, p) {
+			t.Errorf("%s off after bulk enable", p)
+		}
+	}
+
+	r = run(t, "disable", "--all", "--netns", l.Node)
+	if r.code != 0 || strings.Count(r.stdout, "changed") != 3 {
+		t.Errorf("disable --all: %+v", r)
+	}
+
+	// Several names, one unknown: the rest is done, exit 3.
+	r = run(t, "enable", "veth1", "veth9", "veth3", "--netns", l.Node)
+	if r.code != 3 || !hairpinOf(t, l, "veth1") || !hairpinOf(t, l, "veth3") {
+		t.Errorf("partial enable: %+v", r)
+	}
+	if !strings.Contains(r.stderr, "veth9: no such interface") || !strings.Contains(r.stderr, "1 of 3 items failed") {
+		t.Errorf("partial enable stderr: %q", r.stderr)
+	}
+}
+
+func TestE2EBadInput(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 1, Restore: "none"})
+	h := l.Handle()
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "veth9"}, PeerName: "veth9p"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br-empty"}}); err != nil {
+		t.Fatal(err)
+	}
+	ns := l.Node
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	tests := []struct {
+		name string
+		cred *syscall.Credential
+		args []string
+		code int
+		msg  string
+	}{
+		{"unknown interface", nil, []string{"enable", "nope0", "--netns", ns}, 2, "nope0: no such interface"},
+		{"not a bridge port", nil, []string{"enable", "veth9", "--netns", ns}, 2, "veth9 is not attached to a bridge"},
+		{"unknown bridge", nil, []string{"enable", "--bridge", "cni9", "--netns", ns}, 2, "bridge cni9 not found"},
+		{"name too long", nil, []string{"enable", "vethabcdefghijklm", "--netns", ns}, 2, "is 17 bytes, the limit is 15"},
+		{"slash in name", nil, []string{"enable", "a/b", "--netns", ns}, 2, "contains '/'"},
+		{"space in name", nil, []string{"ports", "a b", "--netns", ns}, 2, "contains whitespace"},
+		{"missing netns", nil, []string{"ports", "--netns", "no-such-ns-x"}, 2, "netns no-such-ns-x does not exist"},
+		{"missing netns path", nil, []string{"enable", "--all", "--netns", "/proc/999999999/ns/net"}, 2, "does not exist"},
+		{"nothing selected", nil, []string{"enable", "--netns", ns}, 2, "name the interfaces, or use --bridge BR or --all"},
+		{"names and --all", nil, []string{"enable", "veth1", "--all", "--netns", ns}, 2, "not both"},
+		{"bad output", nil, []string{"ports", "-o", "yaml", "--netns", ns}, 2, `unknown output format "yaml"`},
+		{"bad hairpin filter", nil, []string{"ports", "--hairpin", "maybe"}, 2, "use on or off"},
+		{"bad flag", nil, []string{"enable", "--bogus"}, 2, "flag provided but not defined"},
+		{"wait without bridge", nil, []string{"enable", "--all", "--wait-bridge", "1s"}, 2, "--wait-bridge needs --bridge"},
+		{"no CAP_NET_ADMIN", nobody, []string{"enable", "veth1"}, 1, "enable needs CAP_NET_ADMIN: run as root"},
+		{"no CAP_NET_ADMIN disable", nobody, []string{"disable", "--all"}, 1, "disable needs CAP_NET_ADMIN: run as root"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runAs(t, tt.cred, tt.args...)
+			if r.code != tt.code {
+				t.Errorf("exit %d, want %d (%+v)", r.code, tt.code, r)
+			}
+			oneLineErr(t, r, tt.msg)
+		})
+	}
+
+	t.Run("empty bridge is success", func(t *testing.T) {
+		r := run(t, "enable", "--bridge", "br-empty", "--netns", ns)
+		if r.code != 0 || !strings.Contains(r.stderr, "has no ports: nothing to do") {
+			t.Errorf("%+v", r)
+		}
+	})
+	t.Run("listing works unprivileged", func(t *testing.T) {
+		r := runAs(t, nobody, "ports")
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "BRIDGE") {
+			t.Errorf("%+v", r)
+		}
+	})
+}
+
+func TestE2EWaitBridge(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 1, Restore: "none"})
+	start := time.Now()
+	r := run(t, "enable", "--bridge", "late0", "--wait-bridge", "400ms", "--netns", l.Node)
+	if r.code != 1 || time.Since(start) < 400*time.Millisecond {
+		t.Errorf("timeout: %+v after %v", r, time.Since(start))
+	}
+	oneLineErr(t, r, "bridge late0 did not appear")
+
+	// The bridge and a port appear while hairpinctl waits.
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "late0"}}
+		if err := l.Handle().LinkAdd(br); err != nil {
+			return
+		}
+		_ = l.Handle().LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vlate", MasterIndex: br.Attrs().Index}, PeerName: "vlatep"})
+	}()
+	r = run(t, "enable", "--bridge", "late0", "--wait-bridge", "20s", "--netns", l.Node)
+	if r.code != 0 {
+		t.Fatalf("wait then enable: %+v", r)
+	}
+}

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// bin is the hairpinctl binary built once for the end-to-end tests.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hairpinctl-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	// Readable by the unprivileged user some tests run it as.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "hairpinctl")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build hairpinctl: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// result is one run of the binary.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// run runs hairpinctl with args.
+func run(t *testing.T, args ...string) result {
+	t.Helper()
+	return runAs(t, nil, args...)
+}
+
+// runAs runs hairpinctl, as another user when cred is set.
+func runAs(t *testing.T, cred *syscall.Credential, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return r
+}
+
+// oneLineErr checks the documented error shape: exactly one line on
+// stderr, prefixed "hairpinctl: ", containing want.
+func oneLineErr(t *testing.T, r result, want string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "hairpinctl: ") || !strings.Contains(lines[0], want) {
+		t.Errorf("stderr = %q, want one line containing %q", r.stderr, want)
+	}
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	r := run(t, "version")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "hairpinctl ") {
+		t.Errorf("version: %+v", r)
+	}
+	r = run(t, "--help")
+	for _, want := range []string{"EXIT STATUS", "3  partial", "ports", "enable", "disable"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+	r = run(t, "nosuchcommand")
+	if r.code != 2 {
+		t.Errorf("unknown command exit %d, want 2", r.code)
+	}
+	oneLineErr(t, r, `unknown command "nosuchcommand"`)
+}
