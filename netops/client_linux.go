@@ -90,6 +90,13 @@ func Open(spec string) (*Client, error) {
 		c.ns.Close()
 		return nil, fmt.Errorf("netlink socket in netns %s: %w", c.NetnsLabel(), err)
 	}
+	// Strict checking makes the kernel honour dump filters it otherwise
+	// ignores, IFA_TARGET_NETNSID among them, and reject what it cannot
+	// filter instead of silently dumping everything.
+	if err := unix.SetsockoptInt(c.raw.GetFd(), unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("netlink strict checking (Linux 4.20 or later needed): %w", err)
+	}
 	return c, nil
 }
 

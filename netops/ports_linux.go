@@ -4,15 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,24 +47,19 @@ func (c *Client) ListPorts(o ListOptions) ([]Port, error) {
 		}
 		ports = kept
 	}
-	var links map[int]netlink.Link
-	if o.PodIPs && len(ports) > 0 {
-		// One AF_UNSPEC dump gives what the AF_BRIDGE one lacks: the veth
-		// peer's namespace id (IFLA_LINK_NETNSID) and the bridges' names.
-		all, err := c.h.LinkList()
-		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return nil, fmt.Errorf("list links: %w", err)
-		}
-		links = make(map[int]netlink.Link, len(all))
-		for _, l := range all {
-			links[l.Attrs().Index] = l
-		}
-	}
-	if err := c.nameBridges(ports, links); err != nil {
+	if err := c.nameBridges(ports); err != nil {
 		return nil, err
 	}
-	if o.PodIPs {
-		c.resolvePodIPs(ports, links)
+	if o.PodIPs && len(ports) > 0 {
+		bridges := map[int]bool{}
+		for _, p := range ports {
+			bridges[p.bridgeIndex] = true
+		}
+		peers, err := c.dumpVethPeers(bridges)
+		if err != nil {
+			return nil, err
+		}
+		c.resolvePodIPs(ports, peers)
 	}
 	sort.SliceStable(ports, func(i, j int) bool {
 		if ports[i].Bridge != ports[j].Bridge {
@@ -178,45 +171,41 @@ func parseBridgeLinkMsg(m []byte) (Port, bool, error) {
 		return Port{}, false, fmt.Errorf("short RTM_NEWLINK message (%d bytes)", len(m))
 	}
 	ifi := nl.DeserializeIfInfomsg(m)
-	attrs, err := nl.ParseRouteAttr(m[unix.SizeofIfInfomsg:])
-	if err != nil {
-		return Port{}, false, err
-	}
 	p := Port{Index: int(ifi.Index), PodIPs: []string{}, peerNetnsID: -1}
 	hasProtinfo := false
-	for _, a := range attrs {
-		switch a.Attr.Type & nlaTypeMask {
+	forEachAttr(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
+		switch typ {
 		case unix.IFLA_IFNAME:
-			p.Name = nl.BytesToString(a.Value)
+			p.Name = nl.BytesToString(val)
 		case unix.IFLA_MASTER:
-			p.bridgeIndex = int(nl.NativeEndian().Uint32(a.Value))
+			if len(val) >= 4 {
+				p.bridgeIndex = int(nl.NativeEndian().Uint32(val))
+			}
 		case unix.IFLA_LINK:
-			p.peerIndex = int(nl.NativeEndian().Uint32(a.Value))
+			if len(val) >= 4 {
+				p.peerIndex = int(nl.NativeEndian().Uint32(val))
+			}
 		case unix.IFLA_OPERSTATE:
-			if len(a.Value) > 0 {
-				p.OperState = netlink.LinkOperState(a.Value[0]).String()
+			if len(val) > 0 {
+				p.OperState = netlink.LinkOperState(val[0]).String()
 			}
 		case unix.IFLA_ADDRESS:
-			p.MAC = net.HardwareAddr(a.Value).String()
+			p.MAC = net.HardwareAddr(val).String()
 		case unix.IFLA_PROTINFO:
 			hasProtinfo = true
-			nested, err := nl.ParseRouteAttr(a.Value)
-			if err != nil {
-				return Port{}, false, err
-			}
-			for _, n := range nested {
-				if len(n.Value) == 0 {
-					continue
+			forEachAttr(val, func(t uint16, v []byte) {
+				if len(v) == 0 {
+					return
 				}
-				switch n.Attr.Type & nlaTypeMask {
+				switch t {
 				case nl.IFLA_BRPORT_MODE:
-					p.Hairpin = n.Value[0] != 0
+					p.Hairpin = v[0] != 0
 				case nl.IFLA_BRPORT_STATE:
-					p.State = stpStateName(n.Value[0])
+					p.State = stpStateName(v[0])
 				}
-			}
+			})
 		}
-	}
+	})
 	// Only ports carry IFLA_PROTINFO and a master.
 	return p, hasProtinfo && p.bridgeIndex != 0, nil
 }
@@ -227,17 +216,15 @@ func (c *Client) newRequest(proto, flags int) *nl.NetlinkRequest {
 	return req
 }
 
-// nameBridges fills Port.Bridge from links when given, else with one
-// RTM_GETLINK per distinct bridge (there are few).
-func (c *Client) nameBridges(ports []Port, links map[int]netlink.Link) error {
+// nameBridges fills Port.Bridge with one RTM_GETLINK per distinct bridge
+// (there are few).
+func (c *Client) nameBridges(ports []Port) error {
 	names := map[int]string{}
 	for i := range ports {
 		bi := ports[i].bridgeIndex
 		name, ok := names[bi]
 		if !ok {
-			if l, found := links[bi]; found {
-				name = l.Attrs().Name
-			} else if l, err := c.h.LinkByIndex(bi); err == nil {
+			if l, err := c.h.LinkByIndex(bi); err == nil {
 				name = l.Attrs().Name
 			} else {
 				name = "if" + strconv.Itoa(bi)
@@ -249,57 +236,39 @@ func (c *Client) nameBridges(ports []Port, links map[int]netlink.Link) error {
 	return nil
 }
 
-// resolvePodIPs fills PodIPs. First from the veth peer: its namespace is
-// found by matching IFLA_LINK_NETNSID against the ids of the namespaces
-// bind-mounted under /run/netns or held by a process, and its addresses
-// read with one dump there. Ports left unknown fall back to the bridge's
-// FDB (MAC → port) joined with its neighbour table (IP → MAC).
-func (c *Client) resolvePodIPs(ports []Port, links map[int]netlink.Link) {
-	want := map[int]bool{}
-	sameNs := false
-	for i := range ports {
-		l, ok := links[ports[i].Index]
-		if !ok {
-			continue
-		}
-		a := l.Attrs()
-		ports[i].peerIndex = a.ParentIndex
-		ports[i].peerNetnsID = a.NetNsID
-		if l.Type() != "veth" || a.ParentIndex == 0 {
-			continue
-		}
-		if a.NetNsID >= 0 {
-			want[a.NetNsID] = true
-		} else {
-			sameNs = true
-		}
-	}
-	type peerNs struct {
-		label string
-		addrs map[int][]string
-	}
-	byID := map[int]*peerNs{}
-	for id, ns := range c.findNetnsByID(want) {
-		addrs, err := addrsByLink(ns.handle)
-		ns.handle.Close()
-		if err == nil {
-			byID[id] = &peerNs{label: ns.label, addrs: addrs}
-		}
-	}
-	if sameNs {
-		if addrs, err := c.addrsByLinkHere(); err == nil {
-			byID[-1] = &peerNs{label: "netns:" + c.NetnsLabel(), addrs: addrs}
-		}
-	}
+// resolvePodIPs fills PodIPs. First from the veth peer: the addresses of
+// the pod's end are read with one RTM_GETADDR dump per pod namespace,
+// addressed by its netnsid (IFA_TARGET_NETNSID, Linux 4.20) from our own
+// socket: no setns, no namespace file needed, any namespace the veth
+// reaches. Ports left unknown (no privilege, no veth, no address) fall
+// back to the bridge's FDB (MAC → port) joined with its neighbour table
+// (IP → MAC).
+func (c *Client) resolvePodIPs(ports []Port, peers map[int]vethPeer) {
+	byNs := map[int]map[int][]string{}
 	unknown := false
 	for i := range ports {
 		p := &ports[i]
-		if ns, ok := byID[p.peerNetnsID]; ok && p.peerIndex != 0 {
-			if ips := ns.addrs[p.peerIndex]; len(ips) > 0 {
-				p.PodIPs = ips
-				p.PodIPSource = ns.label
-				continue
+		v, ok := peers[p.Index]
+		if !ok || v.index == 0 {
+			unknown = true
+			continue
+		}
+		p.peerIndex, p.peerNetnsID = v.index, v.netnsID
+		addrs, done := byNs[v.netnsID]
+		if !done {
+			var err error
+			if addrs, err = c.dumpAddrs(v.netnsID); err != nil {
+				addrs = nil
 			}
+			byNs[v.netnsID] = addrs
+		}
+		if ips := addrs[v.index]; len(ips) > 0 {
+			p.PodIPs = ips
+			p.PodIPSource = "netnsid:" + strconv.Itoa(v.netnsID)
+			if v.netnsID < 0 {
+				p.PodIPSource = "netns:" + c.NetnsLabel()
+			}
+			continue
 		}
 		unknown = true
 	}
@@ -308,94 +277,46 @@ func (c *Client) resolvePodIPs(ports []Port, links map[int]netlink.Link) {
 	}
 }
 
-type foundNs struct {
-	label  string
-	handle netns.NsHandle
-}
+// ifaTargetNetnsid is IFA_TARGET_NETNSID: dump another namespace's
+// addresses by its netnsid.
+const ifaTargetNetnsid = 10
 
-// findNetnsByID opens the namespaces whose netnsid (as seen from the
-// client's namespace) is wanted. It looks under /run/netns first and at
-// processes' namespaces only for ids still missing, each namespace once.
-func (c *Client) findNetnsByID(want map[int]bool) map[int]foundNs {
-	found := map[int]foundNs{}
-	if len(want) == 0 {
-		return found
+// dumpAddrs maps ifindex → global addresses in the namespace with netnsid
+// id (-1: the client's own), with one RTM_GETADDR dump. Link-local and
+// loopback addresses are left out: every veth has one and they say nothing
+// about the pod.
+func (c *Client) dumpAddrs(netnsID int) (map[int][]string, error) {
+	req := c.newRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP)
+	req.AddData(nl.NewIfAddrmsg(unix.AF_UNSPEC))
+	if netnsID >= 0 {
+		req.AddData(nl.NewRtAttr(ifaTargetNetnsid, nl.Uint32Attr(uint32(netnsID))))
 	}
-	seen := map[[2]uint64]bool{}
-	var self unix.Stat_t
-	if err := unix.Fstat(int(c.ns), &self); err == nil {
-		seen[[2]uint64{self.Dev, self.Ino}] = true
-	}
-	try := func(path, label string) bool {
-		var st unix.Stat_t
-		if err := unix.Stat(path, &st); err != nil {
-			return false
-		}
-		key := [2]uint64{st.Dev, st.Ino}
-		if seen[key] {
-			return false
-		}
-		seen[key] = true
-		h, err := netns.GetFromPath(path)
-		if err != nil {
-			return false
-		}
-		id, err := c.h.GetNetNsIdByFd(int(h))
-		if err != nil || !want[id] {
-			h.Close()
-			return false
-		}
-		delete(want, id)
-		found[id] = foundNs{label: label, handle: h}
-		return len(want) == 0
-	}
-	if ents, err := os.ReadDir(NetnsDir); err == nil {
-		for _, e := range ents {
-			if try(filepath.Join(NetnsDir, e.Name()), "netns:"+e.Name()) {
-				return found
-			}
-		}
-	}
-	procs, err := os.ReadDir("/proc")
-	if err != nil {
-		return found
-	}
-	for _, e := range procs {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		if try(filepath.Join("/proc", e.Name(), "ns", "net"), "pid:"+e.Name()) {
-			return found
-		}
-	}
-	return found
-}
-
-func addrsByLink(ns netns.NsHandle) (map[int][]string, error) {
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, err
-	}
-	defer h.Close()
-	return collectAddrs(h)
-}
-
-func (c *Client) addrsByLinkHere() (map[int][]string, error) { return collectAddrs(c.h) }
-
-// collectAddrs maps ifindex → global addresses with one RTM_GETADDR dump.
-// Link-local addresses are left out: every veth has one and they say
-// nothing about the pod.
-func collectAddrs(h *netlink.Handle) (map[int][]string, error) {
-	addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWADDR)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return nil, err
 	}
 	out := map[int][]string{}
-	for _, a := range addrs {
-		if a.IP == nil || a.IP.IsLinkLocalUnicast() || a.IP.IsLoopback() {
+	for _, m := range msgs {
+		if len(m) < unix.SizeofIfAddrmsg {
 			continue
 		}
-		out[a.LinkIndex] = append(out[a.LinkIndex], a.IP.String())
+		ifa := nl.DeserializeIfAddrmsg(m)
+		var local, addr net.IP
+		forEachAttr(m[unix.SizeofIfAddrmsg:], func(typ uint16, val []byte) {
+			switch typ {
+			case unix.IFA_LOCAL:
+				local = net.IP(val)
+			case unix.IFA_ADDRESS:
+				addr = net.IP(val)
+			}
+		})
+		if local != nil { // IPv4 point-to-point puts the peer in IFA_ADDRESS
+			addr = local
+		}
+		if addr == nil || addr.IsLinkLocalUnicast() || addr.IsLoopback() {
+			continue
+		}
+		out[int(ifa.Index)] = append(out[int(ifa.Index)], addr.String())
 	}
 	return out, nil
 }
@@ -404,37 +325,46 @@ func collectAddrs(h *netlink.Handle) (map[int][]string, error) {
 // learnt (not permanent) FDB entry says which port a MAC sits behind, and
 // the neighbour entries on the bridge device say which IPs use that MAC.
 func (c *Client) podIPsFromNeigh(ports []Port) {
-	fdb, err := c.h.NeighList(0, unix.AF_BRIDGE)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return
-	}
-	// Keyed by bridge ifindex and MAC: the neighbour must sit on the same bridge.
-	type key struct {
-		bridge int
-		mac    string
-	}
-	macPort := map[key]int{}
-	for _, n := range fdb {
-		if n.State&netlink.NUD_PERMANENT != 0 || n.HardwareAddr == nil || n.MasterIndex == 0 {
-			continue
+	onBridge := map[int]bool{}
+	for _, p := range ports {
+		if len(p.PodIPs) == 0 {
+			onBridge[p.bridgeIndex] = true
 		}
-		macPort[key{n.MasterIndex, n.HardwareAddr.String()}] = n.LinkIndex
 	}
-	if len(macPort) == 0 {
-		return
-	}
+	// The neighbour table is small (pods that talked recently); the FDB
+	// holds an entry per port and is dumped only when it can help.
 	neighs, err := c.h.NeighList(0, netlink.FAMILY_ALL)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return
 	}
-	ipsByPort := map[int][]string{}
+	type key struct {
+		bridge int
+		mac    string
+	}
+	ipsByMAC := map[key][]string{}
 	for _, n := range neighs {
-		if n.HardwareAddr == nil || n.IP == nil || n.IP.IsLinkLocalUnicast() ||
+		if !onBridge[n.LinkIndex] || n.HardwareAddr == nil || n.IP == nil || n.IP.IsLinkLocalUnicast() ||
 			n.State&(netlink.NUD_FAILED|netlink.NUD_INCOMPLETE|netlink.NUD_NOARP) != 0 {
 			continue
 		}
-		if idx, ok := macPort[key{n.LinkIndex, n.HardwareAddr.String()}]; ok {
-			ipsByPort[idx] = append(ipsByPort[idx], n.IP.String())
+		k := key{n.LinkIndex, n.HardwareAddr.String()}
+		ipsByMAC[k] = append(ipsByMAC[k], n.IP.String())
+	}
+	if len(ipsByMAC) == 0 {
+		return
+	}
+	fdb, err := c.h.NeighList(0, unix.AF_BRIDGE)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return
+	}
+	ipsByPort := map[int][]string{}
+	for _, n := range fdb {
+		// Permanent entries are the ports' own addresses, not what is behind them.
+		if n.State&netlink.NUD_PERMANENT != 0 || n.HardwareAddr == nil || n.MasterIndex == 0 {
+			continue
+		}
+		if ips, ok := ipsByMAC[key{n.MasterIndex, n.HardwareAddr.String()}]; ok {
+			ipsByPort[n.LinkIndex] = append(ipsByPort[n.LinkIndex], ips...)
 		}
 	}
 	for i := range ports {
@@ -444,7 +374,7 @@ func (c *Client) podIPsFromNeigh(ports []Port) {
 		}
 		if ips := ipsByPort[p.Index]; len(ips) > 0 {
 			sort.Strings(ips)
-			p.PodIPs = ips
+			p.PodIPs = slices.Compact(ips)
 			p.PodIPSource = "neigh"
 		}
 	}
@@ -459,5 +389,75 @@ func errnoOf(err error) syscall.Errno {
 	return 0
 }
 
-// nlaTypeMask strips NLA_F_NESTED and NLA_F_NET_BYTEORDER from an attribute type.
-const nlaTypeMask = ^uint16(unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
+// vethPeer is where a veth's other end is: its ifindex and the netnsid
+// of its namespace as seen from ours (-1: the same namespace).
+type vethPeer struct {
+	index   int
+	netnsID int
+}
+
+// rtextFilterSkipStats is RTEXT_FILTER_SKIP_STATS (Linux 4.19): the dump
+// leaves out the per-link statistics, most of its bytes.
+const rtextFilterSkipStats = 1 << 3
+
+// dumpVethPeers reads every veth's peer with one AF_UNSPEC RTM_GETLINK
+// dump, filtered by the kernel to kind "veth" and without statistics, and
+// parsed without building link objects. It gives what the AF_BRIDGE dump
+// lacks: IFLA_LINK_NETNSID, the namespace of the pod end.
+func (c *Client) dumpVethPeers(bridges map[int]bool) (map[int]vethPeer, error) {
+	peers := map[int]vethPeer{}
+	for br := range bridges {
+		if err := c.dumpVethPeersOf(br, peers); err != nil {
+			return nil, err
+		}
+	}
+	return peers, nil
+}
+
+// dumpVethPeersOf adds the veth ports of one bridge: the kernel filters the
+// dump by IFLA_MASTER (Linux 4.15), so the pods' ends, when they are in
+// this namespace too, are not sent.
+func (c *Client) dumpVethPeersOf(bridge int, peers map[int]vethPeer) error {
+	req := c.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
+	req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(bridge))))
+	linkinfo := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	linkinfo.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("veth"))
+	req.AddData(linkinfo)
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return fmt.Errorf("dump veth links in netns %s: %w", c.NetnsLabel(), err)
+	}
+	for _, m := range msgs {
+		if len(m) < unix.SizeofIfInfomsg {
+			continue
+		}
+		ifi := nl.DeserializeIfInfomsg(m)
+		v := vethPeer{netnsID: -1}
+		isVeth := false
+		forEachAttr(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
+			switch typ {
+			case unix.IFLA_LINK:
+				if len(val) >= 4 {
+					v.index = int(nl.NativeEndian().Uint32(val))
+				}
+			case unix.IFLA_LINK_NETNSID:
+				if len(val) >= 4 {
+					v.netnsID = int(int32(nl.NativeEndian().Uint32(val)))
+				}
+			case unix.IFLA_LINKINFO:
+				forEachAttr(val, func(t uint16, kind []byte) {
+					if t == nl.IFLA_INFO_KIND && nl.BytesToString(kind) == "veth" {
+						isVeth = true
+					}
+				})
+			}
+		})
+		// Older kernels ignore the kind filter; check it here too.
+		if isVeth {
+			peers[int(ifi.Index)] = v
+		}
+	}
+	return nil
+}

@@ -46,8 +46,8 @@ func TestListPortsLab(t *testing.T) {
 		if !slices.Equal(p.PodIPs, []string{wantIP}) {
 			t.Errorf("%s podIPs = %v, want [%s]", p.Name, p.PodIPs, wantIP)
 		}
-		if !strings.HasPrefix(p.PodIPSource, "netns:") {
-			t.Errorf("%s pod IP source = %q, want netns:…", p.Name, p.PodIPSource)
+		if !strings.HasPrefix(p.PodIPSource, "netnsid:") {
+			t.Errorf("%s pod IP source = %q, want netnsid:…", p.Name, p.PodIPSource)
 		}
 	}
 }
@@ -64,7 +64,7 @@ func TestPodIPsFromNeighbourTables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.nameBridges(ports, nil); err != nil {
+	if err := c.nameBridges(ports); err != nil {
 		t.Fatal(err)
 	}
 	// No netns lookup: only the neighbour path may fill the IPs.

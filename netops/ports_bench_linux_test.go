@@ -1,0 +1,55 @@
+package netops
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+)
+
+// benchNs opens the namespace named by HAIRPINCTL_BENCH_NETNS, a scratch
+// node with many ports built by bench/ports.sh, or skips.
+func benchNs(b *testing.B) *Client {
+	b.Helper()
+	ns := os.Getenv("HAIRPINCTL_BENCH_NETNS")
+	if ns == "" {
+		b.Skip("set HAIRPINCTL_BENCH_NETNS to a namespace with bridge ports (see bench/ports.sh)")
+	}
+	c, err := Open(ns)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return c
+}
+
+func BenchmarkDumpBridgePorts(b *testing.B) {
+	c := benchNs(b)
+	for b.Loop() {
+		if _, err := c.dumpBridgePorts(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkListPortsPodIPs(b *testing.B) {
+	c := benchNs(b)
+	for b.Loop() {
+		if _, err := c.ListPorts(ListOptions{PodIPs: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLinkList(b *testing.B) {
+	c := benchNs(b)
+	for b.Loop() {
+		if _, err := c.h.LinkList(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+var _ = fmt.Sprint
+var _ = netlink.FAMILY_ALL
