@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -28,7 +29,12 @@ type Client struct {
 	// raw is a NETLINK_ROUTE socket in the namespace for requests the netlink
 	// package has no bulk form of: the AF_BRIDGE link dump and pipelined RTM_SETLINK.
 	raw *nl.NetlinkSocket
+	seq atomic.Uint32
 }
+
+// nextSeq numbers a request on the raw socket, so answers are matched to
+// their request.
+func (c *Client) nextSeq() uint32 { return c.seq.Add(1) }
 
 // ResolveNetns turns a --netns value into a path: a bare name is looked up
 // under /run/netns, anything with a '/' is taken as a path

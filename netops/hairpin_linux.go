@@ -15,7 +15,7 @@ import (
 // setWindow is how many RTM_SETLINK requests are in flight before their
 // ACKs are read. Each ACK echoes the request (about 80 bytes), so a window
 // of 256 fits well inside the receive buffer set below: no ACK is lost.
-const setWindow = 256
+const setWindow = 128
 
 // setRcvBuf is the receive buffer asked for on the batching socket.
 const setRcvBuf = 1 << 20
@@ -47,22 +47,49 @@ func (c *Client) SetHairpin(ports []Port, on, dryRun bool) *SetResult {
 	if len(todo) == 0 {
 		return res
 	}
-	if err := c.raw.SetReceiveBufferSize(setRcvBuf, false); err != nil {
-		// Not fatal: windows keep the ACKs well under the default buffer.
-		_ = err
-	}
-	tv := unix.NsecToTimeval((10 * time.Second).Nanoseconds())
-	if err := c.raw.SetReceiveTimeout(&tv); err != nil {
-		for _, p := range todo {
-			res.Fail(p.Name, fmt.Errorf("set hairpin on %s: %w", p.Name, err))
-		}
-		return res
+	// Each queued ACK is charged its skb's truesize (about 768 bytes), not
+	// its 36 bytes, so ask for room beyond rmem_max (SO_RCVBUFFORCE, which
+	// CAP_NET_ADMIN allows). If refused, a window of 128 still fits the
+	// default 208 KiB.
+	if err := c.raw.SetReceiveBufferSize(setRcvBuf, true); err != nil {
+		_ = c.raw.SetReceiveBufferSize(setRcvBuf, false)
 	}
 	for start := 0; start < len(todo); start += setWindow {
 		end := min(start+setWindow, len(todo))
 		c.setWindow(todo[start:end], on, res)
 	}
 	return res
+}
+
+// ackTimeout bounds the wait for a window's ACKs; the kernel answers in
+// microseconds, so only a wedged socket reaches it.
+const ackTimeout = 10 * time.Second
+
+// recvRaw reads one datagram from the raw socket into rb (reused, unlike
+// nl.NetlinkSocket.Receive, which clears a fresh 64 KiB buffer per call)
+// and splits it into messages. The socket is non-blocking: wait with poll
+// until deadline.
+func (c *Client) recvRaw(rb []byte, deadline time.Time) ([]syscall.NetlinkMessage, error) {
+	fd := c.raw.GetFd()
+	for {
+		n, _, err := unix.Recvfrom(fd, rb, 0)
+		switch {
+		case err == nil:
+			return syscall.ParseNetlinkMessage(rb[:n])
+		case err == unix.EINTR:
+			continue
+		case err != unix.EAGAIN:
+			return nil, err
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, unix.ETIMEDOUT
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if _, err := unix.Poll(fds, int(left/time.Millisecond)+1); err != nil && err != unix.EINTR {
+			return nil, err
+		}
+	}
 }
 
 // setWindow sends one request per port, then reads until every request
@@ -74,25 +101,36 @@ func (c *Client) setWindow(ports []Port, on bool, res *SetResult) {
 	}
 	pending := make(map[uint32]*Port, len(ports))
 	order := make([]uint32, 0, len(ports))
+	// All requests of the window go in one datagram: the kernel walks the
+	// messages of a datagram in order and ACKs each, so a window costs one
+	// sendmsg instead of one per port.
+	var buf []byte
 	for i := range ports {
 		p := &ports[i]
 		req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+		req.Seq = c.nextSeq()
 		msg := nl.NewIfInfomsg(unix.AF_BRIDGE)
 		msg.Index = int32(p.Index)
 		req.AddData(msg)
 		protinfo := nl.NewRtAttr(unix.IFLA_PROTINFO|unix.NLA_F_NESTED, nil)
 		protinfo.AddRtAttr(nl.IFLA_BRPORT_MODE, mode)
 		req.AddData(protinfo)
-		if err := c.raw.Send(req); err != nil {
-			res.Fail(p.Name, fmt.Errorf("set hairpin on %s: %w", p.Name, err))
-			continue
-		}
+		buf = append(buf, req.Serialize()...)
 		pending[req.Seq] = p
 		order = append(order, req.Seq)
 	}
+	if err := unix.Sendto(c.raw.GetFd(), buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		for _, seq := range order {
+			p := pending[seq]
+			res.Fail(p.Name, fmt.Errorf("set hairpin on %s: %w", p.Name, err))
+		}
+		return
+	}
 	errs := map[uint32]error{}
+	rb := make([]byte, 64<<10)
+	deadline := time.Now().Add(ackTimeout)
 	for len(errs) < len(pending) {
-		msgs, _, err := c.raw.Receive()
+		msgs, err := c.recvRaw(rb, deadline)
 		if err != nil {
 			// Timed out or the socket failed: every unanswered port fails.
 			for seq, p := range pending {

@@ -53,3 +53,18 @@ func BenchmarkLinkList(b *testing.B) {
 
 var _ = fmt.Sprint
 var _ = netlink.FAMILY_ALL
+
+func BenchmarkSetHairpinToggle(b *testing.B) {
+	c := benchNs(b)
+	on := true
+	for b.Loop() {
+		ports, err := c.ListPorts(ListOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if r := c.SetHairpin(ports, on, false); len(r.Failed) > 0 {
+			b.Fatal(r.Failed[0].Error)
+		}
+		on = !on
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -210,10 +211,67 @@ func parseBridgeLinkMsg(m []byte) (Port, bool, error) {
 	return p, hasProtinfo && p.bridgeIndex != 0, nil
 }
 
-func (c *Client) newRequest(proto, flags int) *nl.NetlinkRequest {
+func (c *Client) newRequest(proto, flags int) *dumpRequest {
 	req := nl.NewNetlinkRequest(proto, flags)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: c.raw}}
-	return req
+	req.Seq = c.nextSeq()
+	return &dumpRequest{NetlinkRequest: req, c: c}
+}
+
+// dumpRequest is a netlink dump on the client's raw socket, read into one
+// reused buffer.
+type dumpRequest struct {
+	*nl.NetlinkRequest
+	c *Client
+}
+
+// errDumpInterrupted is netlink.ErrDumpInterrupted: the kernel flagged
+// NLM_F_DUMP_INTR because the table changed during the dump.
+var errDumpInterrupted = netlink.ErrDumpInterrupted
+
+// Execute sends the request and returns the payloads of the answers of
+// type resType. Like nl.NetlinkRequest.Execute, it returns the messages
+// with errDumpInterrupted when the kernel flagged the dump inconsistent.
+func (r *dumpRequest) Execute(_ int, resType uint16) ([][]byte, error) {
+	fd := r.c.raw.GetFd()
+	if err := unix.Sendto(fd, r.Serialize(), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, err
+	}
+	rb := make([]byte, 64<<10)
+	deadline := time.Now().Add(ackTimeout)
+	var out [][]byte
+	interrupted := false
+	for {
+		msgs, err := r.c.recvRaw(rb, deadline)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != r.Seq {
+				continue // a late answer to an earlier request
+			}
+			if m.Header.Flags&unix.NLM_F_DUMP_INTR != 0 {
+				interrupted = true
+			}
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				if interrupted {
+					return out, errDumpInterrupted
+				}
+				return out, nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) < 4 {
+					return nil, fmt.Errorf("short netlink error message")
+				}
+				if code := int32(nl.NativeEndian().Uint32(m.Data[:4])); code != 0 {
+					return nil, syscall.Errno(-code)
+				}
+				return out, nil
+			case resType:
+				// m.Data aliases rb, which the next read overwrites.
+				out = append(out, slices.Clone(m.Data))
+			}
+		}
+	}
 }
 
 // nameBridges fills Port.Bridge with one RTM_GETLINK per distinct bridge
