@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what hairpinctl's tests (or, with "bench", its benchmarks) need
+# and the machine lacks, with apt-get when root. Without root it only says
+# what is missing.
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have ip || need+=(iproute2)
+have bridge || need+=(iproute2)
+have iptables || need+=(iptables)
+have iptables-legacy || need+=(iptables)
+have nft || need+=(nftables)
+have conntrack || need+=(conntrack)
+have ping || need+=(iputils-ping)
+have mandoc || need+=(mandoc)
+have man || need+=(man-db)
+have zsh || need+=(zsh)
+have fish || need+=(fish)
+have systemd-analyze || need+=(systemd)
+[ -f /usr/share/bash-completion/bash_completion ] || need+=(bash-completion)
+have gcc || need+=(gcc)
+if [ "${1:-}" = bench ]; then
+  have hyperfine || need+=(hyperfine)
+  [ -x /usr/bin/time ] || need+=(time)
+  have python3 || need+=(python3)
+fi
+[ ${#need[@]} -eq 0 ] && exit 0
+mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+if [ "$(id -u)" != 0 ]; then
+  echo "test-deps: missing ${need[*]}; run as root (or apt-get install them) for the privileged tests" >&2
+  exit 0
+fi
+echo "test-deps: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
