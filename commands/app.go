@@ -23,6 +23,7 @@ follows conntrack, and diagnoses the whole chain.`,
 			portsCommand,
 			enableCommand,
 			disableCommand,
+			watchCommand,
 			versionCommand,
 		},
 		// --netns and -o are accepted before the command name too.

@@ -1,0 +1,232 @@
+package commands
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/urfave/cli/v2"
+)
+
+var watchCommand = &cli.Command{
+	Name:  "watch",
+	Usage: "keep hairpin mode on as pods come and go (a long-running reconciler)",
+	Description: `Turns hairpin mode on for every port of --bridge BR (or of every bridge with
+--all), then follows the kernel's link notifications: each port is set on as
+it joins and again whenever something turns it off. Bridges that do not exist
+yet, or are deleted and re-created, are waited for. If the kernel drops
+notifications (a burst of thousands of pods), watch re-lists every port, so
+none is missed. Host side only: it never enters a pod.
+
+One line per action on stdout (JSON Lines with -o json), without timestamps
+under journald. With --ready-file, the file is written once the initial pass
+is done and notifications are followed, and removed on exit. SIGTERM or
+SIGINT stops it with exit 0.
+
+EXAMPLES:
+   hairpinctl watch --bridge cni0
+   hairpinctl watch --all -o json | jq -c 'select(.kind == "enabled")'
+   hairpinctl watch --bridge cni0 --ready-file /run/hairpinctl/ready   # as systemd and the DaemonSet run it
+   hairpinctl watch --bridge cni0 --netns node1`,
+	Flags: []cli.Flag{
+		bridgeFlag("keep hairpin on for the ports of bridge `BR` (repeatable)"),
+		&cli.BoolFlag{Name: "all", Usage: "keep hairpin on for the ports of every bridge"},
+		&cli.StringFlag{Name: "ready-file", Usage: "write `PATH` once watching (for a readiness probe); removed on exit"},
+		&cli.DurationFlag{Name: "resync", Value: 5 * time.Minute, Usage: "also re-list every port every `DURATION` as a safety net; 0 never"},
+		outputFlag(),
+		netnsFlag(),
+	},
+	Action: runWatch,
+}
+
+// watchStopped is the kind of the line watch prints when a signal stops it.
+const watchStopped = "stopped"
+
+func runWatch(c *cli.Context) error {
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	brs, err := bridges(c)
+	if err != nil {
+		return err
+	}
+	all := c.Bool("all")
+	resync := c.Duration("resync")
+	switch {
+	case c.Args().Present():
+		return usageErrorf("watch: takes no arguments, got %q: use --bridge BR or --all", c.Args().First())
+	case len(brs) == 0 && !all:
+		return usageErrorf("watch: name the bridges with --bridge BR, or use --all (see: hairpinctl watch --help)")
+	case len(brs) > 0 && all:
+		return usageErrorf("watch: give --bridge or --all, not both")
+	case resync < 0:
+		return usageErrorf("watch: --resync %s is negative", resync)
+	}
+	if !netops.HasNetAdmin() {
+		return netops.Errorf(netops.ErrPermission, "watch needs CAP_NET_ADMIN: run as root")
+	}
+	readyFile := c.String("ready-file")
+	if readyFile != "" {
+		// A file left by a previous run must not make this one look ready.
+		if err := os.Remove(readyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("watch: remove stale ready file %s: %w", readyFile, err)
+		}
+	}
+	cl, err := openClient(c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	var stoppedBy os.Signal
+	go func() {
+		select {
+		case s := <-sigs:
+			stoppedBy = s
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	p := newWatchPrinter(c.App.Writer, format, cl.NetnsLabel())
+	var readyErr error
+	err = cl.Watch(ctx, netops.WatchOptions{Bridges: brs, All: all, Resync: resync}, func(ev netops.WatchEvent) {
+		p.print(ev)
+		if ev.Kind == netops.WatchReady && readyFile != "" {
+			if err := os.WriteFile(readyFile, fmt.Appendf(nil, "%d\n", os.Getpid()), 0o644); err != nil {
+				readyErr = fmt.Errorf("watch: write ready file: %w (is its directory there and writable?)", err)
+				cancel()
+			}
+		}
+	})
+	if readyFile != "" {
+		if rerr := os.Remove(readyFile); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && readyErr == nil {
+			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: watch: remove ready file: %v\n", rerr)
+		}
+	}
+	switch {
+	case err != nil:
+		return err
+	case readyErr != nil:
+		return readyErr
+	}
+	cause := "interrupted"
+	if s, ok := stoppedBy.(syscall.Signal); ok {
+		cause = unixSignalName(s)
+	}
+	p.print(netops.WatchEvent{Time: time.Now(), Kind: watchStopped, Cause: cause})
+	return nil
+}
+
+// unixSignalName names the two signals watch stops on.
+func unixSignalName(s syscall.Signal) string {
+	switch s {
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGINT:
+		return "SIGINT"
+	}
+	return s.String()
+}
+
+// watchPrinter writes one line per event: text or JSON Lines.
+type watchPrinter struct {
+	w      io.Writer
+	json   bool
+	pal    palette
+	stamps bool
+	netns  string
+}
+
+func newWatchPrinter(w io.Writer, format, netns string) *watchPrinter {
+	// journald stamps every line itself and sets JOURNAL_STREAM for the
+	// services whose output it collects.
+	_, journald := os.LookupEnv("JOURNAL_STREAM")
+	return &watchPrinter{w: w, json: format == "json", pal: colours(w), stamps: !journald, netns: netns}
+}
+
+func (p *watchPrinter) print(ev netops.WatchEvent) {
+	if p.json {
+		b, err := json.Marshal(ev)
+		if err == nil {
+			b = append(b, '\n')
+			_, _ = p.w.Write(b)
+		}
+		return
+	}
+	line := p.text(ev)
+	if line == "" {
+		return
+	}
+	if p.stamps {
+		line = ev.Time.Format("2006-01-02T15:04:05.000Z07:00") + " " + line
+	}
+	_, _ = io.WriteString(p.w, line+"\n")
+}
+
+var enabledCause = map[string]string{
+	netops.CauseStart:     "found off at start",
+	netops.CauseJoined:    "joined the bridge",
+	netops.CauseTurnedOff: "was turned off",
+	netops.CauseResync:    "found off by re-listing",
+}
+
+// text is the plain line for ev, "" for events not worth a line.
+func (p *watchPrinter) text(ev netops.WatchEvent) string {
+	switch ev.Kind {
+	case netops.WatchReady:
+		what := "bridge " + ev.Bridge
+		if strings.Contains(ev.Bridge, ",") {
+			what = "bridges " + ev.Bridge
+		}
+		if ev.Bridge == "" {
+			what = "every bridge"
+		}
+		unit := "ports"
+		if ev.Ports == 1 {
+			unit = "port"
+		}
+		return fmt.Sprintf("%s %s in netns %s: %d %s", p.pal.good("watching"), what, p.netns, ev.Ports, unit)
+	case netops.WatchEnabled:
+		cause := enabledCause[ev.Cause]
+		if cause == "" {
+			cause = ev.Cause
+		}
+		return fmt.Sprintf("%s %s (%s): %s", p.pal.good("hairpin on"), ev.Port, ev.Bridge, cause)
+	case netops.WatchFailed:
+		return fmt.Sprintf("%s %s (%s): %s", p.pal.bad("failed"), ev.Port, ev.Bridge, ev.Error)
+	case netops.WatchBridgeAdded:
+		return fmt.Sprintf("bridge %s appeared (ifindex %d)", ev.Bridge, ev.Index)
+	case netops.WatchBridgeRemoved:
+		return fmt.Sprintf("%s %s removed: waiting for it to come back", p.pal.warn("bridge"), ev.Bridge)
+	case netops.WatchBridgeMissing:
+		return fmt.Sprintf("%s %s does not exist yet: waiting for it", p.pal.warn("bridge"), ev.Bridge)
+	case netops.WatchResync:
+		switch ev.Cause {
+		case netops.ResyncPeriodic:
+			return "" // routine: its findings get their own lines
+		case netops.ResyncOverflow:
+			return fmt.Sprintf("%s every port: the kernel dropped notifications (%s)", p.pal.warn("re-listing"), ev.Error)
+		}
+		return fmt.Sprintf("%s every port: the subscription ended (%s)", p.pal.warn("re-listing"), ev.Error)
+	case netops.WatchError:
+		return fmt.Sprintf("%s %s", p.pal.bad("error"), ev.Error)
+	case watchStopped:
+		return "stopped on " + ev.Cause
+	}
+	return fmt.Sprintf("%s %s %s", ev.Kind, ev.Port, ev.Error)
+}
