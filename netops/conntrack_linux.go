@@ -1,0 +1,461 @@
+package netops
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
+	"golang.org/x/sys/unix"
+)
+
+// Why hairpinctl owns the event socket instead of calling
+// conntrack.Conn.Listen (github.com/ti-mo/conntrack v0.6.0):
+//
+//   - Listen's worker returns on the first receive error. ENOBUFS (the
+//     socket's receive buffer overflowed and the kernel dropped events) is
+//     such an error, so after a burst every worker is gone and delivery
+//     thins out or stops. The socket itself survives ENOBUFS, but Listen
+//     refuses to run twice on one Conn, so going on means a new socket, and
+//     whatever happens before it joins the groups is lost without trace.
+//   - The Conn hides its file descriptor, so the kernel's count of dropped
+//     events for the socket (SK_MEMINFO_DROPS) cannot be read: an overflow
+//     could be noticed but never measured.
+//   - The error channel is unbuffered and Close waits for the workers, so
+//     a worker blocked sending an error or an event hangs Close unless both
+//     channels are drained during shutdown.
+//   - Receive, by default, peeks every datagram and allocates a buffer for
+//     it: two system calls and an allocation per event, for events that are
+//     mostly not ours (the kernel multicasts every flow of the namespace).
+//
+// So the socket is made by mdlayher/netlink in the client's namespace
+// (the same Dial conntrack.Dial does) and read here with one recvfrom per
+// datagram into a reused buffer. Each message is pre-filtered on its raw
+// original tuple; a matching event is decoded in place by decodeFlow,
+// which a test holds to the library's decoding (conntrack.Event.Unmarshal)
+// because the library's allocations were half the CPU time under a storm.
+// Dumps, which are rare, are decoded by the library. ENOBUFS is counted
+// and reading goes on on the same socket; a dump on a second socket
+// resynchronises.
+
+// Netlink and nfnetlink numbers (include/uapi/linux/netlink.h,
+// netfilter/nfnetlink.h, nfnetlink_conntrack.h).
+const (
+	nlmsgHdrLen        = 16
+	nlmsgNoop          = 1
+	nlmsgError         = 2
+	nlmsgDone          = 3
+	nfnlSubsysCT       = 1 // NFNL_SUBSYS_CTNETLINK
+	ipctnlMsgCTNew     = 0 // IPCTNL_MSG_CT_NEW
+	ipctnlMsgCTGet     = 1 // IPCTNL_MSG_CT_GET
+	ipctnlMsgCTDelete  = 2 // IPCTNL_MSG_CT_DELETE
+	nlmFCreateExcl     = unix.NLM_F_CREATE | unix.NLM_F_EXCL
+	conntrackRecvBytes = 64 << 10 // more than a dump datagram (32 KiB at most)
+)
+
+// resyncEvery bounds how often overflows trigger a dump while the event
+// socket never drains: a dump of a big table under a storm takes long
+// enough to overflow again, and back-to-back dumps would starve the events.
+const resyncEvery = time.Second
+
+// Conntrack lists the flows whose original destination is o.ServiceIP
+// (unless o.NoDump), then follows the conntrack events for them (unless
+// o.NoFollow) until ctx is done, handing each to o.Flow. It returns nil
+// when the dump ended or ctx was done, and an error when the kernel or a
+// callback failed. The events are subscribed to before the dump starts,
+// so nothing falls between the two; a flow can show in both.
+func (c *Client) Conntrack(ctx context.Context, o ConntrackOptions) (ConntrackStats, error) {
+	w := &ctWatch{c: c, o: o, m: newFlowMatcher(o.ServiceIP, o.Port, o.Proto), buf: make([]byte, conntrackRecvBytes)}
+	if !o.ServiceIP.IsValid() {
+		return w.stats, errorf(ErrInvalid, "conntrack: no Service IP given")
+	}
+	if o.Flow == nil {
+		return w.stats, errorf(ErrInvalid, "conntrack: no Flow callback")
+	}
+	if ctx.Err() != nil {
+		return w.stats, nil
+	}
+	if !o.NoFollow {
+		ev, err := c.listenConntrack(o.ReadBuffer)
+		if err != nil {
+			return w.stats, err
+		}
+		defer ev.Close()
+		w.ev = ev
+		// Cancelling ctx expires the read deadline, which wakes a read
+		// parked in the runtime poller at once.
+		defer context.AfterFunc(ctx, func() { _ = ev.SetReadDeadline(time.Unix(1, 0)) })()
+	}
+	if !o.NoDump {
+		if err := w.dump(ctx, false); err != nil {
+			return w.finish(err)
+		}
+	}
+	if o.NoFollow || ctx.Err() != nil {
+		return w.finish(nil)
+	}
+	return w.finish(w.follow(ctx))
+}
+
+// ctWatch is one Conntrack run.
+type ctWatch struct {
+	c     *Client
+	o     ConntrackOptions
+	m     flowMatcher
+	ev    *netlink.Conn
+	buf   []byte
+	stats ConntrackStats
+
+	resyncPending bool
+	lastResync    time.Time
+	// dirty is set when flows were delivered since the last Idle call.
+	dirty bool
+}
+
+// dialNetfilter opens a NETLINK_NETFILTER socket in the client's
+// namespace. mdlayher/netlink creates it from a thread that entered the
+// namespace; a socket stays in the namespace it was made in.
+func (c *Client) dialNetfilter() (*netlink.Conn, error) {
+	cfg := &netlink.Config{}
+	if !c.own {
+		cfg.NetNS = int(c.ns)
+	}
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	if err != nil {
+		return nil, c.conntrackErr("open conntrack netlink socket", err)
+	}
+	return conn, nil
+}
+
+// listenConntrack opens the event socket: a large receive buffer (past
+// rmem_max when privileged, SO_RCVBUFFORCE), and the three conntrack
+// multicast groups.
+func (c *Client) listenConntrack(rcvbuf int) (*netlink.Conn, error) {
+	conn, err := c.dialNetfilter()
+	if err != nil {
+		return nil, err
+	}
+	if rcvbuf <= 0 {
+		rcvbuf = DefaultConntrackReadBuffer
+	}
+	if err := conn.SetReadBuffer(rcvbuf); err != nil {
+		conn.Close()
+		return nil, c.conntrackErr("set conntrack socket receive buffer", err)
+	}
+	for _, g := range netfilter.GroupsCT {
+		if err := conn.JoinGroup(uint32(g)); err != nil {
+			conn.Close()
+			return nil, c.conntrackErr("subscribe to conntrack events", err)
+		}
+	}
+	return conn, nil
+}
+
+// conntrackErr names the namespace and turns EPERM into ErrPermission.
+func (c *Client) conntrackErr(what string, err error) error {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		return errorf(ErrPermission, "%s in netns %s: needs CAP_NET_ADMIN there: run as root", what, c.NetnsLabel())
+	}
+	return fmt.Errorf("%s in netns %s: %w", what, c.NetnsLabel(), err)
+}
+
+// finish reads the final drop count and returns the stats with err.
+func (w *ctWatch) finish(err error) (ConntrackStats, error) {
+	if w.ev != nil {
+		if raw, rerr := w.ev.SyscallConn(); rerr == nil {
+			_ = raw.Control(func(fd uintptr) {
+				if d, ok := socketDrops(fd); ok {
+					w.stats.Lost = d
+				}
+			})
+		}
+	}
+	return w.stats, err
+}
+
+// socketDrops reads the kernel's count of datagrams dropped for the socket
+// (SO_MEMINFO, Linux 4.12): for a netlink socket, the events that did not
+// fit its receive buffer.
+func socketDrops(fd uintptr) (uint64, bool) {
+	var mi [unix.SK_MEMINFO_VARS]uint32
+	l := uint32(unsafe.Sizeof(mi))
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+		uintptr(unsafe.Pointer(&mi[0])), uintptr(unsafe.Pointer(&l)), 0)
+	if e != 0 || l <= unix.SK_MEMINFO_DROPS*4 {
+		return 0, false
+	}
+	return uint64(mi[unix.SK_MEMINFO_DROPS]), true
+}
+
+// recvDontWait reads one datagram without blocking. MSG_TRUNC makes the
+// kernel return the datagram's full length, so truncation shows. It calls
+// recvfrom directly because unix.Recvfrom allocates the sender's address.
+func recvDontWait(fd uintptr, b []byte) (int, syscall.Errno) {
+	n, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+		unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+	return int(n), e
+}
+
+// follow reads the event socket until ctx is done.
+func (w *ctWatch) follow(ctx context.Context) error {
+	raw, err := w.ev.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("conntrack event socket: %w", err)
+	}
+	// parked is set once the socket was found empty and the idle work
+	// done: the next EAGAIN waits in the poller instead of returning.
+	parked := false
+	for {
+		var ferr error
+		idle := false
+		rerr := raw.Read(func(fd uintptr) bool {
+			for {
+				if ctx.Err() != nil {
+					return true
+				}
+				n, errno := recvDontWait(fd, w.buf)
+				switch errno {
+				case 0:
+				case unix.EINTR:
+					continue
+				case unix.EAGAIN:
+					if parked {
+						return false
+					}
+					idle = true
+					return true
+				case unix.ENOBUFS:
+					// The kernel reports an overflow once, then keeps the
+					// socket subscribed: count it and go on reading.
+					drops, _ := socketDrops(fd)
+					if ferr = w.overflow(drops); ferr != nil {
+						return true
+					}
+					continue
+				default:
+					ferr = w.c.conntrackErr("read conntrack events", os.NewSyscallError("recvfrom", errno))
+					return true
+				}
+				parked = false
+				if n > len(w.buf) {
+					ferr = fmt.Errorf("read conntrack events in netns %s: a %d-byte datagram does not fit %d bytes", w.c.NetnsLabel(), n, len(w.buf))
+					return true
+				}
+				if _, ferr = w.handle(w.buf[:n], EventNew, false, 0); ferr != nil {
+					return true
+				}
+				if w.resyncPending && time.Since(w.lastResync) >= resyncEvery {
+					return true
+				}
+			}
+		})
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case ferr != nil:
+			return ferr
+		case rerr != nil:
+			return w.c.conntrackErr("read conntrack events", rerr)
+		}
+		if idle {
+			parked = true
+			if w.dirty && w.o.Idle != nil {
+				if err := w.o.Idle(); err != nil {
+					return err
+				}
+			}
+			w.dirty = false
+		}
+		if w.resyncPending {
+			if err := w.dump(ctx, true); err != nil {
+				return err
+			}
+			// The dump took time; events may be queued again.
+			parked = false
+		}
+	}
+}
+
+// overflow counts an ENOBUFS and reports it.
+func (w *ctWatch) overflow(drops uint64) error {
+	w.stats.Overflows++
+	w.stats.Lost = drops
+	w.resyncPending = true
+	if w.o.Overflow == nil {
+		return nil
+	}
+	w.dirty = true
+	return w.o.Overflow(ConntrackOverflow{Time: time.Now(), Event: EventOverflow, Overflows: w.stats.Overflows, Lost: drops})
+}
+
+// handle walks the netlink messages of one datagram and delivers the
+// matching conntrack flows. For a dump (event EventExisting) it reports
+// when the dump's NLMSG_DONE arrived and fails on its NLMSG_ERROR; seq
+// selects the dump's replies.
+func (w *ctWatch) handle(b []byte, event string, resync bool, seq uint32) (done bool, err error) {
+	var now time.Time
+	for len(b) >= nlmsgHdrLen {
+		l := int(binary.NativeEndian.Uint32(b))
+		if l < nlmsgHdrLen || l > len(b) {
+			return false, fmt.Errorf("conntrack netlink message of %d bytes in a %d-byte datagram", l, len(b))
+		}
+		typ := binary.NativeEndian.Uint16(b[4:])
+		flags := binary.NativeEndian.Uint16(b[6:])
+		mseq := binary.NativeEndian.Uint32(b[8:])
+		msg := b[:l]
+		b = b[min((l+3)&^3, len(b)):]
+		if event == EventExisting && mseq != seq {
+			continue
+		}
+		switch typ {
+		case nlmsgDone:
+			return true, nil
+		case nlmsgError:
+			if len(msg) >= nlmsgHdrLen+4 {
+				if code := int32(binary.NativeEndian.Uint32(msg[nlmsgHdrLen:])); code < 0 {
+					return true, w.c.conntrackErr("dump conntrack table", syscall.Errno(-code))
+				}
+			}
+			continue
+		case nlmsgNoop:
+			continue
+		}
+		if typ>>8 != nfnlSubsysCT || len(msg) < nlmsgHdrLen+nfgenmsgLen {
+			continue
+		}
+		if !w.m.match(msg[nlmsgHdrLen+nfgenmsgLen:]) {
+			continue
+		}
+		kind := event
+		if event != EventExisting {
+			switch typ & 0xff {
+			case ipctnlMsgCTNew:
+				kind = EventUpdate
+				if flags&nlmFCreateExcl != 0 {
+					kind = EventNew
+				}
+			case ipctnlMsgCTDelete:
+				kind = EventDestroy
+			default:
+				continue
+			}
+		}
+		if now.IsZero() {
+			now = time.Now()
+		}
+		var f ConntrackFlow
+		if event == EventExisting {
+			// Dumps are rare: the library decodes them.
+			var ev conntrack.Event
+			nm := netlink.Message{
+				Header: netlink.Header{Length: uint32(l), Type: netlink.HeaderType(typ), Flags: netlink.HeaderFlags(flags), Sequence: mseq},
+				Data:   msg[nlmsgHdrLen:],
+			}
+			if err := ev.Unmarshal(nm); err != nil || ev.Flow == nil {
+				return false, fmt.Errorf("decode conntrack dump message: %v", err)
+			}
+			f = newConntrackFlow(ev.Flow, kind, now)
+		} else {
+			// Events come by the ten thousand a second: decoded in place.
+			var err error
+			if f, err = decodeFlow(msg[nlmsgHdrLen+nfgenmsgLen:], kind, now); err != nil {
+				return false, fmt.Errorf("decode conntrack %s event: %w", kind, err)
+			}
+		}
+		f.Resync = resync
+		w.stats.Flows++
+		w.dirty = true
+		if err := w.o.Flow(f); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// dump lists the table on a second socket: a socket that joined multicast
+// groups keeps receiving events between the dump's replies, and the
+// library refuses queries on it for that reason. The replies are decoded
+// datagram by datagram as they arrive, so memory does not grow with the
+// table (conntrack.Conn.Dump would hold all of it).
+func (w *ctWatch) dump(ctx context.Context, resync bool) error {
+	conn, err := w.c.dialNetfilter()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	defer context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })()
+	family := netfilter.ProtoIPv4
+	if !w.m.is4 {
+		family = netfilter.ProtoIPv6
+	}
+	req, err := netfilter.MarshalNetlink(netfilter.Header{
+		SubsystemID: netfilter.NFSubsysCTNetlink,
+		MessageType: netfilter.MessageType(ipctnlMsgCTGet),
+		Family:      family,
+		Flags:       netlink.Request | netlink.Dump,
+	}, nil)
+	if err != nil {
+		return fmt.Errorf("conntrack dump request: %w", err)
+	}
+	sent, err := conn.Send(req)
+	if err != nil {
+		return w.c.conntrackErr("dump conntrack table", err)
+	}
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("conntrack dump socket: %w", err)
+	}
+	if resync {
+		w.stats.Resyncs++
+		w.resyncPending = false
+	}
+	defer func() { w.lastResync = time.Now() }()
+	event := EventExisting
+	for {
+		var done bool
+		var herr error
+		rerr := raw.Read(func(fd uintptr) bool {
+			for {
+				if ctx.Err() != nil {
+					return true
+				}
+				n, errno := recvDontWait(fd, w.buf)
+				switch errno {
+				case 0:
+				case unix.EINTR:
+					continue
+				case unix.EAGAIN:
+					return false
+				default:
+					herr = w.c.conntrackErr("dump conntrack table", os.NewSyscallError("recvfrom", errno))
+					return true
+				}
+				if n > len(w.buf) {
+					herr = fmt.Errorf("dump conntrack table: a %d-byte datagram does not fit %d bytes", n, len(w.buf))
+					return true
+				}
+				done, herr = w.handle(w.buf[:n], event, resync, sent.Header.Sequence)
+				if done || herr != nil {
+					return true
+				}
+			}
+		})
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case herr != nil:
+			return herr
+		case rerr != nil:
+			return w.c.conntrackErr("dump conntrack table", rerr)
+		case done:
+			return nil
+		}
+	}
+}
