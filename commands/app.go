@@ -24,6 +24,7 @@ follows conntrack, and diagnoses the whole chain.`,
 			enableCommand,
 			disableCommand,
 			watchCommand,
+			conntrackCommand,
 			versionCommand,
 		},
 		// --netns and -o are accepted before the command name too.

@@ -1,0 +1,194 @@
+package commands
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/urfave/cli/v2"
+)
+
+var conntrackCommand = &cli.Command{
+	Name:      "conntrack",
+	Aliases:   []string{"ct"},
+	Usage:     "show the conntrack flows to a Service IP, follow new ones, mark hairpin flows",
+	ArgsUsage: "SERVICE-IP",
+	Description: `Lists the conntrack entries whose original destination is SERVICE-IP, then
+follows the NEW, UPDATE and DESTROY events for it until Ctrl-C, --count
+events or --timeout. A line per flow: time, event, protocol, state, the
+original tuple (client → Service), the endpoint it was DNATed to, SNAT when
+the client was masqueraded, and HAIRPIN when the endpoint is the client
+itself (reply source = original source): the traffic that breaks when the
+port's hairpin mode is off. -o json prints JSON Lines.
+
+If events come faster than they are read, the kernel drops some: each
+overflow is reported on stderr (and as an "overflow" line with -o json),
+then the table is dumped again to resynchronise. At the end stderr gets a
+summary: flows shown, overflows, events lost. Needs CAP_NET_ADMIN.
+
+EXAMPLES:
+   hairpinctl conntrack 10.96.0.10
+   hairpinctl conntrack 10.96.0.10 --port 80 --proto tcp --no-dump
+   hairpinctl conntrack 10.96.0.10 --no-follow -o json | jq 'select(.hairpin)'
+   hairpinctl conntrack 10.96.0.10 --count 20 --timeout 30s -o json`,
+	Flags: []cli.Flag{
+		&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Usage: "only flows to Service port `N`"},
+		&cli.StringFlag{Name: "proto", Usage: "only flows of protocol `tcp|udp|sctp`"},
+		&cli.BoolFlag{Name: "no-dump", Usage: "do not list the flows already in the table"},
+		&cli.BoolFlag{Name: "no-follow", Usage: "list the flows in the table and exit"},
+		&cli.IntFlag{Name: "count", Aliases: []string{"c"}, Usage: "exit after `N` events (flows listed from the table do not count)"},
+		&cli.DurationFlag{Name: "timeout", Usage: "exit after `DURATION`"},
+		&cli.IntFlag{Name: "rcvbuf", Hidden: true, Usage: "event socket receive buffer in `BYTES`"},
+		outputFlag(),
+		netnsFlag(),
+	},
+	Action: runConntrack,
+}
+
+func runConntrack(c *cli.Context) error {
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	o, count, err := conntrackOptions(c)
+	if err != nil {
+		return err
+	}
+	if !netops.HasNetAdmin() {
+		return netops.Errorf(netops.ErrPermission, "conntrack needs CAP_NET_ADMIN: run as root")
+	}
+	cl, err := openClient(c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if d := c.Duration("timeout"); d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	p := newFlowPrinter(c.App.Writer, format)
+	events := 0
+	o.Flow = func(f netops.ConntrackFlow) error {
+		if f.Event != netops.EventExisting {
+			events++
+			if count > 0 && events >= count {
+				cancel()
+			}
+		}
+		return p.flow(f)
+	}
+	o.Overflow = func(ov netops.ConntrackOverflow) error {
+		fmt.Fprintf(c.App.ErrWriter, "hairpinctl: conntrack: event socket overflowed (%d so far, %d events lost): resynchronising with a dump\n", ov.Overflows, ov.Lost)
+		if format == "json" {
+			return p.overflow(ov)
+		}
+		return nil
+	}
+	o.Idle = p.flush
+	if err := p.header(); err != nil {
+		return err
+	}
+	st, err := cl.Conntrack(ctx, o)
+	if ferr := p.flush(); err == nil {
+		err = ferr
+	}
+	fmt.Fprintf(c.App.ErrWriter, "hairpinctl: conntrack: %d flows shown, %d overflows (%d events lost)\n", st.Flows, st.Overflows, st.Lost)
+	if err != nil {
+		return fmt.Errorf("conntrack: %w", err)
+	}
+	return nil
+}
+
+// conntrackOptions validates the argument and flags.
+func conntrackOptions(c *cli.Context) (netops.ConntrackOptions, int, error) {
+	var o netops.ConntrackOptions
+	if c.NArg() != 1 {
+		return o, 0, usageErrorf("conntrack: give one SERVICE-IP (see: hairpinctl conntrack --help)")
+	}
+	ip, err := netip.ParseAddr(c.Args().First())
+	if err != nil || ip.Zone() != "" {
+		return o, 0, usageErrorf("conntrack: %q is not an IP address: give the Service's ClusterIP, e.g. 10.96.0.10", c.Args().First())
+	}
+	o.ServiceIP = ip.Unmap()
+	if c.IsSet("port") {
+		p := c.Int("port")
+		if p < 1 || p > 65535 {
+			return o, 0, usageErrorf("conntrack: --port %d is not a port: use 1 to 65535", p)
+		}
+		o.Port = uint16(p)
+	}
+	if s := c.String("proto"); s != "" {
+		if o.Proto, err = netops.ParseConntrackProto(s); err != nil {
+			return o, 0, usageErrorf("conntrack: --proto: %v", err)
+		}
+	}
+	o.NoDump, o.NoFollow = c.Bool("no-dump"), c.Bool("no-follow")
+	if o.NoDump && o.NoFollow {
+		return o, 0, usageErrorf("conntrack: --no-dump and --no-follow leave nothing to show")
+	}
+	count := c.Int("count")
+	switch {
+	case count < 0:
+		return o, 0, usageErrorf("conntrack: --count %d is negative", count)
+	case c.Duration("timeout") < 0:
+		return o, 0, usageErrorf("conntrack: --timeout %s is negative", c.Duration("timeout"))
+	case c.Int("rcvbuf") < 0:
+		return o, 0, usageErrorf("conntrack: --rcvbuf %d is negative", c.Int("rcvbuf"))
+	}
+	o.ReadBuffer = c.Int("rcvbuf")
+	return o, count, nil
+}
+
+// flowPrinter writes a stream of flows. Output is buffered and flushed
+// whenever the event socket is drained, so a burst costs a few writes and
+// a quiet stream still shows each event at once.
+type flowPrinter struct {
+	w    *bufio.Writer
+	json bool
+	pal  palette
+	line []byte
+}
+
+func newFlowPrinter(w io.Writer, format string) *flowPrinter {
+	return &flowPrinter{w: bufio.NewWriterSize(w, 64<<10), json: format == "json", pal: colours(w)}
+}
+
+func (p *flowPrinter) header() error {
+	if p.json {
+		return nil
+	}
+	p.line = appendFlowHeader(p.line[:0])
+	_, err := p.w.Write(p.line)
+	return err
+}
+
+func (p *flowPrinter) flow(f netops.ConntrackFlow) error {
+	if p.json {
+		p.line = appendFlowJSON(p.line[:0], &f)
+	} else {
+		p.line = appendFlowRow(p.line[:0], &f, p.pal)
+	}
+	_, err := p.w.Write(p.line)
+	return err
+}
+
+func (p *flowPrinter) overflow(ov netops.ConntrackOverflow) error {
+	p.line = appendOverflowJSON(p.line[:0], &ov)
+	_, err := p.w.Write(p.line)
+	return err
+}
+
+func (p *flowPrinter) flush() error { return p.w.Flush() }
