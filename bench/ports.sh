@@ -2,13 +2,23 @@
 # Benchmark: hairpinctl ports / enable against bridge(8) and the runbook's
 # shell loops, at 200 and 1000 ports on one bridge in a scratch namespace.
 # Whole process, medians (hyperfine), all in the same run. Needs root.
+# Layout "pods" (the realistic one): every port's peer is eth0 in its own pod
+# namespace with an address, so hairpinctl ports also finds each pod's IP.
+# Layout "flat": the peers stay in the node namespace without addresses.
 # Usage: bench/ports.sh [path/to/hairpinctl]   Prints a markdown section.
 set -euo pipefail
 BIN=$(readlink -f "${1:-./bin/hairpinctl}")
 SIZES=${PORTS_SIZES:-"200 1000"}
+LAYOUTS=${PORTS_LAYOUTS:-"pods flat"}
 NS="hpbench-ports-$$"
 WORK=$(mktemp -d)
-cleanup() { ip netns del "$NS" 2>/dev/null || true; rm -rf "$WORK"; }
+PODS=0
+delpods() {
+  [ "$PODS" -gt 0 ] || return 0
+  for i in $(seq 1 "$PODS"); do echo "netns del $NS-p$i"; done | ip -force -batch - 2>/dev/null || true
+  PODS=0
+}
+cleanup() { delpods; ip netns del "$NS" 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT INT TERM
 command -v hyperfine >/dev/null || { echo "bench/ports.sh: hyperfine missing (apt-get install hyperfine)" >&2; exit 1; }
 
@@ -28,16 +38,31 @@ LOOP
 
 median() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(" ".join("%.6f" % r["median"] for r in d["results"]))' "$1"; }
 
-echo "| ports | command | median | ratio |"
-echo "|---:|---|---:|---:|"
+echo "| layout | ports | command | median | ratio |"
+echo "|---|---:|---|---:|---:|"
+for layout in $LAYOUTS; do
 for n in $SIZES; do
+  delpods
   ip netns del "$NS" 2>/dev/null || true
   ip netns add "$NS"
-  {
-    echo "link add br0 type bridge"
-    for i in $(seq 1 "$n"); do echo "link add v$i type veth peer name p$i"; echo "link set v$i master br0"; done
-  } >"$WORK/setup.batch"
-  ip -n "$NS" -batch "$WORK/setup.batch"
+  if [ "$layout" = pods ]; then
+    for i in $(seq 1 "$n"); do echo "netns add $NS-p$i"; done | ip -batch -
+    PODS=$n
+    {
+      echo "link add br0 type bridge"
+      for i in $(seq 1 "$n"); do echo "link add v$i type veth peer name eth0 netns $NS-p$i"; echo "link set v$i master br0 up"; done
+    } >"$WORK/setup.batch"
+    ip netns exec "$NS" ip -batch "$WORK/setup.batch"
+    for i in $(seq 1 "$n"); do
+      ip -n "$NS-p$i" addr add "10.$((64 + i / 250)).$((i % 250)).10/32" dev eth0
+    done
+  else
+    {
+      echo "link add br0 type bridge"
+      for i in $(seq 1 "$n"); do echo "link add v$i type veth peer name p$i"; echo "link set v$i master br0"; done
+    } >"$WORK/setup.batch"
+    ip -n "$NS" -batch "$WORK/setup.batch"
+  fi
   : >"$WORK/off.batch"; : >"$WORK/on.batch"
   for i in $(seq 1 "$n"); do
     echo "link set dev v$i hairpin off" >>"$WORK/off.batch"
@@ -45,7 +70,7 @@ for n in $SIZES; do
   done
   x() { ip netns exec "$NS" "$@"; }
   x hyperfine -N --warmup 3 --min-runs 30 --export-json "$WORK/list.json" \
-    "$BIN ports" "bridge -d link show" >/dev/null 2>&1
+    "$BIN ports" "bridge -d link show" "$BIN ports -q" >/dev/null 2>&1
   x hyperfine --shell bash --warmup 1 --runs 3 --export-json "$WORK/listloop.json" \
     "bash $WORK/runbook-list.sh" >/dev/null 2>&1
   x hyperfine -N --warmup 2 --min-runs 20 --prepare "bridge -batch $WORK/off.batch" --export-json "$WORK/enable.json" \
@@ -56,17 +81,23 @@ for n in $SIZES; do
   x bridge -batch "$WORK/off.batch"; x "$BIN" enable --bridge br0 >/dev/null
   off=$(x "$BIN" ports -q --hairpin off | wc -l)
   [ "$off" = 0 ] || { echo "enable left $off ports off" >&2; exit 1; }
+  if [ "$layout" = pods ]; then
+    known=$(x "$BIN" ports -o json | python3 -c 'import json,sys; print(sum(1 for p in json.load(sys.stdin) if p["podIPs"]))')
+    [ "$known" = "$n" ] || { echo "ports found $known of $n pod IPs" >&2; exit 1; }
+  fi
 
-  read -r hp br <<<"$(median "$WORK/list.json")"
+  read -r hp br hq <<<"$(median "$WORK/list.json")"
   read -r loop <<<"$(median "$WORK/listloop.json")"
   read -r he bb <<<"$(median "$WORK/enable.json")"
   read -r eloop <<<"$(median "$WORK/enableloop.json")"
-  python3 - "$n" "$hp" "$br" "$loop" "$he" "$bb" "$eloop" <<'PY'
+  python3 - "$layout" "$n" "$hp" "$br" "$loop" "$he" "$bb" "$eloop" "$hq" <<'PY'
 import sys
-n, hp, br, loop, he, bb, eloop = sys.argv[1], *map(float, sys.argv[2:])
+layout, n = sys.argv[1:3]
+hp, br, loop, he, bb, eloop, hq = map(float, sys.argv[3:])
 ms = lambda s: "%.2f ms" % (s * 1000)
 rows = [
-  ("hairpinctl ports", hp, "%.2f× bridge -d link show" % (hp / br)),
+  ("hairpinctl ports (with pod IPs)", hp, "%.2f× bridge -d link show" % (hp / br)),
+  ("hairpinctl ports -q", hq, "%.2f× bridge -d link show" % (hq / br)),
   ("bridge -d link show", br, "1.00×"),
   ("runbook list loop", loop, "hairpinctl %.0f× faster" % (loop / hp)),
   ("hairpinctl enable --bridge br0 (off→on)", he, "%.2f× bridge -batch" % (he / bb)),
@@ -74,6 +105,7 @@ rows = [
   ("runbook enable loop", eloop, "hairpinctl %.0f× faster" % (eloop / he)),
 ]
 for name, t, r in rows:
-    print("| %s | %s | %s | %s |" % (n, name, ms(t), r))
+    print("| %s | %s | %s | %s | %s |" % (layout, n, name, ms(t), r))
 PY
+done
 done

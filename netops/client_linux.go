@@ -28,8 +28,9 @@ type Client struct {
 	h   *netlink.Handle
 	// raw is a NETLINK_ROUTE socket in the namespace for requests the netlink
 	// package has no bulk form of: the AF_BRIDGE link dump and pipelined RTM_SETLINK.
-	raw *nl.NetlinkSocket
-	seq atomic.Uint32
+	raw  *nl.NetlinkSocket
+	seq  atomic.Uint32
+	rbuf []byte
 }
 
 // nextSeq numbers a request on the raw socket, so answers are matched to

@@ -65,6 +65,15 @@ func (c *Client) SetHairpin(ports []Port, on, dryRun bool) *SetResult {
 // microseconds, so only a wedged socket reaches it.
 const ackTimeout = 10 * time.Second
 
+// recvBuf is the raw socket's receive buffer, allocated once: a dump per
+// pod namespace must not allocate 64 KiB each.
+func (c *Client) recvBuf() []byte {
+	if c.rbuf == nil {
+		c.rbuf = make([]byte, 64<<10)
+	}
+	return c.rbuf
+}
+
 // recvRaw reads one datagram from the raw socket into rb (reused, unlike
 // nl.NetlinkSocket.Receive, which clears a fresh 64 KiB buffer per call)
 // and splits it into messages. The socket is non-blocking: wait with poll
@@ -127,7 +136,7 @@ func (c *Client) setWindow(ports []Port, on bool, res *SetResult) {
 		return
 	}
 	errs := map[uint32]error{}
-	rb := make([]byte, 64<<10)
+	rb := c.recvBuf()
 	deadline := time.Now().Add(ackTimeout)
 	for len(errs) < len(pending) {
 		msgs, err := c.recvRaw(rb, deadline)

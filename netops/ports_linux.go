@@ -236,7 +236,7 @@ func (r *dumpRequest) Execute(_ int, resType uint16) ([][]byte, error) {
 	if err := unix.Sendto(fd, r.Serialize(), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, err
 	}
-	rb := make([]byte, 64<<10)
+	rb := r.c.recvBuf()
 	deadline := time.Now().Add(ackTimeout)
 	var out [][]byte
 	interrupted := false
