@@ -11,6 +11,7 @@ package lab
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
@@ -51,6 +52,11 @@ type Options struct {
 	Restore string
 	// Hairpin is the initial hairpin mode of every pod port [off].
 	Hairpin bool
+	// Created, when set, is called with each namespace's name right after
+	// the namespace exists, before anything else is done: a caller that
+	// reports progress or checks its cleanup learns every name, even when
+	// New fails half-way (and removes them again).
+	Created func(netnsName string)
 }
 
 // Lab is one throwaway node.
@@ -182,6 +188,7 @@ func randomSuffix() string {
 // moving the calling goroutine's thread.
 func (l *Lab) newNamed(name string) (netns.NsHandle, error) {
 	var h netns.NsHandle
+	created := false
 	err := doOnThread(func() error {
 		orig, err := netns.Get()
 		if err != nil {
@@ -195,9 +202,21 @@ func (l *Lab) newNamed(name string) (netns.NsHandle, error) {
 		l.mu.Lock()
 		l.made = append(l.made, name)
 		l.mu.Unlock()
+		created = true
 		return netns.Set(orig)
 	})
+	if created && l.opts.Created != nil {
+		l.opts.Created(name)
+	}
 	return h, err
+}
+
+// Namespaces returns the names of the namespaces the lab created, the
+// node's first; Close removes them all.
+func (l *Lab) Namespaces() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.made...)
 }
 
 // doOnThread runs fn on a locked thread; if fn leaves the thread in another
@@ -363,16 +382,28 @@ func (l *Lab) serve(p *Pod) error {
 // the name the server answered with, or an error when it gets no answer
 // within timeout (a hairpin drop shows as a timeout).
 func (l *Lab) Connect(from *Pod, ip net.IP, port int, timeout time.Duration) (string, error) {
+	return l.ConnectContext(context.Background(), from, ip, port, timeout)
+}
+
+// ConnectContext is Connect that also gives up when ctx is done.
+func (l *Lab) ConnectContext(ctx context.Context, from *Pod, ip net.IP, port int, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	var conn net.Conn
 	err := In(from.Ns, func() error {
+		// The socket is made here, on the thread inside the pod; dialing
+		// itself may finish on any thread.
+		var d net.Dialer
 		var err error
-		conn, err = net.DialTimeout("tcp4", net.JoinHostPort(ip.String(), fmt.Sprint(port)), timeout)
+		conn, err = d.DialContext(ctx, "tcp4", net.JoinHostPort(ip.String(), fmt.Sprint(port)))
 		return err
 	})
 	if err != nil {
 		return "", err
 	}
 	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
 	_ = conn.SetDeadline(time.Now().Add(timeout))
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	if err != nil {
@@ -384,6 +415,11 @@ func (l *Lab) Connect(from *Pod, ip net.IP, port int, timeout time.Duration) (st
 // ConnectService connects from pod to the Service's ClusterIP.
 func (l *Lab) ConnectService(from *Pod, timeout time.Duration) (string, error) {
 	return l.Connect(from, l.ServiceIP, l.ServicePort, timeout)
+}
+
+// ConnectServiceContext is ConnectService that also gives up when ctx is done.
+func (l *Lab) ConnectServiceContext(ctx context.Context, from *Pod, timeout time.Duration) (string, error) {
+	return l.ConnectContext(ctx, from, l.ServiceIP, l.ServicePort, timeout)
 }
 
 // Restore loads rules with an iptables-restore binary inside the node.

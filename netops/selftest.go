@@ -1,0 +1,63 @@
+package netops
+
+// SelftestOptions shapes Selftest. Zero values take the defaults in brackets.
+type SelftestOptions struct {
+	// Prefix starts the name of every namespace Selftest creates [hpselftest].
+	Prefix string
+	// Backend is the iptables backend that loads the Service: "auto" (or
+	// empty) for the one the host's `iptables` command uses,
+	// "iptables-nft" or "iptables-legacy".
+	Backend string
+	// Step, when set, is called as each step ends.
+	Step func(SelftestStep)
+	// Created, when set, is called with each namespace's name as soon as
+	// it exists.
+	Created func(netnsName string)
+}
+
+// SelftestStep is one step of the self-test and how it went.
+type SelftestStep struct {
+	// Name says what was done, short enough for a table column.
+	Name string `json:"name"`
+	// Want is the expected outcome: "reach pod1", "blocked", ...
+	Want string `json:"want"`
+	// Got is the outcome.
+	Got string `json:"got"`
+	// OK is true when Got is what was wanted.
+	OK bool `json:"ok"`
+	// Detail adds what the columns have no room for: versions, names, the
+	// full error.
+	Detail string `json:"detail,omitempty"`
+	// Millis is how long the step took, in milliseconds.
+	Millis int64 `json:"millis"`
+}
+
+// SelftestReport is the outcome of Selftest.
+type SelftestReport struct {
+	// Passed is true when every step went as wanted: the kernel drops a
+	// pod's connection to its own Service while hairpin is off and passes
+	// it once hairpin is on.
+	Passed bool `json:"passed"`
+	// Kernel is the running kernel's release (uname -r).
+	Kernel string `json:"kernel"`
+	// Backend is the iptables backend the Service was loaded with.
+	Backend Backend `json:"backend"`
+	// Restore is the iptables-restore binary that loaded it.
+	Restore string `json:"restore"`
+	// Namespaces are the namespaces Selftest created under /run/netns and
+	// removed again.
+	Namespaces []string `json:"namespaces"`
+	// Steps are the steps in the order they ran.
+	Steps []SelftestStep `json:"steps"`
+}
+
+// Differed returns the steps that did not go as wanted.
+func (r *SelftestReport) Differed() []SelftestStep {
+	out := []SelftestStep{}
+	for _, s := range r.Steps {
+		if !s.OK {
+			out = append(out, s)
+		}
+	}
+	return out
+}
