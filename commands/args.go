@@ -28,7 +28,7 @@ func NormalizeArgs(app *cli.App, args []string) []string {
 	cmd := app.Command(args[i])
 	out = append(out, args[i])
 	i++
-	if cmd == nil {
+	if cmd == nil || cmd.SkipFlagParsing {
 		return append(out, args[i:]...)
 	}
 	var flags, positional []string

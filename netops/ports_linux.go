@@ -519,3 +519,43 @@ func (c *Client) dumpVethPeersOf(bridge int, peers map[int]vethPeer) error {
 	}
 	return nil
 }
+
+// BridgeNames lists the bridges of the namespace, with one RTM_GETLINK
+// dump filtered by the kernel to kind "bridge".
+func (c *Client) BridgeNames() ([]string, error) {
+	req := c.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
+	linkinfo := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	linkinfo.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bridge"))
+	req.AddData(linkinfo)
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return nil, fmt.Errorf("list bridges in netns %s: %w", c.NetnsLabel(), err)
+	}
+	names := []string{}
+	for _, m := range msgs {
+		if len(m) < unix.SizeofIfInfomsg {
+			continue
+		}
+		var name string
+		bridge := false
+		forEachAttr(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
+			switch typ {
+			case unix.IFLA_IFNAME:
+				name = nl.BytesToString(val)
+			case unix.IFLA_LINKINFO:
+				forEachAttr(val, func(t uint16, kind []byte) {
+					if t == nl.IFLA_INFO_KIND && nl.BytesToString(kind) == "bridge" {
+						bridge = true
+					}
+				})
+			}
+		})
+		if bridge {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
