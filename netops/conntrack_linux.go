@@ -115,8 +115,6 @@ type ctWatch struct {
 
 	resyncPending bool
 	lastResync    time.Time
-	// dirty is set when flows were delivered since the last Idle call.
-	dirty bool
 }
 
 // dialNetfilter opens a NETLINK_NETFILTER socket in the client's
@@ -248,7 +246,7 @@ func (w *ctWatch) follow(ctx context.Context) error {
 					ferr = fmt.Errorf("read conntrack events in netns %s: a %d-byte datagram does not fit %d bytes", w.c.NetnsLabel(), n, len(w.buf))
 					return true
 				}
-				if _, ferr = w.handle(w.buf[:n], EventNew, false, 0); ferr != nil {
+				if _, ferr = w.handle(w.buf[:n], ConntrackNew, false, 0); ferr != nil {
 					return true
 				}
 				if w.resyncPending && time.Since(w.lastResync) >= resyncEvery {
@@ -266,12 +264,11 @@ func (w *ctWatch) follow(ctx context.Context) error {
 		}
 		if idle {
 			parked = true
-			if w.dirty && w.o.Idle != nil {
+			if w.o.Idle != nil {
 				if err := w.o.Idle(); err != nil {
 					return err
 				}
 			}
-			w.dirty = false
 		}
 		if w.resyncPending {
 			if err := w.dump(ctx, true); err != nil {
@@ -291,12 +288,11 @@ func (w *ctWatch) overflow(drops uint64) error {
 	if w.o.Overflow == nil {
 		return nil
 	}
-	w.dirty = true
-	return w.o.Overflow(ConntrackOverflow{Time: time.Now(), Event: EventOverflow, Overflows: w.stats.Overflows, Lost: drops})
+	return w.o.Overflow(ConntrackOverflow{Time: time.Now(), Event: ConntrackOverflowed, Overflows: w.stats.Overflows, Lost: drops})
 }
 
 // handle walks the netlink messages of one datagram and delivers the
-// matching conntrack flows. For a dump (event EventExisting) it reports
+// matching conntrack flows. For a dump (event ConntrackExisting) it reports
 // when the dump's NLMSG_DONE arrived and fails on its NLMSG_ERROR; seq
 // selects the dump's replies.
 func (w *ctWatch) handle(b []byte, event string, resync bool, seq uint32) (done bool, err error) {
@@ -311,7 +307,7 @@ func (w *ctWatch) handle(b []byte, event string, resync bool, seq uint32) (done 
 		mseq := binary.NativeEndian.Uint32(b[8:])
 		msg := b[:l]
 		b = b[min((l+3)&^3, len(b)):]
-		if event == EventExisting && mseq != seq {
+		if event == ConntrackExisting && mseq != seq {
 			continue
 		}
 		switch typ {
@@ -334,15 +330,15 @@ func (w *ctWatch) handle(b []byte, event string, resync bool, seq uint32) (done 
 			continue
 		}
 		kind := event
-		if event != EventExisting {
+		if event != ConntrackExisting {
 			switch typ & 0xff {
 			case ipctnlMsgCTNew:
-				kind = EventUpdate
+				kind = ConntrackUpdate
 				if flags&nlmFCreateExcl != 0 {
-					kind = EventNew
+					kind = ConntrackNew
 				}
 			case ipctnlMsgCTDelete:
-				kind = EventDestroy
+				kind = ConntrackDestroy
 			default:
 				continue
 			}
@@ -351,7 +347,7 @@ func (w *ctWatch) handle(b []byte, event string, resync bool, seq uint32) (done 
 			now = time.Now()
 		}
 		var f ConntrackFlow
-		if event == EventExisting {
+		if event == ConntrackExisting {
 			// Dumps are rare: the library decodes them.
 			var ev conntrack.Event
 			nm := netlink.Message{
@@ -371,7 +367,6 @@ func (w *ctWatch) handle(b []byte, event string, resync bool, seq uint32) (done 
 		}
 		f.Resync = resync
 		w.stats.Flows++
-		w.dirty = true
 		if err := w.o.Flow(f); err != nil {
 			return false, err
 		}
@@ -417,7 +412,7 @@ func (w *ctWatch) dump(ctx context.Context, resync bool) error {
 		w.resyncPending = false
 	}
 	defer func() { w.lastResync = time.Now() }()
-	event := EventExisting
+	event := ConntrackExisting
 	for {
 		var done bool
 		var herr error
