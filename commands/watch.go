@@ -120,7 +120,7 @@ func runWatch(c *cli.Context) error {
 	}
 	switch {
 	case err != nil:
-		return err
+		return fmt.Errorf("watch: %w", err)
 	case readyErr != nil:
 		return readyErr
 	}

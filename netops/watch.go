@@ -82,11 +82,12 @@ type WatchEvent struct {
 	Port string `json:"port,omitempty"`
 	// Index is the port's (or, for bridge events, the bridge's) ifindex.
 	Index int `json:"index,omitempty"`
-	// Bridge is the bridge's name.
+	// Bridge is the bridge's name; in a ready event, the selected
+	// bridges, comma-separated (empty with All).
 	Bridge string `json:"bridge,omitempty"`
 	// Cause says why: see the Cause* and Resync* constants.
 	Cause string `json:"cause,omitempty"`
-	// Ports counts the selected ports (ready and resync events).
+	// Ports counts the selected ports (ready events).
 	Ports int `json:"ports,omitempty"`
 	// Error is the failure, in one line.
 	Error string `json:"error,omitempty"`

@@ -49,7 +49,7 @@ const updateQueue = 1024
 // not a bridge, or the first subscription or listing fails.
 func (c *Client) Watch(ctx context.Context, o WatchOptions, emit func(WatchEvent)) error {
 	if o.All == (len(o.Bridges) > 0) {
-		return errorf(ErrInvalid, "watch: select bridges or all bridges, not both or neither")
+		return errorf(ErrInvalid, "select bridges or all bridges, not both or neither")
 	}
 	w := &watcher{
 		c:      c,
@@ -77,12 +77,12 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions, emit func(WatchEvent
 	}
 	sub, err := w.subscribe()
 	if err != nil {
-		return fmt.Errorf("watch: subscribe to link updates in netns %s: %w", c.NetnsLabel(), err)
+		return fmt.Errorf("subscribe to link updates in netns %s: %w", c.NetnsLabel(), err)
 	}
 	defer func() { sub.stop() }()
 	n, err := w.relist(CauseStart)
 	if err != nil {
-		return fmt.Errorf("watch: %w", err)
+		return err
 	}
 	w.started = true
 	w.send(WatchEvent{Kind: WatchReady, Ports: n, Bridge: strings.Join(o.Bridges, ",")})
@@ -449,18 +449,21 @@ func (w *watcher) handlePort(u netlink.LinkUpdate) {
 func (w *watcher) handleLink(u netlink.LinkUpdate) {
 	a := u.Attrs()
 	idx := a.Index
+	isBridge := u.Link.Type() == "bridge"
 	if u.Header.Type == unix.RTM_DELLINK {
 		delete(w.ports, idx)
 		w.unqueue(idx)
-		if name, ok := w.brName[idx]; ok {
-			delete(w.brName, idx)
-			if w.o.All || w.want[name] {
-				w.send(WatchEvent{Kind: WatchBridgeRemoved, Bridge: name, Index: idx})
-			}
+		name, known := w.brName[idx]
+		delete(w.brName, idx)
+		if !known && isBridge && w.o.All {
+			name, known = a.Name, true // a bridge whose name was never needed
+		}
+		if known && (w.o.All || w.want[name]) {
+			w.send(WatchEvent{Kind: WatchBridgeRemoved, Bridge: name, Index: idx})
 		}
 		return
 	}
-	if u.Link.Type() != "bridge" {
+	if !isBridge {
 		return
 	}
 	name := a.Name
@@ -468,18 +471,25 @@ func (w *watcher) handleLink(u netlink.LinkUpdate) {
 	if known && old == name {
 		return
 	}
-	if known && !w.o.All && w.want[old] {
-		// Renamed away from a selected name.
-		w.send(WatchEvent{Kind: WatchBridgeRemoved, Bridge: old, Index: idx})
+	if w.o.All {
+		w.brName[idx] = name
+		// A device's first notification (register_netdevice) reports
+		// every flag as changed; later ones only what changed.
+		if u.IfInfomsg.Change == ^uint32(0) {
+			w.send(WatchEvent{Kind: WatchBridgeAdded, Bridge: name, Index: idx})
+		}
+		return
 	}
-	if !w.o.All {
-		if !w.want[name] {
-			delete(w.brName, idx)
-			return
-		}
-		if prev, had := w.indexOf(name); had && prev != idx {
-			delete(w.brName, prev)
-		}
+	// With --bridge, brName holds the selected names only.
+	if known {
+		delete(w.brName, idx)
+		w.send(WatchEvent{Kind: WatchBridgeRemoved, Bridge: old, Index: idx}) // renamed away
+	}
+	if !w.want[name] {
+		return
+	}
+	if prev, had := w.indexOf(name); had {
+		delete(w.brName, prev)
 	}
 	w.brName[idx] = name
 	w.send(WatchEvent{Kind: WatchBridgeAdded, Bridge: name, Index: idx})

@@ -337,14 +337,40 @@ func TestWatchAllBridges(t *testing.T) {
 	check := openLab(t, l)
 	addBridge(t, l, "br1")
 	addPort(t, l, "br1", "va1")
+	addBridge(t, l, "br-idle") // no ports: its name is never looked up
 	w := startWatch(t, l, WatchOptions{All: true})
 	waitHairpinOn(t, check, "veth1", "va1")
+
+	// An existing bridge changing state is no news; a new one is.
+	idle, err := l.Handle().LinkByName("br-idle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Handle().LinkSetDown(idle); err != nil {
+		t.Fatal(err)
+	}
 	addBridge(t, l, "br2")
 	addPort(t, l, "br2", "va2")
 	waitHairpinOn(t, check, "va2")
 	if ev := w.waitEvent(t, "va2 joined", enabledFor("va2", CauseJoined)); ev.Bridge != "br2" {
 		t.Errorf("va2 event names bridge %q, want br2", ev.Bridge)
 	}
+	added := 0
+	for _, ev := range w.all() {
+		if ev.Kind == WatchBridgeAdded {
+			added++
+			if ev.Bridge != "br2" {
+				t.Errorf("bridge-added for %s, which existed at start", ev.Bridge)
+			}
+		}
+	}
+	if added != 1 {
+		t.Errorf("%d bridge-added events, want 1 (br2): %+v", added, w.all())
+	}
+	if err := l.Handle().LinkDel(idle); err != nil {
+		t.Fatal(err)
+	}
+	w.waitEvent(t, "br-idle removed", func(ev WatchEvent) bool { return ev.Kind == WatchBridgeRemoved && ev.Bridge == "br-idle" })
 }
 
 func TestWatchBadOptions(t *testing.T) {
