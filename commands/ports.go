@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/urfave/cli/v2"
@@ -136,18 +137,23 @@ func printPortNames(w io.Writer, ports []netops.Port) error {
 
 func printPortsTable(w io.Writer, ports []netops.Port) error {
 	pal := colours(w)
-	tw := newTable(w)
+	// Eight columns with a MAC and a veth name fit 80 columns only with
+	// single-space gaps; a pod's further IPs go on lines of their own.
+	tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
 	fmt.Fprintln(tw, "BRIDGE\tPORT\tINDEX\tSTATE\tOPER\tHAIRPIN\tMAC\tPOD-IPS")
 	for _, p := range ports {
 		hp := pal.bad("off")
 		if p.Hairpin {
 			hp = pal.good("on")
 		}
-		ips := strings.Join(p.PodIPs, ",")
-		if ips == "" {
-			ips = "-"
+		first := "-"
+		if len(p.PodIPs) > 0 {
+			first = p.PodIPs[0]
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Bridge, p.Name, strconv.Itoa(p.Index), p.State, p.OperState, hp, p.MAC, ips)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Bridge, p.Name, strconv.Itoa(p.Index), p.State, p.OperState, hp, p.MAC, first)
+		for _, ip := range p.PodIPs[min(1, len(p.PodIPs)):] {
+			fmt.Fprintf(tw, "\t\t\t\t\t\t\t%s\n", ip)
+		}
 	}
 	return tw.Flush()
 }
