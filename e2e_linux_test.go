@@ -89,7 +89,7 @@ func TestE2EPorts(t *testing.T) {
 		t.Fatalf("ports: %+v", r)
 	}
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	if len(lines) != 4 || !strings.HasPrefix(lines[0], "BRIDGE  PORT") {
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "BRIDGE PORT") {
 		t.Fatalf("table:\n%s", r.stdout)
 	}
 	for _, ln := range lines {
