@@ -2,6 +2,7 @@ package netops
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -12,16 +13,16 @@ import (
 
 // Event names of a ConntrackFlow and a ConntrackOverflow.
 const (
-	// EventExisting: the flow was in the table when it was dumped.
-	EventExisting = "existing"
-	// EventNew: the kernel confirmed a new flow.
-	EventNew = "new"
-	// EventUpdate: a flow changed state (a TCP transition, assured, ...).
-	EventUpdate = "update"
-	// EventDestroy: the flow left the table (timed out, closed or deleted).
-	EventDestroy = "destroy"
-	// EventOverflow: the event socket overflowed and the kernel dropped events.
-	EventOverflow = "overflow"
+	// ConntrackExisting: the flow was in the table when it was dumped.
+	ConntrackExisting = "existing"
+	// ConntrackNew: the kernel confirmed a new flow.
+	ConntrackNew = "new"
+	// ConntrackUpdate: a flow changed state (a TCP transition, assured, ...).
+	ConntrackUpdate = "update"
+	// ConntrackDestroy: the flow left the table (timed out, closed or deleted).
+	ConntrackDestroy = "destroy"
+	// ConntrackOverflowed: the event socket overflowed and the kernel dropped events.
+	ConntrackOverflowed = "overflow"
 )
 
 // IP protocol numbers that conntrack filters on.
@@ -104,6 +105,11 @@ type ConntrackOverflow struct {
 	Lost uint64 `json:"lost"`
 }
 
+// StopConntrack, returned by a Flow or Overflow callback, ends Conntrack
+// at once and without error, without delivering what is still queued:
+// how a caller stops after N events.
+var StopConntrack = errors.New("stop following conntrack")
+
 // ConntrackStats sums up a Conntrack run.
 type ConntrackStats struct {
 	// Flows is how many flows and events were handed to the Flow callback.
@@ -114,6 +120,9 @@ type ConntrackStats struct {
 	Lost uint64 `json:"lost"`
 	// Resyncs is how many dumps were made after overflows.
 	Resyncs int `json:"resyncs"`
+	// Cut is true when the run ended with events still queued: ctx ended
+	// under a storm that kept the socket full longer than the drain lasts.
+	Cut bool `json:"cut"`
 }
 
 // ConntrackOptions selects flows and receives them. The callbacks run on

@@ -60,18 +60,30 @@ const (
 	conntrackRecvBytes = 64 << 10 // more than a dump datagram (32 KiB at most)
 )
 
-// resyncEvery bounds how often overflows trigger a dump while the event
-// socket never drains: a dump of a big table under a storm takes long
-// enough to overflow again, and back-to-back dumps would starve the events.
+// resyncEvery bounds how often overflows trigger a dump: a dump of a big
+// table under a storm takes long enough to overflow again, and
+// back-to-back dumps would starve the events and flood the output. An
+// overflow within a second of the last dump gets its dump when the second
+// is up.
 const resyncEvery = time.Second
 
 // Conntrack lists the flows whose original destination is o.ServiceIP
 // (unless o.NoDump), then follows the conntrack events for them (unless
-// o.NoFollow) until ctx is done, handing each to o.Flow. It returns nil
-// when the dump ended or ctx was done, and an error when the kernel or a
-// callback failed. The events are subscribed to before the dump starts,
-// so nothing falls between the two; a flow can show in both.
+// o.NoFollow) until ctx is done, handing each to o.Flow; the events
+// already queued when ctx ends are still delivered. It returns nil when
+// the dump ended, ctx was done or a callback returned StopConntrack, and
+// an error when the kernel or a callback failed. The events are
+// subscribed to before the dump starts, so nothing falls between the two;
+// a flow can show in both.
 func (c *Client) Conntrack(ctx context.Context, o ConntrackOptions) (ConntrackStats, error) {
+	st, err := c.conntrack(ctx, o)
+	if errors.Is(err, StopConntrack) {
+		err = nil
+	}
+	return st, err
+}
+
+func (c *Client) conntrack(ctx context.Context, o ConntrackOptions) (ConntrackStats, error) {
 	w := &ctWatch{c: c, o: o, m: newFlowMatcher(o.ServiceIP, o.Port, o.Proto), buf: make([]byte, conntrackRecvBytes)}
 	if !o.ServiceIP.IsValid() {
 		return w.stats, errorf(ErrInvalid, "conntrack: no Service IP given")
@@ -201,68 +213,47 @@ func recvDontWait(fd uintptr, b []byte) (int, syscall.Errno) {
 	return int(n), e
 }
 
-// follow reads the event socket until ctx is done.
+// follow reads the event socket until ctx is done, then drains it.
 func (w *ctWatch) follow(ctx context.Context) error {
 	raw, err := w.ev.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("conntrack event socket: %w", err)
 	}
+	stop := func() bool { return ctx.Err() != nil || w.resyncDue() }
 	// parked is set once the socket was found empty and the idle work
 	// done: the next EAGAIN waits in the poller instead of returning.
-	parked := false
+	// timer is set while a read deadline is armed for a resync that is
+	// not due yet; the deadline wakes the parked read when it is.
+	parked, timer := false, false
 	for {
 		var ferr error
-		idle := false
+		empty := false
 		rerr := raw.Read(func(fd uintptr) bool {
-			for {
-				if ctx.Err() != nil {
-					return true
-				}
-				n, errno := recvDontWait(fd, w.buf)
-				switch errno {
-				case 0:
-				case unix.EINTR:
-					continue
-				case unix.EAGAIN:
-					if parked {
-						return false
-					}
-					idle = true
-					return true
-				case unix.ENOBUFS:
-					// The kernel reports an overflow once, then keeps the
-					// socket subscribed: count it and go on reading.
-					drops, _ := socketDrops(fd)
-					if ferr = w.overflow(drops); ferr != nil {
-						return true
-					}
-					continue
-				default:
-					ferr = w.c.conntrackErr("read conntrack events", os.NewSyscallError("recvfrom", errno))
-					return true
-				}
-				parked = false
-				if n > len(w.buf) {
-					ferr = fmt.Errorf("read conntrack events in netns %s: a %d-byte datagram does not fit %d bytes", w.c.NetnsLabel(), n, len(w.buf))
-					return true
-				}
-				if _, ferr = w.handle(w.buf[:n], ConntrackNew, false, 0); ferr != nil {
-					return true
-				}
-				if w.resyncPending && time.Since(w.lastResync) >= resyncEvery {
-					return true
-				}
+			n, e, err := w.readQueued(fd, stop)
+			switch {
+			case err != nil:
+				ferr = err
+			case e && n == 0 && parked:
+				return false
+			case e:
+				empty = true
 			}
+			return true
 		})
 		switch {
 		case ctx.Err() != nil:
-			return nil
+			return w.drain(raw)
 		case ferr != nil:
 			return ferr
+		case rerr != nil && timer && errors.Is(rerr, os.ErrDeadlineExceeded):
+			timer = false
+			if err := w.setDeadline(ctx, time.Time{}); err != nil {
+				return w.drain(raw)
+			}
 		case rerr != nil:
 			return w.c.conntrackErr("read conntrack events", rerr)
 		}
-		if idle {
+		if empty {
 			parked = true
 			if w.o.Idle != nil {
 				if err := w.o.Idle(); err != nil {
@@ -270,14 +261,99 @@ func (w *ctWatch) follow(ctx context.Context) error {
 				}
 			}
 		}
-		if w.resyncPending {
+		switch {
+		case w.resyncDue():
+			if timer {
+				timer = false
+				if err := w.setDeadline(ctx, time.Time{}); err != nil {
+					return w.drain(raw)
+				}
+			}
 			if err := w.dump(ctx, true); err != nil {
 				return err
 			}
 			// The dump took time; events may be queued again.
 			parked = false
+		case w.resyncPending && empty && !timer:
+			timer = true
+			if err := w.setDeadline(ctx, w.lastResync.Add(resyncEvery)); err != nil {
+				return w.drain(raw)
+			}
 		}
 	}
+}
+
+// setDeadline sets the event socket's read deadline, racing with the
+// AfterFunc that expires it when ctx ends: it checks ctx after setting,
+// and an error means ctx ended and the deadline may have been overwritten.
+func (w *ctWatch) setDeadline(ctx context.Context, t time.Time) error {
+	_ = w.ev.SetReadDeadline(t)
+	return ctx.Err()
+}
+
+func (w *ctWatch) resyncDue() bool {
+	return w.resyncPending && time.Since(w.lastResync) >= resyncEvery
+}
+
+// drainFor bounds the drain after ctx ends, so Ctrl-C ends the run within
+// a second even under a storm that keeps the socket full.
+const drainFor = 500 * time.Millisecond
+
+// drain delivers what is already queued on the event socket when ctx
+// ends: events that happened before a --timeout or Ctrl-C are shown, not
+// cut off at the last read. Control, not Read: the expired deadline would
+// fail a Read at once, and nothing here waits.
+func (w *ctWatch) drain(raw syscall.RawConn) error {
+	until := time.Now().Add(drainFor)
+	var err error
+	cerr := raw.Control(func(fd uintptr) {
+		var empty bool
+		_, empty, err = w.readQueued(fd, func() bool { return time.Now().After(until) })
+		if err == nil && !empty {
+			w.stats.Cut = true
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if cerr != nil {
+		return w.c.conntrackErr("read conntrack events", cerr)
+	}
+	return nil
+}
+
+// readQueued reads and delivers the datagrams queued on the event socket
+// without blocking, until it is empty or stop says so. It returns how many
+// it read and whether it found the socket empty.
+func (w *ctWatch) readQueued(fd uintptr, stop func() bool) (n int, empty bool, err error) {
+	for !stop() {
+		l, errno := recvDontWait(fd, w.buf)
+		switch errno {
+		case 0:
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return n, true, nil
+		case unix.ENOBUFS:
+			// The kernel reports an overflow once, then keeps the socket
+			// subscribed: count it and go on reading.
+			drops, _ := socketDrops(fd)
+			if err := w.overflow(drops); err != nil {
+				return n, false, err
+			}
+			continue
+		default:
+			return n, false, w.c.conntrackErr("read conntrack events", os.NewSyscallError("recvfrom", errno))
+		}
+		if l > len(w.buf) {
+			return n, false, fmt.Errorf("read conntrack events in netns %s: a %d-byte datagram does not fit %d bytes", w.c.NetnsLabel(), l, len(w.buf))
+		}
+		n++
+		if _, err := w.handle(w.buf[:l], ConntrackNew, false, 0); err != nil {
+			return n, false, err
+		}
+	}
+	return n, false, nil
 }
 
 // overflow counts an ENOBUFS and reports it.
