@@ -76,19 +76,20 @@ func runConntrack(c *cli.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 
 	p := newFlowPrinter(c.App.Writer, format)
 	events := 0
 	o.Flow = func(f netops.ConntrackFlow) error {
-		if f.Event != netops.EventExisting {
+		if err := p.flow(f); err != nil {
+			return err
+		}
+		if f.Event != netops.ConntrackExisting {
 			events++
 			if count > 0 && events >= count {
-				cancel()
+				return netops.StopConntrack
 			}
 		}
-		return p.flow(f)
+		return nil
 	}
 	o.Overflow = func(ov netops.ConntrackOverflow) error {
 		fmt.Fprintf(c.App.ErrWriter, "hairpinctl: conntrack: event socket overflowed (%d so far, %d events lost): resynchronising with a dump\n", ov.Overflows, ov.Lost)
@@ -105,7 +106,11 @@ func runConntrack(c *cli.Context) error {
 	if ferr := p.flush(); err == nil {
 		err = ferr
 	}
-	fmt.Fprintf(c.App.ErrWriter, "hairpinctl: conntrack: %d flows shown, %d overflows (%d events lost)\n", st.Flows, st.Overflows, st.Lost)
+	cut := ""
+	if st.Cut {
+		cut = "; stopped with events still queued"
+	}
+	fmt.Fprintf(c.App.ErrWriter, "hairpinctl: conntrack: %d flows shown, %d overflows (%d events lost)%s\n", st.Flows, st.Overflows, st.Lost, cut)
 	if err != nil {
 		return fmt.Errorf("conntrack: %w", err)
 	}

@@ -15,7 +15,7 @@ import (
 const (
 	ctColEvent    = 9               // after TIME (8)
 	ctColProto    = ctColEvent + 9  // after EVENT (existing)
-	ctColState    = ctColProto + 5  // after PROTO (sctp)
+	ctColState    = ctColProto + 6  // after PROTO
 	ctColOrig     = ctColState + 12 // after STATE (ESTABLISHED)
 	ctColEndpoint = ctColOrig + 34  // after ORIGINAL (10.244.0.12:45678 → 10.96.0.10:80)
 	ctColFlags    = ctColEndpoint + 17
