@@ -244,6 +244,11 @@ func TestE2ESelftestDiffers(t *testing.T) {
 			}
 			oneLineErr(t, r, "selftest")
 		}
+		r := runAs(t, &syscall.Credential{Uid: 65534, Gid: 65534}, "selftest", "--prefix", prefix)
+		if r.code != 1 {
+			t.Errorf("unprivileged: exit %d, want 1: %+v", r.code, r)
+		}
+		oneLineErr(t, r, "selftest: creating network namespaces needs CAP_SYS_ADMIN and CAP_NET_ADMIN: run as root")
 	})
 }
 

@@ -53,7 +53,7 @@ func Selftest(ctx context.Context, o SelftestOptions) (*SelftestReport, error) {
 		return nil, errorf(ErrInvalid, "backend %q: use auto, iptables-nft or iptables-legacy", o.Backend)
 	}
 	if !hasCapability(unix.CAP_SYS_ADMIN) || !hasCapability(unix.CAP_NET_ADMIN) {
-		return nil, errorf(ErrPermission, "selftest needs CAP_SYS_ADMIN and CAP_NET_ADMIN to create network namespaces: run as root")
+		return nil, errorf(ErrPermission, "creating network namespaces needs CAP_SYS_ADMIN and CAP_NET_ADMIN: run as root")
 	}
 	r := &SelftestReport{Kernel: kernelRelease(), Namespaces: []string{}, Steps: []SelftestStep{}}
 	t := &selftest{ctx: ctx, o: o, r: r}
