@@ -3,8 +3,8 @@
 # on, p50/p99 over N joins (goal: p99 < 10 ms), one at a time (seq) and back
 # to back (burst, queueing included); CPU per join; idle CPU and memory.
 # Everything runs in a scratch namespace: watch --all --netns NS, and
-# bench/watchlat adding veth pairs there and timestamping the bridge's own
-# notifications (join, hairpin on). Needs root and Go (builds watchlat).
+# bench/watchlat adding veth pairs there and watching for hairpin on through
+# the bridge's own notifications. Needs root and Go (builds watchlat).
 # Usage: bench/watch.sh [path/to/hairpinctl]   Prints a markdown section.
 set -euo pipefail
 BIN=$(readlink -f "${1:-./bin/hairpinctl}")
@@ -64,14 +64,15 @@ cat <<EOF
 ### hairpinctl watch: join → hairpin on
 
 Machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'), kernel $(uname -r).
-\`hairpinctl watch --all\` in a scratch namespace; ports are veth pairs
-created with their master set (one RTM_NEWLINK, as CNI bridge plugins do).
-"join → on" runs from the bridge's AF_BRIDGE notification of the join to the
-one reporting hairpin on, both seen by the benchmark's own subscription;
-"add → on" from just before the veth pair is created.
+\`hairpinctl watch --all\` in a scratch namespace. Ports are veth pairs,
+created beforehand and joined to the bridge as the CNI bridge plugin does
+(RTM_SETLINK, IFLA_MASTER). Each span runs from just before the joining call
+to the bridge's notification of hairpin on, read on the benchmark's own
+subscription: an upper bound, the call and the reader's wake-up included.
+seq: one join at a time; burst: all joins back to back.
 
-| mode | joins | join → on p50 | p99 | max | add → on p50 | p99 | wall time |
-|---|---|---|---|---|---|---|---|
+| mode | joins | join → on p50 | p90 | p99 | max | wall time |
+|---|---|---|---|---|---|---|
 $(cat "$WORK/seq.row")
 $(cat "$WORK/burst.row")
 
