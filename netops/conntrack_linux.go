@@ -60,11 +60,13 @@ const (
 	conntrackRecvBytes = 64 << 10 // more than a dump datagram (32 KiB at most)
 )
 
-// resyncEvery bounds how often overflows trigger a dump: a dump of a big
-// table under a storm takes long enough to overflow again, and
-// back-to-back dumps would starve the events and flood the output. An
-// overflow within a second of the last dump gets its dump when the second
-// is up.
+// resyncEvery paces the overflow handling. A resync dump is made once the
+// event queue has drained after drops (the table is then read while
+// nothing is queued behind it), or after a second of a queue that never
+// drains; and at most once a second, because a dump of a big table under
+// a storm takes long enough to overflow again, and back-to-back dumps
+// would starve the events and flood the output. While the queue stays
+// congested the drop counter is read once a second.
 const resyncEvery = time.Second
 
 // Conntrack lists the flows whose original destination is o.ServiceIP
@@ -125,8 +127,17 @@ type ctWatch struct {
 	buf   []byte
 	stats ConntrackStats
 
-	resyncPending bool
-	lastResync    time.Time
+	// The overflow bookkeeping. The kernel reports ENOBUFS once per
+	// congestion: until the receive queue is empty again it drops without
+	// telling, so the drop counter (SK_MEMINFO_DROPS) is the truth and is
+	// read again when the queue drains.
+	congested     bool      // an ENOBUFS came and the queue has not drained since
+	lastDropCheck time.Time // when the drop counter was last read
+	reportedDrops uint64    // the counter at the last overflow report
+	resyncDrops   uint64    // the counter when the last resync dump started
+	resyncPending bool      // drops happened after the last resync dump started
+	pendingSince  time.Time
+	lastResync    time.Time // when the last resync dump ended
 }
 
 // dialNetfilter opens a NETLINK_NETFILTER socket in the client's
@@ -219,27 +230,31 @@ func (w *ctWatch) follow(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("conntrack event socket: %w", err)
 	}
-	stop := func() bool { return ctx.Err() != nil || w.resyncDue() }
+	stop := func() bool { return ctx.Err() != nil || w.maintenanceDue(false) }
 	// parked is set once the socket was found empty and the idle work
 	// done: the next EAGAIN waits in the poller instead of returning.
 	// timer is set while a read deadline is armed for a resync that is
 	// not due yet; the deadline wakes the parked read when it is.
 	parked, timer := false, false
+	// One closure for the whole run: a new one per wakeup would allocate
+	// tens of thousands of times a second under a storm.
+	var ferr error
+	var empty bool
+	read := func(fd uintptr) bool {
+		n, e, err := w.readQueued(fd, stop)
+		switch {
+		case err != nil:
+			ferr = err
+		case e && n == 0 && parked:
+			return false
+		case e:
+			empty = true
+		}
+		return true
+	}
 	for {
-		var ferr error
-		empty := false
-		rerr := raw.Read(func(fd uintptr) bool {
-			n, e, err := w.readQueued(fd, stop)
-			switch {
-			case err != nil:
-				ferr = err
-			case e && n == 0 && parked:
-				return false
-			case e:
-				empty = true
-			}
-			return true
-		})
+		ferr, empty = nil, false
+		rerr := raw.Read(read)
 		switch {
 		case ctx.Err() != nil:
 			return w.drain(raw)
@@ -261,15 +276,20 @@ func (w *ctWatch) follow(ctx context.Context) error {
 				}
 			}
 		}
+		if w.congested && (empty || time.Since(w.lastDropCheck) >= resyncEvery) {
+			if err := w.checkDrops(raw, empty); err != nil {
+				return err
+			}
+		}
 		switch {
-		case w.resyncDue():
+		case w.maintenanceDue(empty) && w.resyncPending:
 			if timer {
 				timer = false
 				if err := w.setDeadline(ctx, time.Time{}); err != nil {
 					return w.drain(raw)
 				}
 			}
-			if err := w.dump(ctx, true); err != nil {
+			if err := w.resync(ctx, raw); err != nil {
 				return err
 			}
 			// The dump took time; events may be queued again.
@@ -283,16 +303,55 @@ func (w *ctWatch) follow(ctx context.Context) error {
 	}
 }
 
+// maintenanceDue reports whether reading should pause for overflow work:
+// a resync that is due, or a congested queue whose drop counter was not
+// read for a second. idle says the queue was just found empty.
+func (w *ctWatch) maintenanceDue(idle bool) bool {
+	if !w.resyncPending && !w.congested {
+		return false
+	}
+	if w.congested && time.Since(w.lastDropCheck) >= resyncEvery {
+		return true
+	}
+	return w.resyncPending && time.Since(w.lastResync) >= resyncEvery &&
+		(idle || time.Since(w.pendingSince) >= resyncEvery)
+}
+
+// checkDrops reads the drop counter: drops since the last report are
+// reported as another overflow (the kernel said ENOBUFS only once), and
+// drops since the last resync started call for another resync.
+func (w *ctWatch) checkDrops(raw syscall.RawConn, drained bool) error {
+	var drops uint64
+	var ok bool
+	_ = raw.Control(func(fd uintptr) { drops, ok = socketDrops(fd) })
+	w.lastDropCheck = time.Now()
+	if drained {
+		w.congested = false
+	}
+	if !ok || drops <= w.reportedDrops {
+		return nil
+	}
+	return w.overflow(drops)
+}
+
+// resync dumps the table after drops, noting the drop counter first: a
+// drop after that point needs another resync.
+func (w *ctWatch) resync(ctx context.Context, raw syscall.RawConn) error {
+	_ = raw.Control(func(fd uintptr) {
+		if d, ok := socketDrops(fd); ok {
+			w.resyncDrops = d
+		}
+	})
+	w.resyncPending = false
+	return w.dump(ctx, true)
+}
+
 // setDeadline sets the event socket's read deadline, racing with the
 // AfterFunc that expires it when ctx ends: it checks ctx after setting,
 // and an error means ctx ended and the deadline may have been overwritten.
 func (w *ctWatch) setDeadline(ctx context.Context, t time.Time) error {
 	_ = w.ev.SetReadDeadline(t)
 	return ctx.Err()
-}
-
-func (w *ctWatch) resyncDue() bool {
-	return w.resyncPending && time.Since(w.lastResync) >= resyncEvery
 }
 
 // drainFor bounds the drain after ctx ends, so Ctrl-C ends the run within
@@ -338,6 +397,7 @@ func (w *ctWatch) readQueued(fd uintptr, stop func() bool) (n int, empty bool, e
 			// The kernel reports an overflow once, then keeps the socket
 			// subscribed: count it and go on reading.
 			drops, _ := socketDrops(fd)
+			w.congested, w.lastDropCheck = true, time.Now()
 			if err := w.overflow(drops); err != nil {
 				return n, false, err
 			}
@@ -356,15 +416,22 @@ func (w *ctWatch) readQueued(fd uintptr, stop func() bool) (n int, empty bool, e
 	return n, false, nil
 }
 
-// overflow counts an ENOBUFS and reports it.
+// overflow reports drops: an ENOBUFS, or drops found by checkDrops.
+// drops is the kernel's counter for the socket.
 func (w *ctWatch) overflow(drops uint64) error {
 	w.stats.Overflows++
-	w.stats.Lost = drops
-	w.resyncPending = true
+	w.stats.Lost = max(w.stats.Lost, drops)
+	w.reportedDrops = max(w.reportedDrops, drops)
+	if drops > w.resyncDrops || drops == 0 {
+		if !w.resyncPending {
+			w.pendingSince = time.Now()
+		}
+		w.resyncPending = true
+	}
 	if w.o.Overflow == nil {
 		return nil
 	}
-	return w.o.Overflow(ConntrackOverflow{Time: time.Now(), Event: ConntrackOverflowed, Overflows: w.stats.Overflows, Lost: drops})
+	return w.o.Overflow(ConntrackOverflow{Time: time.Now(), Event: ConntrackOverflowed, Overflows: w.stats.Overflows, Lost: w.stats.Lost})
 }
 
 // handle walks the netlink messages of one datagram and delivers the
@@ -485,9 +552,8 @@ func (w *ctWatch) dump(ctx context.Context, resync bool) error {
 	}
 	if resync {
 		w.stats.Resyncs++
-		w.resyncPending = false
+		defer func() { w.lastResync = time.Now() }()
 	}
-	defer func() { w.lastResync = time.Now() }()
 	event := ConntrackExisting
 	for {
 		var done bool
