@@ -29,6 +29,9 @@ type ServicesOptions struct {
 	Raw bool
 	// Wait bounds how long to wait for the xtables lock.
 	WaitSeconds int
+	// FullRead dumps the whole nat table even for a filtered lookup, which
+	// on iptables-nft otherwise lists only the chains it needs.
+	FullRead bool
 }
 
 // ServicesResult is kube-proxy's Service NAT as read from one backend.
@@ -48,6 +51,14 @@ type ServicesResult struct {
 	Unparsed int `json:"unparsed"`
 	// Warnings are one-line remarks for stderr (split brain, ...).
 	Warnings []string `json:"warnings"`
+	// UnparsedRules are the rules counted in Unparsed that belong to no
+	// service, verbatim (only with ServicesOptions.Raw).
+	UnparsedRules []string `json:"unparsedRules,omitempty"`
+	// Families lists the address families read, 4 and/or 6.
+	Families []int `json:"families"`
+	// Unmatched lists the ClusterIPs and Names filters that selected
+	// nothing.
+	Unmatched []string `json:"unmatched,omitempty"`
 }
 
 // MasqueradePlumbing is the part of kube-proxy's NAT that masquerades
@@ -61,6 +72,10 @@ type MasqueradePlumbing struct {
 	PostroutingMasquerade bool `json:"postroutingMasquerade"`
 	// Mark is the mark value, e.g. "0x4000".
 	Mark string `json:"mark,omitempty"`
+	// PostroutingHooked: the POSTROUTING hook jumps to KUBE-POSTROUTING
+	// (nftables: nat-postrouting jumps to masquerading); without the jump
+	// the masquerade rule never runs.
+	PostroutingHooked bool `json:"postroutingHooked"`
 }
 
 // Service is one service port as kube-proxy programmed it.
@@ -86,8 +101,19 @@ type Service struct {
 	LocalPolicy bool `json:"localPolicy,omitempty"`
 	// SessionAffinity: ClientIP affinity seconds, 0 when none.
 	SessionAffinitySeconds int `json:"sessionAffinitySeconds,omitempty"`
-	// Raw is the service's rules verbatim (with Raw).
+	// Raw is the service's rules verbatim (with Raw): iptables-save syntax
+	// with "*nat"/"*filter" lines marking the table, or `nft -f` syntax.
 	Raw []string `json:"raw,omitempty"`
+	// Backend is where the service was read.
+	Backend Backend `json:"backend"`
+	// Family is 4 or 6.
+	Family int `json:"family"`
+	// LocalChain, ExternalChain and FirewallChain are the service's
+	// KUBE-SVL/KUBE-XLB, KUBE-EXT and KUBE-FW chains (nftables: local-,
+	// external- and firewall- chains) where present.
+	LocalChain    string `json:"localChain,omitempty"`
+	ExternalChain string `json:"externalChain,omitempty"`
+	FirewallChain string `json:"firewallChain,omitempty"`
 }
 
 // Endpoint is one backend pod of a service port.
@@ -104,4 +130,35 @@ type Endpoint struct {
 	HairpinMasq bool `json:"hairpinMasq"`
 	// SessionAffinity: the endpoint chain records the client (-m recent).
 	SessionAffinity bool `json:"sessionAffinity"`
+	// Share is the fraction of new connections (without affinity) that
+	// reach this endpoint: iptables multiplies the statistic probabilities
+	// down the chain, nftables divides the endpoint's numgen slots by the
+	// modulus. In nftables mode Probability equals Share.
+	Share float64 `json:"share"`
+	// Weight is the endpoint's number of numgen slots (nftables mode only).
+	Weight int `json:"weight,omitempty"`
+}
+
+// BackendAuto and BackendIPTables are ServicesOptions.Backend values that
+// pick a backend: auto looks at all three, iptables at the two iptables
+// backends.
+const (
+	BackendAuto     = "auto"
+	BackendIPTables = "iptables"
+)
+
+// BackendProbe is what DetectBackends found in one backend for one family.
+type BackendProbe struct {
+	// Backend is the backend looked at.
+	Backend Backend `json:"backend"`
+	// Family is 4 or 6.
+	Family int `json:"family"`
+	// HasRules: the backend holds kube-proxy's Service NAT (a KUBE-SERVICES
+	// chain in the nat table, or the kube-proxy table in nftables mode).
+	HasRules bool `json:"hasRules"`
+	// Rules is the number of rules in KUBE-SERVICES (nat), when counted; it
+	// tells a live backend from a stale one in a split brain.
+	Rules int `json:"rules,omitempty"`
+	// Error says why the backend could not be checked, "" when it was.
+	Error string `json:"error,omitempty"`
 }
