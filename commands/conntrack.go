@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/urfave/cli/v2"
@@ -38,12 +39,12 @@ EXAMPLES:
    hairpinctl conntrack 10.96.0.10 --no-follow -o json | jq 'select(.hairpin)'
    hairpinctl conntrack 10.96.0.10 --count 20 --timeout 30s -o json`,
 	Flags: []cli.Flag{
-		&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Usage: "only flows to Service port `N`"},
-		&cli.StringFlag{Name: "proto", Usage: "only flows of protocol `tcp|udp|sctp`"},
+		&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Usage: "only flows to Service port `N`", DefaultText: "any"},
+		&cli.StringFlag{Name: "proto", Usage: "only flows of protocol `tcp|udp|sctp`", DefaultText: "any"},
 		&cli.BoolFlag{Name: "no-dump", Usage: "do not list the flows already in the table"},
 		&cli.BoolFlag{Name: "no-follow", Usage: "list the flows in the table and exit"},
-		&cli.IntFlag{Name: "count", Aliases: []string{"c"}, Usage: "exit after `N` events (flows listed from the table do not count)"},
-		&cli.DurationFlag{Name: "timeout", Usage: "exit after `DURATION`"},
+		&cli.IntFlag{Name: "count", Aliases: []string{"c"}, Usage: "exit after `N` events (flows listed from the table do not count)", DefaultText: "no limit"},
+		&cli.DurationFlag{Name: "timeout", Usage: "exit after `DURATION`", DefaultText: "no limit"},
 		&cli.IntFlag{Name: "rcvbuf", Hidden: true, Usage: "event socket receive buffer in `BYTES`"},
 		outputFlag(),
 		netnsFlag(),
@@ -91,8 +92,14 @@ func runConntrack(c *cli.Context) error {
 		}
 		return nil
 	}
+	// Overflows can come by the hundred a second: stderr hears of the
+	// first and then at most one a second; JSON gets every one.
+	var warned time.Time
 	o.Overflow = func(ov netops.ConntrackOverflow) error {
-		fmt.Fprintf(c.App.ErrWriter, "hairpinctl: conntrack: event socket overflowed (%d so far, %d events lost): resynchronising with a dump\n", ov.Overflows, ov.Lost)
+		if ov.Time.Sub(warned) >= time.Second {
+			warned = ov.Time
+			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: conntrack: event socket overflowed (%d so far, %d events lost): resynchronising with a dump\n", ov.Overflows, ov.Lost)
+		}
 		if format == "json" {
 			return p.overflow(ov)
 		}
