@@ -12,10 +12,13 @@
 # (utime+stime) per event shown, and RSS sampled every second while
 # following. Needs root, Go (builds the helper) and conntrack-tools.
 # Usage: bench/conntrack.sh [path/to/hairpinctl]   Prints a markdown section.
+# STORM_SECONDS, STORM_WORKERS; CONNTRACK_ARGS adds options to conntrack -E
+# (e.g. "-b 33554432" for the receive buffer hairpinctl uses).
 set -euo pipefail
 BIN=$(readlink -f "${1:-./bin/hairpinctl}")
 SECS=${STORM_SECONDS:-10}
 WORKERS=${STORM_WORKERS:-$(( $(nproc) * 4 ))}
+CTARGS=${CONNTRACK_ARGS:-}
 SVC=10.96.0.10
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=$(mktemp -d)
@@ -46,7 +49,8 @@ POD2=$(awk '$1=="pod2"{print $2}' "$WORK/lab.txt")
 
 "$BIN" conntrack "$SVC" --netns "$NODE" -o json --no-dump >"$WORK/hp.out" 2>"$WORK/hp.err" &
 HPPID=$!
-ip netns exec "$NODE" conntrack -E -d "$SVC" >"$WORK/ct.out" 2>"$WORK/ct.err" &
+# shellcheck disable=SC2086 # CONNTRACK_ARGS is a list of options
+ip netns exec "$NODE" conntrack -E -d "$SVC" $CTARGS >"$WORK/ct.out" 2>"$WORK/ct.err" &
 CTPID=$! # ip netns exec execs conntrack: same PID
 
 # Inode of a process's netlink socket in the node, to find it in /proc/net/netlink.
@@ -103,7 +107,7 @@ TICK=$(getconf CLK_TCK)
 
 python3 - "$SECS" "$CONNS" "$FAILED" "$TICK" \
   "$HPEV" "$HPOV" "$HPLOST" "$HPDROPS" "$HPCPU" "$HPHWM" "$HPRSS" \
-  "$CTEV" "$CTOV" "$CTDROPS" "$CTCPU" "$CTHWM" "$CTRSS" <<'PY'
+  "$CTEV" "$CTOV" "$CTDROPS" "$CTCPU" "$CTHWM" "$CTRSS" "$CTARGS" <<'PY'
 import sys
 a = sys.argv[1:]
 secs, conns, failed, tick = int(a[0]), int(a[1]), int(a[2]), int(a[3])
@@ -119,7 +123,8 @@ print("Storm: %d short connections to the Service in %d s (%d/s, %d failed); the
 print()
 print("| tool | events shown | of sent | overflows (ENOBUFS) | events dropped | CPU time | CPU per event | peak RSS | RSS each second (MiB) |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
-for name, t in (("hairpinctl conntrack -o json", hp), ("conntrack -E -d (conntrack-tools)", ct)):
+ctname = "conntrack -E -d %s(conntrack-tools)" % (a[17] + " " if a[17] else "")
+for name, t in (("hairpinctl conntrack -o json", hp), (ctname, ct)):
     print("| %s | %d | %.1f%% | %d | %d | %.2f s | %.2f µs | %.1f MiB | %s |" % (
         name, t["ev"], 100.0 * t["ev"] / kernel if kernel else 0, t["ov"], t["drops"],
         t["cpu"], us(t), t["hwm"], " ".join(t["rss"])))
