@@ -137,7 +137,6 @@ type ctProc struct {
 	done   chan struct{}
 	code   int
 	seen   []string
-	mu     sync.Mutex
 }
 
 func startCT(t *testing.T, args ...string) *ctProc {

@@ -87,7 +87,7 @@ func runConntrack(c *cli.Context) error {
 		if f.Event != netops.ConntrackExisting {
 			events++
 			if count > 0 && events >= count {
-				return netops.StopConntrack
+				return netops.ErrStopConntrack
 			}
 		}
 		return nil

@@ -24,16 +24,16 @@ const (
 	ctArrowExtra = len(ctArrow) - 3
 )
 
-// row builds one fixed-column line; cols counts display columns, which
+// ctRow builds one fixed-column line; cols counts display columns, which
 // differ from bytes only by the arrow.
-type row struct {
+type ctRow struct {
 	b     []byte
 	start int
 	extra int
 }
 
 // to pads the row to column col, or adds one space when it is already past.
-func (r *row) to(col int) {
+func (r *ctRow) to(col int) {
 	at := len(r.b) - r.start - r.extra
 	if at >= col {
 		r.b = append(r.b, ' ')
@@ -45,7 +45,7 @@ func (r *row) to(col int) {
 }
 
 func appendFlowHeader(b []byte) []byte {
-	r := row{b: b, start: len(b)}
+	r := ctRow{b: b, start: len(b)}
 	r.b = append(r.b, "TIME"...)
 	r.to(ctColEvent)
 	r.b = append(r.b, "EVENT"...)
@@ -65,7 +65,7 @@ func appendFlowHeader(b []byte) []byte {
 // appendFlowRow appends a table line: ENDPOINT is where the Service IP
 // was DNATed to ("-" when it was not), FLAGS has SNAT and HAIRPIN.
 func appendFlowRow(b []byte, f *netops.ConntrackFlow, pal palette) []byte {
-	r := row{b: b, start: len(b)}
+	r := ctRow{b: b, start: len(b)}
 	r.b = f.Time.AppendFormat(r.b, time.TimeOnly)
 	r.to(ctColEvent)
 	r.b = append(r.b, f.Event...)
@@ -115,17 +115,17 @@ func appendFlowJSON(b []byte, f *netops.ConntrackFlow) []byte {
 	b = append(b, `{"time":"`...)
 	b = f.Time.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","event":`...)
-	b = appendJSONString(b, f.Event)
+	b = ctAppendString(b, f.Event)
 	b = append(b, `,"id":`...)
 	b = strconv.AppendUint(b, uint64(f.ID), 10)
 	b = append(b, `,"proto":`...)
-	b = appendJSONString(b, f.Proto)
+	b = ctAppendString(b, f.Proto)
 	b = append(b, `,"state":`...)
-	b = appendJSONString(b, f.State)
+	b = ctAppendString(b, f.State)
 	b = append(b, `,"orig":`...)
-	b = appendTupleJSON(b, &f.Orig)
+	b = ctAppendTuple(b, &f.Orig)
 	b = append(b, `,"reply":`...)
-	b = appendTupleJSON(b, &f.Reply)
+	b = ctAppendTuple(b, &f.Reply)
 	b = append(b, `,"dnat":`...)
 	b = strconv.AppendBool(b, f.DNAT)
 	b = append(b, `,"snat":`...)
@@ -138,7 +138,7 @@ func appendFlowJSON(b []byte, f *netops.ConntrackFlow) []byte {
 	return append(b, "}\n"...)
 }
 
-func appendTupleJSON(b []byte, t *netops.ConntrackTuple) []byte {
+func ctAppendTuple(b []byte, t *netops.ConntrackTuple) []byte {
 	b = append(b, `{"src":"`...)
 	b = t.Src.AppendTo(b)
 	b = append(b, `","dst":"`...)
@@ -155,7 +155,7 @@ func appendOverflowJSON(b []byte, ov *netops.ConntrackOverflow) []byte {
 	b = append(b, `{"time":"`...)
 	b = ov.Time.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","event":`...)
-	b = appendJSONString(b, ov.Event)
+	b = ctAppendString(b, ov.Event)
 	b = append(b, `,"overflows":`...)
 	b = strconv.AppendInt(b, int64(ov.Overflows), 10)
 	b = append(b, `,"lost":`...)
@@ -163,9 +163,9 @@ func appendOverflowJSON(b []byte, ov *netops.ConntrackOverflow) []byte {
 	return append(b, "}\n"...)
 }
 
-// appendJSONString quotes the short ASCII words netops puts in events,
+// ctAppendString quotes the short ASCII words netops puts in events,
 // states and protocols; anything else goes through encoding/json.
-func appendJSONString(b []byte, s string) []byte {
+func ctAppendString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
 			q, _ := json.Marshal(s)

@@ -105,10 +105,10 @@ type ConntrackOverflow struct {
 	Lost uint64 `json:"lost"`
 }
 
-// StopConntrack, returned by a Flow or Overflow callback, ends Conntrack
+// ErrStopConntrack, returned by a Flow or Overflow callback, ends Conntrack
 // at once and without error, without delivering what is still queued:
 // how a caller stops after N events.
-var StopConntrack = errors.New("stop following conntrack")
+var ErrStopConntrack = errors.New("stop following conntrack")
 
 // ConntrackStats sums up a Conntrack run.
 type ConntrackStats struct {
@@ -178,8 +178,8 @@ const (
 	ctaProtoinfoTCP   = 1  // CTA_PROTOINFO_TCP
 	ctaProtoinfoSCTP  = 3  // CTA_PROTOINFO_SCTP
 	ctaProtoinfoState = 1  // CTA_PROTOINFO_TCP_STATE, CTA_PROTOINFO_SCTP_STATE
-	nlaTypeMask       = 0x3fff
-	nfgenmsgLen       = 4
+	ctNlaTypeMask     = 0x3fff
+	ctNfgenmsgLen     = 4
 )
 
 // flowMatcher decides from the raw attributes of a conntrack message
@@ -206,10 +206,10 @@ func newFlowMatcher(ip netip.Addr, port uint16, proto uint8) flowMatcher {
 	return m
 }
 
-// nextAttr splits the first netlink attribute off b: its type without the
+// ctNextAttr splits the first netlink attribute off b: its type without the
 // nested and byte-order flags, its payload, and the rest. ok is false when
 // b holds no complete attribute.
-func nextAttr(b []byte) (typ uint16, payload, rest []byte, ok bool) {
+func ctNextAttr(b []byte) (typ uint16, payload, rest []byte, ok bool) {
 	if len(b) < 4 {
 		return 0, nil, nil, false
 	}
@@ -217,7 +217,7 @@ func nextAttr(b []byte) (typ uint16, payload, rest []byte, ok bool) {
 	if l < 4 || l > len(b) {
 		return 0, nil, nil, false
 	}
-	typ = binary.NativeEndian.Uint16(b[2:]) & nlaTypeMask
+	typ = binary.NativeEndian.Uint16(b[2:]) & ctNlaTypeMask
 	aligned := (l + 3) &^ 3
 	if aligned > len(b) {
 		aligned = len(b)
@@ -225,10 +225,10 @@ func nextAttr(b []byte) (typ uint16, payload, rest []byte, ok bool) {
 	return typ, b[4:l], b[aligned:], true
 }
 
-// findAttr returns the payload of the first attribute of type typ in b.
-func findAttr(b []byte, typ uint16) ([]byte, bool) {
+// ctFindAttr returns the payload of the first attribute of type typ in b.
+func ctFindAttr(b []byte, typ uint16) ([]byte, bool) {
 	for {
-		t, p, rest, ok := nextAttr(b)
+		t, p, rest, ok := ctNextAttr(b)
 		if !ok {
 			return nil, false
 		}
@@ -242,21 +242,21 @@ func findAttr(b []byte, typ uint16) ([]byte, bool) {
 // match reports whether attrs (a conntrack message after its nfgenmsg
 // header) describe a flow whose original destination is the Service.
 func (m *flowMatcher) match(attrs []byte) bool {
-	orig, ok := findAttr(attrs, ctaTupleOrig)
+	orig, ok := ctFindAttr(attrs, ctaTupleOrig)
 	if !ok {
 		return false
 	}
-	ip, ok := findAttr(orig, ctaTupleIP)
+	ip, ok := ctFindAttr(orig, ctaTupleIP)
 	if !ok {
 		return false
 	}
 	if m.is4 {
-		dst, ok := findAttr(ip, ctaIPv4Dst)
+		dst, ok := ctFindAttr(ip, ctaIPv4Dst)
 		if !ok || len(dst) != 4 || [4]byte(dst) != m.ip4 {
 			return false
 		}
 	} else {
-		dst, ok := findAttr(ip, ctaIPv6Dst)
+		dst, ok := ctFindAttr(ip, ctaIPv6Dst)
 		if !ok || len(dst) != 16 || [16]byte(dst) != m.ip6 {
 			return false
 		}
@@ -264,18 +264,18 @@ func (m *flowMatcher) match(attrs []byte) bool {
 	if m.port == 0 && m.proto == 0 {
 		return true
 	}
-	pt, ok := findAttr(orig, ctaTupleProto)
+	pt, ok := ctFindAttr(orig, ctaTupleProto)
 	if !ok {
 		return false
 	}
 	if m.proto != 0 {
-		num, ok := findAttr(pt, ctaProtoNum)
+		num, ok := ctFindAttr(pt, ctaProtoNum)
 		if !ok || len(num) < 1 || num[0] != m.proto {
 			return false
 		}
 	}
 	if m.port != 0 {
-		dp, ok := findAttr(pt, ctaProtoDstPort)
+		dp, ok := ctFindAttr(pt, ctaProtoDstPort)
 		if !ok || len(dp) < 2 || binary.BigEndian.Uint16(dp) != m.port {
 			return false
 		}
@@ -297,19 +297,19 @@ func decodeFlow(attrs []byte, event string, at time.Time) (ConntrackFlow, error)
 	hasStatus, hasTCP, hasSCTP := false, false, false
 	var state uint8
 	for b := attrs; len(b) > 0; {
-		t, p, rest, ok := nextAttr(b)
+		t, p, rest, ok := ctNextAttr(b)
 		if !ok {
 			return f, fmt.Errorf("conntrack message: truncated attribute")
 		}
 		b = rest
 		switch t {
 		case ctaTupleOrig:
-			if err := decodeTuple(p, &f.Orig, &proto); err != nil {
+			if err := ctDecodeTuple(p, &f.Orig, &proto); err != nil {
 				return f, err
 			}
 		case ctaTupleReply:
 			var rp uint8
-			if err := decodeTuple(p, &f.Reply, &rp); err != nil {
+			if err := ctDecodeTuple(p, &f.Reply, &rp); err != nil {
 				return f, err
 			}
 		case ctaStatus:
@@ -323,7 +323,7 @@ func decodeFlow(attrs []byte, event string, at time.Time) (ConntrackFlow, error)
 			}
 			f.ID = binary.BigEndian.Uint32(p)
 		case ctaProtoinfo:
-			pt, pp, _, ok := nextAttr(p)
+			pt, pp, _, ok := ctNextAttr(p)
 			if !ok {
 				continue
 			}
@@ -335,7 +335,7 @@ func decodeFlow(attrs []byte, event string, at time.Time) (ConntrackFlow, error)
 			default:
 				continue
 			}
-			if s, ok := findAttr(pp, ctaProtoinfoState); ok && len(s) >= 1 {
+			if s, ok := ctFindAttr(pp, ctaProtoinfoState); ok && len(s) >= 1 {
 				state = s[0]
 			}
 		}
@@ -343,12 +343,12 @@ func decodeFlow(attrs []byte, event string, at time.Time) (ConntrackFlow, error)
 	if !f.Orig.Src.IsValid() || !f.Reply.Src.IsValid() {
 		return f, fmt.Errorf("conntrack message without both tuples")
 	}
-	f.Proto = protoName(proto)
+	f.Proto = ctProtoName(proto)
 	switch {
 	case hasTCP:
-		f.State = enumName(tcpStates[:], state)
+		f.State = ctEnumName(tcpStates[:], state)
 	case hasSCTP:
-		f.State = enumName(sctpStates[:], state)
+		f.State = ctEnumName(sctpStates[:], state)
 	case proto == ProtoTCP || proto == ProtoSCTP || !hasStatus || status == 0:
 	case conntrack.Status(status).Assured():
 		f.State = "ASSURED"
@@ -357,14 +357,14 @@ func decodeFlow(attrs []byte, event string, at time.Time) (ConntrackFlow, error)
 	default:
 		f.State = "UNREPLIED"
 	}
-	setNAT(&f)
+	ctSetNAT(&f)
 	return f, nil
 }
 
-// decodeTuple reads a CTA_TUPLE_ORIG or CTA_TUPLE_REPLY payload.
-func decodeTuple(b []byte, t *ConntrackTuple, proto *uint8) error {
+// ctDecodeTuple reads a CTA_TUPLE_ORIG or CTA_TUPLE_REPLY payload.
+func ctDecodeTuple(b []byte, t *ConntrackTuple, proto *uint8) error {
 	for len(b) > 0 {
-		typ, p, rest, ok := nextAttr(b)
+		typ, p, rest, ok := ctNextAttr(b)
 		if !ok {
 			return fmt.Errorf("conntrack message: truncated tuple")
 		}
@@ -372,7 +372,7 @@ func decodeTuple(b []byte, t *ConntrackTuple, proto *uint8) error {
 		switch typ {
 		case ctaTupleIP:
 			for len(p) > 0 {
-				at, ap, arest, ok := nextAttr(p)
+				at, ap, arest, ok := ctNextAttr(p)
 				if !ok {
 					return fmt.Errorf("conntrack message: truncated address")
 				}
@@ -390,7 +390,7 @@ func decodeTuple(b []byte, t *ConntrackTuple, proto *uint8) error {
 			}
 		case ctaTupleProto:
 			for len(p) > 0 {
-				pt, pp, prest, ok := nextAttr(p)
+				pt, pp, prest, ok := ctNextAttr(p)
 				if !ok {
 					return fmt.Errorf("conntrack message: truncated protocol tuple")
 				}
@@ -409,18 +409,18 @@ func decodeTuple(b []byte, t *ConntrackTuple, proto *uint8) error {
 	return nil
 }
 
-func enumName(names []string, v uint8) string {
+func ctEnumName(names []string, v uint8) string {
 	if int(v) < len(names) {
 		return names[v]
 	}
 	return strconv.Itoa(int(v))
 }
 
-// setNAT works out the NAT from the tuples: the reply tuple is what the
+// ctSetNAT works out the NAT from the tuples: the reply tuple is what the
 // kernel expects back, so its source is the endpoint the Service IP was
 // DNATed to, and its destination the address the client was SNATed
 // (masqueraded) to.
-func setNAT(f *ConntrackFlow) {
+func ctSetNAT(f *ConntrackFlow) {
 	o, r := f.Orig, f.Reply
 	f.DNAT = r.Src != o.Dst || r.SPort != o.DPort
 	f.SNAT = r.Dst != o.Src || r.DPort != o.SPort
@@ -435,7 +435,7 @@ var tcpStates = [...]string{"NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_
 var sctpStates = [...]string{"NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED",
 	"SHUTDOWN_SENT", "SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT", "HEARTBEAT_ACKED"}
 
-func protoName(p uint8) string {
+func ctProtoName(p uint8) string {
 	switch p {
 	case ProtoTCP:
 		return "tcp"
@@ -451,12 +451,12 @@ func protoName(p uint8) string {
 	return strconv.Itoa(int(p))
 }
 
-func stateName(f *conntrack.Flow) string {
+func ctStateName(f *conntrack.Flow) string {
 	switch {
 	case f.ProtoInfo.TCP != nil:
-		return enumName(tcpStates[:], f.ProtoInfo.TCP.State)
+		return ctEnumName(tcpStates[:], f.ProtoInfo.TCP.State)
 	case f.ProtoInfo.SCTP != nil:
-		return enumName(sctpStates[:], f.ProtoInfo.SCTP.State)
+		return ctEnumName(sctpStates[:], f.ProtoInfo.SCTP.State)
 	case f.TupleOrig.Proto.Protocol == ProtoTCP || f.TupleOrig.Proto.Protocol == ProtoSCTP:
 		// Destroy events and some updates carry no protoinfo.
 		return ""
@@ -470,7 +470,7 @@ func stateName(f *conntrack.Flow) string {
 	return "UNREPLIED"
 }
 
-func tupleOf(t conntrack.Tuple) ConntrackTuple {
+func ctTupleOf(t conntrack.Tuple) ConntrackTuple {
 	return ConntrackTuple{
 		Src:   t.IP.SourceAddress,
 		Dst:   t.IP.DestinationAddress,
@@ -486,11 +486,11 @@ func newConntrackFlow(f *conntrack.Flow, event string, at time.Time) ConntrackFl
 		Time:  at,
 		Event: event,
 		ID:    f.ID,
-		Proto: protoName(f.TupleOrig.Proto.Protocol),
-		State: stateName(f),
-		Orig:  tupleOf(f.TupleOrig),
-		Reply: tupleOf(f.TupleReply),
+		Proto: ctProtoName(f.TupleOrig.Proto.Protocol),
+		State: ctStateName(f),
+		Orig:  ctTupleOf(f.TupleOrig),
+		Reply: ctTupleOf(f.TupleReply),
 	}
-	setNAT(&cf)
+	ctSetNAT(&cf)
 	return cf
 }

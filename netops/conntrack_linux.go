@@ -48,16 +48,16 @@ import (
 // Netlink and nfnetlink numbers (include/uapi/linux/netlink.h,
 // netfilter/nfnetlink.h, nfnetlink_conntrack.h).
 const (
-	nlmsgHdrLen        = 16
-	nlmsgNoop          = 1
-	nlmsgError         = 2
-	nlmsgDone          = 3
-	nfnlSubsysCT       = 1 // NFNL_SUBSYS_CTNETLINK
-	ipctnlMsgCTNew     = 0 // IPCTNL_MSG_CT_NEW
-	ipctnlMsgCTGet     = 1 // IPCTNL_MSG_CT_GET
-	ipctnlMsgCTDelete  = 2 // IPCTNL_MSG_CT_DELETE
-	nlmFCreateExcl     = unix.NLM_F_CREATE | unix.NLM_F_EXCL
-	conntrackRecvBytes = 64 << 10 // more than a dump datagram (32 KiB at most)
+	ctNlmsgHdrLen       = 16
+	ctNlmsgNoop         = 1
+	ctNlmsgError        = 2
+	ctNlmsgDone         = 3
+	ctNfnlSubsysCT      = 1 // NFNL_SUBSYS_CTNETLINK
+	ctIpctnlMsgCTNew    = 0 // IPCTNL_MSG_CT_NEW
+	ctIpctnlMsgCTGet    = 1 // IPCTNL_MSG_CT_GET
+	ctIpctnlMsgCTDelete = 2 // IPCTNL_MSG_CT_DELETE
+	ctNlmFCreateExcl    = unix.NLM_F_CREATE | unix.NLM_F_EXCL
+	conntrackRecvBytes  = 64 << 10 // more than a dump datagram (32 KiB at most)
 )
 
 // resyncEvery paces the overflow handling. A resync dump is made once the
@@ -73,13 +73,13 @@ const resyncEvery = time.Second
 // (unless o.NoDump), then follows the conntrack events for them (unless
 // o.NoFollow) until ctx is done, handing each to o.Flow; the events
 // already queued when ctx ends are still delivered. It returns nil when
-// the dump ended, ctx was done or a callback returned StopConntrack, and
+// the dump ended, ctx was done or a callback returned ErrStopConntrack, and
 // an error when the kernel or a callback failed. The events are
 // subscribed to before the dump starts, so nothing falls between the two;
 // a flow can show in both.
 func (c *Client) Conntrack(ctx context.Context, o ConntrackOptions) (ConntrackStats, error) {
 	st, err := c.conntrack(ctx, o)
-	if errors.Is(err, StopConntrack) {
+	if errors.Is(err, ErrStopConntrack) {
 		err = nil
 	}
 	return st, err
@@ -192,7 +192,7 @@ func (w *ctWatch) finish(err error) (ConntrackStats, error) {
 	if w.ev != nil {
 		if raw, rerr := w.ev.SyscallConn(); rerr == nil {
 			_ = raw.Control(func(fd uintptr) {
-				if d, ok := socketDrops(fd); ok {
+				if d, ok := ctSocketDrops(fd); ok {
 					w.stats.Lost = d
 				}
 			})
@@ -201,10 +201,10 @@ func (w *ctWatch) finish(err error) (ConntrackStats, error) {
 	return w.stats, err
 }
 
-// socketDrops reads the kernel's count of datagrams dropped for the socket
+// ctSocketDrops reads the kernel's count of datagrams dropped for the socket
 // (SO_MEMINFO, Linux 4.12): for a netlink socket, the events that did not
 // fit its receive buffer.
-func socketDrops(fd uintptr) (uint64, bool) {
+func ctSocketDrops(fd uintptr) (uint64, bool) {
 	var mi [unix.SK_MEMINFO_VARS]uint32
 	l := uint32(unsafe.Sizeof(mi))
 	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
@@ -215,10 +215,10 @@ func socketDrops(fd uintptr) (uint64, bool) {
 	return uint64(mi[unix.SK_MEMINFO_DROPS]), true
 }
 
-// recvDontWait reads one datagram without blocking. MSG_TRUNC makes the
+// ctRecvDontWait reads one datagram without blocking. MSG_TRUNC makes the
 // kernel return the datagram's full length, so truncation shows. It calls
 // recvfrom directly because unix.Recvfrom allocates the sender's address.
-func recvDontWait(fd uintptr, b []byte) (int, syscall.Errno) {
+func ctRecvDontWait(fd uintptr, b []byte) (int, syscall.Errno) {
 	n, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
 		unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
 	return int(n), e
@@ -323,7 +323,7 @@ func (w *ctWatch) maintenanceDue(idle bool) bool {
 func (w *ctWatch) checkDrops(raw syscall.RawConn, drained bool) error {
 	var drops uint64
 	var ok bool
-	_ = raw.Control(func(fd uintptr) { drops, ok = socketDrops(fd) })
+	_ = raw.Control(func(fd uintptr) { drops, ok = ctSocketDrops(fd) })
 	w.lastDropCheck = time.Now()
 	if drained {
 		w.congested = false
@@ -338,7 +338,7 @@ func (w *ctWatch) checkDrops(raw syscall.RawConn, drained bool) error {
 // drop after that point needs another resync.
 func (w *ctWatch) resync(ctx context.Context, raw syscall.RawConn) error {
 	_ = raw.Control(func(fd uintptr) {
-		if d, ok := socketDrops(fd); ok {
+		if d, ok := ctSocketDrops(fd); ok {
 			w.resyncDrops = d
 		}
 	})
@@ -354,16 +354,16 @@ func (w *ctWatch) setDeadline(ctx context.Context, t time.Time) error {
 	return ctx.Err()
 }
 
-// drainFor bounds the drain after ctx ends, so Ctrl-C ends the run within
+// ctDrainFor bounds the drain after ctx ends, so Ctrl-C ends the run within
 // a second even under a storm that keeps the socket full.
-const drainFor = 500 * time.Millisecond
+const ctDrainFor = 500 * time.Millisecond
 
 // drain delivers what is already queued on the event socket when ctx
 // ends: events that happened before a --timeout or Ctrl-C are shown, not
 // cut off at the last read. Control, not Read: the expired deadline would
 // fail a Read at once, and nothing here waits.
 func (w *ctWatch) drain(raw syscall.RawConn) error {
-	until := time.Now().Add(drainFor)
+	until := time.Now().Add(ctDrainFor)
 	var err error
 	cerr := raw.Control(func(fd uintptr) {
 		var empty bool
@@ -386,7 +386,7 @@ func (w *ctWatch) drain(raw syscall.RawConn) error {
 // it read and whether it found the socket empty.
 func (w *ctWatch) readQueued(fd uintptr, stop func() bool) (n int, empty bool, err error) {
 	for !stop() {
-		l, errno := recvDontWait(fd, w.buf)
+		l, errno := ctRecvDontWait(fd, w.buf)
 		switch errno {
 		case 0:
 		case unix.EINTR:
@@ -396,7 +396,7 @@ func (w *ctWatch) readQueued(fd uintptr, stop func() bool) (n int, empty bool, e
 		case unix.ENOBUFS:
 			// The kernel reports an overflow once, then keeps the socket
 			// subscribed: count it and go on reading.
-			drops, _ := socketDrops(fd)
+			drops, _ := ctSocketDrops(fd)
 			w.congested, w.lastDropCheck = true, time.Now()
 			if err := w.overflow(drops); err != nil {
 				return n, false, err
@@ -440,9 +440,9 @@ func (w *ctWatch) overflow(drops uint64) error {
 // selects the dump's replies.
 func (w *ctWatch) handle(b []byte, event string, resync bool, seq uint32) (done bool, err error) {
 	var now time.Time
-	for len(b) >= nlmsgHdrLen {
+	for len(b) >= ctNlmsgHdrLen {
 		l := int(binary.NativeEndian.Uint32(b))
-		if l < nlmsgHdrLen || l > len(b) {
+		if l < ctNlmsgHdrLen || l > len(b) {
 			return false, fmt.Errorf("conntrack netlink message of %d bytes in a %d-byte datagram", l, len(b))
 		}
 		typ := binary.NativeEndian.Uint16(b[4:])
@@ -454,33 +454,33 @@ func (w *ctWatch) handle(b []byte, event string, resync bool, seq uint32) (done 
 			continue
 		}
 		switch typ {
-		case nlmsgDone:
+		case ctNlmsgDone:
 			return true, nil
-		case nlmsgError:
-			if len(msg) >= nlmsgHdrLen+4 {
-				if code := int32(binary.NativeEndian.Uint32(msg[nlmsgHdrLen:])); code < 0 {
+		case ctNlmsgError:
+			if len(msg) >= ctNlmsgHdrLen+4 {
+				if code := int32(binary.NativeEndian.Uint32(msg[ctNlmsgHdrLen:])); code < 0 {
 					return true, w.c.conntrackErr("dump conntrack table", syscall.Errno(-code))
 				}
 			}
 			continue
-		case nlmsgNoop:
+		case ctNlmsgNoop:
 			continue
 		}
-		if typ>>8 != nfnlSubsysCT || len(msg) < nlmsgHdrLen+nfgenmsgLen {
+		if typ>>8 != ctNfnlSubsysCT || len(msg) < ctNlmsgHdrLen+ctNfgenmsgLen {
 			continue
 		}
-		if !w.m.match(msg[nlmsgHdrLen+nfgenmsgLen:]) {
+		if !w.m.match(msg[ctNlmsgHdrLen+ctNfgenmsgLen:]) {
 			continue
 		}
 		kind := event
 		if event != ConntrackExisting {
 			switch typ & 0xff {
-			case ipctnlMsgCTNew:
+			case ctIpctnlMsgCTNew:
 				kind = ConntrackUpdate
-				if flags&nlmFCreateExcl != 0 {
+				if flags&ctNlmFCreateExcl != 0 {
 					kind = ConntrackNew
 				}
-			case ipctnlMsgCTDelete:
+			case ctIpctnlMsgCTDelete:
 				kind = ConntrackDestroy
 			default:
 				continue
@@ -495,7 +495,7 @@ func (w *ctWatch) handle(b []byte, event string, resync bool, seq uint32) (done 
 			var ev conntrack.Event
 			nm := netlink.Message{
 				Header: netlink.Header{Length: uint32(l), Type: netlink.HeaderType(typ), Flags: netlink.HeaderFlags(flags), Sequence: mseq},
-				Data:   msg[nlmsgHdrLen:],
+				Data:   msg[ctNlmsgHdrLen:],
 			}
 			if err := ev.Unmarshal(nm); err != nil || ev.Flow == nil {
 				return false, fmt.Errorf("decode conntrack dump message: %v", err)
@@ -504,7 +504,7 @@ func (w *ctWatch) handle(b []byte, event string, resync bool, seq uint32) (done 
 		} else {
 			// Events come by the ten thousand a second: decoded in place.
 			var err error
-			if f, err = decodeFlow(msg[nlmsgHdrLen+nfgenmsgLen:], kind, now); err != nil {
+			if f, err = decodeFlow(msg[ctNlmsgHdrLen+ctNfgenmsgLen:], kind, now); err != nil {
 				return false, fmt.Errorf("decode conntrack %s event: %w", kind, err)
 			}
 		}
@@ -535,7 +535,7 @@ func (w *ctWatch) dump(ctx context.Context, resync bool) error {
 	}
 	req, err := netfilter.MarshalNetlink(netfilter.Header{
 		SubsystemID: netfilter.NFSubsysCTNetlink,
-		MessageType: netfilter.MessageType(ipctnlMsgCTGet),
+		MessageType: netfilter.MessageType(ctIpctnlMsgCTGet),
 		Family:      family,
 		Flags:       netlink.Request | netlink.Dump,
 	}, nil)
@@ -563,7 +563,7 @@ func (w *ctWatch) dump(ctx context.Context, resync bool) error {
 				if ctx.Err() != nil {
 					return true
 				}
-				n, errno := recvDontWait(fd, w.buf)
+				n, errno := ctRecvDontWait(fd, w.buf)
 				switch errno {
 				case 0:
 				case unix.EINTR:

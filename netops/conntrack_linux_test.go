@@ -721,7 +721,7 @@ func TestConntrackDecodeMatchesLibrary(t *testing.T) {
 	}
 	defer dc.Close()
 	req, _ := netfilter.MarshalNetlink(netfilter.Header{SubsystemID: netfilter.NFSubsysCTNetlink,
-		MessageType: netfilter.MessageType(ipctnlMsgCTGet), Family: netfilter.ProtoIPv4,
+		MessageType: netfilter.MessageType(ctIpctnlMsgCTGet), Family: netfilter.ProtoIPv4,
 		Flags: netlink.Request | netlink.Dump}, nil)
 	msgs, err := dc.Execute(req)
 	if err != nil {

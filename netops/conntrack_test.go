@@ -20,22 +20,22 @@ import (
 // reply (NLM_F_MULTI) is existing, IPCTNL_MSG_CT_NEW with NLM_F_CREATE|EXCL
 // new, without them update, IPCTNL_MSG_CT_DELETE destroy; "" for others.
 func eventKind(b []byte) string {
-	if len(b) < nlmsgHdrLen+nfgenmsgLen {
+	if len(b) < ctNlmsgHdrLen+ctNfgenmsgLen {
 		return ""
 	}
 	typ := binary.NativeEndian.Uint16(b[4:])
 	flags := binary.NativeEndian.Uint16(b[6:])
-	if typ>>8 != nfnlSubsysCT {
+	if typ>>8 != ctNfnlSubsysCT {
 		return ""
 	}
 	switch {
 	case flags&unix.NLM_F_MULTI != 0:
 		return ConntrackExisting
-	case typ&0xff == ipctnlMsgCTNew && flags&nlmFCreateExcl != 0:
+	case typ&0xff == ctIpctnlMsgCTNew && flags&ctNlmFCreateExcl != 0:
 		return ConntrackNew
-	case typ&0xff == ipctnlMsgCTNew:
+	case typ&0xff == ctIpctnlMsgCTNew:
 		return ConntrackUpdate
-	case typ&0xff == ipctnlMsgCTDelete:
+	case typ&0xff == ctIpctnlMsgCTDelete:
 		return ConntrackDestroy
 	}
 	return ""
@@ -64,7 +64,7 @@ func checkDecode(t *testing.T, i int, b []byte) (ConntrackFlow, bool) {
 	}
 	at := time.Unix(1700000000, 123456789).UTC()
 	want := libraryFlow(t, b, kind, at)
-	got, err := decodeFlow(b[nlmsgHdrLen+nfgenmsgLen:], kind, at)
+	got, err := decodeFlow(b[ctNlmsgHdrLen+ctNfgenmsgLen:], kind, at)
 	if err != nil {
 		t.Errorf("message %d (%s): decodeFlow: %v", i, kind, err)
 	}
@@ -154,7 +154,7 @@ func synthIPv6(t *testing.T) []byte {
 		}}
 	}
 	m, err := netfilter.MarshalNetlink(netfilter.Header{
-		SubsystemID: netfilter.NFSubsysCTNetlink, MessageType: ipctnlMsgCTNew, Family: netfilter.ProtoIPv6,
+		SubsystemID: netfilter.NFSubsysCTNetlink, MessageType: ctIpctnlMsgCTNew, Family: netfilter.ProtoIPv6,
 		Flags: netlink.Create | netlink.Excl,
 	}, []netfilter.Attribute{
 		tuple(ctaTupleOrig, "fd00::5", "fd00:96::10", 40000, 443),
@@ -170,7 +170,7 @@ func synthIPv6(t *testing.T) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Header.Length = uint32(nlmsgHdrLen + len(m.Data))
+	m.Header.Length = uint32(ctNlmsgHdrLen + len(m.Data))
 	b, err := m.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -215,8 +215,8 @@ func TestFlowMatcher(t *testing.T) {
 			f := libraryFlow(t, b, kind, time.Time{})
 			want := f.Orig.Dst == tt.ip.Unmap() &&
 				(tt.port == 0 || f.Orig.DPort == tt.port) &&
-				(tt.proto == 0 || f.Proto == protoName(tt.proto))
-			if got := m.match(b[nlmsgHdrLen+nfgenmsgLen:]); got != want {
+				(tt.proto == 0 || f.Proto == ctProtoName(tt.proto))
+			if got := m.match(b[ctNlmsgHdrLen+ctNfgenmsgLen:]); got != want {
 				t.Errorf("%v port %d proto %d, message %d (%+v): match %v, want %v", tt.ip, tt.port, tt.proto, i, f.Orig, got, want)
 			}
 			if want {
@@ -234,7 +234,7 @@ func TestFlowMatcher(t *testing.T) {
 func TestDecodeFlowTruncated(t *testing.T) {
 	m := newFlowMatcher(netip.MustParseAddr("10.96.0.10"), 80, ProtoTCP)
 	for _, b := range append(readCapture(t), synthIPv6(t)) {
-		attrs := b[nlmsgHdrLen+nfgenmsgLen:]
+		attrs := b[ctNlmsgHdrLen+ctNfgenmsgLen:]
 		for n := 0; n < len(attrs); n++ {
 			_, _ = decodeFlow(attrs[:n], ConntrackNew, time.Time{})
 			m.match(attrs[:n])
