@@ -73,9 +73,9 @@ rss() { awk '/^VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 hwm() { awk '/^VmHWM/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # clock ticks
 HPRSS="" CTRSS=""
-ip netns exec "$POD2" "$WORK/ctbench" storm "$SVC:80" "${SECS}s" "$WORKERS" >"$WORK/storm2.txt" &
+ip netns exec "$POD2" "$WORK/ctbench" storm "$SVC:80" "${SECS}s" "$WORKERS" >"$WORK/storm2.txt" 2>"$WORK/storm2.err" &
 S2=$!
-ip netns exec "$POD1" "$WORK/ctbench" storm "$SVC:80" "${SECS}s" "$(( WORKERS / 4 + 1 ))" >"$WORK/storm1.txt" &
+ip netns exec "$POD1" "$WORK/ctbench" storm "$SVC:80" "${SECS}s" "$(( WORKERS / 4 + 1 ))" >"$WORK/storm1.txt" 2>"$WORK/storm1.err" &
 S1=$!
 for _ in $(seq "$SECS"); do
   sleep 1
@@ -98,6 +98,7 @@ HPPID="" CTPID=""
 
 CONNS=$(awk '{s += $2} END {print s}' "$WORK/storm1.txt" "$WORK/storm2.txt")
 FAILED=$(awk '{s += $4} END {print s}' "$WORK/storm1.txt" "$WORK/storm2.txt")
+FIRSTFAIL=$(sed -n 's/^first failure: //p' "$WORK/storm2.err" "$WORK/storm1.err" | head -1)
 HPEV=$(grep -c '"event":"\(new\|update\|destroy\)"' "$WORK/hp.out" || true)
 HPOV=$(grep -c '"event":"overflow"' "$WORK/hp.out" || true)
 HPLOST=$(sed -n 's/.*(\([0-9]*\) events lost).*/\1/p' "$WORK/hp.err" | tail -1)
@@ -107,7 +108,7 @@ TICK=$(getconf CLK_TCK)
 
 python3 - "$SECS" "$CONNS" "$FAILED" "$TICK" \
   "$HPEV" "$HPOV" "$HPLOST" "$HPDROPS" "$HPCPU" "$HPHWM" "$HPRSS" \
-  "$CTEV" "$CTOV" "$CTDROPS" "$CTCPU" "$CTHWM" "$CTRSS" "$CTARGS" <<'PY'
+  "$CTEV" "$CTOV" "$CTDROPS" "$CTCPU" "$CTHWM" "$CTRSS" "$CTARGS" "$FIRSTFAIL" <<'PY'
 import sys
 a = sys.argv[1:]
 secs, conns, failed, tick = int(a[0]), int(a[1]), int(a[2]), int(a[3])
@@ -118,8 +119,9 @@ ct = dict(ev=int(a[11]), ov=int(a[12]), drops=int(a[13]), cpu=int(a[14]) / tick,
 # Every event the kernel sent to a listener was either read or dropped.
 kernel = hp["ev"] + hp["drops"]
 us = lambda t: t["cpu"] / t["ev"] * 1e6 if t["ev"] else float("nan")
-print("Storm: %d short connections to the Service in %d s (%d/s, %d failed); the kernel "
-      "sent %d events for them to each listener." % (conns, secs, conns // secs, failed, kernel))
+fail = " (first: %s)" % a[18] if failed and a[18] else ""
+print("Storm: %d short connections to the Service in %d s (%d/s, %d failed%s); the kernel "
+      "sent %d events for them to each listener." % (conns, secs, conns // secs, failed, fail, kernel))
 print()
 print("| tool | events shown | of sent | overflows (ENOBUFS) | events dropped | CPU time | CPU per event | peak RSS | RSS each second (MiB) |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---|")

@@ -84,6 +84,7 @@ func storm(addr, dur, workers string) error {
 		return fmt.Errorf("workers %q: want a positive number", workers)
 	}
 	var ok, failed atomic.Int64
+	var firstErr atomic.Value
 	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
 	buf := make([][]byte, n)
@@ -96,6 +97,7 @@ func storm(addr, dur, workers string) error {
 				c, err := net.DialTimeout("tcp4", addr, time.Second)
 				if err != nil {
 					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
 					continue
 				}
 				_ = c.SetDeadline(time.Now().Add(time.Second))
@@ -111,5 +113,8 @@ func storm(addr, dur, workers string) error {
 	}
 	wg.Wait()
 	fmt.Printf("connections %d failed %d seconds %.1f\n", ok.Load(), failed.Load(), d.Seconds())
+	if e := firstErr.Load(); e != nil {
+		fmt.Fprintf(os.Stderr, "first failure: %s\n", e)
+	}
 	return nil
 }
