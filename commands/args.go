@@ -17,10 +17,15 @@ func NormalizeArgs(app *cli.App, args []string) []string {
 	}
 	out := []string{args[0]}
 	i := 1
-	// Global flags before the command name.
+	// Global flags before the command name, with their values.
 	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "--" {
 		out = append(out, args[i])
+		name := strings.TrimLeft(args[i], "-")
 		i++
+		if !strings.Contains(name, "=") && flagsTakeValue(app.Flags, name) && i < len(args) {
+			out = append(out, args[i])
+			i++
+		}
 	}
 	if i >= len(args) {
 		return out
@@ -58,7 +63,12 @@ func NormalizeArgs(app *cli.App, args []string) []string {
 
 // takesValue reports whether the command's flag called name needs a value.
 func takesValue(cmd *cli.Command, name string) bool {
-	for _, f := range cmd.Flags {
+	return flagsTakeValue(cmd.Flags, name)
+}
+
+// flagsTakeValue reports whether the flag called name among flags needs a value.
+func flagsTakeValue(flags []cli.Flag, name string) bool {
+	for _, f := range flags {
 		for _, n := range f.Names() {
 			if n != name {
 				continue

@@ -17,6 +17,8 @@ func TestNormalizeArgs(t *testing.T) {
 		{[]string{"h", "enable", "--", "-weird"}, []string{"h", "enable", "--", "-weird"}},
 		{[]string{"h", "nosuch", "a", "-x"}, []string{"h", "nosuch", "a", "-x"}},
 		{[]string{"h"}, []string{"h"}},
+		{[]string{"h", "-o", "json", "enable", "veth1", "--dry-run"}, []string{"h", "-o", "json", "enable", "--dry-run", "veth1"}},
+		{[]string{"h", "--netns", "n1", "ports", "veth1", "-q"}, []string{"h", "--netns", "n1", "ports", "-q", "veth1"}},
 	}
 	for _, tt := range tests {
 		if got := NormalizeArgs(app, tt.in); !slices.Equal(got, tt.want) {
