@@ -11,15 +11,16 @@ import (
 
 // A stream cannot be measured before it is printed (tabwriter buffers
 // until Flush), so conntrack rows use fixed columns sized for IPv4 pod
-// traffic; a longer field pushes the rest of its row right.
+// traffic to fit 80 columns; a longer field pushes the rest of its row
+// right. The Service IP is the command's argument, so a row shows the
+// client and the endpoint it was DNATed to (the reply's source).
 const (
-	ctColEvent    = 9               // after TIME (8)
-	ctColProto    = ctColEvent + 9  // after EVENT (existing)
-	ctColState    = ctColProto + 6  // after PROTO
-	ctColOrig     = ctColState + 12 // after STATE (ESTABLISHED)
-	ctColEndpoint = ctColOrig + 34  // after ORIGINAL (10.244.0.12:45678 → 10.96.0.10:80)
-	ctColFlags    = ctColEndpoint + 17
-	ctArrow       = " → "
+	ctColEvent = 9               // after TIME (8)
+	ctColProto = ctColEvent + 9  // after EVENT (existing)
+	ctColState = ctColProto + 6  // after PROTO
+	ctColFlow  = ctColState + 12 // after STATE (ESTABLISHED)
+	ctColFlags = ctColFlow + 37  // after 10.244.0.12:45678 → 10.244.0.11:8080
+	ctArrow    = " → "
 	// ctArrowExtra is how many more bytes than columns the arrow takes.
 	ctArrowExtra = len(ctArrow) - 3
 )
@@ -53,22 +54,31 @@ func appendFlowHeader(b []byte) []byte {
 	r.b = append(r.b, "PROTO"...)
 	r.to(ctColState)
 	r.b = append(r.b, "STATE"...)
-	r.to(ctColOrig)
-	r.b = append(r.b, "ORIGINAL"...)
-	r.to(ctColEndpoint)
+	r.to(ctColFlow)
+	r.b = append(r.b, "CLIENT"...)
+	r.b = append(r.b, ctArrow...)
+	r.extra += ctArrowExtra
 	r.b = append(r.b, "ENDPOINT"...)
 	r.to(ctColFlags)
 	r.b = append(r.b, "FLAGS\n"...)
 	return r.b
 }
 
-// appendFlowRow appends a table line: ENDPOINT is where the Service IP
-// was DNATed to ("-" when it was not), FLAGS has SNAT and HAIRPIN.
+// appendFlowRow appends a table line: CLIENT → ENDPOINT is the original
+// source and where the Service IP was DNATed to (the Service IP itself
+// when it was not); EVENT says "resync" for a flow re-listed after an
+// overflow. FLAGS: HAIRPIN for a pod reaching itself (masqueraded, as it
+// must be), HAIRPIN NO-SNAT when that masquerade is missing (the reply
+// will not come back through the node), SNAT for other masqueraded flows.
 func appendFlowRow(b []byte, f *netops.ConntrackFlow, pal palette) []byte {
 	r := ctRow{b: b, start: len(b)}
 	r.b = f.Time.AppendFormat(r.b, time.TimeOnly)
 	r.to(ctColEvent)
-	r.b = append(r.b, f.Event...)
+	if f.Resync {
+		r.b = append(r.b, "resync"...)
+	} else {
+		r.b = append(r.b, f.Event...)
+	}
 	r.to(ctColProto)
 	r.b = append(r.b, f.Proto...)
 	r.to(ctColState)
@@ -77,33 +87,21 @@ func appendFlowRow(b []byte, f *netops.ConntrackFlow, pal palette) []byte {
 	} else {
 		r.b = append(r.b, f.State...)
 	}
-	r.to(ctColOrig)
+	r.to(ctColFlow)
 	r.b = netip.AddrPortFrom(f.Orig.Src, f.Orig.SPort).AppendTo(r.b)
 	r.b = append(r.b, ctArrow...)
 	r.extra += ctArrowExtra
-	r.b = netip.AddrPortFrom(f.Orig.Dst, f.Orig.DPort).AppendTo(r.b)
-	r.to(ctColEndpoint)
-	if f.DNAT {
-		r.b = netip.AddrPortFrom(f.Reply.Src, f.Reply.SPort).AppendTo(r.b)
-	} else {
-		r.b = append(r.b, '-')
-	}
-	if f.SNAT || f.Hairpin || f.Resync {
+	r.b = netip.AddrPortFrom(f.Reply.Src, f.Reply.SPort).AppendTo(r.b)
+	switch {
+	case f.Hairpin && f.SNAT:
 		r.to(ctColFlags)
-		sep := ""
-		if f.SNAT {
-			r.b = append(r.b, "SNAT"...)
-			sep = " "
-		}
-		if f.Hairpin {
-			r.b = append(r.b, sep...)
-			r.b = append(r.b, pal.warn("HAIRPIN")...)
-			sep = " "
-		}
-		if f.Resync {
-			r.b = append(r.b, sep...)
-			r.b = append(r.b, "RESYNC"...)
-		}
+		r.b = append(r.b, pal.warn("HAIRPIN")...)
+	case f.Hairpin:
+		r.to(ctColFlags)
+		r.b = append(r.b, pal.bad("HAIRPIN NO-SNAT")...)
+	case f.SNAT:
+		r.to(ctColFlags)
+		r.b = append(r.b, "SNAT"...)
 	}
 	return append(r.b, '\n')
 }

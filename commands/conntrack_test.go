@@ -53,57 +53,68 @@ func TestConntrackJSONMatchesEncodingJSON(t *testing.T) {
 	}
 }
 
-// Rows line up under the header for IPv4 pod traffic, show "-" when the
-// Service IP was not DNATed, and carry the SNAT/HAIRPIN/RESYNC marks.
+// Rows line up under the header and fit 80 columns for IPv4 pod traffic:
+// CLIENT → ENDPOINT (the Service IP itself when it was not DNATed), EVENT
+// "resync" for a re-listed flow, FLAGS HAIRPIN (masqueraded, as it must
+// be), HAIRPIN NO-SNAT when the masquerade is missing, SNAT otherwise.
 func TestConntrackRows(t *testing.T) {
 	header := string(appendFlowHeader(nil))
 	cols := map[string]int{}
-	for _, h := range []string{"TIME", "EVENT", "PROTO", "STATE", "ORIGINAL", "ENDPOINT", "FLAGS"} {
-		cols[h] = strings.Index(header, h)
+	names := []string{"TIME", "EVENT", "PROTO", "STATE", "CLIENT", "FLAGS"}
+	for _, h := range names {
+		cols[h] = utf8.RuneCountInString(header[:strings.Index(header, h)])
 	}
 	flows := ctFlows()
+	noSNAT := flows[1]
+	noSNAT.SNAT = false
+	noSNAT.Resync = false
+	flows = append(flows, noSNAT)
+	last := len(flows) - 1
 	wantRows := []struct {
-		fields []string // EVENT PROTO STATE ORIGINAL ENDPOINT FLAGS
+		row    int
+		fields []string // EVENT PROTO STATE CLIENT→ENDPOINT FLAGS
 	}{
-		{[]string{"new", "tcp", "SYN_SENT", "10.244.0.12:41472 → 10.96.0.10:80", "10.244.0.11:8080", ""}},
-		{[]string{"existing", "tcp", "ESTABLISHED", "10.244.0.11:37404 → 10.96.0.10:80", "10.244.0.11:8080", "SNAT HAIRPIN RESYNC"}},
-		{[]string{"destroy", "udp", "-", "10.244.0.12:5000 → 10.96.0.10:53", "-", ""}},
+		{0, []string{"new", "tcp", "SYN_SENT", "10.244.0.12:41472 → 10.244.0.11:8080", ""}},
+		{1, []string{"resync", "tcp", "ESTABLISHED", "10.244.0.11:37404 → 10.244.0.11:8080", "HAIRPIN"}},
+		{2, []string{"destroy", "udp", "-", "10.244.0.12:5000 → 10.96.0.10:53", ""}},
+		{last, []string{"existing", "tcp", "ESTABLISHED", "10.244.0.11:37404 → 10.244.0.11:8080", "HAIRPIN NO-SNAT"}},
 	}
-	for i, w := range wantRows {
+	for _, w := range wantRows {
+		i := w.row
 		row := strings.TrimSuffix(string(appendFlowRow(nil, &flows[i], palette{})), "\n")
+		r := []rune(row)
 		at := func(col string) string {
 			// Columns are counted in runes: the arrow is one column.
-			r := []rune(row)
 			start := cols[col]
 			if start >= len(r) {
 				return ""
 			}
 			end := len(r)
-			for _, next := range []string{"EVENT", "PROTO", "STATE", "ORIGINAL", "ENDPOINT", "FLAGS"} {
+			for _, next := range names {
 				if c := cols[next]; c > start && c < end {
 					end = c
 				}
-			}
-			if end > len(r) {
-				end = len(r)
 			}
 			return strings.TrimSpace(string(r[start:end]))
 		}
 		if got := at("TIME"); got != flows[i].Time.Format(time.TimeOnly) {
 			t.Errorf("row %d TIME %q", i, got)
 		}
-		for j, col := range []string{"EVENT", "PROTO", "STATE", "ORIGINAL", "ENDPOINT", "FLAGS"} {
+		for j, col := range names[1:] {
 			if got := at(col); got != w.fields[j] {
 				t.Errorf("row %d %s = %q, want %q\n%s\n%s", i, col, got, w.fields[j], header, row)
 			}
 		}
-		if n := utf8.RuneCountInString(row); w.fields[5] == "" && n > 86 {
-			t.Errorf("row %d is %d columns: %q", i, n, row)
+		if n := len(r); n > 80 && w.fields[4] != "HAIRPIN NO-SNAT" {
+			t.Errorf("row %d is %d columns, over 80: %q", i, n, row)
 		}
+	}
+	if n := utf8.RuneCountInString(strings.TrimSuffix(header, "\n")); n > 80 {
+		t.Errorf("header is %d columns", n)
 	}
 	// IPv6 pushes its row right but keeps every field.
 	row := string(appendFlowRow(nil, &flows[3], palette{}))
-	for _, want := range []string{"update", "132", "COOKIE_WAIT", "[fd00::5]:40000 → [fd00:96::10]:443", "[fd00::5]:8443", "SNAT HAIRPIN\n"} {
+	for _, want := range []string{"update", "132", "COOKIE_WAIT", "[fd00::5]:40000 → [fd00::5]:8443", "HAIRPIN\n"} {
 		if !strings.Contains(row, want) {
 			t.Errorf("IPv6 row lacks %q: %q", want, row)
 		}
