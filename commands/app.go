@@ -21,6 +21,7 @@ lists and sets hairpin mode on bridge ports, reads kube-proxy's Service NAT,
 follows conntrack, and diagnoses the whole chain.`,
 		Commands: []*cli.Command{
 			portsCommand,
+			servicesCommand,
 			enableCommand,
 			disableCommand,
 			watchCommand,

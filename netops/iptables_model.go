@@ -3,9 +3,10 @@ package netops
 import (
 	"math"
 	"net/netip"
+	"runtime"
 	"slices"
-	"strconv"
 	"strings"
+	"sync"
 )
 
 // svcBuild is a service being assembled, with what its raw form needs.
@@ -22,11 +23,16 @@ type svcBuild struct {
 // are in its Raw).
 func (p *iptParser) finish(backend Backend, sel *serviceSelector) (svcs []Service, unknown []string) {
 	builds := p.assemble(backend)
-	owned := make(map[string]bool)
+	var owned map[string]bool
+	if p.keepRaw {
+		owned = make(map[string]bool)
+	}
 	svcs = make([]Service, 0, len(builds))
 	for _, b := range builds {
-		for _, c := range b.chains {
-			owned[c] = true
+		if p.keepRaw {
+			for _, c := range b.chains {
+				owned[c] = true
+			}
 		}
 		if !sel.match(&b.svc) {
 			continue
@@ -41,9 +47,9 @@ func (p *iptParser) finish(backend Backend, sel *serviceSelector) (svcs []Servic
 	}
 	unknown = append(unknown, p.foreignUnknown...)
 	var chained []string
-	for _, c := range p.chains {
-		if !owned[c.name] {
-			for _, r := range c.unknownRaw {
+	for name, rc := range p.raws {
+		if !owned[name] {
+			for _, r := range rc.unknown {
 				chained = append(chained, "*nat "+r)
 			}
 		}
@@ -58,19 +64,23 @@ func (p *iptParser) finish(backend Backend, sel *serviceSelector) (svcs []Servic
 // suffix of a service's chains is the last resort for a chain reached from
 // nowhere else.
 func (p *iptParser) assemble(backend Backend) []*svcBuild {
-	var builds []*svcBuild
-	owner := make(map[string]*svcBuild)
-	byKey := make(map[string]*svcBuild)
+	n := len(p.entries)
+	builds := make([]*svcBuild, 0, n)
+	owner := make(map[string]*svcBuild, n)
+	byKey := make(map[serviceKey]*svcBuild, n)
+	// One allocation for all builds: a service per entry at most.
+	slab := make([]svcBuild, 0, n)
 
 	newBuild := func(e *iptEntry) *svcBuild {
-		b := &svcBuild{svc: Service{
+		slab = append(slab, svcBuild{svc: Service{
 			ClusterIP: e.ip,
 			Port:      e.port,
-			Protocol:  strings.ToUpper(e.proto),
+			Protocol:  upperProto(e.proto),
 			Endpoints: []Endpoint{},
 			Backend:   backend,
 			Family:    p.family,
-		}}
+		}})
+		b := &slab[len(slab)-1]
 		setName(&b.svc, e.name)
 		builds = append(builds, b)
 		byKey[svcKey(e.ip, e.proto, e.port)] = b
@@ -123,8 +133,8 @@ func (p *iptParser) assemble(backend Backend) []*svcBuild {
 	}
 
 	// 3. Old masquerade rules and the filter table's REJECTs.
-	byExternal := make(map[string]*svcBuild)
-	byNodePort := make(map[string]*svcBuild)
+	byExternal := make(map[serviceKey]*svcBuild)
+	byNodePort := make(map[serviceKey]*svcBuild)
 	for _, b := range builds {
 		for _, ip := range append(append([]string(nil), b.svc.ExternalIPs...), b.svc.LoadBalancerIPs...) {
 			byExternal[svcKey(ip, b.svc.Protocol, b.svc.Port)] = b
@@ -179,30 +189,61 @@ func (p *iptParser) assemble(backend Backend) []*svcBuild {
 		}
 	}
 
-	// 4. Endpoints, from the service's dispatch chain.
-	for _, b := range builds {
-		if b.svc.Chain == "" {
-			continue
+	// 4. Endpoints, from the service's dispatch chain: read-only lookups,
+	// so large tables are split over the cores.
+	parallel(len(builds), 2000, func(lo, hi int) {
+		for _, b := range builds[lo:hi] {
+			p.fillEndpoints(b)
 		}
-		c := p.chains[b.svc.Chain]
-		if c == nil {
-			continue
-		}
-		if b.svc.Name == "" && c.svcName != "" {
-			setName(&b.svc, c.svcName)
-		}
-		b.svc.SessionAffinitySeconds = c.affinitySeconds
-		b.svc.Endpoints = p.endpoints(c, b)
-		if b.svc.Name == "" {
-			for _, ch := range b.chains {
-				if cc := p.chains[ch]; cc != nil && cc.svcName != "" {
-					setName(&b.svc, cc.svcName)
-					break
-				}
+	})
+	return builds
+}
+
+func (p *iptParser) fillEndpoints(b *svcBuild) {
+	if b.svc.Chain == "" {
+		return
+	}
+	c := p.chains[b.svc.Chain]
+	if c == nil {
+		return
+	}
+	if b.svc.Name == "" && c.svcName != "" {
+		setName(&b.svc, c.svcName)
+	}
+	b.svc.SessionAffinitySeconds = c.affinitySeconds
+	b.svc.Endpoints = p.endpoints(c, b)
+	if b.svc.Name == "" {
+		for _, ch := range b.chains {
+			if cc := p.chains[ch]; cc != nil && cc.svcName != "" {
+				setName(&b.svc, cc.svcName)
+				break
 			}
 		}
 	}
-	return builds
+}
+
+// parallel runs fn over [0, n) in up to GOMAXPROCS parts of at least min
+// items each.
+func parallel(n, minPart int, fn func(lo, hi int)) {
+	parts := max(1, min(runtime.GOMAXPROCS(0), n/minPart))
+	if parts == 1 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	per := (n + parts - 1) / parts
+	for lo := 0; lo < n; lo += per {
+		hi := lo + per
+		if hi > n {
+			hi = n
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}()
+	}
+	wg.Wait()
 }
 
 // resolve finds the service a chain belongs to, following its jumps
@@ -285,8 +326,8 @@ func (p *iptParser) endpoints(c *iptChain, b *svcBuild) []Endpoint {
 		share := remaining * j.prob
 		remaining -= share
 		ep.Share = roundShare(share)
-		if sep := p.chains[j.sep]; sep != nil {
-			ep.IP, ep.Port = sep.ip, sep.port
+		if sep := p.seps[j.sep]; sep != nil {
+			ep.IP, ep.Port = sep.ip, int(sep.port)
 			ep.SessionAffinity = sep.affinity
 			if !sep.dnat && j.epComment != "" {
 				// A flushed endpoint chain: the comment still says where.
@@ -319,8 +360,8 @@ func (p *iptParser) rawOf(b *svcBuild) []string {
 		}
 	}
 	for _, ch := range b.chains {
-		if c := p.chains[ch]; c != nil {
-			nat = append(nat, c.raw...)
+		if rc := p.raws[ch]; rc != nil {
+			nat = append(nat, rc.rules...)
 		}
 	}
 	var out []string
@@ -358,11 +399,32 @@ func portName(s *Service) string {
 	return n
 }
 
-func svcKey(ip, proto string, port int) string {
-	if a, err := netip.ParseAddr(ip); err == nil {
-		ip = a.String()
+// upperProto spells a protocol as Kubernetes does (TCP, UDP, SCTP).
+func upperProto(p string) string {
+	switch p {
+	case "tcp":
+		return "TCP"
+	case "udp":
+		return "UDP"
+	case "sctp":
+		return "SCTP"
 	}
-	return ip + "|" + strings.ToLower(proto) + "|" + strconv.Itoa(port)
+	return strings.ToUpper(p)
+}
+
+// serviceKey identifies a service port by address; addresses come from
+// one tool's output, so their spelling is consistent.
+type serviceKey struct {
+	ip    string
+	proto string
+	port  int
+}
+
+func svcKey(ip, proto string, port int) serviceKey {
+	if len(proto) > 0 && proto[0] >= 'A' && proto[0] <= 'Z' {
+		proto = strings.ToLower(proto)
+	}
+	return serviceKey{ip, proto, port}
 }
 
 // sameIP compares two addresses, whatever their spelling.

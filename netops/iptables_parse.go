@@ -46,22 +46,26 @@ const (
 	kindForeign               // not kube-proxy's
 )
 
-func classifyChain(name string) chainKind {
+func classifyChain(name string) chainKind { return classifyChainBytes([]byte(name)) }
+
+// classifyChainBytes is classifyChain without converting to a string: it
+// runs for every rule of a dump.
+func classifyChainBytes(name []byte) chainKind {
 	switch {
-	case strings.HasPrefix(name, "KUBE-SVC-"):
+	case bytes.HasPrefix(name, []byte("KUBE-SVC-")):
 		return kindSvc
-	case strings.HasPrefix(name, "KUBE-SEP-"):
+	case bytes.HasPrefix(name, []byte("KUBE-SEP-")):
 		return kindSep
-	case strings.HasPrefix(name, "KUBE-SVL-"):
+	case bytes.HasPrefix(name, []byte("KUBE-SVL-")):
 		return kindSvl
-	case strings.HasPrefix(name, "KUBE-EXT-"):
+	case bytes.HasPrefix(name, []byte("KUBE-EXT-")):
 		return kindExt
-	case strings.HasPrefix(name, "KUBE-FW-"):
+	case bytes.HasPrefix(name, []byte("KUBE-FW-")):
 		return kindFw
-	case strings.HasPrefix(name, "KUBE-XLB-"):
+	case bytes.HasPrefix(name, []byte("KUBE-XLB-")):
 		return kindXlb
 	}
-	switch name {
+	switch string(name) {
 	case "KUBE-SERVICES":
 		return kindServices
 	case "KUBE-NODEPORTS":
@@ -78,7 +82,7 @@ func classifyChain(name string) chainKind {
 	case "PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING":
 		return kindBuiltin
 	}
-	if strings.HasPrefix(name, "KUBE-") {
+	if bytes.HasPrefix(name, []byte("KUBE-")) {
 		return kindOther
 	}
 	return kindForeign
@@ -134,29 +138,38 @@ type iptJump struct {
 	epComment string
 }
 
-// iptChain summarises one kube-proxy chain.
+// iptChain summarises one kube-proxy service chain (SVC, SVL, XLB, EXT,
+// FW). A dump holds one per service port and traffic policy.
 type iptChain struct {
 	name string
 	kind chainKind
-	// Service chains (SVC, SVL, XLB): the endpoint jumps in order.
+	// Dispatch chains (SVC, SVL, XLB): the endpoint jumps in order.
 	jumps           []iptJump
 	affinitySeconds int
 	// links are jumps to other service chains (EXT→SVC, FW→EXT, XLB→SVC).
 	links []string
+	// svcName is "ns/name:port" from any comment in the chain.
+	svcName string
 	// localShape: a KUBE-EXT chain of externalTrafficPolicy Local, which
 	// routes the node's own traffic (addrtype --src-type LOCAL) specially
 	// even when no endpoint is local (so there is no KUBE-SVL chain).
 	localShape bool
-	// svcName is "ns/name:port" from any comment in the chain.
-	svcName string
-	// Endpoint chains (SEP).
+}
+
+// iptSep summarises one endpoint chain (KUBE-SEP), kept small: a dump
+// holds one per endpoint, five times as many as services.
+type iptSep struct {
+	name string
+	// ip and port are the DNAT destination; hairpinSrc the -s of the
+	// KUBE-MARK-MASQ rule.
 	ip, hairpinSrc string
-	port           int
+	port           int32
 	affinity, dnat bool
-	// raw holds the chain's rules verbatim (in raw mode); unknownRaw the
-	// ones not understood.
-	raw        []string
-	unknownRaw []string
+}
+
+// iptRaw holds a chain's rules verbatim, in raw mode only.
+type iptRaw struct {
+	rules, unknown []string
 }
 
 // iptParser accumulates iptables-save text of one address family.
@@ -166,6 +179,8 @@ type iptParser struct {
 	table   string
 
 	chains   map[string]*iptChain
+	seps     map[string]*iptSep
+	raws     map[string]*iptRaw
 	entries  []iptEntry
 	masq     MasqueradePlumbing
 	unparsed int
@@ -179,7 +194,11 @@ type iptParser struct {
 }
 
 func newIPTParser(family int, keepRaw bool) *iptParser {
-	return &iptParser{family: family, keepRaw: keepRaw, chains: make(map[string]*iptChain)}
+	p := &iptParser{family: family, keepRaw: keepRaw, chains: make(map[string]*iptChain), seps: make(map[string]*iptSep)}
+	if keepRaw {
+		p.raws = make(map[string]*iptRaw)
+	}
+	return p
 }
 
 // errLineTooLong is returned by readLine for lines over maxRuleLine.
@@ -290,18 +309,23 @@ func (p *iptParser) line(line []byte) {
 	}
 	var r iptRule
 	ok := p.parseRule(line, &r)
-	chain := string(r.chain)
-	kind := classifyChain(chain)
+	kind := classifyChainBytes(r.chain)
 	if kind == kindForeign {
 		return
 	}
+	chain := p.intern(r.chain)
 	if p.table == "nat" && kind == kindServices {
 		p.hasServices = true
 	}
-	switch kind {
-	case kindSvc, kindSvl, kindXlb, kindExt, kindFw, kindSep:
-		if p.table == "nat" {
+	serviceChain := false
+	if p.table == "nat" {
+		switch kind {
+		case kindSvc, kindSvl, kindXlb, kindExt, kindFw:
 			p.chain(chain, kind)
+			serviceChain = true
+		case kindSep:
+			p.sep(chain)
+			serviceChain = true
 		}
 	}
 	known := ok && !r.extra && p.handle(kind, chain, &r, line)
@@ -317,10 +341,15 @@ func (p *iptParser) line(line []byte) {
 		return
 	}
 	raw := string(line)
-	if c := p.chains[chain]; c != nil && (kind == kindSvc || kind == kindSvl || kind == kindXlb || kind == kindExt || kind == kindFw || kind == kindSep) {
-		c.raw = append(c.raw, raw)
+	if serviceChain {
+		rc := p.raws[chain]
+		if rc == nil {
+			rc = &iptRaw{}
+			p.raws[chain] = rc
+		}
+		rc.rules = append(rc.rules, raw)
 		if !known {
-			c.unknownRaw = append(c.unknownRaw, raw)
+			rc.unknown = append(rc.unknown, raw)
 		}
 		return
 	}
@@ -339,8 +368,21 @@ func (p *iptParser) chain(name string, kind chainKind) *iptChain {
 	return c
 }
 
-// intern returns the chain name as a string shared with the chain map.
+// sep returns the summary of an endpoint chain, creating it.
+func (p *iptParser) sep(name string) *iptSep {
+	c := p.seps[name]
+	if c == nil {
+		c = &iptSep{name: name}
+		p.seps[name] = c
+	}
+	return c
+}
+
+// intern returns the chain name as a string shared with the chain maps.
 func (p *iptParser) intern(b []byte) string {
+	if c, ok := p.seps[string(b)]; ok {
+		return c.name
+	}
 	if c, ok := p.chains[string(b)]; ok {
 		return c.name
 	}
@@ -350,7 +392,7 @@ func (p *iptParser) intern(b []byte) string {
 // handle files one rule and reports whether it was understood.
 func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte) bool {
 	target := r.target
-	tkind := classifyChain(string(target))
+	tkind := classifyChainBytes(target)
 	switch kind {
 	case kindBuiltin:
 		if p.table == "nat" && string(target) == "KUBE-POSTROUTING" && chain == "POSTROUTING" {
@@ -426,7 +468,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 			return true
 		}
 	case kindSep:
-		c := p.chain(chain, kind)
+		c := p.sep(chain)
 		switch {
 		case string(target) == "KUBE-MARK-MASQ" && len(r.src) > 0 && !r.srcNeg:
 			c.hairpinSrc = trimHostMask(string(r.src))
@@ -436,7 +478,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 			if !ok {
 				return false
 			}
-			c.ip, c.port, c.dnat = ip, port, true
+			c.ip, c.port, c.dnat = ip, int32(port), true
 			c.affinity = r.recentSet
 			return true
 		}

@@ -693,7 +693,7 @@ type nftBuild struct {
 func (p *nftParser) finish(sel *serviceSelector) ([]Service, []string) {
 	var builds []*nftBuild
 	owner := make(map[string]*nftBuild)
-	byKey := make(map[string]*nftBuild)
+	byKey := make(map[serviceKey]*nftBuild)
 	newBuild := func(ip, proto string, port int, name string) *nftBuild {
 		b := &nftBuild{svc: Service{
 			ClusterIP: ip, Port: port, Protocol: strings.ToUpper(proto),
@@ -780,7 +780,7 @@ func (p *nftParser) finish(sel *serviceSelector) ([]Service, []string) {
 		}
 		return b
 	}
-	lbIPs := make(map[string]bool)
+	lbIPs := make(map[serviceKey]bool)
 	for i := range p.elems {
 		e := &p.elems[i]
 		if e.mapName != "firewall-ips" {

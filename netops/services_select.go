@@ -169,11 +169,24 @@ func anyAddrIs(list []string, a netip.Addr) bool {
 }
 
 // sortServices orders services by namespace, name, port name and protocol;
-// services whose name is unknown (no comments) come last, by address.
+// services whose name is unknown (no comments) come last, by address. The
+// keys are computed once: 10,000 services make 140,000 comparisons.
 func sortServices(svcs []Service) {
-	slices.SortStableFunc(svcs, func(a, b Service) int {
-		if (a.Name == "") != (b.Name == "") {
-			if a.Name == "" {
+	type key struct {
+		unnamed bool
+		addr    netip.Addr
+		i       int
+	}
+	keys := make([]key, len(svcs))
+	for i := range svcs {
+		a, _ := netip.ParseAddr(svcs[i].ClusterIP)
+		keys[i] = key{unnamed: svcs[i].Name == "", addr: a, i: i}
+		slices.Sort(svcs[i].NodePorts)
+	}
+	slices.SortFunc(keys, func(x, y key) int {
+		a, b := &svcs[x.i], &svcs[y.i]
+		if x.unnamed != y.unnamed {
+			if x.unnamed {
 				return 1
 			}
 			return -1
@@ -184,20 +197,14 @@ func sortServices(svcs []Service) {
 			cmp.Compare(a.PortName, b.PortName),
 			cmp.Compare(a.Protocol, b.Protocol),
 			cmp.Compare(a.Family, b.Family),
-			compareAddr(a.ClusterIP, b.ClusterIP),
+			x.addr.Compare(y.addr),
 			cmp.Compare(a.Port, b.Port),
+			cmp.Compare(x.i, y.i),
 		)
 	})
-	for i := range svcs {
-		slices.Sort(svcs[i].NodePorts)
+	sorted := make([]Service, len(svcs))
+	for i, k := range keys {
+		sorted[i] = svcs[k.i]
 	}
-}
-
-func compareAddr(a, b string) int {
-	x, err1 := netip.ParseAddr(a)
-	y, err2 := netip.ParseAddr(b)
-	if err1 != nil || err2 != nil {
-		return cmp.Compare(a, b)
-	}
-	return x.Compare(y)
+	copy(svcs, sorted)
 }

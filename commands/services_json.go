@@ -1,0 +1,286 @@
+package commands
+
+import (
+	"encoding/json"
+	"io"
+	"runtime"
+	"strconv"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/hairpinctl/hairpinctl/netops"
+)
+
+// writeServicesJSON writes svcs as writeJSON would (a two-space indented
+// array) but without reflection and on every core: with 10,000 services
+// encoding/json's re-indenting pass alone took longer than parsing the
+// rules. TestServicesJSONMatchesEncodingJSON keeps the two identical,
+// field for field.
+func writeServicesJSON(w io.Writer, svcs []netops.Service) error {
+	if len(svcs) == 0 {
+		_, err := io.WriteString(w, "[]\n")
+		return err
+	}
+	if _, err := io.WriteString(w, "[\n"); err != nil {
+		return err
+	}
+	// Rounds of batch×workers services: the workers fill their buffers in
+	// parallel, then the buffers are written in order and reused, so the
+	// output is never held whole.
+	const batch = 256
+	workers := min(runtime.GOMAXPROCS(0), (len(svcs)+batch-1)/batch)
+	bufs := make([][]byte, workers)
+	for start := 0; start < len(svcs); start += batch * workers {
+		var wg sync.WaitGroup
+		for i := range workers {
+			lo := start + i*batch
+			hi := min(lo+batch, len(svcs))
+			bufs[i] = bufs[i][:0]
+			if lo >= hi {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				b := bufs[i]
+				for j := lo; j < hi; j++ {
+					b = appendServiceJSON(b, &svcs[j])
+					if j < len(svcs)-1 {
+						b = append(b, ',')
+					}
+					b = append(b, '\n')
+				}
+				bufs[i] = b
+			}()
+		}
+		wg.Wait()
+		for _, b := range bufs {
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+		}
+	}
+	_, err := io.WriteString(w, "]\n")
+	return err
+}
+
+// jsonWriter appends "key": value lines at one indent level.
+type jsonWriter struct {
+	b      []byte
+	indent string
+	first  bool
+}
+
+func (j *jsonWriter) key(k string) {
+	if !j.first {
+		j.b = append(j.b, ',')
+	}
+	j.first = false
+	j.b = append(j.b, '\n')
+	j.b = append(j.b, j.indent...)
+	j.b = appendJSONString(j.b, k)
+	j.b = append(j.b, ':', ' ')
+}
+
+func (j *jsonWriter) str(k, v string) { j.key(k); j.b = appendJSONString(j.b, v) }
+func (j *jsonWriter) int(k string, v int) {
+	j.key(k)
+	j.b = strconv.AppendInt(j.b, int64(v), 10)
+}
+func (j *jsonWriter) bool(k string, v bool) { j.key(k); j.b = strconv.AppendBool(j.b, v) }
+func (j *jsonWriter) float(k string, v float64) {
+	j.key(k)
+	j.b = appendJSONFloat(j.b, v)
+}
+
+func (j *jsonWriter) strs(k string, v []string) {
+	j.key(k)
+	if v == nil {
+		j.b = append(j.b, "null"...)
+		return
+	}
+	if len(v) == 0 {
+		j.b = append(j.b, "[]"...)
+		return
+	}
+	j.b = append(j.b, '[')
+	for i, s := range v {
+		if i > 0 {
+			j.b = append(j.b, ',')
+		}
+		j.b = append(j.b, '\n')
+		j.b = append(j.b, j.indent...)
+		j.b = append(j.b, "  "...)
+		j.b = appendJSONString(j.b, s)
+	}
+	j.b = append(j.b, '\n')
+	j.b = append(j.b, j.indent...)
+	j.b = append(j.b, ']')
+}
+
+func (j *jsonWriter) ints(k string, v []int) {
+	j.key(k)
+	if len(v) == 0 {
+		j.b = append(j.b, "[]"...)
+		return
+	}
+	j.b = append(j.b, '[')
+	for i, n := range v {
+		if i > 0 {
+			j.b = append(j.b, ',')
+		}
+		j.b = append(j.b, '\n')
+		j.b = append(j.b, j.indent...)
+		j.b = append(j.b, "  "...)
+		j.b = strconv.AppendInt(j.b, int64(n), 10)
+	}
+	j.b = append(j.b, '\n')
+	j.b = append(j.b, j.indent...)
+	j.b = append(j.b, ']')
+}
+
+// appendServiceJSON appends one array element (indent "  ") in the field
+// order and with the omitempty rules of netops.Service's JSON tags.
+func appendServiceJSON(b []byte, s *netops.Service) []byte {
+	b = append(b, "  {"...)
+	j := jsonWriter{b: b, indent: "    ", first: true}
+	j.str("namespace", s.Namespace)
+	j.str("name", s.Name)
+	j.str("portName", s.PortName)
+	j.str("protocol", s.Protocol)
+	j.str("clusterIP", s.ClusterIP)
+	j.int("port", s.Port)
+	j.str("chain", s.Chain)
+	j.key("endpoints")
+	if s.Endpoints == nil {
+		j.b = append(j.b, "null"...)
+	} else if len(s.Endpoints) == 0 {
+		j.b = append(j.b, "[]"...)
+	} else {
+		j.b = append(j.b, '[')
+		for i := range s.Endpoints {
+			if i > 0 {
+				j.b = append(j.b, ',')
+			}
+			j.b = append(j.b, "\n      {"...)
+			e := &s.Endpoints[i]
+			k := jsonWriter{b: j.b, indent: "        ", first: true}
+			k.str("ip", e.IP)
+			k.int("port", e.Port)
+			k.float("probability", e.Probability)
+			k.str("chain", e.Chain)
+			k.bool("hairpinMasq", e.HairpinMasq)
+			k.bool("sessionAffinity", e.SessionAffinity)
+			k.float("share", e.Share)
+			if e.Weight != 0 {
+				k.int("weight", e.Weight)
+			}
+			j.b = append(k.b, "\n      }"...)
+		}
+		j.b = append(j.b, "\n    ]"...)
+	}
+	if s.NoEndpoints {
+		j.bool("noEndpoints", true)
+	}
+	if len(s.NodePorts) > 0 {
+		j.ints("nodePorts", s.NodePorts)
+	}
+	if len(s.ExternalIPs) > 0 {
+		j.strs("externalIPs", s.ExternalIPs)
+	}
+	if len(s.LoadBalancerIPs) > 0 {
+		j.strs("loadBalancerIPs", s.LoadBalancerIPs)
+	}
+	if s.LocalPolicy {
+		j.bool("localPolicy", true)
+	}
+	if s.SessionAffinitySeconds != 0 {
+		j.int("sessionAffinitySeconds", s.SessionAffinitySeconds)
+	}
+	if len(s.Raw) > 0 {
+		j.strs("raw", s.Raw)
+	}
+	j.str("backend", string(s.Backend))
+	j.int("family", s.Family)
+	if s.LocalChain != "" {
+		j.str("localChain", s.LocalChain)
+	}
+	if s.ExternalChain != "" {
+		j.str("externalChain", s.ExternalChain)
+	}
+	if s.FirewallChain != "" {
+		j.str("firewallChain", s.FirewallChain)
+	}
+	return append(j.b, "\n  }"...)
+}
+
+// appendJSONFloat formats like encoding/json: shortest representation,
+// exponent only for very small or large values.
+func appendJSONFloat(b []byte, f float64) []byte {
+	abs := f
+	if abs < 0 {
+		abs = -abs
+	}
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		// Rare: let encoding/json decide the exact form.
+		out, _ := json.Marshal(f)
+		return append(b, out...)
+	}
+	return strconv.AppendFloat(b, f, 'f', -1, 64)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString quotes s as encoding/json does with HTML escaping on
+// (its default): <, > and & become \u003c, \u003e, \u0026.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

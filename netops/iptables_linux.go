@@ -1,0 +1,332 @@
+package netops
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// iptBackend names the binaries of one iptables backend and family.
+type iptBackend struct {
+	backend Backend
+	family  int
+	// cmd is the iptables command go-iptables runs for single-chain
+	// reads ("iptables-nft", "ip6tables-legacy", ...); save dumps tables.
+	cmd, save string
+}
+
+func iptablesFor(b Backend, family int) iptBackend {
+	mode := "nft"
+	if b == BackendIPTablesLegacy {
+		mode = "legacy"
+	}
+	base := "iptables"
+	if family == 6 {
+		base = "ip6tables"
+	}
+	return iptBackend{backend: b, family: family, cmd: base + "-" + mode, save: base + "-" + mode + "-save"}
+}
+
+// saveBinary finds the -save binary, falling back to the plain
+// iptables-save when it is of the same backend (some distributions ship
+// only the alternatives-managed name).
+func (ib iptBackend) saveBinary() (string, error) {
+	if p, err := exec.LookPath(ib.save); err == nil {
+		return p, nil
+	}
+	plain := "iptables-save"
+	if ib.family == 6 {
+		plain = "ip6tables-save"
+	}
+	if p, err := exec.LookPath(plain); err == nil {
+		out, _ := exec.Command(p, "--version").Output()
+		isNFT := bytes.Contains(out, []byte("nf_tables"))
+		if isNFT == (ib.backend == BackendIPTablesNFT) {
+			return p, nil
+		}
+	}
+	return "", ib.missing(ib.save)
+}
+
+func (ib iptBackend) missing(bin string) error {
+	return fmt.Errorf("%s not found in PATH: install the iptables package (it has both the nft and legacy backends), or pick another --backend", bin)
+}
+
+// golang returns a go-iptables handle for single-chain reads: it finds the
+// binary and adds --wait, so a held xtables lock is waited for a bounded
+// time (iptables-legacy takes the lock even to list; iptables-nft does not
+// need it).
+func (ib iptBackend) golang(waitSeconds int) (*iptables.IPTables, error) {
+	if _, err := exec.LookPath(ib.cmd); err != nil {
+		return nil, ib.missing(ib.cmd)
+	}
+	proto := iptables.ProtocolIPv4
+	if ib.family == 6 {
+		proto = iptables.ProtocolIPv6
+	}
+	// go-iptables' Timeout(0) means "wait forever"; never ask for that.
+	ipt, err := iptables.New(iptables.Path(ib.cmd), iptables.IPFamily(proto), iptables.Timeout(max(waitSeconds, 1)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ib.cmd, err)
+	}
+	return ipt, nil
+}
+
+// listChain reads one chain with `iptables -t table -S chain --wait N` in
+// the client's namespace; a missing chain is empty.
+func (c *Client) listChain(ib iptBackend, ipt *iptables.IPTables, table, chain string, waitSeconds int) ([]string, error) {
+	var lines []string
+	err := c.in(func() error {
+		var err error
+		lines, err = ipt.List(table, chain)
+		return err
+	})
+	var ie *iptables.Error
+	if errors.As(err, &ie) {
+		switch {
+		case ie.IsNotExist():
+			return nil, nil
+		case ie.ExitStatus() == 4 && strings.Contains(ie.Error(), "xtables lock"):
+			return nil, errorf(ErrTimeout, "%s: another process holds the xtables lock (%s); gave up after %ds: retry, or raise --wait", ib.cmd, xtablesLockPath(), max(waitSeconds, 1))
+		case strings.Contains(ie.Error(), "Permission denied"):
+			return nil, errorf(ErrPermission, "%s: permission denied: run as root", ib.cmd)
+		}
+		return nil, fmt.Errorf("%s -t %s -S %s: %s", ib.cmd, table, chain, strings.TrimSpace(firstLine(ie.Error())))
+	}
+	return lines, err
+}
+
+func xtablesLockPath() string {
+	if p := os.Getenv("XTABLES_LOCKFILE"); p != "" {
+		return p
+	}
+	return "/run/xtables.lock"
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		// go-iptables appends stderr; its last line says why.
+		return s[i+1:]
+	}
+	return s
+}
+
+// streamSave runs `<backend>-save -t table` in the client's namespace and
+// hands its stdout to read as it is produced; saves take no xtables lock.
+func (c *Client) streamSave(ib iptBackend, table string, read func(io.Reader) error) error {
+	bin, err := ib.saveBinary()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, "-t", table)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := c.in(cmd.Start); err != nil {
+		return fmt.Errorf("%s: %w", ib.save, err)
+	}
+	rerr := read(out)
+	if rerr != nil {
+		// Drain so the child is not left blocked on a full pipe.
+		_, _ = io.Copy(io.Discard, out)
+	}
+	werr := cmd.Wait()
+	if werr != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if strings.Contains(msg, "Permission denied") {
+			return errorf(ErrPermission, "%s: permission denied: run as root", ib.save)
+		}
+		return fmt.Errorf("%s -t %s: %v: %s", ib.save, table, werr, firstLine(msg))
+	}
+	if rerr != nil {
+		return fmt.Errorf("read %s output: %w", ib.save, rerr)
+	}
+	return nil
+}
+
+// readIPTablesFull dumps the nat table with ONE iptables-save and parses it
+// as it streams; the filter table's REJECTs ("has no endpoints") are read
+// at the same time on the other core: with -S of the two chains on
+// iptables-nft (a filter dump there would list the whole ruleset), with a
+// filter save on iptables-legacy (saves take no lock; the table is small).
+func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, waitSeconds int) error {
+	var (
+		wg      sync.WaitGroup
+		flines  []string
+		ftext   []byte
+		ferr    error
+		doFilt  bool
+		legacyF = ib.backend == BackendIPTablesLegacy && probe.legacyFilter
+		nftF    = ib.backend == BackendIPTablesNFT && probe.nftFilter
+	)
+	if legacyF || nftF {
+		doFilt = true
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if legacyF {
+				ferr = c.streamSave(ib, "filter", func(r io.Reader) error {
+					var err error
+					ftext, err = io.ReadAll(r)
+					return err
+				})
+				return
+			}
+			ipt, err := ib.golang(waitSeconds)
+			if err != nil {
+				ferr = err
+				return
+			}
+			for _, ch := range []string{"KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"} {
+				l, err := c.listChain(ib, ipt, "filter", ch, waitSeconds)
+				if err != nil {
+					ferr = err
+					return
+				}
+				flines = append(flines, l...)
+			}
+		}()
+	}
+	err := c.streamSave(ib, "nat", p.feed)
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	if doFilt && ferr != nil {
+		return ferr
+	}
+	if len(ftext) > 0 {
+		_ = p.feed(bytes.NewReader(ftext))
+	}
+	if len(flines) > 0 {
+		p.feedLines("filter", flines)
+	}
+	return nil
+}
+
+// maxTargetedChains bounds a targeted read; beyond it a full dump is cheaper.
+const maxTargetedChains = 2000
+
+// readIPTablesTargeted reads only the chains a filtered lookup needs, one
+// `iptables -S CHAIN` each: KUBE-SERVICES, then the selected services'
+// chains and their endpoint chains. On iptables-nft listing one chain
+// costs milliseconds while a dump of 10,000 services costs half a minute.
+// It reports false when it cannot serve the filter (names without
+// comments to find them by), and the caller dumps the table instead.
+func (c *Client) readIPTablesTargeted(ib iptBackend, p *iptParser, probe *famProbe, sel *serviceSelector, waitSeconds int) (bool, error) {
+	ipt, err := ib.golang(waitSeconds)
+	if err != nil {
+		return false, err
+	}
+	list := func(table string, chains ...string) error {
+		outs := make([][]string, len(chains))
+		errs := make([]error, len(chains))
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 4)
+		for i, ch := range chains {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				outs[i], errs[i] = c.listChain(ib, ipt, table, ch, waitSeconds)
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+		for _, o := range outs {
+			p.feedLines(table, o)
+		}
+		return nil
+	}
+	if err := list("nat", "KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-MARK-MASQ", "KUBE-POSTROUTING", "POSTROUTING"); err != nil {
+		return false, err
+	}
+	if probe.nftFilter {
+		if err := list("filter", "KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"); err != nil {
+			return false, err
+		}
+	}
+	// Which KUBE-SERVICES rules does the filter select?
+	var queue []string
+	for i := range p.entries {
+		e := &p.entries[i]
+		if e.target == "" || e.filter {
+			continue
+		}
+		if e.kind == entryCluster || e.kind == entryExternal || e.kind == entryLB {
+			probeSvc := Service{ClusterIP: e.ip, Port: e.port}
+			setName(&probeSvc, e.name)
+			if e.name == "" && !sel.addrOnly() {
+				return false, nil // no comment to match a name against
+			}
+			if sel.peek(&probeSvc) {
+				queue = append(queue, e.target)
+			}
+		}
+	}
+	// Node ports reach a service through its KUBE-EXT chain, which its
+	// cluster IP does not lead to: take the node-port entries whose chain
+	// shares a selected chain's hash.
+	hashes := map[string]bool{}
+	for _, ch := range queue {
+		hashes[chainHash(ch)] = true
+	}
+	for i := range p.entries {
+		if e := &p.entries[i]; e.kind == entryNodePort && hashes[chainHash(e.target)] {
+			queue = append(queue, e.target)
+		}
+	}
+	seen := map[string]bool{}
+	for len(queue) > 0 {
+		var level []string
+		for _, ch := range queue {
+			if !seen[ch] {
+				seen[ch] = true
+				level = append(level, ch)
+			}
+		}
+		if len(seen) > maxTargetedChains {
+			return false, nil
+		}
+		if len(level) == 0 {
+			break
+		}
+		if err := list("nat", level...); err != nil {
+			return false, err
+		}
+		queue = queue[:0]
+		for _, ch := range level {
+			cc := p.chains[ch]
+			if cc == nil {
+				continue
+			}
+			queue = append(queue, cc.links...)
+			for _, j := range cc.jumps {
+				queue = append(queue, j.sep)
+			}
+		}
+	}
+	return true, nil
+}
+
+// chainHash is the part of a kube-proxy chain name after its prefix
+// ("KUBE-SVC-XPGD46QRK7WJZT7O" → "XPGD46QRK7WJZT7O"), shared by one
+// service port's chains.
+func chainHash(chain string) string {
+	_, h, _ := strings.Cut(strings.TrimPrefix(chain, "KUBE-"), "-")
+	return h
+}

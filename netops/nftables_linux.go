@@ -1,0 +1,122 @@
+package netops
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+)
+
+// nftConn opens a netlink connection to nf_tables in the client's
+// namespace, for the cheap existence checks that pick a backend: one
+// request each, no exec, and no side effect (reading a legacy table would
+// instantiate it; asking nf_tables for a chain does not create it).
+func (c *Client) nftConn() (*nftables.Conn, error) {
+	opts := []nftables.ConnOption{nftables.AsLasting()}
+	if !c.own {
+		opts = append(opts, nftables.WithNetNSFd(int(c.ns)))
+	}
+	conn, err := nftables.New(opts...)
+	if err != nil {
+		return nil, nftError("open nf_tables netlink socket", err)
+	}
+	return conn, nil
+}
+
+// nftError classifies a google/nftables error, which carries the errno
+// only as text ("... no such file or directory").
+func nftError(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	switch {
+	case errors.Is(err, unix.ENOENT) || strings.Contains(msg, unix.ENOENT.Error()):
+		return errNFTNotFound
+	case errors.Is(err, unix.EPERM) || strings.Contains(msg, unix.EPERM.Error()):
+		return errorf(ErrPermission, "%s: permission denied: run as root", what)
+	case errors.Is(err, unix.EPROTONOSUPPORT) || strings.Contains(msg, unix.EPROTONOSUPPORT.Error()):
+		// No nf_tables in this kernel: nothing can be there.
+		return errNFTNotFound
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+var errNFTNotFound = errors.New("nf_tables object not found")
+
+func nftFamily(family int) nftables.TableFamily {
+	if family == 6 {
+		return nftables.TableFamilyIPv6
+	}
+	return nftables.TableFamilyIPv4
+}
+
+// nftChainExists asks nf_tables whether table (of family) has chain.
+func nftChainExists(conn *nftables.Conn, family int, table, chain string) (bool, error) {
+	_, err := conn.ListChain(&nftables.Table{Name: table, Family: nftFamily(family)}, chain)
+	err = nftError("nf_tables: look up chain "+table+" "+chain, err)
+	if err == errNFTNotFound {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// nftTableExists asks nf_tables whether table exists in family.
+func nftTableExists(conn *nftables.Conn, family int, table string) (bool, error) {
+	_, err := conn.ListTableOfFamily(table, nftFamily(family))
+	if err != nil && strings.Contains(err.Error(), "expected table count") {
+		return false, nil
+	}
+	err = nftError("nf_tables: look up table "+table, err)
+	if err == errNFTNotFound {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// nftFamilyName is the nft family keyword.
+func nftFamilyName(family int) string {
+	if family == 6 {
+		return "ip6"
+	}
+	return "ip"
+}
+
+// streamNFT runs `nft list table ip|ip6 kube-proxy` in the client's
+// namespace and parses its output as it arrives.
+func (c *Client) streamNFT(family int, read func(io.Reader) error) error {
+	bin, err := exec.LookPath("nft")
+	if err != nil {
+		return fmt.Errorf("nft not found in PATH: install the nftables package to read kube-proxy's nftables mode, or pick another --backend")
+	}
+	cmd := exec.Command(bin, "list", "table", nftFamilyName(family), "kube-proxy")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := c.in(cmd.Start); err != nil {
+		return fmt.Errorf("nft: %w", err)
+	}
+	rerr := read(out)
+	if rerr != nil {
+		_, _ = io.Copy(io.Discard, out)
+	}
+	if werr := cmd.Wait(); werr != nil {
+		msg := firstLine(stderr.String())
+		if strings.Contains(msg, "Operation not permitted") {
+			return errorf(ErrPermission, "nft: permission denied: run as root")
+		}
+		return fmt.Errorf("nft list table %s kube-proxy: %v: %s", nftFamilyName(family), werr, msg)
+	}
+	if rerr != nil {
+		return fmt.Errorf("read nft output: %w", rerr)
+	}
+	return nil
+}
