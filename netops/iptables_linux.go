@@ -278,15 +278,16 @@ func (c *Client) readIPTablesTargeted(ib iptBackend, p *iptParser, probe *famPro
 			}
 		}
 	}
-	// Node ports reach a service through its KUBE-EXT chain, which its
-	// cluster IP does not lead to: take the node-port entries whose chain
-	// shares a selected chain's hash.
+	// A service's other addresses and node ports lead to chains its
+	// selected address does not (KUBE-EXT, KUBE-FW): take every entry whose
+	// chain shares a selected chain's hash, as kube-proxy names one service
+	// port's chains alike.
 	hashes := map[string]bool{}
 	for _, ch := range queue {
 		hashes[chainHash(ch)] = true
 	}
 	for i := range p.entries {
-		if e := &p.entries[i]; e.kind == entryNodePort && hashes[chainHash(e.target)] {
+		if e := &p.entries[i]; e.target != "" && !e.filter && hashes[chainHash(e.target)] {
 			queue = append(queue, e.target)
 		}
 	}

@@ -1,6 +1,7 @@
 package netops
 
 import (
+	"cmp"
 	"math"
 	"net/netip"
 	"runtime"
@@ -347,10 +348,19 @@ func (p *iptParser) endpoints(c *iptChain, b *svcBuild) []Endpoint {
 
 // rawOf gathers a service's rules: its KUBE-SERVICES and KUBE-NODEPORTS
 // entries, its chains, then its filter-table rules.
+//
+// The order does not depend on the order the rules were read in (a dump
+// sorts chains by name, a targeted read goes by need): KUBE-SERVICES rules,
+// KUBE-NODEPORTS rules, the dispatch chain, the local, external and
+// firewall chains, then the endpoint chains in the dispatch order.
 func (p *iptParser) rawOf(b *svcBuild) []string {
-	slices.Sort(b.entries)
+	entries := slices.Clone(b.entries)
+	slices.SortStableFunc(entries, func(x, y int) int {
+		ex, ey := &p.entries[x], &p.entries[y]
+		return cmp.Or(cmp.Compare(ex.from, ey.from), cmp.Compare(x, y))
+	})
 	var nat, filter []string
-	for _, i := range b.entries {
+	for _, i := range entries {
 		if e := &p.entries[i]; e.raw != "" {
 			if e.filter {
 				filter = append(filter, e.raw)
@@ -359,7 +369,21 @@ func (p *iptParser) rawOf(b *svcBuild) []string {
 			}
 		}
 	}
+	chains := []string{b.svc.Chain, b.svc.LocalChain, b.svc.ExternalChain, b.svc.FirewallChain}
 	for _, ch := range b.chains {
+		if classifyChain(ch) != kindSep {
+			chains = append(chains, ch)
+		}
+	}
+	for _, e := range b.svc.Endpoints {
+		chains = append(chains, e.Chain)
+	}
+	seen := make(map[string]bool, len(chains))
+	for _, ch := range chains {
+		if ch == "" || seen[ch] {
+			continue
+		}
+		seen[ch] = true
 		if rc := p.raws[ch]; rc != nil {
 			nat = append(nat, rc.rules...)
 		}

@@ -113,6 +113,9 @@ type iptEntry struct {
 	name   string // ns/name:port from the comment, "" without one
 	raw    string
 	filter bool
+	// from is the chain the rule is in (KUBE-SERVICES, KUBE-NODEPORTS,
+	// KUBE-EXTERNAL-SERVICES), for ordering --raw.
+	from chainKind
 }
 
 type entryKind uint8
@@ -491,7 +494,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 func (p *iptParser) handleEntry(kind chainKind, r *iptRule, line []byte) bool {
 	target := string(r.target)
 	tkind := classifyChain(target)
-	e := iptEntry{ip: trimHostMask(string(r.dst)), proto: strings.ToLower(string(r.proto)), filter: p.table == "filter"}
+	e := iptEntry{ip: trimHostMask(string(r.dst)), proto: strings.ToLower(string(r.proto)), filter: p.table == "filter", from: kind}
 	if len(r.dport) > 0 {
 		n, err := strconv.Atoi(string(r.dport))
 		if err != nil || n <= 0 || n > 65535 {

@@ -1,14 +1,17 @@
 package netops
 
 import (
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
+	"golang.org/x/sys/unix"
 )
 
 // captureServices reloads the kube-proxy fixtures into a lab and rewrites
@@ -98,5 +101,215 @@ func TestServicesCapturedFixturesMatchKernel(t *testing.T) {
 					j.src, captured, marshalView(t, got), marshalView(t, want))
 			}
 		})
+	}
+}
+
+// servicesLab is a lab without Service rules, for loading fixtures.
+func servicesLab(t *testing.T) (*lab.Lab, *Client) {
+	t.Helper()
+	l := newLab(t, lab.Options{Pods: 1, Restore: "none", Prefix: "hpsvc"})
+	return l, openLab(t, l)
+}
+
+func loadFixture(t *testing.T, l *lab.Lab, tool, fixture string) {
+	t.Helper()
+	text, err := os.ReadFile(filepath.Join(servicesTestdata, fixture))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{}
+	if tool == "nft" {
+		args = []string{"-f", "-"}
+	}
+	if _, err := l.Exec(string(text), tool, args...); err != nil {
+		t.Fatalf("load %s with %s: %v", fixture, tool, err)
+	}
+}
+
+// The lab's own Service, loaded by each iptables backend, reads back with
+// its endpoint and the hairpin masquerade rule.
+func TestServicesLabService(t *testing.T) {
+	for _, tt := range []struct {
+		restore string
+		want    Backend
+	}{
+		{"iptables-nft-restore", BackendIPTablesNFT},
+		{"iptables-legacy-restore", BackendIPTablesLegacy},
+	} {
+		t.Run(string(tt.want), func(t *testing.T) {
+			l := newLab(t, lab.Options{Pods: 2, Restore: tt.restore, Prefix: "hpsvc"})
+			c := openLab(t, l)
+			res, err := c.Services(ServicesOptions{WaitSeconds: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Backend != tt.want || !reflect.DeepEqual(res.BackendsWithRules, []Backend{tt.want}) || len(res.Warnings) != 0 {
+				t.Errorf("backend %s, with rules %v, warnings %q", res.Backend, res.BackendsWithRules, res.Warnings)
+			}
+			if len(res.Services) != 1 {
+				t.Fatalf("services: %+v", res.Services)
+			}
+			s := res.Services[0]
+			if s.Namespace+"/"+s.Name+":"+s.PortName != l.ServiceName || s.ClusterIP != l.ServiceIP.String() || s.Port != l.ServicePort || s.Protocol != "TCP" {
+				t.Errorf("service %+v, want %s %s:%d", s, l.ServiceName, l.ServiceIP, l.ServicePort)
+			}
+			want := Endpoint{IP: l.Pod(1).IP.String(), Port: 8080, Probability: 1, Share: 1, Chain: lab.EndpointChain(l.ServiceName, "tcp", l.Pod(1).IP.String()+":8080"), HairpinMasq: true}
+			if len(s.Endpoints) != 1 || s.Endpoints[0] != want {
+				t.Errorf("endpoints %+v, want %+v", s.Endpoints, want)
+			}
+			if !res.Masquerade.MarkMasq || !res.Masquerade.PostroutingMasquerade || !res.Masquerade.PostroutingHooked || res.Masquerade.Mark != "0x4000" {
+				t.Errorf("masquerade %+v", res.Masquerade)
+			}
+		})
+	}
+}
+
+// A lookup on iptables-nft lists only the chains it needs; it must find
+// exactly what a full dump finds, raw rules included.
+func TestServicesTargetedMatchesFull(t *testing.T) {
+	for _, fixture := range []string{"iptables-modern.rules", "iptables-old.rules", "iptables-large.rules"} {
+		t.Run(fixture, func(t *testing.T) {
+			l, c := servicesLab(t)
+			loadFixture(t, l, "iptables-nft-restore", fixture)
+			full, err := c.Services(ServicesOptions{Backend: "iptables-nft", Family: 4, Raw: true, FullRead: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(full.Services) < 7 {
+				t.Fatalf("%d services", len(full.Services))
+			}
+			for _, want := range full.Services {
+				name := want.Namespace + "/" + want.Name
+				if want.PortName != "" {
+					name += ":" + want.PortName
+				}
+				for _, o := range []ServicesOptions{{ClusterIPs: []string{want.ClusterIP}}, {Names: []string{name}}} {
+					o.Backend, o.Family, o.Raw = "iptables-nft", 4, true
+					got, err := c.Services(o)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(got.Services) != 1 || !reflect.DeepEqual(got.Services[0], want) {
+						t.Errorf("lookup %v%v:\n got %s\nwant %s", o.ClusterIPs, o.Names, marshalView(t, got.Services), marshalView(t, want))
+					}
+				}
+			}
+		})
+	}
+}
+
+// nftables mode reads back what the captured `nft list` parses to.
+func TestServicesNFTablesMode(t *testing.T) {
+	l, c := servicesLab(t)
+	loadFixture(t, l, "nft", "nftables-modern.nft")
+	loadFixture(t, l, "nft", "nftables6-modern.nft")
+	res, err := c.Services(ServicesOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Backend != BackendNFTables || !reflect.DeepEqual(res.Families, []int{4, 6}) {
+		t.Errorf("backend %s families %v", res.Backend, res.Families)
+	}
+	want := append(stripRaw(parseFixture(t, filepath.Join(servicesTestdata, "nftables-modern.list"), false)).Services,
+		stripRaw(parseFixture(t, filepath.Join(servicesTestdata, "nftables6-modern.list"), false)).Services...)
+	sortServices(want)
+	if got := stripRaw(res).Services; !reflect.DeepEqual(got, want) {
+		t.Errorf("nftables mode:\n got %s\nwant %s", marshalView(t, got), marshalView(t, want))
+	}
+	six, err := c.Services(ServicesOptions{Family: 6, Names: []string{"ns2/svc2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(six.Services) != 1 || six.Services[0].ClusterIP != "fd00:10:96::42" || six.Services[0].NodePorts[0] != 3002 {
+		t.Errorf("-6 ns2/svc2: %+v", six.Services)
+	}
+}
+
+// Rules in both iptables backends: auto warns and shows the larger.
+func TestServicesSplitBrain(t *testing.T) {
+	l, c := servicesLab(t)
+	loadFixture(t, l, "iptables-nft-restore", "iptables-odd.rules")
+	loadFixture(t, l, "iptables-legacy-restore", "iptables-modern.rules")
+	probes, err := c.DetectBackends(4, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nft, leg BackendProbe
+	for _, p := range probes {
+		switch p.Backend {
+		case BackendIPTablesNFT:
+			nft = p
+		case BackendIPTablesLegacy:
+			leg = p
+		}
+	}
+	// iptables-modern.rules has 13 rules in KUBE-SERVICES (nat).
+	if !nft.HasRules || !leg.HasRules || leg.Rules != 13 {
+		t.Fatalf("probes %+v", probes)
+	}
+	res, err := c.Services(ServicesOptions{Family: 4, WaitSeconds: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Backend != BackendIPTablesLegacy || len(res.BackendsWithRules) != 2 || len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "split brain") {
+		t.Errorf("backend %s, with rules %v, warnings %q", res.Backend, res.BackendsWithRules, res.Warnings)
+	}
+	// Asked for, the other one is there.
+	res, err = c.Services(ServicesOptions{Backend: "iptables-nft", Family: 4})
+	if err != nil || res.Backend != BackendIPTablesNFT || len(res.Services) != 2 || res.Unparsed != 4 {
+		t.Errorf("--backend iptables-nft: %v %+v", err, res)
+	}
+}
+
+// A held xtables lock is waited for a bounded time; saves never wait.
+func TestServicesXtablesLock(t *testing.T) {
+	l, c := servicesLab(t)
+	loadFixture(t, l, "iptables-nft-restore", "iptables-odd.rules")
+	loadFixture(t, l, "iptables-legacy-restore", "iptables-modern.rules")
+	lock := filepath.Join(t.TempDir(), "xtables.lock")
+	t.Setenv("XTABLES_LOCKFILE", lock)
+	f, err := os.Create(lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = c.Services(ServicesOptions{Family: 4, WaitSeconds: 1})
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "xtables lock") || !strings.Contains(err.Error(), "--wait") {
+		t.Errorf("with the lock held: %v", err)
+	}
+	if d := time.Since(start); d < time.Second || d > 10*time.Second {
+		t.Errorf("gave up after %v, want about 1s", d)
+	}
+	// A full dump with iptables-legacy-save takes no lock.
+	res, err := c.Services(ServicesOptions{Backend: "iptables-legacy", Family: 4, WaitSeconds: 1})
+	if err != nil || len(res.Services) != 9 {
+		t.Errorf("legacy dump with the lock held: %v %+v", err, res)
+	}
+}
+
+func TestServicesNoRules(t *testing.T) {
+	_, c := servicesLab(t)
+	for _, tt := range []struct {
+		o    ServicesOptions
+		want string
+	}{
+		{ServicesOptions{}, "checked: iptables-nft, iptables-legacy, nftables"},
+		{ServicesOptions{Backend: "iptables", Family: 6}, "IPv6, checked: iptables-nft, iptables-legacy"},
+		{ServicesOptions{Backend: "nftables"}, "checked: nftables"},
+	} {
+		_, err := c.Services(tt.o)
+		if err == nil || !strings.Contains(err.Error(), "no kube-proxy rules found") || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%+v: %v, want %q", tt.o, err, tt.want)
+		}
+	}
+	if _, err := c.Services(ServicesOptions{Backend: "ipvs"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("backend ipvs: %v", err)
+	}
+	if _, err := c.Services(ServicesOptions{Names: []string{"a/b:"}}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad name: %v", err)
 	}
 }
