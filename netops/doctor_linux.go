@@ -1,0 +1,240 @@
+package netops
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
+	"golang.org/x/sys/unix"
+)
+
+// Doctor runs every check on the client's namespace and returns the
+// verdicts. A check that cannot read what it needs says so in its verdict
+// (WARN, or SKIP when it lacks privileges) and the others still run; only
+// bad input is an error: a selector that names no Service shape, or a
+// --bridge that does not exist.
+func (c *Client) Doctor(o DoctorOptions) (*DoctorReport, error) {
+	for _, s := range o.Services {
+		if err := ValidateServiceSelector(s); err != nil {
+			return nil, err
+		}
+	}
+	for _, b := range o.Bridges {
+		if _, err := c.Bridge(b); err != nil {
+			return nil, err
+		}
+	}
+	f := &doctorFacts{netns: c.nsName, bridgesAsked: o.Bridges, selectors: o.Services, cniDir: o.CNIConfDir}
+	if f.cniDir == "" {
+		f.cniDir = DefaultCNIConfDir
+	}
+	c.readBridges(f)
+	c.readSysctls(f)
+	f.services, f.servicesErr = c.doctorServices()
+	f.cniFiles, f.cniErr = loadCNIConfigs(f.cniDir)
+	f.conntrack, f.conntrackErr = c.conntrackCounters()
+	return diagnose(f), nil
+}
+
+// readBridges lists the bridges (every one, or --bridge), their ports
+// with the pod IPs behind them, and, for a promiscuous bridge with a port
+// whose hairpin is off, looks for duplicate suppression.
+func (c *Client) readBridges(f *doctorFacts) {
+	links, err := c.h.LinkList()
+	if err != nil {
+		f.bridgesErr = fmt.Errorf("list links in netns %s: %w", c.NetnsLabel(), err)
+		return
+	}
+	want := map[string]bool{}
+	for _, b := range f.bridgesAsked {
+		want[b] = true
+	}
+	byName := map[string]int{}
+	for _, l := range links {
+		a := l.Attrs()
+		if l.Type() != "bridge" || (len(want) > 0 && !want[a.Name]) {
+			continue
+		}
+		byName[a.Name] = len(f.bridges)
+		f.bridges = append(f.bridges, bridgeFacts{
+			Name:    a.Name,
+			MAC:     a.HardwareAddr.String(),
+			Promisc: a.RawFlags&unix.IFF_PROMISC != 0,
+			Ports:   []Port{},
+		})
+	}
+	if len(f.bridges) == 0 {
+		return
+	}
+	ports, err := c.ListPorts(ListOptions{Bridges: f.bridgesAsked, PodIPs: true})
+	if err != nil {
+		f.bridgesErr = err
+		f.bridges = nil
+		return
+	}
+	for _, p := range ports {
+		if i, ok := byName[p.Bridge]; ok {
+			f.bridges[i].Ports = append(f.bridges[i].Ports, p)
+		}
+	}
+	for i := range f.bridges {
+		b := &f.bridges[i]
+		if !b.Promisc || !slicesAny(b.Ports, func(p Port) bool { return !p.Hairpin }) {
+			continue
+		}
+		b.Dedup = c.findDedup(b.MAC)
+	}
+}
+
+func slicesAny[T any](s []T, pred func(T) bool) bool {
+	for _, v := range s {
+		if pred(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// findDedup searches nft's bridge tables (which hold ebtables-nft's rules
+// too) and ebtables-legacy's filter table for a duplicate-suppression rule.
+func (c *Client) findDedup(mac string) dedupFacts {
+	d := dedupFacts{Looked: true}
+	tools := []struct {
+		bin  string
+		args []string
+		find func(out, mac string) (string, string)
+	}{
+		{"nft", []string{"list", "ruleset", "bridge"}, findDedupNft},
+		{"ebtables-legacy", []string{"-t", "filter", "-L"}, findDedupEbtables},
+	}
+	for _, t := range tools {
+		out, err := c.execIn(t.bin, t.args...)
+		if err != nil {
+			d.Unchecked = append(d.Unchecked, err.Error())
+			continue
+		}
+		if rule, where := t.find(out, mac); rule != "" {
+			d.Rule, d.Where = rule, where
+			return d
+		}
+	}
+	return d
+}
+
+// execIn runs a tool inside the namespace and returns its stdout.
+func (c *Client) execIn(bin string, args ...string) (string, error) {
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return "", fmt.Errorf("%s is not installed", bin)
+	}
+	var stdout, stderr bytes.Buffer
+	err = c.Do(func() error {
+		cmd := exec.Command(path, args...)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		return cmd.Run()
+	})
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if i := strings.IndexByte(msg, '\n'); i >= 0 {
+			msg = msg[:i]
+		}
+		return "", fmt.Errorf("%s %s in netns %s: %v %s", bin, strings.Join(args, " "), c.NetnsLabel(), err, msg)
+	}
+	return stdout.String(), nil
+}
+
+// readSysctls reads the two sysctls doctor judges.
+func (c *Client) readSysctls(f *doctorFacts) {
+	f.brNfCallIPTables = c.readSysctl("/proc/sys/net/bridge/bridge-nf-call-iptables")
+	f.ipForward = c.readSysctl("/proc/sys/net/ipv4/ip_forward")
+}
+
+// readSysctl reads a /proc/sys file on a thread inside the namespace: the
+// net.* files show the namespace of the task that opens them.
+func (c *Client) readSysctl(path string) sysctlFact {
+	var s sysctlFact
+	err := c.Do(func() error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		s.Value = strings.TrimSpace(string(b))
+		return nil
+	})
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		s.Missing = true
+	case errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.EPERM):
+		s.Err = errorf(ErrPermission, "read %s in netns %s: %v", path, c.NetnsLabel(), err)
+	case err != nil:
+		s.Err = fmt.Errorf("read %s in netns %s: %w", path, c.NetnsLabel(), err)
+	}
+	return s
+}
+
+// conntrackCounters reads conntrack's per-CPU statistics
+// (IPCTNL_MSG_CT_GET_STATS_CPU) on a NETLINK_NETFILTER socket made in the
+// namespace, and the table's fill from /proc/sys/net/netfilter: the
+// counters and the count are per namespace, the maximum is the host's.
+// ti-mo/conntrack's StatsGlobal is not used: it asks with NLM_F_DUMP for
+// a request the kernel answers once, and on Linux 6.18 it never returns.
+func (c *Client) conntrackCounters() (conntrackCounters, error) {
+	var k conntrackCounters
+	cfg := &netlink.Config{}
+	if !c.own {
+		cfg.NetNS = int(c.ns)
+	}
+	ct, err := conntrack.Dial(cfg)
+	if err != nil {
+		return k, c.doctorConntrackErr("open conntrack netlink socket", err)
+	}
+	defer ct.Close()
+	cpus, err := ct.Stats()
+	if err != nil {
+		return k, c.doctorConntrackErr("read conntrack statistics", err)
+	}
+	for _, s := range cpus {
+		k.InsertFailed += uint64(s.InsertFailed)
+		k.Drop += uint64(s.Drop)
+		k.EarlyDrop += uint64(s.EarlyDrop)
+		k.Invalid += uint64(s.Invalid)
+		k.Error += uint64(s.Error)
+	}
+	for _, v := range []struct {
+		path string
+		dst  *uint64
+	}{
+		{"/proc/sys/net/netfilter/nf_conntrack_count", &k.Entries},
+		{"/proc/sys/net/netfilter/nf_conntrack_max", &k.MaxEntries},
+	} {
+		s := c.readSysctl(v.path)
+		if s.Value == "" {
+			continue // no fill figures: the counters alone are judged
+		}
+		n, err := strconv.ParseUint(s.Value, 10, 64)
+		if err != nil {
+			return k, fmt.Errorf("%s in netns %s: %q is not a number", v.path, c.NetnsLabel(), s.Value)
+		}
+		*v.dst = n
+	}
+	return k, nil
+}
+
+// doctorConntrackErr classifies a conntrack netlink error: no privileges,
+// or conntrack not loaded (nothing tracks connections, so nothing is lost).
+func (c *Client) doctorConntrackErr(what string, err error) error {
+	switch {
+	case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
+		return errorf(ErrPermission, "%s in netns %s needs CAP_NET_ADMIN", what, c.NetnsLabel())
+	case errors.Is(err, unix.EPROTONOSUPPORT), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOENT):
+		return errorf(ErrNotFound, "conntrack is not loaded in netns %s (nf_conntrack_netlink): nothing to check", c.NetnsLabel())
+	}
+	return fmt.Errorf("%s in netns %s: %w", what, c.NetnsLabel(), err)
+}
