@@ -27,6 +27,8 @@ follows conntrack, and diagnoses the whole chain.`,
 			watchCommand,
 			selftestCommand,
 			conntrackCommand,
+			doctorCommand,
+			metricsCommand,
 			versionCommand,
 		},
 		// --netns and -o are accepted before the command name too.
