@@ -1,0 +1,197 @@
+package commands
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/urfave/cli/v2"
+)
+
+var doctorCommand = &cli.Command{
+	Name:      "doctor",
+	Usage:     "diagnose why a pod cannot reach itself through its Service, with a fix for each finding",
+	ArgsUsage: "[SERVICE-IP | NS/NAME[:PORT]]...",
+	Description: `Runs the hairpin checklist on the node and joins what no single tool joins:
+which endpoint of a Service sits behind which bridge port, and whether that
+port has hairpin on. Each check says PASS, WARN, FAIL or SKIP, a one-line
+finding, and a fix (a command where one exists):
+
+   bridge-hairpin  hairpin on every bridge port, or a promiscuous bridge with
+                   duplicate suppression
+   br-netfilter    net.bridge.bridge-nf-call-iptables = 1
+   ip-forward      net.ipv4.ip_forward = 1
+   kube-proxy      which backend holds kube-proxy's rules: iptables-nft,
+                   iptables-legacy or nftables; both iptables ones is a
+                   split brain
+   masquerade      KUBE-MARK-MASQ and the KUBE-POSTROUTING MASQUERADE rule
+   service:NAME    each named Service (or "services": all of them): every
+                   endpoint has its hairpin masquerade rule, and every
+                   endpoint behind a port of this node's bridge has hairpin on
+   cni-config      the CNI configuration new pods get sets hairpinMode
+   conntrack       insert_failed and drop counters
+
+Without a bridge (routed CNIs such as Calico or Cilium) the bridge checks
+SKIP. Exit status 4 when a check FAILs. Reading kube-proxy's rules and
+conntrack needs root; without it those checks SKIP.
+
+EXAMPLES:
+   hairpinctl doctor
+   hairpinctl doctor 10.96.0.10
+   hairpinctl doctor default/web:http --bridge cni0
+   hairpinctl doctor -o json | jq '.checks[] | select(.status == "FAIL")'
+   hairpinctl doctor --cni-conf-dir /etc/cni/net.d --netns node1`,
+	Flags: []cli.Flag{
+		bridgeFlag("check only bridge `BR` (repeatable; default every bridge)"),
+		cniConfDirFlag(),
+		outputFlag(),
+		netnsFlag(),
+	},
+	Action: runDoctor,
+}
+
+func cniConfDirFlag() cli.Flag {
+	return &cli.StringFlag{
+		Name:  "cni-conf-dir",
+		Value: netops.DefaultCNIConfDir,
+		Usage: "read CNI network configurations from `DIR`",
+	}
+}
+
+// doctorOptions validates doctor's and metrics' shared input.
+func doctorOptions(c *cli.Context, services []string) (netops.DoctorOptions, error) {
+	cmd := c.Command.Name
+	brs, err := bridges(c)
+	if err != nil {
+		return netops.DoctorOptions{}, err
+	}
+	for _, s := range services {
+		if err := netops.ValidateServiceSelector(s); err != nil {
+			return netops.DoctorOptions{}, fmt.Errorf("%s: %w", cmd, err)
+		}
+	}
+	dir := c.String("cni-conf-dir")
+	if dir == "" {
+		return netops.DoctorOptions{}, usageErrorf("%s: --cni-conf-dir is empty", cmd)
+	}
+	return netops.DoctorOptions{Bridges: brs, CNIConfDir: dir, Services: services}, nil
+}
+
+func runDoctor(c *cli.Context) error {
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	o, err := doctorOptions(c, c.Args().Slice())
+	if err != nil {
+		return err
+	}
+	cl, err := openClient(c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	rep, err := cl.Doctor(o)
+	if err != nil {
+		return fmt.Errorf("doctor: %w", err)
+	}
+	if format == "json" {
+		err = writeJSON(c.App.Writer, rep)
+	} else {
+		err = printDoctor(c.App.Writer, rep)
+	}
+	if err != nil {
+		return err
+	}
+	if rep.Summary.Fail > 0 {
+		return silentExit(ExitFindings)
+	}
+	return nil
+}
+
+// doctorWidth is the width the report is wrapped to, and doctorIndent the
+// column findings start in.
+const (
+	doctorWidth  = 80
+	doctorIndent = 8
+	// doctorMaxDetails bounds the details shown per check; -o json has all.
+	doctorMaxDetails = 8
+)
+
+// printDoctor writes one block per check: the verdict and the check's ID,
+// then the finding, the fix and (for WARN and FAIL) the details, wrapped
+// to 80 columns under the ID; then a summary line.
+func printDoctor(w io.Writer, rep *netops.DoctorReport) error {
+	pal := colours(w)
+	var b strings.Builder
+	pad := strings.Repeat(" ", doctorIndent)
+	fmt.Fprintf(&b, "%-*s%s\n", doctorIndent, "STATUS", "CHECK / FINDING")
+	for _, ch := range rep.Checks {
+		fmt.Fprintf(&b, "%s%s%s\n", paintStatus(pal, ch.Status), strings.Repeat(" ", doctorIndent-len(ch.Status)), ch.ID)
+		for _, ln := range wrapText(ch.Finding, doctorWidth-doctorIndent, "") {
+			b.WriteString(pad + ln + "\n")
+		}
+		if ch.Fix != "" {
+			for _, ln := range wrapText("Fix: "+ch.Fix, doctorWidth-doctorIndent, "     ") {
+				b.WriteString(pad + ln + "\n")
+			}
+		}
+		if ch.Status != netops.StatusWarn && ch.Status != netops.StatusFail {
+			continue
+		}
+		for i, d := range ch.Details {
+			if i == doctorMaxDetails {
+				fmt.Fprintf(&b, "%s%s\n", pad, pal.dim(fmt.Sprintf("… %d more (see -o json)", len(ch.Details)-i)))
+				break
+			}
+			for _, ln := range wrapText("- "+d, doctorWidth-doctorIndent, "  ") {
+				b.WriteString(pad + pal.dim(ln) + "\n")
+			}
+		}
+	}
+	s := rep.Summary
+	fmt.Fprintf(&b, "\n%s: %d fail, %d warn, %d pass, %d skip (netns %s)\n",
+		paintStatus(pal, s.Status), s.Fail, s.Warn, s.Pass, s.Skip, s.Netns)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func paintStatus(pal palette, s netops.CheckStatus) string {
+	switch s {
+	case netops.StatusPass:
+		return pal.good(string(s))
+	case netops.StatusWarn:
+		return pal.warn(string(s))
+	case netops.StatusFail:
+		return pal.bad(string(s))
+	}
+	return pal.dim(string(s))
+}
+
+// wrapText breaks s into lines of at most width characters at spaces,
+// continuation lines starting with hang. A word longer than a line is
+// left whole.
+func wrapText(s string, width int, hang string) []string {
+	var lines []string
+	line, n, fresh := "", 0, true
+	for _, word := range strings.Fields(s) {
+		wl := utf8.RuneCountInString(word)
+		if !fresh && n+1+wl > width {
+			lines = append(lines, line)
+			line, n, fresh = hang, utf8.RuneCountInString(hang), true
+		}
+		if !fresh {
+			line += " "
+			n++
+		}
+		line += word
+		n += wl
+		fresh = false
+	}
+	if !fresh {
+		lines = append(lines, line)
+	}
+	return lines
+}
