@@ -194,6 +194,14 @@ type iptParser struct {
 
 	scratch []byte
 	toks    [][]byte
+
+	// The chain of the previous rule, and its summaries.
+	cur      []byte
+	curTable string
+	curKind  chainKind
+	curName  string
+	curChain *iptChain
+	curSep   *iptSep
 }
 
 func newIPTParser(family int, keepRaw bool) *iptParser {
@@ -312,11 +320,22 @@ func (p *iptParser) line(line []byte) {
 	}
 	var r iptRule
 	ok := p.parseRule(line, &r)
-	kind := classifyChainBytes(r.chain)
+	// A dump lists a chain's rules together: classify and intern its name
+	// once per chain, not once per rule.
+	if !bytes.Equal(r.chain, p.cur) || p.curTable != p.table {
+		p.cur = append(p.cur[:0], r.chain...)
+		p.curTable = p.table
+		p.curKind = classifyChainBytes(r.chain)
+		p.curName = ""
+		if p.curKind != kindForeign {
+			p.curName = string(r.chain)
+		}
+	}
+	kind := p.curKind
 	if kind == kindForeign {
 		return
 	}
-	chain := p.intern(r.chain)
+	chain := p.curName
 	if p.table == "nat" && kind == kindServices {
 		p.hasServices = true
 	}
@@ -363,33 +382,30 @@ func (p *iptParser) line(line []byte) {
 
 // chain returns the summary of a service-related chain, creating it.
 func (p *iptParser) chain(name string, kind chainKind) *iptChain {
+	if p.curChain != nil && p.curChain.name == name {
+		return p.curChain
+	}
 	c := p.chains[name]
 	if c == nil {
 		c = &iptChain{name: name, kind: kind}
 		p.chains[name] = c
 	}
+	p.curChain = c
 	return c
 }
 
 // sep returns the summary of an endpoint chain, creating it.
 func (p *iptParser) sep(name string) *iptSep {
+	if p.curSep != nil && p.curSep.name == name {
+		return p.curSep
+	}
 	c := p.seps[name]
 	if c == nil {
 		c = &iptSep{name: name}
 		p.seps[name] = c
 	}
+	p.curSep = c
 	return c
-}
-
-// intern returns the chain name as a string shared with the chain maps.
-func (p *iptParser) intern(b []byte) string {
-	if c, ok := p.seps[string(b)]; ok {
-		return c.name
-	}
-	if c, ok := p.chains[string(b)]; ok {
-		return c.name
-	}
-	return string(b)
 }
 
 // handle files one rule and reports whether it was understood.
@@ -437,7 +453,9 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 			}
 			return true
 		case tkind == kindSep:
-			j := iptJump{sep: p.intern(target), prob: 1}
+			// A string per jump is cheaper than interning it through the
+			// chain maps (two lookups in tables of 60,000 names).
+			j := iptJump{sep: string(target), prob: 1}
 			if r.hasProb {
 				f, err := strconv.ParseFloat(string(r.prob), 64)
 				if err != nil || f < 0 || f > 1 {
@@ -451,7 +469,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 			c.jumps = append(c.jumps, j)
 			return true
 		case kind == kindXlb && (tkind == kindSvc || tkind == kindSvl):
-			c.links = append(c.links, p.intern(target))
+			c.links = append(c.links, string(target))
 			return true
 		}
 	case kindExt, kindFw:
@@ -467,7 +485,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 			if kind == kindExt && r.srcLocal == 1 {
 				c.localShape = true
 			}
-			c.links = appendUnique(c.links, p.intern(target))
+			c.links = appendUnique(c.links, string(target))
 			return true
 		}
 	case kindSep:
@@ -570,7 +588,7 @@ func (p *iptParser) handleEntry(kind chainKind, r *iptRule, line []byte) bool {
 		return false
 	}
 	if e.kind != entryMasq && e.kind != entryNodePortMasq {
-		e.target = p.intern(r.target)
+		e.target = string(r.target)
 	}
 	p.entries = append(p.entries, e)
 	return true
@@ -679,6 +697,9 @@ func splitHostPort(s string) (string, int, bool) {
 func (p *iptParser) tokenize(line []byte) bool {
 	p.toks = p.toks[:0]
 	p.scratch = p.scratch[:0]
+	// iptables-save separates words with single spaces; hand-written
+	// text may use tabs or runs of blanks, which the slow path handles.
+	fast := bytes.IndexByte(line, '\t') < 0
 	i := 0
 	for i < len(line) {
 		for i < len(line) && (line[i] == ' ' || line[i] == '\t') {
@@ -688,9 +709,19 @@ func (p *iptParser) tokenize(line []byte) bool {
 			break
 		}
 		if line[i] != '"' {
-			j := i
-			for j < len(line) && line[j] != ' ' && line[j] != '\t' {
-				j++
+			var j int
+			if fast {
+				j = bytes.IndexByte(line[i:], ' ')
+				if j < 0 {
+					j = len(line)
+				} else {
+					j += i
+				}
+			} else {
+				j = i
+				for j < len(line) && line[j] != ' ' && line[j] != '\t' {
+					j++
+				}
 			}
 			p.toks = append(p.toks, line[i:j])
 			i = j
@@ -720,8 +751,8 @@ func (p *iptParser) tokenize(line []byte) bool {
 				}
 				p.scratch = append(p.scratch, line[k])
 			}
-			// scratch may grow and move; the slice stays valid because
-			// it is re-sliced from the final array below.
+			// parseRule reserved scratch for the whole line, so it never
+			// moves and earlier tokens stay valid.
 			p.toks = append(p.toks, p.scratch[start:len(p.scratch):len(p.scratch)])
 		}
 		i = j + 1

@@ -101,6 +101,7 @@ func (c *Client) streamNFT(family int, read func(io.Reader) error) error {
 	if err != nil {
 		return err
 	}
+	growPipe(out)
 	if err := c.in(cmd.Start); err != nil {
 		return fmt.Errorf("nft: %w", err)
 	}
