@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -207,6 +208,39 @@ func TestE2EDoctorUsage(t *testing.T) {
 		r := run(t, cmd, "--help")
 		if r.code != 0 || !strings.Contains(r.stdout, "EXAMPLES:") || !strings.Contains(r.stdout, "4  doctor: at least one check FAILed") {
 			t.Errorf("%s --help: %+v", cmd, r)
+		}
+	}
+}
+
+// Without privileges doctor still lists the bridge and reads the sysctls;
+// what needs CAP_NET_ADMIN SKIPs and says to run as root.
+func TestE2EDoctorUnprivileged(t *testing.T) {
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv not installed")
+	}
+	l := newLab(t, lab.Options{Pods: 1, Restore: "iptables-nft-restore"})
+	cni := cniDir(t, "10-flannel.conflist")
+	for _, d := range []string{cni, filepath.Dir(cni)} { // t.TempDir makes them 0700
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("ip", "netns", "exec", l.Node, "setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--",
+		bin, "doctor", "-o", "json", "--cni-conf-dir", cni)
+	cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	out, err := cmd.Output()
+	var ee *exec.ExitError
+	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 4) {
+		t.Fatalf("%v: %v\n%s", cmd.Args, err, out)
+	}
+	var d doctorJSON
+	if err := json.Unmarshal(out, &d); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for id, want := range map[string]string{"bridge-hairpin": "FAIL", "br-netfilter": "PASS", "ip-forward": "PASS", "kube-proxy": "SKIP", "conntrack": "SKIP", "cni-config": "PASS"} {
+		st, finding, fix := d.check(t, id)
+		if st != want || want == "SKIP" && fix != "run as root" {
+			t.Errorf("%s unprivileged: %s %q fix %q, want %s", id, st, finding, fix, want)
 		}
 	}
 }

@@ -190,6 +190,10 @@ func TestCheckCNI(t *testing.T) {
 	if c := checkCNI(f); c.Status != StatusSkip || c.Finding != "no CNI configuration directory /etc/cni/net.d" {
 		t.Errorf("no directory: %s %q", c.Status, c.Finding)
 	}
+	f = &doctorFacts{cniDir: "/etc/cni/net.d", cniErr: &fs.PathError{Op: "open", Path: "/etc/cni/net.d", Err: fs.ErrPermission}}
+	if c := checkCNI(f); c.Status != StatusSkip || c.Fix != "run as root" {
+		t.Errorf("unreadable directory: %s %q %q", c.Status, c.Finding, c.Fix)
+	}
 	f = &doctorFacts{cniDir: cniTestdata, cniFiles: []cniFile{}}
 	if c := checkCNI(f); c.Status != StatusSkip || !strings.Contains(c.Finding, "no valid CNI configuration") {
 		t.Errorf("empty directory: %s %q", c.Status, c.Finding)

@@ -43,20 +43,28 @@ func (s CheckStatus) rank() int {
 	return 0
 }
 
-// Check IDs. A Service check's ID is CheckService + ":" + the service port
-// ("service:default/web:http"), or CheckService + ":" + the argument that
-// matched nothing.
+// Check IDs, stable: metrics and scripts key on them. A Service check's ID
+// is CheckService + ":" + the service port ("service:default/web:http"),
+// or CheckService + ":" + the argument that matched nothing.
 const (
+	// CheckBridgeHairpin: hairpin on every bridge port, or a promiscuous
+	// bridge with duplicate suppression.
 	CheckBridgeHairpin = "bridge-hairpin"
-	CheckBrNetfilter   = "br-netfilter"
-	CheckIPForward     = "ip-forward"
-	CheckKubeProxy     = "kube-proxy"
-	CheckMasquerade    = "masquerade"
+	// CheckBrNetfilter: net.bridge.bridge-nf-call-iptables = 1.
+	CheckBrNetfilter = "br-netfilter"
+	// CheckIPForward: net.ipv4.ip_forward = 1.
+	CheckIPForward = "ip-forward"
+	// CheckKubeProxy: which backend holds kube-proxy's rules, and only one.
+	CheckKubeProxy = "kube-proxy"
+	// CheckMasquerade: the mark-and-masquerade plumbing hairpin needs.
+	CheckMasquerade = "masquerade"
 	// CheckServices is the check of every Service, when none is named.
 	CheckServices = "services"
 	// CheckService prefixes the check of one named Service port.
-	CheckService   = "service"
+	CheckService = "service"
+	// CheckCNIConfig: the CNI configuration new pods get sets hairpinMode.
 	CheckCNIConfig = "cni-config"
+	// CheckConntrack: no insert failures or drops.
 	CheckConntrack = "conntrack"
 )
 
@@ -80,10 +88,11 @@ type DoctorSummary struct {
 	// Status is the worst verdict: FAIL, WARN, PASS, or SKIP when every
 	// check skipped.
 	Status CheckStatus `json:"status"`
-	Pass   int         `json:"pass"`
-	Warn   int         `json:"warn"`
-	Fail   int         `json:"fail"`
-	Skip   int         `json:"skip"`
+	// Pass, Warn, Fail and Skip count the checks with each verdict.
+	Pass int `json:"pass"`
+	Warn int `json:"warn"`
+	Fail int `json:"fail"`
+	Skip int `json:"skip"`
 	// Netns is the namespace examined: the --netns value, or "host".
 	Netns string `json:"netns"`
 }
@@ -292,7 +301,7 @@ func shellQuote(s string) string {
 // couldNotCheck is the verdict when reading the facts failed: SKIP when
 // privileges were missing, WARN otherwise.
 func couldNotCheck(id, what string, err error) Check {
-	if errors.Is(err, ErrPermission) {
+	if errors.Is(err, ErrPermission) || errors.Is(err, fs.ErrPermission) {
 		return Check{ID: id, Status: StatusSkip, Finding: fmt.Sprintf("%s: not permitted (%v)", what, err), Fix: "run as root"}
 	}
 	return Check{ID: id, Status: StatusWarn, Finding: fmt.Sprintf("could not check %s: %v", what, err)}
@@ -381,7 +390,7 @@ func checkBridgeHairpin(f *doctorFacts) Check {
 	enable := func(brs []string) string {
 		args := "enable"
 		for _, b := range brs {
-			args += " --bridge " + b
+			args += " --bridge " + shellQuote(b)
 		}
 		return f.hairpinctlCmd(args)
 	}
@@ -565,10 +574,12 @@ func serviceName(s Service) string {
 	return n
 }
 
-// matchesSelector reports whether s is selected by sel (validated).
+// matchesSelector reports whether s is selected by sel (validated): an IP
+// selects by ClusterIP, external or load-balancer IP.
 func matchesSelector(s Service, sel string) bool {
 	if a, err := netip.ParseAddr(sel); err == nil {
-		for _, ip := range append([]string{s.ClusterIP}, s.ExternalIPs...) {
+		ips := append(append([]string{s.ClusterIP}, s.ExternalIPs...), s.LoadBalancerIPs...)
+		for _, ip := range ips {
 			if b, err := netip.ParseAddr(ip); err == nil && a.Unmap() == b.Unmap() {
 				return true
 			}
@@ -681,7 +692,7 @@ func (f *doctorFacts) serviceFix(enable []string, restart bool) string {
 		for _, p := range enable {
 			if !seen[p] {
 				seen[p] = true
-				ports = append(ports, p)
+				ports = append(ports, shellQuote(p))
 			}
 		}
 		fixes = append(fixes, f.hairpinctlCmd("enable "+strings.Join(ports, " ")))
@@ -855,7 +866,7 @@ func checkCNI(f *doctorFacts) Check {
 			if p.PromiscMode {
 				c.Finding += " (promiscMode is set: promiscuous-bridge mode, which needs duplicate suppression)"
 			}
-			c.Fix = fmt.Sprintf(`set "hairpinMode": true in %s (or keep ports on: %s)`, active.Path, f.hairpinctlCmd("watch --bridge "+p.Bridge))
+			c.Fix = fmt.Sprintf(`set "hairpinMode": true in %s (or keep ports on: %s)`, active.Path, f.hairpinctlCmd("watch --bridge "+shellQuote(p.Bridge)))
 			return c
 		}
 	}
