@@ -30,6 +30,8 @@ follows conntrack, and diagnoses the whole chain.`,
 			doctorCommand,
 			metricsCommand,
 			versionCommand,
+			completionCommand,
+			completeCommand,
 		},
 		// --netns and -o are accepted before the command name too.
 		Flags:                []cli.Flag{netnsFlag(), outputFlag()},
