@@ -416,3 +416,59 @@ func TestDoctorLabConntrack(t *testing.T) {
 	}
 	wantCheck(t, runDoctor(t, c, DoctorOptions{}), CheckConntrack, StatusWarn, "conntrack lost connections: insert_failed", "random-fully")
 }
+
+// Checks 4, 5 and 6 on kube-proxy's nftables mode: the backend is named,
+// the masquerade chains are nftables', the endpoint's `ip saddr` rule is
+// the hairpin masquerade rule, and with it and hairpin on the endpoint
+// really reaches itself through the Service.
+func TestDoctorLabNFTablesMode(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft not installed")
+	}
+	rules, err := os.ReadFile(filepath.Join(doctorTestdata, "kube-proxy-nftables.nft"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLab(t, lab.Options{Pods: 2, Endpoints: []int{1, 2}, Restore: "none", Hairpin: true})
+	c := openLab(t, l)
+	load := func(text string) {
+		t.Helper()
+		if out, err := l.Exec("", "nft", "delete", "table", "ip", "kube-proxy"); err != nil && !strings.Contains(out, "No such file") {
+			t.Fatalf("%v: %s", err, out)
+		}
+		if out, err := l.Exec(text, "nft", "-f", "-"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	load(string(rules))
+	o := DoctorOptions{Services: []string{"10.96.0.10"}}
+	checks := runDoctor(t, c, o)
+	wantCheck(t, checks, CheckKubeProxy, StatusPass, "kube-proxy's rules are in nftables (1 service port)", "")
+	wantCheck(t, checks, CheckMasquerade, StatusPass, "mark-for-masquerade marks with 0x4000 and masquerading masquerades what is marked (nftables)", "")
+	wantCheck(t, checks, "service:default/web:http", StatusPass, "all 2 endpoints have their hairpin masquerade rule", "")
+	// numgen picks either endpoint: connect until pod 1 lands on itself
+	// (the chance of 30 misses is 2^-30); a hairpin failure is a timeout.
+	self := false
+	for i := 0; i < 30 && !self; i++ {
+		got, err := l.ConnectService(l.Pod(1), 3*time.Second)
+		if err != nil {
+			t.Fatalf("nftables mode, doctor passes, but pod 1's connection %d failed: %v", i, err)
+		}
+		self = got == l.Pod(1).Name
+	}
+	if !self {
+		t.Error("pod 1 never reached itself through the Service")
+	}
+
+	load(withoutLines(t, string(rules), "ip saddr 10.244.0.11 jump mark-for-masquerade"))
+	wantCheck(t, runDoctor(t, c, o), "service:default/web:http", StatusFail, "endpoint 10.244.0.11:8080 has no hairpin masquerade rule", "restart kube-proxy")
+	load(withoutLines(t, string(rules), "nat-postrouting jump masquerading"))
+	wantCheck(t, runDoctor(t, c, o), CheckMasquerade, StatusFail, "nat-postrouting does not jump to masquerading", "restart kube-proxy")
+
+	// Stale iptables rules next to nftables mode.
+	load(string(rules))
+	if err := l.Restore("iptables-nft-restore", lab.ServiceRules(l.ServiceName, l.ServiceIP.String(), l.ServicePort, []string{"10.244.0.11"}, 8080)); err != nil {
+		t.Fatal(err)
+	}
+	wantCheck(t, runDoctor(t, c, o), CheckKubeProxy, StatusWarn, "kube-proxy rules in iptables-nft and nftables", "")
+}
