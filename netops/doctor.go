@@ -373,7 +373,8 @@ func checkBridgeHairpin(f *doctorFacts) Check {
 			c.Details = append(c.Details,
 				fmt.Sprintf("%s: promiscuous (promiscuous-bridge mode) with duplicate suppression (%s: %s); %d of %d ports have hairpin off and rely on it: %s",
 					b.Name, b.Dedup.Where, b.Dedup.Rule, len(off), len(b.Ports), strings.Join(off, ", ")),
-				fmt.Sprintf("%s: not checked: that the rule is reached from the bridge's OUTPUT hook and covers the whole pod range", b.Name))
+				fmt.Sprintf("%s: not checked: that the rule is reached from the bridge's OUTPUT hook and covers the whole pod range", b.Name),
+				fmt.Sprintf("%s: not checked: that this kernel carries hairpin traffic through a promiscuous bridge; with br_netfilter's bridged DNAT, Linux 6.18 in hairpinctl's lab does not (hairpin mode on the ports does)", b.Name))
 		case b.Promisc:
 			warn = append(warn, fmt.Sprintf("%s is promiscuous (promiscuous-bridge mode) but no duplicate-suppression rule was found: hairpin traffic gets through, duplicated", b.Name))
 			warnBridges = append(warnBridges, b.Name)
@@ -664,7 +665,7 @@ func (f *doctorFacts) judgeService(s Service, idx portIndex) serviceVerdict {
 		case ref.port.Hairpin:
 			v.details = append(v.details, fmt.Sprintf("%s: masquerade rule %s; behind %s on %s, hairpin on", epLabel, yesNo(ep.HairpinMasq), ref.port.Name, ref.bridge.Name))
 		case ref.bridge.Promisc && ref.bridge.Dedup.Rule != "":
-			v.details = append(v.details, fmt.Sprintf("%s: masquerade rule %s; behind %s on %s, hairpin off, bridge promiscuous with duplicate suppression", epLabel, yesNo(ep.HairpinMasq), ref.port.Name, ref.bridge.Name))
+			v.details = append(v.details, fmt.Sprintf("%s: masquerade rule %s; behind %s on %s, hairpin off, bridge promiscuous with duplicate suppression (not checked: that the kernel carries hairpin traffic that way; see %s)", epLabel, yesNo(ep.HairpinMasq), ref.port.Name, ref.bridge.Name, CheckBridgeHairpin))
 		case ref.bridge.Promisc:
 			warns = append(warns, fmt.Sprintf("%s is the pod behind %s on %s, hairpin off; the bridge is promiscuous without duplicate suppression, so its hairpin traffic arrives duplicated", head, ref.port.Name, ref.bridge.Name))
 			v.enable = append(v.enable, ref.port.Name)
