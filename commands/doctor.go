@@ -12,7 +12,7 @@ import (
 
 var doctorCommand = &cli.Command{
 	Name:      "doctor",
-	Usage:     "diagnose why a pod cannot reach itself through its Service, with a fix for each finding",
+	Usage:     "diagnose hairpin failures, with a fix for each finding",
 	ArgsUsage: "[SERVICE-IP | NS/NAME[:PORT]]...",
 	Description: `Runs the hairpin checklist on the node and joins what no single tool joins:
 which endpoint of a Service sits behind which bridge port, and whether that
@@ -28,8 +28,8 @@ finding, and a fix (a command where one exists):
                    split brain
    masquerade      KUBE-MARK-MASQ and the KUBE-POSTROUTING MASQUERADE rule
    service:NAME    each named Service (or "services": all of them): every
-                   endpoint has its hairpin masquerade rule, and every
-                   endpoint behind a port of this node's bridge has hairpin on
+                   endpoint has its hairpin masquerade rule, and every one
+                   behind a port of this node's bridge has hairpin on
    cni-config      the CNI configuration new pods get sets hairpinMode
    conntrack       insert_failed and drop counters
 
@@ -44,7 +44,7 @@ EXAMPLES:
    hairpinctl doctor -o json | jq '.checks[] | select(.status == "FAIL")'
    hairpinctl doctor --cni-conf-dir /etc/cni/net.d --netns node1`,
 	Flags: []cli.Flag{
-		bridgeFlag("check only bridge `BR` (repeatable; default every bridge)"),
+		bridgeFlag("check only bridge `BR` (repeatable; default: every bridge)"),
 		cniConfDirFlag(),
 		outputFlag(),
 		netnsFlag(),

@@ -18,11 +18,11 @@ const metricsFile = "hairpinctl.prom"
 
 var metricsCommand = &cli.Command{
 	Name:  "metrics",
-	Usage: "write bridge-port and doctor metrics for node_exporter's textfile collector",
+	Usage: "write hairpin and doctor metrics for node_exporter",
 	Description: `Runs the doctor checks (every Service, as "hairpinctl doctor" with no
-arguments) and writes DIR/` + metricsFile + ` in the Prometheus text format, atomically
-(a temporary file in DIR renamed over the old one), for node_exporter's
---collector.textfile.directory:
+arguments) and writes DIR/` + metricsFile + ` in the Prometheus text format,
+atomically (a temporary file in DIR renamed over the old one), for
+node_exporter's --collector.textfile.directory:
 
    hairpinctl_bridge_ports{bridge,hairpin="on"|"off"}
        ports of each bridge by hairpin state
@@ -34,11 +34,12 @@ not change the exit status: they are what the metrics report.
 
 EXAMPLES:
    hairpinctl metrics --textfile /var/lib/node_exporter/textfile_collector
-   hairpinctl metrics --textfile /tmp/m --bridge cni0 && cat /tmp/m/` + metricsFile + `
+   hairpinctl metrics --textfile /tmp/m --bridge cni0 --netns node1
+   cat /tmp/m/` + metricsFile + `
    # alert: hairpinctl_doctor_check_status{status="fail"} == 1`,
 	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "textfile", Usage: "write " + metricsFile + " into directory `DIR` (node_exporter's textfile directory)"},
-		bridgeFlag("only bridge `BR` (repeatable; default every bridge)"),
+		&cli.StringFlag{Name: "textfile", Usage: "write " + metricsFile + " into `DIR`, node_exporter's textfile directory"},
+		bridgeFlag("only bridge `BR` (repeatable; default: every bridge)"),
 		cniConfDirFlag(),
 		netnsFlag(),
 	},
