@@ -91,5 +91,7 @@ func bridges(c *cli.Context) ([]string, error) {
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	// Fix commands carry && and <, which need no escaping outside HTML.
+	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
 }
