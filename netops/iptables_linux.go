@@ -247,36 +247,37 @@ func (c *Client) readIPTablesTargeted(ib iptBackend, p *iptParser, probe *famPro
 	if err != nil {
 		return false, err
 	}
-	list := func(table string, chains ...string) error {
+	// list reads chains in parallel (each read is its own process) and
+	// feeds them in the order asked, tables given as "table chain".
+	list := func(chains ...[2]string) error {
 		outs := make([][]string, len(chains))
 		errs := make([]error, len(chains))
 		var wg sync.WaitGroup
-		sem := make(chan struct{}, 4)
-		for i, ch := range chains {
+		sem := make(chan struct{}, 8)
+		for i, tc := range chains {
 			wg.Add(1)
 			sem <- struct{}{}
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				outs[i], errs[i] = c.listChain(ib, ipt, table, ch, waitSeconds)
+				outs[i], errs[i] = c.listChain(ib, ipt, tc[0], tc[1], waitSeconds)
 			}()
 		}
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
 			return err
 		}
-		for _, o := range outs {
-			p.feedLines(table, o)
+		for i, o := range outs {
+			p.feedLines(chains[i][0], o)
 		}
 		return nil
 	}
-	if err := list("nat", "KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-MARK-MASQ", "KUBE-POSTROUTING", "POSTROUTING"); err != nil {
-		return false, err
-	}
+	first := [][2]string{{"nat", "KUBE-SERVICES"}, {"nat", "KUBE-NODEPORTS"}, {"nat", "KUBE-MARK-MASQ"}, {"nat", "KUBE-POSTROUTING"}, {"nat", "POSTROUTING"}}
 	if probe.nftFilter {
-		if err := list("filter", "KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"); err != nil {
-			return false, err
-		}
+		first = append(first, [2]string{"filter", "KUBE-SERVICES"}, [2]string{"filter", "KUBE-EXTERNAL-SERVICES"})
+	}
+	if err := list(first...); err != nil {
+		return false, err
 	}
 	// Which KUBE-SERVICES rules does the filter select?
 	var queue []string
@@ -309,6 +310,15 @@ func (c *Client) readIPTablesTargeted(ib iptBackend, p *iptParser, probe *famPro
 			queue = append(queue, e.target)
 		}
 	}
+	// Forget the other services' jumps: assembling 10,000 services to
+	// keep one would cost more than reading its chains.
+	kept := p.entries[:0]
+	for _, e := range p.entries {
+		if e.target == "" || e.filter || hashes[chainHash(e.target)] {
+			kept = append(kept, e)
+		}
+	}
+	p.entries = kept
 	seen := map[string]bool{}
 	for len(queue) > 0 {
 		var level []string
@@ -324,7 +334,11 @@ func (c *Client) readIPTablesTargeted(ib iptBackend, p *iptParser, probe *famPro
 		if len(level) == 0 {
 			break
 		}
-		if err := list("nat", level...); err != nil {
+		pairs := make([][2]string, len(level))
+		for i, ch := range level {
+			pairs[i] = [2]string{"nat", ch}
+		}
+		if err := list(pairs...); err != nil {
 			return false, err
 		}
 		queue = queue[:0]

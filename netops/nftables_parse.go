@@ -113,6 +113,9 @@ func (p *nftParser) feed(r io.Reader) error {
 		pending []byte
 		elems   []byte
 		inElems bool
+		// Running brace balances of pending and elems: a map of 10,000
+		// elements spans 10,000 lines, so never rescan what was read.
+		pendingBal, elemsBal int
 	)
 	for {
 		line, b, err := readLine(br, buf)
@@ -134,14 +137,14 @@ func (p *nftParser) feed(r io.Reader) error {
 		// A rule with an unbalanced '{' continues on the next line.
 		if len(pending) > 0 {
 			pending = append(append(pending, ' '), line...)
-			if braceBalance(pending) > 0 {
+			if pendingBal += braceBalance(line); pendingBal > 0 {
 				continue
 			}
 			line, pending = pending, nil
 		}
 		if inElems {
 			elems = append(append(elems, ' '), line...)
-			if braceBalance(elems) <= 0 {
+			if elemsBal += braceBalance(line); elemsBal <= 0 {
 				inElems = false
 				p.elements(name, elems)
 				elems = elems[:0]
@@ -185,7 +188,7 @@ func (p *nftParser) feed(r io.Reader) error {
 				if bytes.HasPrefix(line, []byte("type ")) || bytes.HasPrefix(line, []byte("comment ")) || bytes.HasPrefix(line, []byte("policy ")) {
 					continue
 				}
-				if braceBalance(line) > 0 {
+				if pendingBal = braceBalance(line); pendingBal > 0 {
 					pending = append(pending[:0], line...)
 					continue
 				}
@@ -194,7 +197,7 @@ func (p *nftParser) feed(r io.Reader) error {
 				switch {
 				case bytes.HasPrefix(line, []byte("elements = ")):
 					elems = append(elems[:0], line[len("elements = "):]...)
-					if braceBalance(elems) > 0 {
+					if elemsBal = braceBalance(elems); elemsBal > 0 {
 						inElems = true
 						continue
 					}
