@@ -264,7 +264,10 @@ func TestE2EWaitBridge(t *testing.T) {
 	oneLineErr(t, r, "bridge late0 did not appear")
 
 	// The bridge and a port appear while hairpinctl waits.
+	added := make(chan struct{})
+	defer func() { <-added }() // the lab's handle must outlive the goroutine
 	go func() {
+		defer close(added)
 		time.Sleep(300 * time.Millisecond)
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "late0"}}
 		if err := l.Handle().LinkAdd(br); err != nil {
