@@ -34,6 +34,9 @@ func (p *iptParser) finish(backend Backend, sel *serviceSelector) (svcs []Servic
 			for _, c := range b.chains {
 				owned[c] = true
 			}
+			for _, e := range b.svc.Endpoints {
+				owned[e.Chain] = true
+			}
 		}
 		if !sel.match(&b.svc) {
 			continue
@@ -327,7 +330,11 @@ func (p *iptParser) endpoints(c *iptChain, b *svcBuild) []Endpoint {
 		share := remaining * j.prob
 		remaining -= share
 		ep.Share = roundShare(share)
-		if sep := p.seps[j.sep]; sep != nil {
+		sep := j.to
+		if sep == nil {
+			sep = p.seps[j.sep]
+		}
+		if sep != nil {
 			ep.IP, ep.Port = sep.ip, int(sep.port)
 			ep.SessionAffinity = sep.affinity
 			if !sep.dnat && j.epComment != "" {
@@ -341,7 +348,6 @@ func (p *iptParser) endpoints(c *iptChain, b *svcBuild) []Endpoint {
 			ep.IP, ep.Port = ip, port
 		}
 		eps = append(eps, ep)
-		b.chains = appendUnique(b.chains, j.sep)
 	}
 	return eps
 }

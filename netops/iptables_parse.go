@@ -134,7 +134,10 @@ const (
 
 // iptJump is a service chain's jump to an endpoint chain.
 type iptJump struct {
-	sep     string
+	sep string
+	// to is the endpoint chain when it was read before the jump, as in a
+	// dump (KUBE-SEP sorts before KUBE-SVC): no lookup when assembling.
+	to      *iptSep
 	prob    float64
 	hasProb bool
 	// epComment is "ip:port" from a "ns/svc:port -> ip:port" comment.
@@ -455,7 +458,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 		case tkind == kindSep:
 			// A string per jump is cheaper than interning it through the
 			// chain maps (two lookups in tables of 60,000 names).
-			j := iptJump{sep: string(target), prob: 1}
+			j := iptJump{sep: string(target), prob: 1, to: p.seps[string(target)]}
 			if r.hasProb {
 				f, err := strconv.ParseFloat(string(r.prob), 64)
 				if err != nil || f < 0 || f > 1 {
