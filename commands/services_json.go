@@ -231,15 +231,16 @@ func appendJSONFloat(b []byte, f float64) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString quotes s as encoding/json does with HTML escaping on
-// (its default): <, > and & become \u003c, \u003e, \u0026.
+// appendJSONString quotes s as writeJSON's encoder does: no HTML escaping
+// (SetEscapeHTML(false)), but U+2028 and U+2029 escaped as encoding/json
+// always does.
 func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			if c >= 0x20 && c != '"' && c != '\\' {
 				i++
 				continue
 			}
