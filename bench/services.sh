@@ -16,7 +16,7 @@ set -euo pipefail
 BIN=$(readlink -f "${1:-./bin/hairpinctl}")
 SERVICES=${SERVICES:-10000}
 ENDPOINTS=${ENDPOINTS:-5}
-RUNS=${RUNS:-5}
+RUNS=${RUNS:-11}
 BACKENDS=${BACKENDS:-"iptables-nft iptables-legacy nftables"}
 MID=$((SERVICES / 2 + 6)) # a service in the middle of the table
 TARGET_IP="10.96.$((MID / 250)).$((MID % 250 + 1))"
