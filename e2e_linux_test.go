@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -10,24 +9,13 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
+	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 	"github.com/vishvananda/netlink"
 )
 
 func newLab(t *testing.T, o lab.Options) *lab.Lab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds network namespaces")
-	}
-	l, err := lab.New(o)
-	if err != nil {
-		t.Fatalf("lab: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := l.Close(); err != nil {
-			t.Errorf("lab cleanup: %v", err)
-		}
-	})
-	return l
+	return labtest.New(t, o)
 }
 
 // hairpinOf reads a port's hairpin mode straight from the kernel.

@@ -1,0 +1,31 @@
+// Package labtest gives tests a lab (see package lab) that is removed when
+// the test ends, failed or not. It is separate from lab so that selftest,
+// which uses lab in the shipped binary, does not link the testing package.
+package labtest
+
+import (
+	"os"
+	"testing"
+
+	"github.com/hairpinctl/hairpinctl/netops/lab"
+)
+
+// New builds a lab for t and registers its removal. Without root it skips:
+// the lab needs CAP_SYS_ADMIN to create namespaces and CAP_NET_ADMIN to
+// wire them (CI runs as root, so there it always runs).
+func New(t testing.TB, o lab.Options) *lab.Lab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: builds network namespaces")
+	}
+	l, err := lab.New(o)
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("lab cleanup: %v", err)
+		}
+	})
+	return l
+}
