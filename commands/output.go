@@ -18,9 +18,10 @@ func newTable(w io.Writer) *tabwriter.Writer {
 // gets an escape of the same length, so tabwriter still aligns.
 type palette struct{ on bool }
 
-// colours is enabled only when w is a terminal and NO_COLOR is unset.
+// colours is enabled only when w is a terminal and NO_COLOR is unset or
+// empty (no-color.org: present and not empty disables colour).
 func colours(w io.Writer) palette {
-	if _, set := os.LookupEnv("NO_COLOR"); set {
+	if os.Getenv("NO_COLOR") != "" {
 		return palette{}
 	}
 	f, ok := w.(*os.File)
