@@ -622,7 +622,10 @@ func TestConntrackStops(t *testing.T) {
 	holdService(t, l, l.Pod(2))
 	r := startConntrack(t, cl, ConntrackOptions{ServiceIP: labService})
 	r.waitIdle(t)
-	if res := r.stop(t); res.err != nil || res.stats.Flows != 1 {
+	// The held flow is in the dump; the lab's server closes its side after
+	// answering, so that flow's FIN updates may also arrive as events: at
+	// least the dumped one, then a clean stop on cancel.
+	if res := r.stop(t); res.err != nil || res.stats.Flows < 1 {
 		t.Errorf("after cancel: %+v", res)
 	}
 
