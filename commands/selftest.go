@@ -1,12 +1,9 @@
 package commands
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
 	"syscall"
 
@@ -62,20 +59,8 @@ func runSelftest(c *cli.Context) error {
 
 	// A signal cancels the run; the namespaces are removed before it
 	// returns. Further signals stay caught until then.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	var caught os.Signal
-	go func() {
-		select {
-		case s := <-sigs:
-			caught = s
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	ctx, caught, stop := signalContext()
+	defer stop()
 
 	errw := c.App.ErrWriter
 	pal := colours(errw)
@@ -102,7 +87,7 @@ func runSelftest(c *cli.Context) error {
 	if err != nil {
 		if ctx.Err() != nil {
 			name := "a signal"
-			if s, ok := caught.(syscall.Signal); ok {
+			if s, ok := caught().(syscall.Signal); ok {
 				name = unixSignalName(s)
 			}
 			what := "removed the namespaces it created"

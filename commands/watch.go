@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
 	"syscall"
 	"time"
@@ -87,20 +86,10 @@ func runWatch(c *cli.Context) error {
 	}
 	defer cl.Close()
 
-	ctx, cancel := context.WithCancel(context.Background())
+	sigCtx, stoppedBy, stop := signalContext()
+	defer stop()
+	ctx, cancel := context.WithCancel(sigCtx)
 	defer cancel()
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
-	var stoppedBy os.Signal
-	go func() {
-		select {
-		case s := <-sigs:
-			stoppedBy = s
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 
 	p := newWatchPrinter(c.App.Writer, format, cl.NetnsLabel())
 	var readyErr error
@@ -125,7 +114,7 @@ func runWatch(c *cli.Context) error {
 		return readyErr
 	}
 	cause := "interrupted"
-	if s, ok := stoppedBy.(syscall.Signal); ok {
+	if s, ok := stoppedBy().(syscall.Signal); ok {
 		cause = unixSignalName(s)
 	}
 	p.print(netops.WatchEvent{Time: time.Now(), Kind: watchStopped, Cause: cause})
