@@ -251,20 +251,30 @@ func TestE2EWaitBridge(t *testing.T) {
 	}
 	oneLineErr(t, r, "bridge late0 did not appear")
 
-	// The bridge and a port appear while hairpinctl waits.
-	added := make(chan struct{})
-	defer func() { <-added }() // the lab's handle must outlive the goroutine
+	// The bridge appears, its port already attached, while hairpinctl
+	// waits: the port joins a bridge named tmpbr0, which is then renamed
+	// late0 (a down bridge can be renamed), so enable finds the port.
+	h := l.Handle()
+	tmp := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "tmpbr0"}}
+	if err := h.LinkAdd(tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vlate", MasterIndex: tmp.Attrs().Index}, PeerName: "vlatep"}); err != nil {
+		t.Fatal(err)
+	}
+	renamed := make(chan error, 1)
 	go func() {
-		defer close(added)
 		time.Sleep(300 * time.Millisecond)
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "late0"}}
-		if err := l.Handle().LinkAdd(br); err != nil {
-			return
-		}
-		_ = l.Handle().LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vlate", MasterIndex: br.Attrs().Index}, PeerName: "vlatep"})
+		renamed <- h.LinkSetName(tmp, "late0")
 	}()
 	r = run(t, "enable", "--bridge", "late0", "--wait-bridge", "20s", "--netns", l.Node)
-	if r.code != 0 {
+	if err := <-renamed; err != nil {
+		t.Fatalf("rename tmpbr0 to late0: %v", err)
+	}
+	if r.code != 0 || !strings.Contains(r.stdout, "vlate") {
 		t.Fatalf("wait then enable: %+v", r)
+	}
+	if !hairpinOf(t, l, "vlate") {
+		t.Error("vlate: hairpin off after waiting for late0 and enabling")
 	}
 }

@@ -202,7 +202,13 @@ func (c *Client) WaitForBridges(names []string, timeout time.Duration) error {
 	}
 	updates := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
-	defer close(done)
+	// The library's reader sends without a select: keep receiving until it
+	// closes the channel, or a burst of updates at return blocks it forever.
+	defer func() {
+		close(done)
+		for range updates {
+		}
+	}()
 	var nsp *netns.NsHandle
 	if !c.own {
 		nsp = &c.ns
@@ -241,11 +247,12 @@ func (c *Client) WaitForBridges(names []string, timeout time.Duration) error {
 	// A slow poll covers an update lost to a subscription error.
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
+	recv := updates // nil once closed; the deferred drain keeps updates
 	for len(missing) > 0 {
 		select {
-		case u, ok := <-updates:
+		case u, ok := <-recv:
 			if !ok {
-				updates = nil
+				recv = nil
 				continue
 			}
 			if !missing[u.Attrs().Name] {
