@@ -207,6 +207,7 @@ func TestE2EBadInput(t *testing.T) {
 		{"name too long", nil, []string{"enable", "vethabcdefghijklm", "--netns", ns}, 2, "is 17 bytes, the limit is 15"},
 		{"slash in name", nil, []string{"enable", "a/b", "--netns", ns}, 2, "contains '/'"},
 		{"space in name", nil, []string{"ports", "a b", "--netns", ns}, 2, "contains whitespace"},
+		{"unknown port listed", nil, []string{"ports", "nope0", "-o", "json", "--netns", ns}, 2, "nope0: no such interface"},
 		{"missing netns", nil, []string{"ports", "--netns", "no-such-ns-x"}, 2, "netns no-such-ns-x does not exist"},
 		{"missing netns path", nil, []string{"enable", "--all", "--netns", "/proc/999999999/ns/net"}, 2, "does not exist"},
 		{"nothing selected", nil, []string{"enable", "--netns", ns}, 2, "name the interfaces, or use --bridge BR or --all"},
@@ -215,6 +216,9 @@ func TestE2EBadInput(t *testing.T) {
 		{"bad hairpin filter", nil, []string{"ports", "--hairpin", "maybe"}, 2, "use on or off"},
 		{"bad flag", nil, []string{"enable", "--bogus"}, 2, "flag provided but not defined"},
 		{"wait without bridge", nil, []string{"enable", "--all", "--wait-bridge", "1s"}, 2, "--wait-bridge needs --bridge"},
+		{"version with an argument", nil, []string{"version", "extra"}, 2, `version: takes no arguments (got "extra")`},
+		{"services -4 and -6", nil, []string{"services", "-4", "-6"}, 2, "-4 and -6 exclude each other"},
+		{"doctor missing CNI dir", nil, []string{"doctor", "--cni-conf-dir", "/nonexistent/cni", "--netns", ns}, 2, "--cni-conf-dir /nonexistent/cni is not a directory"},
 		{"no CAP_NET_ADMIN", nobody, []string{"enable", "veth1"}, 1, "enable needs CAP_NET_ADMIN: run as root"},
 		{"no CAP_NET_ADMIN disable", nobody, []string{"disable", "--all"}, 1, "disable needs CAP_NET_ADMIN: run as root"},
 	}
@@ -225,6 +229,10 @@ func TestE2EBadInput(t *testing.T) {
 				t.Errorf("exit %d, want %d (%+v)", r.code, tt.code, r)
 			}
 			oneLineErr(t, r, tt.msg)
+			// Bad input leaves stdout empty: no partial data for scripts.
+			if r.stdout != "" {
+				t.Errorf("stdout not empty: %q", r.stdout)
+			}
 		})
 	}
 

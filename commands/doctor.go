@@ -3,6 +3,7 @@ package commands
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"unicode/utf8"
 
@@ -75,6 +76,13 @@ func doctorOptions(c *cli.Context, services []string) (netops.DoctorOptions, err
 	dir := c.String("cni-conf-dir")
 	if dir == "" {
 		return netops.DoctorOptions{}, usageErrorf("%s: --cni-conf-dir is empty", cmd)
+	}
+	// The default directory may be absent (a routed CNI: the check SKIPs);
+	// one the user named must exist.
+	if c.IsSet("cni-conf-dir") {
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			return netops.DoctorOptions{}, usageErrorf("%s: --cni-conf-dir %s is not a directory: give the CNI configuration directory (default /etc/cni/net.d)", cmd, dir)
+		}
 	}
 	return netops.DoctorOptions{Bridges: brs, CNIConfDir: dir, Services: services}, nil
 }

@@ -84,6 +84,10 @@ func runPorts(c *cli.Context) error {
 		}
 		ports = kept
 	}
+	if len(names) > 0 && len(ports) == 0 && len(fails) > 0 {
+		// Nothing to show: leave stdout empty so scripts get no partial data.
+		return failuresError(c, fails, 0)
+	}
 	w := c.App.Writer
 	switch {
 	case quiet:

@@ -66,6 +66,8 @@ func runServices(c *cli.Context) error {
 		return usageErrorf("services: --wait %d: give at least 1 second", o.WaitSeconds)
 	}
 	switch v4, v6 := c.Bool("ipv4"), c.Bool("ipv6"); {
+	case v4 && v6:
+		return usageErrorf("services: -4 and -6 exclude each other: give neither for both families")
 	case v4 && !v6:
 		o.Family = 4
 	case v6 && !v4:

@@ -15,6 +15,9 @@ var versionCommand = &cli.Command{
    hairpinctl version -o json`,
 	Flags: []cli.Flag{outputFlag()},
 	Action: func(c *cli.Context) error {
+		if c.NArg() > 0 {
+			return usageErrorf("version: takes no arguments (got %q)", c.Args().First())
+		}
 		format, err := outputFormat(c)
 		if err != nil {
 			return err
