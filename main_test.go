@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,9 +33,49 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build hairpinctl: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	links, namespaces := hostState()
 	code := m.Run()
 	os.RemoveAll(dir)
+	// Every test works in namespaces of its own: nothing may be left in
+	// the host namespace or under /run/netns.
+	afterLinks, afterNs := hostState()
+	if extra := added(links, afterLinks); len(extra) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: the tests left links in the host namespace: %v\n", extra)
+		code = 1
+	}
+	if extra := added(namespaces, afterNs); len(extra) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: the tests left namespaces under /run/netns: %v\n", extra)
+		code = 1
+	}
 	os.Exit(code)
+}
+
+// hostState lists the host namespace's links and the named namespaces.
+func hostState() (links, namespaces []string) {
+	ifs, _ := net.Interfaces()
+	for _, i := range ifs {
+		links = append(links, i.Name)
+	}
+	ents, _ := os.ReadDir("/run/netns")
+	for _, e := range ents {
+		namespaces = append(namespaces, e.Name())
+	}
+	return links, namespaces
+}
+
+// added returns what is in after but not in before.
+func added(before, after []string) []string {
+	had := map[string]bool{}
+	for _, b := range before {
+		had[b] = true
+	}
+	var out []string
+	for _, a := range after {
+		if !had[a] {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // result is one run of the binary.
