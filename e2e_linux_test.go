@@ -194,13 +194,7 @@ func TestE2EBadInput(t *testing.T) {
 	}
 	ns := l.Node
 	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
-	tests := []struct {
-		name string
-		cred *syscall.Credential
-		args []string
-		code int
-		msg  string
-	}{
+	tests := []badInput{
 		{"unknown interface", nil, []string{"enable", "nope0", "--netns", ns}, 2, "nope0: no such interface"},
 		{"not a bridge port", nil, []string{"enable", "veth9", "--netns", ns}, 2, "veth9 is not attached to a bridge"},
 		{"unknown bridge", nil, []string{"enable", "--bridge", "cni9", "--netns", ns}, 2, "bridge cni9 not found"},
@@ -222,19 +216,7 @@ func TestE2EBadInput(t *testing.T) {
 		{"no CAP_NET_ADMIN", nobody, []string{"enable", "veth1"}, 1, "enable needs CAP_NET_ADMIN: run as root"},
 		{"no CAP_NET_ADMIN disable", nobody, []string{"disable", "--all"}, 1, "disable needs CAP_NET_ADMIN: run as root"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := runAs(t, tt.cred, tt.args...)
-			if r.code != tt.code {
-				t.Errorf("exit %d, want %d (%+v)", r.code, tt.code, r)
-			}
-			oneLineErr(t, r, tt.msg)
-			// Bad input leaves stdout empty: no partial data for scripts.
-			if r.stdout != "" {
-				t.Errorf("stdout not empty: %q", r.stdout)
-			}
-		})
-	}
+	checkBadInput(t, tests)
 
 	t.Run("empty bridge is success", func(t *testing.T) {
 		r := run(t, "enable", "--bridge", "br-empty", "--netns", ns)

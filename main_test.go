@@ -93,8 +93,15 @@ func run(t *testing.T, args ...string) result {
 // runAs runs hairpinctl, as another user when cred is set.
 func runAs(t *testing.T, cred *syscall.Credential, args ...string) result {
 	t.Helper()
+	return runCmd(t, cred, nil, args...)
+}
+
+// runCmd runs hairpinctl as cred (nil: as we are) with extra environment
+// variables after the inherited ones.
+func runCmd(t *testing.T, cred *syscall.Credential, env []string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	cmd.Env = append(append(os.Environ(), "NO_COLOR=1"), env...)
 	if cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}
@@ -108,6 +115,34 @@ func runAs(t *testing.T, cred *syscall.Credential, args ...string) result {
 		t.Fatalf("run %v: %v", args, err)
 	}
 	return r
+}
+
+// badInput is one bad invocation: who runs it (nil: root), the arguments,
+// the documented exit code and a piece of the one-line message.
+type badInput struct {
+	name string
+	cred *syscall.Credential
+	args []string
+	code int
+	msg  string
+}
+
+// checkBadInput runs each case: the exit code, one line on stderr naming
+// the problem, and nothing on stdout (no partial data for scripts).
+func checkBadInput(t *testing.T, tests []badInput) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runAs(t, tt.cred, tt.args...)
+			if r.code != tt.code {
+				t.Errorf("exit %d, want %d (%+v)", r.code, tt.code, r)
+			}
+			oneLineErr(t, r, tt.msg)
+			if r.stdout != "" {
+				t.Errorf("stdout not empty: %q", r.stdout)
+			}
+		})
+	}
 }
 
 // oneLineErr checks the documented error shape: exactly one line on

@@ -268,13 +268,7 @@ func TestE2EWatchBadInput(t *testing.T) {
 	l := newLab(t, lab.Options{Pods: 1, Restore: "none"})
 	ns := l.Node
 	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
-	tests := []struct {
-		name string
-		cred *syscall.Credential
-		args []string
-		code int
-		msg  string
-	}{
+	tests := []badInput{
 		{"nothing selected", nil, []string{"watch", "--netns", ns}, 2, "name the bridges with --bridge BR, or use --all"},
 		{"both", nil, []string{"watch", "--all", "--bridge", "cni0", "--netns", ns}, 2, "not both"},
 		{"arguments", nil, []string{"watch", "veth1", "--bridge", "cni0"}, 2, "takes no arguments"},
@@ -283,15 +277,7 @@ func TestE2EWatchBadInput(t *testing.T) {
 		{"bad output", nil, []string{"watch", "--all", "-o", "yaml"}, 2, `unknown output format "yaml"`},
 		{"no CAP_NET_ADMIN", nobody, []string{"watch", "--all"}, 1, "watch needs CAP_NET_ADMIN: run as root"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := runAs(t, tt.cred, tt.args...)
-			if r.code != tt.code {
-				t.Errorf("exit %d, want %d (%+v)", r.code, tt.code, r)
-			}
-			oneLineErr(t, r, tt.msg)
-		})
-	}
+	checkBadInput(t, tests)
 
 	t.Run("stale ready file removed", func(t *testing.T) {
 		ready := filepath.Join(t.TempDir(), "ready")
