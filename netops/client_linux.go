@@ -7,10 +7,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -28,14 +26,8 @@ type Client struct {
 	h   *netlink.Handle
 	// raw is a NETLINK_ROUTE socket in the namespace for requests the netlink
 	// package has no bulk form of: the AF_BRIDGE link dump and pipelined RTM_SETLINK.
-	raw  *nl.NetlinkSocket
-	seq  atomic.Uint32
-	rbuf []byte
+	raw *rawConn
 }
-
-// nextSeq numbers a request on the raw socket, so answers are matched to
-// their request.
-func (c *Client) nextSeq() uint32 { return c.seq.Add(1) }
 
 // ResolveNetns turns a --netns value into a path: a bare name is looked up
 // under /run/netns, anything with a '/' is taken as a path
@@ -80,29 +72,17 @@ func Open(spec string) (*Client, error) {
 		c.ns.Close()
 		return nil, errorf(ErrInvalid, "%s is not a network namespace", spec)
 	}
-	// In the caller's own namespace no setns is needed, which keeps
-	// listing usable without privileges.
-	target := c.ns
-	if path == "" {
-		target = netns.None()
-	}
+	target := c.target()
 	c.h, err = netlink.NewHandleAt(target, unix.NETLINK_ROUTE)
 	if err != nil {
 		c.ns.Close()
 		return nil, fmt.Errorf("netlink socket in netns %s: %w", c.NetnsLabel(), err)
 	}
-	c.raw, err = nl.GetNetlinkSocketAt(target, netns.None(), unix.NETLINK_ROUTE)
+	c.raw, err = openRawConn(target, 64<<10)
 	if err != nil {
 		c.h.Close()
 		c.ns.Close()
 		return nil, fmt.Errorf("netlink socket in netns %s: %w", c.NetnsLabel(), err)
-	}
-	// Strict checking makes the kernel honour dump filters it otherwise
-	// ignores, IFA_TARGET_NETNSID among them, and reject what it cannot
-	// filter instead of silently dumping everything.
-	if err := unix.SetsockoptInt(c.raw.GetFd(), unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("netlink strict checking (Linux 4.20 or later needed): %w", err)
 	}
 	return c, nil
 }
@@ -120,6 +100,16 @@ func isNetns(fd int) bool {
 		return true // an older kernel: nsfs, type unknown
 	}
 	return t == unix.CLONE_NEWNET
+}
+
+// target is the namespace to open sockets in: none in the caller's own
+// namespace, where no setns is needed, which keeps listing usable
+// without privileges.
+func (c *Client) target() netns.NsHandle {
+	if c.own {
+		return netns.None()
+	}
+	return c.ns
 }
 
 // Close releases the sockets and the namespace handle.

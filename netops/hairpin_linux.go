@@ -51,8 +51,8 @@ func (c *Client) SetHairpin(ports []Port, on, dryRun bool) *SetResult {
 	// its 36 bytes, so ask for room beyond rmem_max (SO_RCVBUFFORCE, which
 	// CAP_NET_ADMIN allows). If refused, a window of 128 still fits the
 	// default 208 KiB.
-	if err := c.raw.SetReceiveBufferSize(setRcvBuf, true); err != nil {
-		_ = c.raw.SetReceiveBufferSize(setRcvBuf, false)
+	if err := c.raw.sock.SetReceiveBufferSize(setRcvBuf, true); err != nil {
+		_ = c.raw.sock.SetReceiveBufferSize(setRcvBuf, false)
 	}
 	for start := 0; start < len(todo); start += setWindow {
 		end := min(start+setWindow, len(todo))
@@ -64,42 +64,6 @@ func (c *Client) SetHairpin(ports []Port, on, dryRun bool) *SetResult {
 // ackTimeout bounds the wait for a window's ACKs; the kernel answers in
 // microseconds, so only a wedged socket reaches it.
 const ackTimeout = 10 * time.Second
-
-// recvBuf is the raw socket's receive buffer, allocated once: a dump per
-// pod namespace must not allocate 64 KiB each.
-func (c *Client) recvBuf() []byte {
-	if c.rbuf == nil {
-		c.rbuf = make([]byte, 64<<10)
-	}
-	return c.rbuf
-}
-
-// recvRaw reads one datagram from the raw socket into rb (reused, unlike
-// nl.NetlinkSocket.Receive, which clears a fresh 64 KiB buffer per call)
-// and splits it into messages. The socket is non-blocking: wait with poll
-// until deadline.
-func (c *Client) recvRaw(rb []byte, deadline time.Time) ([]syscall.NetlinkMessage, error) {
-	fd := c.raw.GetFd()
-	for {
-		n, _, err := unix.Recvfrom(fd, rb, 0)
-		switch {
-		case err == nil:
-			return syscall.ParseNetlinkMessage(rb[:n])
-		case err == unix.EINTR:
-			continue
-		case err != unix.EAGAIN:
-			return nil, err
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			return nil, unix.ETIMEDOUT
-		}
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		if _, err := unix.Poll(fds, int(left/time.Millisecond)+1); err != nil && err != unix.EINTR {
-			return nil, err
-		}
-	}
-}
 
 // setWindow sends one request per port, then reads until every request
 // has its ACK or error.
@@ -117,7 +81,7 @@ func (c *Client) setWindow(ports []Port, on bool, res *SetResult) {
 	for i := range ports {
 		p := &ports[i]
 		req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
-		req.Seq = c.nextSeq()
+		req.Seq = c.raw.nextSeq()
 		msg := nl.NewIfInfomsg(unix.AF_BRIDGE)
 		msg.Index = int32(p.Index)
 		req.AddData(msg)
@@ -128,7 +92,7 @@ func (c *Client) setWindow(ports []Port, on bool, res *SetResult) {
 		pending[req.Seq] = p
 		order = append(order, req.Seq)
 	}
-	if err := unix.Sendto(c.raw.GetFd(), buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	if err := unix.Sendto(c.raw.sock.GetFd(), buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		for _, seq := range order {
 			p := pending[seq]
 			res.Fail(p.Name, fmt.Errorf("set hairpin on %s: %w", p.Name, err))
@@ -136,10 +100,10 @@ func (c *Client) setWindow(ports []Port, on bool, res *SetResult) {
 		return
 	}
 	errs := map[uint32]error{}
-	rb := c.recvBuf()
+	rb := c.raw.recvBuf()
 	deadline := time.Now().Add(ackTimeout)
 	for len(errs) < len(pending) {
-		msgs, err := c.recvRaw(rb, deadline)
+		msgs, err := c.raw.recv(rb, deadline)
 		if err != nil {
 			// Timed out or the socket failed: every unanswered port fails.
 			for seq, p := range pending {

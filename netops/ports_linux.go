@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strconv"
 	"syscall"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -56,11 +55,11 @@ func (c *Client) ListPorts(o ListOptions) ([]Port, error) {
 		for _, p := range ports {
 			bridges[p.bridgeIndex] = true
 		}
-		peers, err := c.dumpVethPeers(bridges)
+		peers, addrs, err := c.podAddrs(bridges, len(ports))
 		if err != nil {
 			return nil, err
 		}
-		c.resolvePodIPs(ports, peers)
+		c.resolvePodIPs(ports, peers, addrs)
 	}
 	sort.SliceStable(ports, func(i, j int) bool {
 		if ports[i].Bridge != ports[j].Bridge {
@@ -142,7 +141,7 @@ func (c *Client) dumpBridgePorts() ([]Port, error) {
 	var msgs [][]byte
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		req := c.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+		req := c.raw.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 		req.AddData(nl.NewIfInfomsg(unix.AF_BRIDGE))
 		msgs, err = req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
 		// A dump interrupted by a concurrent change (pods churning) is
@@ -211,69 +210,6 @@ func parseBridgeLinkMsg(m []byte) (Port, bool, error) {
 	return p, hasProtinfo && p.bridgeIndex != 0, nil
 }
 
-func (c *Client) newRequest(proto, flags int) *dumpRequest {
-	req := nl.NewNetlinkRequest(proto, flags)
-	req.Seq = c.nextSeq()
-	return &dumpRequest{NetlinkRequest: req, c: c}
-}
-
-// dumpRequest is a netlink dump on the client's raw socket, read into one
-// reused buffer.
-type dumpRequest struct {
-	*nl.NetlinkRequest
-	c *Client
-}
-
-// errDumpInterrupted is netlink.ErrDumpInterrupted: the kernel flagged
-// NLM_F_DUMP_INTR because the table changed during the dump.
-var errDumpInterrupted = netlink.ErrDumpInterrupted
-
-// Execute sends the request and returns the payloads of the answers of
-// type resType. Like nl.NetlinkRequest.Execute, it returns the messages
-// with errDumpInterrupted when the kernel flagged the dump inconsistent.
-func (r *dumpRequest) Execute(_ int, resType uint16) ([][]byte, error) {
-	fd := r.c.raw.GetFd()
-	if err := unix.Sendto(fd, r.Serialize(), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, err
-	}
-	rb := r.c.recvBuf()
-	deadline := time.Now().Add(ackTimeout)
-	var out [][]byte
-	interrupted := false
-	for {
-		msgs, err := r.c.recvRaw(rb, deadline)
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range msgs {
-			if m.Header.Seq != r.Seq {
-				continue // a late answer to an earlier request
-			}
-			if m.Header.Flags&unix.NLM_F_DUMP_INTR != 0 {
-				interrupted = true
-			}
-			switch m.Header.Type {
-			case unix.NLMSG_DONE:
-				if interrupted {
-					return out, errDumpInterrupted
-				}
-				return out, nil
-			case unix.NLMSG_ERROR:
-				if len(m.Data) < 4 {
-					return nil, fmt.Errorf("short netlink error message")
-				}
-				if code := int32(nl.NativeEndian().Uint32(m.Data[:4])); code != 0 {
-					return nil, syscall.Errno(-code)
-				}
-				return out, nil
-			case resType:
-				// m.Data aliases rb, which the next read overwrites.
-				out = append(out, slices.Clone(m.Data))
-			}
-		}
-	}
-}
-
 // nameBridges fills Port.Bridge with one RTM_GETLINK per distinct bridge
 // (there are few).
 func (c *Client) nameBridges(ports []Port) error {
@@ -294,15 +230,11 @@ func (c *Client) nameBridges(ports []Port) error {
 	return nil
 }
 
-// resolvePodIPs fills PodIPs. First from the veth peer: the addresses of
-// the pod's end are read with one RTM_GETADDR dump per pod namespace,
-// addressed by its netnsid (IFA_TARGET_NETNSID, Linux 4.20) from our own
-// socket: no setns, no namespace file needed, any namespace the veth
-// reaches. Ports left unknown (no privilege, no veth, no address) fall
-// back to the bridge's FDB (MAC → port) joined with its neighbour table
-// (IP → MAC).
-func (c *Client) resolvePodIPs(ports []Port, peers map[int]vethPeer) {
-	byNs := map[int]map[int][]string{}
+// resolvePodIPs fills PodIPs: first from the addresses of the veth peer in
+// the pod's namespace (see podAddrs); ports left unknown (no privilege, no
+// veth, no address) fall back to the bridge's FDB (MAC → port) joined with
+// its neighbour table (IP → MAC).
+func (c *Client) resolvePodIPs(ports []Port, peers map[int]vethPeer, byNs map[int]map[int][]string) {
 	unknown := false
 	for i := range ports {
 		p := &ports[i]
@@ -312,15 +244,7 @@ func (c *Client) resolvePodIPs(ports []Port, peers map[int]vethPeer) {
 			continue
 		}
 		p.peerIndex, p.peerNetnsID = v.index, v.netnsID
-		addrs, done := byNs[v.netnsID]
-		if !done {
-			var err error
-			if addrs, err = c.dumpAddrs(v.netnsID); err != nil {
-				addrs = nil
-			}
-			byNs[v.netnsID] = addrs
-		}
-		if ips := addrs[v.index]; len(ips) > 0 {
+		if ips := byNs[v.netnsID][v.index]; len(ips) > 0 {
 			p.PodIPs = ips
 			p.PodIPSource = "netnsid:" + strconv.Itoa(v.netnsID)
 			if v.netnsID < 0 {
@@ -340,23 +264,33 @@ func (c *Client) resolvePodIPs(ports []Port, peers map[int]vethPeer) {
 const ifaTargetNetnsid = 10
 
 // dumpAddrs maps ifindex → global addresses in the namespace with netnsid
-// id (-1: the client's own), with one RTM_GETADDR dump. Link-local and
-// loopback addresses are left out: every veth has one and they say nothing
-// about the pod.
-func (c *Client) dumpAddrs(netnsID int) (map[int][]string, error) {
-	req := c.newRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP)
-	req.AddData(nl.NewIfAddrmsg(unix.AF_UNSPEC))
+// id (-1: the connection's own) on conn. Link-local and loopback addresses
+// are left out: every veth has one and they say nothing about the pod.
+//
+// It makes one RTM_GETADDR dump per family rather than one AF_UNSPEC dump:
+// the kernel serves the AF_UNSPEC dump under the RTNL lock, so dumps of
+// many pods on parallel sockets would wait on each other (and on every
+// other RTNL user on the node), while the IPv4 and IPv6 dumps run
+// under RCU (Linux 6.9).
+func dumpAddrs(conn *rawConn, netnsID int) (map[int][]string, error) {
+	out := map[int][]string{}
+	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		if err := dumpFamilyAddrs(conn, netnsID, family, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func dumpFamilyAddrs(conn *rawConn, netnsID, family int, out map[int][]string) error {
+	req := conn.newRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP)
+	req.AddData(nl.NewIfAddrmsg(family))
 	if netnsID >= 0 {
 		req.AddData(nl.NewRtAttr(ifaTargetNetnsid, nl.Uint32Attr(uint32(netnsID))))
 	}
-	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWADDR)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, err
-	}
-	out := map[int][]string{}
-	for _, m := range msgs {
+	err := req.Stream(unix.RTM_NEWADDR, func(m []byte) {
 		if len(m) < unix.SizeofIfAddrmsg {
-			continue
+			return
 		}
 		ifa := nl.DeserializeIfAddrmsg(m)
 		var local, addr net.IP
@@ -372,11 +306,15 @@ func (c *Client) dumpAddrs(netnsID int) (map[int][]string, error) {
 			addr = local
 		}
 		if addr == nil || addr.IsLinkLocalUnicast() || addr.IsLoopback() {
-			continue
+			return
 		}
+		// String copies: addr aliases the receive buffer.
 		out[int(ifa.Index)] = append(out[int(ifa.Index)], addr.String())
+	})
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return err
 	}
-	return out, nil
+	return nil
 }
 
 // podIPsFromNeigh fills PodIPs still unknown from the bridge's tables: a
@@ -458,38 +396,24 @@ type vethPeer struct {
 // leaves out the per-link statistics, most of its bytes.
 const rtextFilterSkipStats = 1 << 3
 
-// dumpVethPeers reads every veth's peer with one AF_UNSPEC RTM_GETLINK
-// dump, filtered by the kernel to kind "veth" and without statistics, and
-// parsed without building link objects. It gives what the AF_BRIDGE dump
-// lacks: IFLA_LINK_NETNSID, the namespace of the pod end.
-func (c *Client) dumpVethPeers(bridges map[int]bool) (map[int]vethPeer, error) {
-	peers := map[int]vethPeer{}
-	for br := range bridges {
-		if err := c.dumpVethPeersOf(br, peers); err != nil {
-			return nil, err
-		}
-	}
-	return peers, nil
-}
-
-// dumpVethPeersOf adds the veth ports of one bridge: the kernel filters the
-// dump by IFLA_MASTER (Linux 4.15), so the pods' ends, when they are in
-// this namespace too, are not sent.
-func (c *Client) dumpVethPeersOf(bridge int, peers map[int]vethPeer) error {
-	req := c.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+// dumpVethPeersOf adds the veth ports of one bridge to peers, with one
+// AF_UNSPEC RTM_GETLINK dump filtered by the kernel to the bridge's ports
+// (IFLA_MASTER, Linux 4.15) of kind "veth", without statistics, parsed
+// without building link objects. It gives what the AF_BRIDGE dump lacks:
+// IFLA_LINK_NETNSID, the namespace of the pod end. onPeer is called for
+// each peer as its datagram arrives, so the pods' namespaces can be read
+// while the rest of the dump is still being built by the kernel.
+func (c *Client) dumpVethPeersOf(bridge int, peers map[int]vethPeer, onPeer func(vethPeer)) error {
+	req := c.raw.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
 	req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(bridge))))
 	linkinfo := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
 	linkinfo.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("veth"))
 	req.AddData(linkinfo)
-	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return fmt.Errorf("dump veth links in netns %s: %w", c.NetnsLabel(), err)
-	}
-	for _, m := range msgs {
+	err := req.Stream(unix.RTM_NEWLINK, func(m []byte) {
 		if len(m) < unix.SizeofIfInfomsg {
-			continue
+			return
 		}
 		ifi := nl.DeserializeIfInfomsg(m)
 		v := vethPeer{netnsID: -1}
@@ -515,7 +439,13 @@ func (c *Client) dumpVethPeersOf(bridge int, peers map[int]vethPeer) error {
 		// Older kernels ignore the kind filter; check it here too.
 		if isVeth {
 			peers[int(ifi.Index)] = v
+			if v.index != 0 {
+				onPeer(v)
+			}
 		}
+	})
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return fmt.Errorf("dump veth links in netns %s: %w", c.NetnsLabel(), err)
 	}
 	return nil
 }
@@ -523,7 +453,7 @@ func (c *Client) dumpVethPeersOf(bridge int, peers map[int]vethPeer) error {
 // BridgeNames lists the bridges of the namespace, with one RTM_GETLINK
 // dump filtered by the kernel to kind "bridge".
 func (c *Client) BridgeNames() ([]string, error) {
-	req := c.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+	req := c.raw.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
 	linkinfo := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)

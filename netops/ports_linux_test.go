@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 func TestListPortsLab(t *testing.T) {
@@ -48,6 +50,51 @@ func TestListPortsLab(t *testing.T) {
 		}
 		if !strings.HasPrefix(p.PodIPSource, "netnsid:") {
 			t.Errorf("%s pod IP source = %q, want netnsid:…", p.Name, p.PodIPSource)
+		}
+	}
+}
+
+// TestListPortsPodIPsManyPods reads enough pod namespaces for the address
+// dumps to run on several sockets at once, and a dual-stack pod, and checks
+// every port got its own pod's addresses, IPv4 first.
+func TestListPortsPodIPsManyPods(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(podAddrWorkersMax))
+	const pods = podAddrWorkersMax*podAddrsPerWorker + 3
+	l := newLab(t, lab.Options{Pods: pods, Restore: "none"})
+	c := openLab(t, l)
+	dual := l.Pod(7)
+	ph, err := netlink.NewHandleAt(dual.Ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ph.Close()
+	eth0, err := ph.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v6, _ := netlink.ParseAddr("fd00:244::7/64")
+	v6.Flags = unix.IFA_F_NODAD
+	if err := ph.AddrAdd(eth0, v6); err != nil {
+		t.Fatal(err)
+	}
+	ports, err := c.ListPorts(ListOptions{PodIPs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ports) != pods {
+		t.Fatalf("got %d ports, want %d", len(ports), pods)
+	}
+	for _, p := range ports {
+		var n int
+		if _, err := fmt.Sscanf(p.Name, "veth%d", &n); err != nil {
+			t.Fatalf("unexpected port %s", p.Name)
+		}
+		want := []string{fmt.Sprintf("10.244.0.%d", 10+n)}
+		if n == dual.N {
+			want = append(want, "fd00:244::7")
+		}
+		if !slices.Equal(p.PodIPs, want) || !strings.HasPrefix(p.PodIPSource, "netnsid:") {
+			t.Errorf("%s podIPs = %v from %q, want %v from netnsid:…", p.Name, p.PodIPs, p.PodIPSource, want)
 		}
 	}
 }
