@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"bufio"
 	"io"
 	"os"
 	"text/tabwriter"
@@ -8,10 +9,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// newTable returns a tabwriter for UPPERCASE-headed tables; the caller
-// must check Flush's error.
-func newTable(w io.Writer) *tabwriter.Writer {
-	return tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+// table is a tabwriter for UPPERCASE-headed tables over a buffer, so a
+// table of a thousand rows costs a few writes, not one per cell.
+type table struct {
+	*tabwriter.Writer
+	out *bufio.Writer
+}
+
+// newTable returns a table with two-space gaps; the caller must check
+// Flush's error.
+func newTable(w io.Writer) *table { return newTableGap(w, 2) }
+
+// newTableGap returns a table with gap spaces between columns.
+func newTableGap(w io.Writer, gap int) *table {
+	out := bufio.NewWriterSize(w, 32<<10)
+	return &table{Writer: tabwriter.NewWriter(out, 0, 8, gap, ' ', 0), out: out}
+}
+
+// Flush aligns and writes what is left.
+func (t *table) Flush() error {
+	if err := t.Writer.Flush(); err != nil {
+		return err
+	}
+	return t.out.Flush()
 }
 
 // palette colours words on a terminal. Every cell of a coloured column

@@ -5,7 +5,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/urfave/cli/v2"
@@ -143,7 +142,7 @@ func printPortsTable(w io.Writer, ports []netops.Port) error {
 	pal := colours(w)
 	// Eight columns with a MAC and a veth name fit 80 columns only with
 	// single-space gaps; a pod's further IPs go on lines of their own.
-	tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
+	tw := newTableGap(w, 1)
 	fmt.Fprintln(tw, "BRIDGE\tPORT\tINDEX\tSTATE\tOPER\tHAIRPIN\tMAC\tPOD-IPS")
 	for _, p := range ports {
 		hp := pal.bad("off")
