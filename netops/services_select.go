@@ -191,16 +191,27 @@ func sortServices(svcs []Service) {
 			}
 			return -1
 		}
-		return cmp.Or(
-			cmp.Compare(a.Namespace, b.Namespace),
-			cmp.Compare(a.Name, b.Name),
-			cmp.Compare(a.PortName, b.PortName),
-			cmp.Compare(a.Protocol, b.Protocol),
-			cmp.Compare(a.Family, b.Family),
-			x.addr.Compare(y.addr),
-			cmp.Compare(a.Port, b.Port),
-			cmp.Compare(x.i, y.i),
-		)
+		// Compared one field at a time: cmp.Or would evaluate all of them
+		// for every pair, and most pairs differ in the first or second.
+		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.PortName, b.PortName); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.Protocol, b.Protocol); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.Family, b.Family); c != 0 {
+			return c
+		}
+		if c := x.addr.Compare(y.addr); c != 0 {
+			return c
+		}
+		return cmp.Or(cmp.Compare(a.Port, b.Port), cmp.Compare(x.i, y.i))
 	})
 	sorted := make([]Service, len(svcs))
 	for i, k := range keys {
