@@ -302,6 +302,9 @@ func (c *Client) readIPTablesTargeted(ib iptBackend, p *iptParser, probe *famPro
 			return err
 		}
 		for i, o := range outs {
+			if chains[i] == [2]string{"nat", "KUBE-SERVICES"} && sel.addrOnly() {
+				o, _ = lookupLines(o, sel.ips)
+			}
 			p.feedLines(chains[i][0], o)
 		}
 		return nil

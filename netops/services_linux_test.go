@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -183,7 +184,11 @@ func TestServicesTargetedMatchesFull(t *testing.T) {
 				if want.PortName != "" {
 					name += ":" + want.PortName
 				}
-				for _, o := range []ServicesOptions{{ClusterIPs: []string{want.ClusterIP}}, {Names: []string{name}}} {
+				lookups := []ServicesOptions{{ClusterIPs: []string{want.ClusterIP}}, {Names: []string{name}}}
+				for _, ip := range append(slices.Clone(want.ExternalIPs), want.LoadBalancerIPs...) {
+					lookups = append(lookups, ServicesOptions{ClusterIPs: []string{ip}})
+				}
+				for _, o := range lookups {
 					o.Backend, o.Family, o.Raw = "iptables-nft", 4, true
 					got, err := c.Services(o)
 					if err != nil {
