@@ -302,7 +302,9 @@ func (c *Client) readIPTablesTargeted(ib iptBackend, p *iptParser, probe *famPro
 			return err
 		}
 		for i, o := range outs {
-			if chains[i] == [2]string{"nat", "KUBE-SERVICES"} && sel.addrOnly() {
+			// ip6tables prints IPv4-mapped addresses as ::ffff:a.b.c.d,
+			// which the text filter does not match: IPv4 tables only.
+			if chains[i] == [2]string{"nat", "KUBE-SERVICES"} && sel.addrOnly() && ib.family == 4 {
 				o, _ = lookupLines(o, sel.ips)
 			}
 			p.feedLines(chains[i][0], o)

@@ -3,6 +3,7 @@ package netops
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // podAddrWorkersMax bounds the extra sockets that read pod namespaces'
@@ -21,13 +22,14 @@ const (
 // reaches. The address dumps are one round trip each, so they start while
 // the veth dump is still arriving and run on up to podAddrWorkersMax extra
 // sockets (no more than there are CPUs to run them); the caller's socket
-// joins in once its veth dump is done. maxPeers bounds the namespaces that
-// can be found (one per port). It returns port ifindex → peer and netnsid
-// → (ifindex → addresses); a namespace whose dump failed is left out.
-func (c *Client) podAddrs(bridges map[int]bool, maxPeers int) (map[int]vethPeer, map[int]map[int][]string, error) {
+// joins in once its veth dump is done. expect is how many namespaces
+// there probably are (one per port listed); more (pods started meanwhile)
+// are read too. It returns port ifindex → peer and netnsid → (ifindex →
+// addresses); a namespace whose dump failed is left out.
+func (c *Client) podAddrs(bridges map[int]bool, expect int) (map[int]vethPeer, map[int]map[int][]string, error) {
 	d := &addrDumper{
 		c:     c,
-		todo:  make(chan int, maxPeers+1),
+		todo:  make(chan int, expect+1),
 		seen:  map[int]bool{},
 		byNs:  map[int]map[int][]string{},
 		limit: min(runtime.GOMAXPROCS(0), podAddrWorkersMax),
@@ -39,8 +41,16 @@ func (c *Client) podAddrs(bridges map[int]bool, maxPeers int) (map[int]vethPeer,
 			break
 		}
 	}
+	if err != nil {
+		// The veth dump failed, maybe on a wedged socket: do not start
+		// more dumps whose answers would be thrown away.
+		d.stop.Store(true)
+	}
 	close(d.todo)
 	d.work(c.raw) // the caller's socket helps with what is left
+	for _, id := range d.overflow {
+		d.dump(c.raw, id)
+	}
 	d.wg.Wait()
 	if err != nil {
 		return nil, nil, err
@@ -51,24 +61,32 @@ func (c *Client) podAddrs(bridges map[int]bool, maxPeers int) (map[int]vethPeer,
 // addrDumper reads the addresses of each pod namespace once, on a pool of
 // sockets that grows with the number of namespaces seen.
 type addrDumper struct {
-	c     *Client
-	todo  chan int // netnsids to read; sized so that sending never blocks
-	seen  map[int]bool
-	limit int // most extra sockets to open
-	open  int // extra sockets opened so far
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	byNs  map[int]map[int][]string
+	c        *Client
+	todo     chan int // netnsids for the pool to read
+	overflow []int    // netnsids that found todo full, read by the caller
+	seen     map[int]bool
+	limit    int // most extra sockets to open
+	open     int // extra sockets opened so far
+	stop     atomic.Bool
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	byNs     map[int]map[int][]string
 }
 
 // add queues netnsid v.netnsID once, opening one more socket for every
-// podAddrsPerWorker distinct namespaces, up to the limit.
+// podAddrsPerWorker distinct namespaces, up to the limit. It never blocks:
+// the pool may not have started yet, and the caller reads the queue only
+// after its veth dump.
 func (d *addrDumper) add(v vethPeer) {
 	if d.seen[v.netnsID] {
 		return
 	}
 	d.seen[v.netnsID] = true
-	d.todo <- v.netnsID
+	select {
+	case d.todo <- v.netnsID:
+	default:
+		d.overflow = append(d.overflow, v.netnsID)
+	}
 	if d.open < d.limit && len(d.seen) >= podAddrsPerWorker*(d.open+1) {
 		conn, err := openRawConn(d.c.target(), 16<<10)
 		if err != nil {
@@ -88,12 +106,20 @@ func (d *addrDumper) add(v vethPeer) {
 // work reads namespaces from todo on conn until it is closed and empty.
 func (d *addrDumper) work(conn *rawConn) {
 	for id := range d.todo {
-		addrs, err := dumpAddrs(conn, id)
-		if err != nil {
-			continue // unknown here; the neighbour fallback may still tell
-		}
-		d.mu.Lock()
-		d.byNs[id] = addrs
-		d.mu.Unlock()
+		d.dump(conn, id)
 	}
+}
+
+// dump reads one namespace's addresses on conn, unless stopped.
+func (d *addrDumper) dump(conn *rawConn, id int) {
+	if d.stop.Load() {
+		return
+	}
+	addrs, err := dumpAddrs(conn, id)
+	if err != nil {
+		return // unknown here; the neighbour fallback may still tell
+	}
+	d.mu.Lock()
+	d.byNs[id] = addrs
+	d.mu.Unlock()
 }

@@ -272,13 +272,15 @@ const ifaTargetNetnsid = 10
 // many pods on parallel sockets would wait on each other (and on every
 // other RTNL user on the node), while the IPv4 and IPv6 dumps run
 // under RCU (Linux 6.9).
+//
+// When the IPv6 dump fails (IPv6 disabled, say), the IPv4 addresses are
+// still returned.
 func dumpAddrs(conn *rawConn, netnsID int) (map[int][]string, error) {
 	out := map[int][]string{}
-	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
-		if err := dumpFamilyAddrs(conn, netnsID, family, out); err != nil {
-			return nil, err
-		}
+	if err := dumpFamilyAddrs(conn, netnsID, unix.AF_INET, out); err != nil {
+		return nil, err
 	}
+	_ = dumpFamilyAddrs(conn, netnsID, unix.AF_INET6, out)
 	return out, nil
 }
 
@@ -293,6 +295,11 @@ func dumpFamilyAddrs(conn *rawConn, netnsID, family int, out map[int][]string) e
 			return
 		}
 		ifa := nl.DeserializeIfAddrmsg(m)
+		// A kernel without a handler for the family (no IPv6) answers with
+		// the AF_UNSPEC dump of every family: keep the one asked for.
+		if int(ifa.Family) != family {
+			return
+		}
 		var local, addr net.IP
 		forEachAttr(m[unix.SizeofIfAddrmsg:], func(typ uint16, val []byte) {
 			switch typ {

@@ -99,6 +99,51 @@ func TestListPortsPodIPsManyPods(t *testing.T) {
 	}
 }
 
+// Pods started between the port listing and the veth dump make more
+// namespaces than expected: they are read too, and nothing waits on a
+// full queue (here no extra socket is opened, so only the caller reads it).
+func TestPodAddrsMoreNamespacesThanExpected(t *testing.T) {
+	const pods = 4
+	l := newLab(t, lab.Options{Pods: pods, Restore: "none"})
+	c := openLab(t, l)
+	ports, err := c.dumpBridgePorts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bridges := map[int]bool{}
+	for _, p := range ports {
+		bridges[p.bridgeIndex] = true
+	}
+	type result struct {
+		peers map[int]vethPeer
+		byNs  map[int]map[int][]string
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		peers, byNs, err := c.podAddrs(bridges, 1)
+		done <- result{peers, byNs, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("podAddrs blocked with more namespaces than expected")
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	var got []string
+	for _, v := range r.peers {
+		got = append(got, r.byNs[v.netnsID][v.index]...)
+	}
+	slices.Sort(got)
+	want := []string{"10.244.0.11", "10.244.0.12", "10.244.0.13", "10.244.0.14"}
+	if !slices.Equal(got, want) {
+		t.Errorf("pod addresses %v, want %v", got, want)
+	}
+}
+
 func TestPodIPsFromNeighbourTables(t *testing.T) {
 	l := newLab(t, lab.Options{Pods: 2, Restore: "none"})
 	c := openLab(t, l)

@@ -138,6 +138,13 @@ func (r *dumpRequest) Stream(resType uint16, fn func(payload []byte)) error {
 			}
 			switch m.Header.Type {
 			case unix.NLMSG_DONE:
+				// The kernel ends a dump that failed part-way with its
+				// error in the NLMSG_DONE payload.
+				if len(m.Data) >= 4 {
+					if code := int32(nl.NativeEndian().Uint32(m.Data[:4])); code < 0 {
+						return syscall.Errno(-code)
+					}
+				}
 				if interrupted {
 					return errDumpInterrupted
 				}
