@@ -138,12 +138,21 @@ func (c *Client) classifyMissing(name string) error {
 // operstate, address, IFLA_LINK and the IFLA_PROTINFO nest that holds the
 // STP state and hairpin mode (IFLA_BRPORT_MODE).
 func (c *Client) dumpBridgePorts() ([]Port, error) {
-	var msgs [][]byte
-	var err error
+	var ports []Port
+	var perr, err error
 	for attempt := 0; attempt < 3; attempt++ {
+		ports, perr = ports[:0], nil
 		req := c.raw.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 		req.AddData(nl.NewIfInfomsg(unix.AF_BRIDGE))
-		msgs, err = req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+		err = req.Stream(unix.RTM_NEWLINK, func(m []byte) {
+			p, ok, err := parseBridgeLinkMsg(m)
+			switch {
+			case err != nil:
+				perr = err
+			case ok:
+				ports = append(ports, p)
+			}
+		})
 		// A dump interrupted by a concurrent change (pods churning) is
 		// retried; after three tries the possibly inconsistent result is used.
 		if !errors.Is(err, netlink.ErrDumpInterrupted) {
@@ -153,15 +162,8 @@ func (c *Client) dumpBridgePorts() ([]Port, error) {
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return nil, fmt.Errorf("dump bridge ports in netns %s: %w", c.NetnsLabel(), err)
 	}
-	ports := make([]Port, 0, len(msgs))
-	for _, m := range msgs {
-		p, ok, err := parseBridgeLinkMsg(m)
-		if err != nil {
-			return nil, fmt.Errorf("dump bridge ports: %w", err)
-		}
-		if ok {
-			ports = append(ports, p)
-		}
+	if perr != nil {
+		return nil, fmt.Errorf("dump bridge ports: %w", perr)
 	}
 	return ports, nil
 }
@@ -466,14 +468,10 @@ func (c *Client) BridgeNames() ([]string, error) {
 	linkinfo := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
 	linkinfo.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bridge"))
 	req.AddData(linkinfo)
-	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, fmt.Errorf("list bridges in netns %s: %w", c.NetnsLabel(), err)
-	}
 	names := []string{}
-	for _, m := range msgs {
+	err := req.Stream(unix.RTM_NEWLINK, func(m []byte) {
 		if len(m) < unix.SizeofIfInfomsg {
-			continue
+			return
 		}
 		var name string
 		bridge := false
@@ -492,6 +490,9 @@ func (c *Client) BridgeNames() ([]string, error) {
 		if bridge {
 			names = append(names, name)
 		}
+	})
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return nil, fmt.Errorf("list bridges in netns %s: %w", c.NetnsLabel(), err)
 	}
 	sort.Strings(names)
 	return names, nil

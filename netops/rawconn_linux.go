@@ -2,7 +2,6 @@ package netops
 
 import (
 	"fmt"
-	"slices"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -97,21 +96,6 @@ type dumpRequest struct {
 // errDumpInterrupted is netlink.ErrDumpInterrupted: the kernel flagged
 // NLM_F_DUMP_INTR because the table changed during the dump.
 var errDumpInterrupted = netlink.ErrDumpInterrupted
-
-// Execute sends the request and returns copies of the payloads of the
-// answers of type resType. Like nl.NetlinkRequest.Execute, it returns the
-// messages with errDumpInterrupted when the kernel flagged the dump
-// inconsistent.
-func (r *dumpRequest) Execute(_ int, resType uint16) ([][]byte, error) {
-	var out [][]byte
-	err := r.Stream(resType, func(m []byte) {
-		out = append(out, slices.Clone(m))
-	})
-	if err != nil && err != errDumpInterrupted {
-		return nil, err
-	}
-	return out, err
-}
 
 // Stream sends the request and calls fn with the payload of each answer of
 // type resType as it arrives. The payload aliases the receive buffer, which
