@@ -127,34 +127,55 @@ func (c *Client) streamSave(ib iptBackend, table string, read func(io.Reader) er
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "-t", table)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	growPipe(out)
-	if err := c.in(cmd.Start); err != nil {
-		return fmt.Errorf("%s: %w", ib.save, err)
-	}
-	rerr := read(out)
-	if rerr != nil {
-		// Drain so the child is not left blocked on a full pipe.
-		_, _ = io.Copy(io.Discard, out)
-	}
-	werr := cmd.Wait()
+	stderr, werr, rerr := c.streamCmd(bin, []string{"-t", table}, read)
 	if werr != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if strings.Contains(msg, "Permission denied") {
+		if isStartError(werr) {
+			return fmt.Errorf("%s: %w", ib.save, werr)
+		}
+		if strings.Contains(stderr, "Permission denied") {
 			return errorf(ErrPermission, "%s: permission denied: run as root", ib.save)
 		}
-		return fmt.Errorf("%s -t %s: %v: %s", ib.save, table, werr, firstLine(msg))
+		return fmt.Errorf("%s -t %s: %v: %s", ib.save, table, werr, firstLine(stderr))
 	}
 	if rerr != nil {
 		return fmt.Errorf("read %s output: %w", ib.save, rerr)
 	}
 	return nil
+}
+
+// startError is streamCmd's failure to start the binary at all; it reads
+// as the error it wraps.
+type startError struct{ err error }
+
+func (e startError) Error() string { return e.err.Error() }
+func (e startError) Unwrap() error { return e.err }
+
+func isStartError(err error) bool { return errors.As(err, new(startError)) }
+
+// streamCmd runs bin with args in the client's namespace and hands its
+// stdout to read as it arrives, through a pipe grown to 1 MiB. If read
+// fails, the rest of the output is drained so the child is not left
+// blocked on a full pipe. It returns the child's stderr, the error of
+// starting or waiting for it (a startError when it did not start),
+// and read's error.
+func (c *Client) streamCmd(bin string, args []string, read func(io.Reader) error) (stderr string, waitErr, readErr error) {
+	cmd := exec.Command(bin, args...)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", err, nil
+	}
+	growPipe(out)
+	if err := c.in(cmd.Start); err != nil {
+		return "", startError{err}, nil
+	}
+	readErr = read(out)
+	if readErr != nil {
+		_, _ = io.Copy(io.Discard, out)
+	}
+	waitErr = cmd.Wait()
+	return strings.TrimSpace(errb.String()), waitErr, readErr
 }
 
 // growPipe raises a pipe's capacity to 1 MiB (the unprivileged maximum

@@ -1,7 +1,6 @@
 package netops
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -94,23 +93,12 @@ func (c *Client) streamNFT(family int, read func(io.Reader) error) error {
 	if err != nil {
 		return fmt.Errorf("nft not found in PATH: install the nftables package to read kube-proxy's nftables mode, or pick another --backend")
 	}
-	cmd := exec.Command(bin, "list", "table", nftFamilyName(family), "kube-proxy")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	growPipe(out)
-	if err := c.in(cmd.Start); err != nil {
-		return fmt.Errorf("nft: %w", err)
-	}
-	rerr := read(out)
-	if rerr != nil {
-		_, _ = io.Copy(io.Discard, out)
-	}
-	if werr := cmd.Wait(); werr != nil {
-		msg := firstLine(stderr.String())
+	stderr, werr, rerr := c.streamCmd(bin, []string{"list", "table", nftFamilyName(family), "kube-proxy"}, read)
+	if werr != nil {
+		if isStartError(werr) {
+			return fmt.Errorf("nft: %w", werr)
+		}
+		msg := firstLine(stderr)
 		if strings.Contains(msg, "Operation not permitted") {
 			return errorf(ErrPermission, "nft: permission denied: run as root")
 		}
