@@ -255,22 +255,28 @@ func readLine(br *bufio.Reader, buf []byte) ([]byte, []byte, error) {
 // "COMMIT" and comment lines. It never fails on content: a line it cannot
 // read is counted; only a read error is returned.
 func (p *iptParser) feed(r io.Reader) error {
+	return eachLine(r, func() { p.unparsed++ }, p.line)
+}
+
+// eachLine calls fn with every line of r, without its line ending, in a
+// buffer reused for the next line; a line over maxRuleLine calls tooLong
+// instead. It returns only a read error.
+func eachLine(r io.Reader, tooLong func(), fn func(line []byte)) error {
 	br := bufio.NewReaderSize(r, 256<<10)
 	var buf []byte
 	for {
 		line, b, err := readLine(br, buf)
 		buf = b
-		if err == errLineTooLong {
-			p.unparsed++
-			continue
-		}
-		if err == io.EOF {
+		switch {
+		case err == errLineTooLong:
+			tooLong()
+		case err == io.EOF:
 			return nil
-		}
-		if err != nil {
+		case err != nil:
 			return err
+		default:
+			fn(line)
 		}
-		p.line(line)
 	}
 }
 

@@ -1,7 +1,6 @@
 package netops
 
 import (
-	"bufio"
 	"bytes"
 	"io"
 	"strconv"
@@ -104,9 +103,7 @@ func parseNFTList(r io.Reader, family int, raw bool, sel *serviceSelector) (*Ser
 // feed reads the text block by block, tracking brace depth so that sets,
 // maps and chains of any shape are skipped or read whole.
 func (p *nftParser) feed(r io.Reader) error {
-	br := bufio.NewReaderSize(r, 256<<10)
 	var (
-		buf     []byte
 		block   string // "chain", "set", "map", "table", "other"
 		name    string
 		depth   int // brace depth inside the table
@@ -117,28 +114,16 @@ func (p *nftParser) feed(r io.Reader) error {
 		// elements spans 10,000 lines, so never rescan what was read.
 		pendingBal, elemsBal int
 	)
-	for {
-		line, b, err := readLine(br, buf)
-		buf = b
-		if err == errLineTooLong {
-			p.unparsed++
-			continue
-		}
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
+	return eachLine(r, func() { p.unparsed++ }, func(line []byte) {
 		line = bytes.TrimSpace(line)
 		if len(line) == 0 || line[0] == '#' {
-			continue
+			return
 		}
 		// A rule with an unbalanced '{' continues on the next line.
 		if len(pending) > 0 {
 			pending = append(append(pending, ' '), line...)
 			if pendingBal += braceBalance(line); pendingBal > 0 {
-				continue
+				return
 			}
 			line, pending = pending, nil
 		}
@@ -149,7 +134,7 @@ func (p *nftParser) feed(r io.Reader) error {
 				p.elements(name, elems)
 				elems = elems[:0]
 			}
-			continue
+			return
 		}
 		switch {
 		case depth == 0:
@@ -165,7 +150,7 @@ func (p *nftParser) feed(r io.Reader) error {
 			f := bytes.Fields(line)
 			if string(line) == "}" {
 				depth = 0
-				continue
+				return
 			}
 			if len(f) >= 3 && string(f[len(f)-1]) == "{" {
 				depth = 2
@@ -174,23 +159,23 @@ func (p *nftParser) feed(r io.Reader) error {
 				if block == "chain" {
 					p.chain(name)
 				}
-				continue
+				return
 			}
 			// A table-level comment or flag line.
 		case depth == 2:
 			if string(line) == "}" {
 				depth = 1
 				block = ""
-				continue
+				return
 			}
 			switch block {
 			case "chain":
 				if bytes.HasPrefix(line, []byte("type ")) || bytes.HasPrefix(line, []byte("comment ")) || bytes.HasPrefix(line, []byte("policy ")) {
-					continue
+					return
 				}
 				if pendingBal = braceBalance(line); pendingBal > 0 {
 					pending = append(pending[:0], line...)
-					continue
+					return
 				}
 				p.rule(name, line)
 			case "set", "map":
@@ -199,7 +184,7 @@ func (p *nftParser) feed(r io.Reader) error {
 					elems = append(elems[:0], line[len("elements = "):]...)
 					if elemsBal = braceBalance(elems); elemsBal > 0 {
 						inElems = true
-						continue
+						return
 					}
 					p.elements(name, elems)
 					elems = elems[:0]
@@ -219,7 +204,7 @@ func (p *nftParser) feed(r io.Reader) error {
 				depth = 1
 			}
 		}
-	}
+	})
 }
 
 // braceBalance counts '{' minus '}' outside double quotes.
