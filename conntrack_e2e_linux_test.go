@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -19,9 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
-	"github.com/mdlayher/netlink"
-	"github.com/ti-mo/conntrack"
-	"github.com/ti-mo/netfilter"
+	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 )
 
 // ctFlow is the documented JSON schema of one conntrack line.
@@ -78,12 +75,7 @@ func newCTLab(t *testing.T, shortTimeWait bool) *lab.Lab {
 	t.Helper()
 	l := newLab(t, lab.Options{Pods: 2, Endpoints: []int{1}, Hairpin: true})
 	if shortTimeWait {
-		err := lab.In(l.NodeNs, func() error {
-			return os.WriteFile("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_time_wait", []byte("1"), 0o644)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		labtest.ShortTimeWait(t, l)
 	}
 	return l
 }
@@ -92,20 +84,7 @@ func newCTLab(t *testing.T, shortTimeWait bool) *lab.Lab {
 // a flow that stays in the table. It returns the client port.
 func ctHold(t *testing.T, l *lab.Lab, pod *lab.Pod) int {
 	t.Helper()
-	var c net.Conn
-	err := lab.In(pod.Ns, func() error {
-		var err error
-		c, err = net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", l.ServiceIP, l.ServicePort), 3*time.Second)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("%s → Service: %v", pod.Name, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
-	if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
-		t.Fatalf("%s → Service: %v", pod.Name, err)
-	}
+	c, _ := labtest.HoldService(t, l, pod)
 	return c.LocalAddr().(*net.TCPAddr).Port
 }
 
@@ -113,20 +92,8 @@ func ctHold(t *testing.T, l *lab.Lab, pod *lab.Pod) int {
 // answer, closes, and returns the client port.
 func ctConnect(t *testing.T, l *lab.Lab, pod *lab.Pod) int {
 	t.Helper()
-	var c net.Conn
-	err := lab.In(pod.Ns, func() error {
-		var err error
-		c, err = net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", l.ServiceIP, l.ServicePort), 3*time.Second)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("%s → Service: %v", pod.Name, err)
-	}
+	c, _ := labtest.HoldService(t, l, pod)
 	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
-	if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
-		t.Fatalf("%s → Service: %v", pod.Name, err)
-	}
 	return c.LocalAddr().(*net.TCPAddr).Port
 }
 
@@ -467,78 +434,6 @@ func TestE2EConntrackBounds(t *testing.T) {
 	}
 }
 
-// refCount counts the events for the Service with ti-mo/conntrack's own
-// Listen on a 32 MiB buffer, in the test process: an independent count of
-// what the kernel sent. ports records the client ports seen in TIME_WAIT.
-type refCount struct {
-	mu     sync.Mutex
-	events int
-	ports  map[int]bool
-	err    error
-}
-
-func startRefCount(t *testing.T, l *lab.Lab) *refCount {
-	t.Helper()
-	c, err := conntrack.Dial(&netlink.Config{NetNS: int(l.NodeNs)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.SetReadBuffer(32 << 20); err != nil {
-		t.Fatal(err)
-	}
-	evCh := make(chan conntrack.Event, 1<<16)
-	errCh, err := c.Listen(evCh, 1, netfilter.GroupsCT)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := netip.MustParseAddr(l.ServiceIP.String())
-	ref := &refCount{ports: map[int]bool{}}
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for {
-			select {
-			case ev := <-evCh:
-				if ev.Flow == nil || ev.Flow.TupleOrig.IP.DestinationAddress != svc {
-					continue
-				}
-				ref.mu.Lock()
-				ref.events++
-				if pi := ev.Flow.ProtoInfo.TCP; pi != nil && pi.State == 7 { // TIME_WAIT
-					ref.ports[int(ev.Flow.TupleOrig.Proto.SourcePort)] = true
-				}
-				ref.mu.Unlock()
-			case err := <-errCh:
-				ref.mu.Lock()
-				ref.err = err
-				ref.mu.Unlock()
-			case <-stop:
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		close(stop)
-		<-stopped
-		// Close waits for the library's worker, which may be blocked
-		// sending on either channel: keep draining both meanwhile.
-		closed := make(chan struct{})
-		go func() {
-			for {
-				select {
-				case <-evCh:
-				case <-errCh:
-				case <-closed:
-					return
-				}
-			}
-		}()
-		c.Close()
-		close(closed)
-	})
-	return ref
-}
-
 // A tiny receive buffer under bursts of connections: the overflow is
 // reported on stderr and as a JSON line, counted in the summary, and the
 // events printed plus the events lost equal what an independent listener
@@ -547,7 +442,7 @@ func TestE2EConntrackOverflow(t *testing.T) {
 	l := newCTLab(t, false)
 	other := l.Pod(2)
 	ctHold(t, l, other)
-	ref := startRefCount(t, l)
+	ref := labtest.ListenConntrack(t, l)
 	p := startCT(t, "conntrack", "10.96.0.10", "--rcvbuf", "1", "-o", "json", "--netns", l.Node)
 	// The dump comes after the subscription: its line means we are followed.
 	p.waitLine(t, "the existing flow", 10*time.Second, nil, func(s string) bool { return parseCT(t, s).Event == "existing" })
@@ -583,22 +478,7 @@ func TestE2EConntrackOverflow(t *testing.T) {
 	// queued before it exits.
 	port := ctConnect(t, l, other)
 	conns++
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ref.mu.Lock()
-		done, err := ref.ports[port], ref.err
-		ref.mu.Unlock()
-		if err != nil {
-			t.Fatalf("reference listener: %v", err)
-		}
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the last connection never reached TIME_WAIT")
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
+	ref.WaitTimeWait(t, uint16(port))
 
 	_ = p.cmd.Process.Signal(os.Interrupt)
 	out := p.wait(t, 5*time.Second)
@@ -624,9 +504,10 @@ func TestE2EConntrackOverflow(t *testing.T) {
 	if flows != len(out)-overflowLines {
 		t.Errorf("summary says %d flows, printed %d", flows, len(out)-overflowLines)
 	}
-	ref.mu.Lock()
-	sent := ref.events
-	ref.mu.Unlock()
+	sent, err := ref.Count()
+	if err != nil {
+		t.Fatalf("reference conntrack listener: %v", err)
+	}
 	if events+lost != sent {
 		t.Errorf("%d events printed + %d lost != %d the kernel sent: a silent loss or a miscount", events, lost, sent)
 	}

@@ -1,7 +1,6 @@
 package netops
 
 import (
-	"bufio"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -13,11 +12,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
+	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
@@ -35,136 +34,9 @@ func newConntrackLab(t *testing.T, shortTimeWait bool) (*lab.Lab, *Client) {
 	t.Helper()
 	l := newLab(t, lab.Options{Pods: 2, Endpoints: []int{1}, Hairpin: true})
 	if shortTimeWait {
-		err := lab.In(l.NodeNs, func() error {
-			return os.WriteFile("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_time_wait", []byte("1"), 0o644)
-		})
-		if err != nil {
-			t.Fatalf("time_wait timeout: %v", err)
-		}
+		labtest.ShortTimeWait(t, l)
 	}
 	return l, openLab(t, l)
-}
-
-// refListener counts the events for the Service with ti-mo/conntrack's
-// own Listen on a 32 MiB buffer: an independent count of what the kernel
-// sent, to hold Conntrack's delivered + lost to.
-type refListener struct {
-	mu     sync.Mutex
-	events int
-	// timeWait has the client ports whose flow reached TIME_WAIT.
-	timeWait map[uint16]bool
-	err      error
-}
-
-func startRefListener(t *testing.T, l *lab.Lab) *refListener {
-	t.Helper()
-	c, err := conntrack.Dial(&netlink.Config{NetNS: int(l.NodeNs)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.SetReadBuffer(32 << 20); err != nil {
-		t.Fatal(err)
-	}
-	evCh := make(chan conntrack.Event, 1<<16)
-	errCh, err := c.Listen(evCh, 1, netfilter.GroupsCT)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := &refListener{timeWait: map[uint16]bool{}}
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for {
-			select {
-			case ev := <-evCh:
-				if ev.Flow == nil || ev.Flow.TupleOrig.IP.DestinationAddress != labService {
-					continue
-				}
-				ref.mu.Lock()
-				ref.events++
-				if pi := ev.Flow.ProtoInfo.TCP; pi != nil && pi.State == 7 { // TIME_WAIT
-					ref.timeWait[ev.Flow.TupleOrig.Proto.SourcePort] = true
-				}
-				ref.mu.Unlock()
-			case err := <-errCh:
-				ref.mu.Lock()
-				ref.err = err
-				ref.mu.Unlock()
-			case <-stop:
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		close(stop)
-		<-stopped
-		// The library's trap: Close waits for the worker, which may be
-		// blocked sending on either channel, so keep draining both.
-		closed := make(chan struct{})
-		go func() {
-			for {
-				select {
-				case <-evCh:
-				case <-errCh:
-				case <-closed:
-					return
-				}
-			}
-		}()
-		c.Close()
-		close(closed)
-	})
-	return ref
-}
-
-func (r *refListener) count() (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.events, r.err
-}
-
-// waitTimeWait waits until the reference saw the flow from client port
-// reach TIME_WAIT, its last event: every event before it was sent.
-func (r *refListener) waitTimeWait(t *testing.T, port uint16) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		r.mu.Lock()
-		ok, err := r.timeWait[port], r.err
-		r.mu.Unlock()
-		switch {
-		case err != nil:
-			t.Fatalf("reference listener: %v", err)
-		case ok:
-			return
-		case time.Now().After(deadline):
-			t.Fatalf("reference never saw port %d reach TIME_WAIT", port)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
-}
-
-// holdService opens a connection from pod to the Service, reads the
-// endpoint's name and keeps the connection open until the test ends: a
-// flow that stays in the table (CLOSE_WAIT) for a dump to find.
-func holdService(t *testing.T, l *lab.Lab, pod *lab.Pod) (net.Conn, string) {
-	t.Helper()
-	var c net.Conn
-	err := lab.In(pod.Ns, func() error {
-		var err error
-		c, err = net.DialTimeout("tcp4", net.JoinHostPort(l.ServiceIP.String(), fmt.Sprint(l.ServicePort)), 3*time.Second)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("%s → Service: %v", pod.Name, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
-	name, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		t.Fatalf("%s → Service: no answer: %v", pod.Name, err)
-	}
-	return c, strings.TrimSpace(name)
 }
 
 func localPort(c net.Conn) uint16 { return uint16(c.LocalAddr().(*net.TCPAddr).Port) }
@@ -326,11 +198,11 @@ func TestConntrackDumpFollowHairpin(t *testing.T) {
 	self, other := l.Pod(1), l.Pod(2)
 	ep := podIP(self)
 
-	otherConn, name := holdService(t, l, other)
+	otherConn, name := labtest.HoldService(t, l, other)
 	if name != self.Name {
 		t.Fatalf("other → Service answered %q, want %q", name, self.Name)
 	}
-	selfConn, _ := holdService(t, l, self)
+	selfConn, _ := labtest.HoldService(t, l, self)
 
 	r := startConntrack(t, cl, ConntrackOptions{ServiceIP: labService})
 	r.waitIdle(t)
@@ -428,7 +300,7 @@ func TestConntrackDumpFollowHairpin(t *testing.T) {
 func TestConntrackFilters(t *testing.T) {
 	l, cl := newConntrackLab(t, true)
 	self, other := l.Pod(1), l.Pod(2)
-	holdService(t, l, other)
+	labtest.HoldService(t, l, other)
 	// A UDP Service port: DNAT only, nobody listens (the flow stays UNREPLIED).
 	if _, err := l.Exec("", "iptables", "-t", "nat", "-I", "PREROUTING", "-p", "udp", "-d", "10.96.0.10", "--dport", "53",
 		"-j", "DNAT", "--to-destination", self.IP.String()+":5353"); err != nil {
@@ -540,7 +412,7 @@ func drain(ch chan ConntrackFlow) []ConntrackFlow {
 func TestConntrackOverflow(t *testing.T) {
 	l, cl := newConntrackLab(t, false)
 	other := l.Pod(2)
-	ref := startRefListener(t, l)
+	ref := labtest.ListenConntrack(t, l)
 	held, release := make(chan struct{}), make(chan struct{})
 	first := true
 	o := ConntrackOptions{
@@ -586,12 +458,12 @@ func TestConntrackOverflow(t *testing.T) {
 		return f.Event == ConntrackExisting && f.Resync && f.State == "TIME_WAIT"
 	})
 	// Following goes on after the overflow.
-	c, _ := holdService(t, l, other)
+	c, _ := labtest.HoldService(t, l, other)
 	r.waitFlow(t, "a new event after the overflow", 10*time.Second, nil, func(f ConntrackFlow) bool {
 		return f.Event == ConntrackNew && f.Orig.SPort == localPort(c)
 	})
 	c.Close()
-	ref.waitTimeWait(t, localPort(c))
+	ref.WaitTimeWait(t, localPort(c))
 	res := r.stop(t) // delivers what is still queued
 	if res.err != nil {
 		t.Fatal(res.err)
@@ -602,7 +474,7 @@ func TestConntrackOverflow(t *testing.T) {
 			live++
 		}
 	}
-	sent, err := ref.count()
+	sent, err := ref.Count()
 	if err != nil {
 		t.Fatalf("reference listener: %v", err)
 	}
@@ -619,7 +491,7 @@ func TestConntrackOverflow(t *testing.T) {
 // NoFollow ends by itself after the dump.
 func TestConntrackStops(t *testing.T) {
 	l, cl := newConntrackLab(t, true)
-	holdService(t, l, l.Pod(2))
+	labtest.HoldService(t, l, l.Pod(2))
 	r := startConntrack(t, cl, ConntrackOptions{ServiceIP: labService})
 	r.waitIdle(t)
 	// The held flow is in the dump; the lab's server closes its side after
@@ -668,8 +540,8 @@ func TestConntrackDecodeMatchesLibrary(t *testing.T) {
 	}
 	defer ev.Close()
 
-	holdService(t, l, other)
-	holdService(t, l, self)
+	labtest.HoldService(t, l, other)
+	labtest.HoldService(t, l, self)
 	if _, err := l.ConnectService(other, 3*time.Second); err != nil {
 		t.Fatal(err)
 	}
