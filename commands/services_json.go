@@ -93,46 +93,31 @@ func (j *jsonWriter) float(k string, v float64) {
 	j.b = appendJSONFloat(j.b, v)
 }
 
-func (j *jsonWriter) strs(k string, v []string) {
-	j.key(k)
-	if v == nil {
-		j.b = append(j.b, "null"...)
-		return
-	}
-	if len(v) == 0 {
-		j.b = append(j.b, "[]"...)
-		return
-	}
-	j.b = append(j.b, '[')
-	for i, s := range v {
-		if i > 0 {
-			j.b = append(j.b, ',')
-		}
-		j.b = append(j.b, '\n')
-		j.b = append(j.b, j.indent...)
-		j.b = append(j.b, "  "...)
-		j.b = appendJSONString(j.b, s)
-	}
-	j.b = append(j.b, '\n')
-	j.b = append(j.b, j.indent...)
-	j.b = append(j.b, ']')
+// strs writes a string array (callers leave out empty fields).
+func (j *jsonWriter) strs(k string, v []string) { jsonArray(j, k, v, appendJSONString) }
+
+// ints writes an int array (callers leave out empty fields).
+func (j *jsonWriter) ints(k string, v []int) {
+	jsonArray(j, k, v, func(b []byte, n int) []byte { return strconv.AppendInt(b, int64(n), 10) })
 }
 
-func (j *jsonWriter) ints(k string, v []int) {
+// jsonArray writes v one element a line, indented one level deeper, as
+// json.MarshalIndent does; an empty array is [].
+func jsonArray[T any](j *jsonWriter, k string, v []T, elem func([]byte, T) []byte) {
 	j.key(k)
 	if len(v) == 0 {
 		j.b = append(j.b, "[]"...)
 		return
 	}
 	j.b = append(j.b, '[')
-	for i, n := range v {
+	for i, x := range v {
 		if i > 0 {
 			j.b = append(j.b, ',')
 		}
 		j.b = append(j.b, '\n')
 		j.b = append(j.b, j.indent...)
 		j.b = append(j.b, "  "...)
-		j.b = strconv.AppendInt(j.b, int64(n), 10)
+		j.b = elem(j.b, x)
 	}
 	j.b = append(j.b, '\n')
 	j.b = append(j.b, j.indent...)
