@@ -347,7 +347,30 @@ func (l *Lab) AddPod() (*Pod, error) {
 	if err := l.serve(p); err != nil {
 		return nil, err
 	}
+	if err := l.waitOperUp(p.HostVeth, 5*time.Second); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+// waitOperUp waits for a link's operational state to become up: the
+// kernel's link watcher reports a veth's carrier a moment after both ends
+// are up, later still on a busy machine, and tests read the state.
+func (l *Lab) waitOperUp(name string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		lk, err := l.h.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		if lk.Attrs().OperState == netlink.OperUp {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: %s not up after %s (operstate %s)", name, limit, lk.Attrs().OperState)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (l *Lab) serve(p *Pod) error {
