@@ -94,6 +94,10 @@ func (c *Client) listChain(ib iptBackend, ipt *iptables.IPTables, table, chain s
 		switch {
 		case ie.IsNotExist():
 			return nil, nil
+		case ib.backend == BackendIPTablesNFT && strings.Contains(ie.Error(), "is incompatible") && !c.nftChainPresent(ib.family, table, chain):
+			// iptables-nft 1.8.9 calls a chain that does not exist
+			// "incompatible" when the table holds one it cannot list.
+			return nil, nil
 		case ie.ExitStatus() == 4 && strings.Contains(ie.Error(), "xtables lock"):
 			return nil, errorf(ErrTimeout, "%s: another process holds the xtables lock (%s); gave up after %ds: retry, or raise --wait", ib.cmd, xtablesLockPath(), max(waitSeconds, 1))
 		case strings.Contains(ie.Error(), "Permission denied"):

@@ -55,6 +55,18 @@ func nftFamily(family int) nftables.TableFamily {
 	return nftables.TableFamilyIPv4
 }
 
+// nftChainPresent reports whether nf_tables has the chain in the client's
+// namespace; false when that cannot be told either.
+func (c *Client) nftChainPresent(family int, table, chain string) bool {
+	conn, err := c.nftConn()
+	if err != nil {
+		return false
+	}
+	defer conn.CloseLasting()
+	ok, _ := nftChainExists(conn, family, table, chain)
+	return ok
+}
+
 // nftChainExists asks nf_tables whether table (of family) has chain.
 func nftChainExists(conn *nftables.Conn, family int, table, chain string) (bool, error) {
 	_, err := conn.ListChain(&nftables.Table{Name: table, Family: nftFamily(family)}, chain)
