@@ -306,9 +306,9 @@ func (c *Client) readIPTablesTargeted(ib iptBackend, p *iptParser, probe *famPro
 	if err != nil {
 		return false, err
 	}
-	// list reads chains in parallel (each read is its own process) and
-	// feeds them in the order asked, tables given as "table chain".
-	list := func(chains ...[2]string) error {
+	// read lists chains in parallel (each read is its own process), tables
+	// given as "table chain"; feed hands them to the parser in that order.
+	read := func(chains ...[2]string) ([][]string, error) {
 		outs := make([][]string, len(chains))
 		errs := make([]error, len(chains))
 		var wg sync.WaitGroup
@@ -323,9 +323,9 @@ func (c *Client) readIPTablesTargeted(ib iptBackend, p *iptParser, probe *famPro
 			}()
 		}
 		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			return err
-		}
+		return outs, errors.Join(errs...)
+	}
+	feed := func(chains [][2]string, outs [][]string) {
 		for i, o := range outs {
 			// ip6tables prints IPv4-mapped addresses as ::ffff:a.b.c.d,
 			// which the text filter does not match: IPv4 tables only.
@@ -334,13 +334,45 @@ func (c *Client) readIPTablesTargeted(ib iptBackend, p *iptParser, probe *famPro
 			}
 			p.feedLines(chains[i][0], o)
 		}
+	}
+	list := func(chains ...[2]string) error {
+		outs, err := read(chains...)
+		if err != nil {
+			return err
+		}
+		feed(chains, outs)
 		return nil
 	}
-	first := [][2]string{{"nat", "KUBE-SERVICES"}, {"nat", "KUBE-NODEPORTS"}, {"nat", "KUBE-MARK-MASQ"}, {"nat", "KUBE-POSTROUTING"}, {"nat", "POSTROUTING"}}
+	services := [2]string{"nat", "KUBE-SERVICES"}
+	first := [][2]string{{"nat", "KUBE-NODEPORTS"}, {"nat", "KUBE-MARK-MASQ"}, {"nat", "KUBE-POSTROUTING"}, {"nat", "POSTROUTING"}}
 	if probe.nftFilter {
 		first = append(first, [2]string{"filter", "KUBE-SERVICES"}, [2]string{"filter", "KUBE-EXTERNAL-SERVICES"})
 	}
-	if err := list(first...); err != nil {
+	// An address lookup on iptables-nft reads KUBE-SERVICES, the one large
+	// chain, over netlink while the small ones are listed; by name, or
+	// when a rule is beyond what it renders, iptables lists it.
+	if sel.addrOnly() && ib.backend == BackendIPTablesNFT {
+		var viaNFT []string
+		done := make(chan bool, 1)
+		go func() {
+			lines, ok, err := c.kubeServicesLookupNFT(ib.family, sel.ips)
+			viaNFT = lines
+			done <- ok && err == nil
+		}()
+		outs, err := read(first...)
+		if !<-done {
+			viaNFT = nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if viaNFT != nil {
+			p.feedLines("nat", viaNFT)
+		} else if err := list(services); err != nil {
+			return false, err
+		}
+		feed(first, outs)
+	} else if err := list(append([][2]string{services}, first...)...); err != nil {
 		return false, err
 	}
 	// Which KUBE-SERVICES rules does the filter select?

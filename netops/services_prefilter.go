@@ -25,29 +25,41 @@ func lookupLines(lines []string, ips []netip.Addr) (kept []string, ok bool) {
 		}
 		texts[i] = a.String()
 	}
-	keep := make([]bool, len(lines))
-	hashes := map[string]bool{}
+	targets := make([]string, len(lines))
 	for i, l := range lines {
-		target := jumpTarget(l)
-		switch {
-		case !isServiceChain(target):
-			keep[i] = true
-		case namesAddr(l, texts):
-			keep[i] = true
-			hashes[chainHash(target)] = true
-		}
+		targets[i] = jumpTarget(l)
 	}
-	for i, l := range lines {
-		if !keep[i] && hashes[chainHash(jumpTarget(l))] {
-			keep[i] = true
-		}
-	}
+	keep := lookupKeep(len(lines), func(i int) string { return targets[i] }, func(i int) bool { return namesAddr(lines[i], texts) })
 	for i, l := range lines {
 		if keep[i] {
 			kept = append(kept, l)
 		}
 	}
 	return kept, true
+}
+
+// lookupKeep marks which of n KUBE-SERVICES rules a lookup keeps, given
+// each rule's jump target and whether it names a looked-up address: the
+// rules that do not jump to a service's chain, those that name an address,
+// and those whose target shares a hash with a kept rule's.
+func lookupKeep(n int, target func(i int) string, names func(i int) bool) []bool {
+	keep := make([]bool, n)
+	hashes := map[string]bool{}
+	for i := range n {
+		switch t := target(i); {
+		case !isServiceChain(t):
+			keep[i] = true
+		case names(i):
+			keep[i] = true
+			hashes[chainHash(t)] = true
+		}
+	}
+	for i := range n {
+		if !keep[i] && hashes[chainHash(target(i))] {
+			keep[i] = true
+		}
+	}
+	return keep
 }
 
 // jumpTarget is the chain a rule jumps or goes to, "" when none.

@@ -1,0 +1,147 @@
+package netops
+
+import (
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// renderFixtures are the kube-proxy fixtures with a KUBE-SERVICES chain,
+// each with the family its tool loads.
+var renderFixtures = []struct {
+	file   string
+	family int
+}{
+	{"iptables-modern.rules", 4},
+	{"iptables-old.rules", 4},
+	{"iptables-odd.rules", 4},
+	{"iptables-large.rules", 4},
+	{"ip6tables-modern.rules", 6},
+}
+
+// declined: the rules renderIPTRule leaves to iptables, for matches and
+// targets it does not render.
+var declined = regexp.MustCompile(`-m (physdev|sctp|statistic|recent|mark|conntrack)\b|--src-type|-j (REJECT|MARK|DNAT|SNAT|MASQUERADE)\b`)
+
+// kubeServicesListing loads fixture with iptables-nft (or ip6tables-nft)
+// and returns what `-t nat -S KUBE-SERVICES` prints.
+func kubeServicesListing(t *testing.T, fixture string, family int) (*Client, []string) {
+	t.Helper()
+	l, c := servicesLab(t)
+	tool := "iptables-nft"
+	if family == 6 {
+		tool = "ip6tables-nft"
+	}
+	loadFixture(t, l, tool+"-restore", fixture)
+	out, err := l.Exec("", tool, "-t", "nat", "-S", "KUBE-SERVICES")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, strings.Split(strings.TrimSpace(out), "\n")
+}
+
+// Every KUBE-SERVICES rule renderIPTRule renders from the kernel's
+// nf_tables expressions is the very line `iptables-nft -S` prints, and it
+// declines exactly the rules with matches or targets it does not know.
+func TestRenderIPTRuleMatchesIPTables(t *testing.T) {
+	for _, f := range renderFixtures {
+		t.Run(f.file, func(t *testing.T) {
+			c, listing := kubeServicesListing(t, f.file, f.family)
+			want := slices.DeleteFunc(slices.Clone(listing), func(l string) bool { return !strings.HasPrefix(l, "-A ") })
+			var got []string
+			err := c.nftRules(f.family, "nat", "KUBE-SERVICES", func(r nftRule) {
+				exprs, err := r.decode()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				rr, ok := renderIPTRule(f.family, "KUBE-SERVICES", exprs)
+				if !ok {
+					rr.line = "(declined)"
+				}
+				got = append(got, rr.line)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("dump has %d rules, iptables -S %d", len(got), len(want))
+			}
+			rendered := 0
+			for i, w := range want {
+				switch {
+				case declined.MatchString(w) != (got[i] == "(declined)"):
+					t.Errorf("rule %d: rendered %q for %q", i, got[i], w)
+				case got[i] == "(declined)":
+				case got[i] != w:
+					t.Errorf("rule %d:\n got %s\nwant %s", i, got[i], w)
+				default:
+					rendered++
+				}
+			}
+			if rendered < len(want)/2 {
+				t.Errorf("rendered only %d of %d rules", rendered, len(want))
+			}
+		})
+	}
+}
+
+var ruleAddr = regexp.MustCompile(` -[sd] ([0-9a-f:.]+)/`)
+
+// A lookup over netlink keeps what lookupLines keeps of the -S listing,
+// for every address the chain names and one it does not; when a rule it
+// must keep is one it declines, it says so and the caller lists the chain
+// with iptables instead.
+func TestKubeServicesLookupNFTMatchesListing(t *testing.T) {
+	for _, f := range renderFixtures {
+		t.Run(f.file, func(t *testing.T) {
+			c, listing := kubeServicesListing(t, f.file, f.family)
+			addrs := []netip.Addr{netip.MustParseAddr("10.99.99.99"), netip.MustParseAddr("fd00:99::99")}
+			for _, l := range listing {
+				for _, m := range ruleAddr.FindAllStringSubmatch(l, -1) {
+					addrs = append(addrs, netip.MustParseAddr(m[1]))
+				}
+			}
+			fallbacks := 0
+			for _, a := range addrs {
+				got, ok, err := c.kubeServicesLookupNFT(f.family, []netip.Addr{a})
+				if err != nil {
+					t.Fatal(err)
+				}
+				// What lookupLines keeps, by text (the fixtures write
+				// addresses as ip6tables prints them).
+				targets := make([]string, len(listing))
+				for i, l := range listing {
+					targets[i] = jumpTarget(l)
+				}
+				keep := lookupKeep(len(listing), func(i int) string { return targets[i] }, func(i int) bool { return namesAddr(listing[i], []string{a.String()}) })
+				var want []string
+				mustDecline := false
+				for i, l := range listing {
+					if keep[i] || strings.HasPrefix(l, "-N ") {
+						want = append(want, l)
+						mustDecline = mustDecline || declined.MatchString(l)
+					}
+				}
+				// It must fall back when it keeps a rule it cannot render,
+				// and may only where the chain has one it might keep.
+				if ok && mustDecline || !ok && !slices.ContainsFunc(listing, declined.MatchString) {
+					t.Errorf("lookup %s: ok %v, a kept rule to decline %v", a, ok, mustDecline)
+				}
+				if !ok {
+					fallbacks++
+					continue
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("lookup %s:\n got %q\nwant %q", a, got, want)
+				}
+			}
+			t.Logf("%d lookups, %d fell back to iptables", len(addrs), fallbacks)
+			if fallbacks == len(addrs) {
+				t.Errorf("every lookup fell back to iptables")
+			}
+		})
+	}
+}
