@@ -21,11 +21,10 @@ func parseIPTablesSave(r io.Reader, family int, backend Backend, raw bool, sel *
 // into adds what the parser read to res.
 func (p *iptParser) into(res *ServicesResult, sel *serviceSelector) {
 	svcs, unknown := p.finish(res.Backend, sel)
-	res.Services = append(res.Services, svcs...)
 	res.Unparsed += p.unparsed
 	res.UnparsedRules = append(res.UnparsedRules, unknown...)
 	mergeMasquerade(res, p.masq, p.family)
-	sortServices(res.Services)
+	addServices(res, svcs)
 }
 
 // newServicesResult returns a result with empty, non-nil slices.

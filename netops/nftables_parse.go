@@ -662,11 +662,10 @@ func nftServiceName(chain string) string {
 // into adds the parser's services to res.
 func (p *nftParser) into(res *ServicesResult, sel *serviceSelector) {
 	svcs, unknown := p.finish(sel)
-	res.Services = append(res.Services, svcs...)
 	res.Unparsed += p.unparsed
 	res.UnparsedRules = append(res.UnparsedRules, unknown...)
 	mergeMasquerade(res, p.masq, p.family)
-	sortServices(res.Services)
+	addServices(res, svcs)
 }
 
 type nftBuild struct {

@@ -221,7 +221,7 @@ func TestServicesNFTablesMode(t *testing.T) {
 	}
 	want := append(stripRaw(parseFixture(t, filepath.Join(servicesTestdata, "nftables-modern.list"), false)).Services,
 		stripRaw(parseFixture(t, filepath.Join(servicesTestdata, "nftables6-modern.list"), false)).Services...)
-	sortServices(want)
+	want = sortServices(want)
 	if got := stripRaw(res).Services; !reflect.DeepEqual(got, want) {
 		t.Errorf("nftables mode:\n got %s\nwant %s", marshalView(t, got), marshalView(t, want))
 	}

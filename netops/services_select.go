@@ -168,10 +168,11 @@ func anyAddrIs(list []string, a netip.Addr) bool {
 	return false
 }
 
-// sortServices orders services by namespace, name, port name and protocol;
-// services whose name is unknown (no comments) come last, by address. The
-// keys are computed once: 10,000 services make 140,000 comparisons.
-func sortServices(svcs []Service) {
+// sortServices returns svcs ordered by namespace, name, port name and
+// protocol; services whose name is unknown (no comments) come last, by
+// address. The keys are computed once (10,000 services make 140,000
+// comparisons) and the services are moved once, into a new slice.
+func sortServices(svcs []Service) []Service {
 	type key struct {
 		unnamed bool
 		addr    netip.Addr
@@ -217,5 +218,15 @@ func sortServices(svcs []Service) {
 	for i, k := range keys {
 		sorted[i] = svcs[k.i]
 	}
-	copy(svcs, sorted)
+	return sorted
+}
+
+// addServices adds one family's services to res and keeps res sorted; the
+// first family's services are taken as they are, not copied.
+func addServices(res *ServicesResult, svcs []Service) {
+	if len(res.Services) == 0 {
+		res.Services = sortServices(svcs)
+		return
+	}
+	res.Services = sortServices(append(res.Services, svcs...))
 }
