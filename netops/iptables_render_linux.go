@@ -13,9 +13,10 @@ import (
 // renderIPTRule writes an iptables-nft rule of chain, given as its
 // nf_tables expressions, as `iptables -S` prints it. It knows the forms
 // iptables-nft gives kube-proxy's KUBE-SERVICES rules: -s/-d with a prefix
-// (either negated), -p, the comment, tcp/udp ports, addrtype, counters and
-// a jump, goto or built-in verdict. For anything else ok is false and the
-// caller asks iptables itself; a rule is never half rendered.
+// (either negated), -p tcp/udp, the comment, the destination port,
+// addrtype --dst-type, counters and a jump, goto or built-in verdict. For
+// anything else ok is false and the caller asks iptables itself; a rule is
+// never half rendered.
 func renderIPTRule(family int, chain string, exprs []expr.Any) (rendered renderedRule, ok bool) {
 	r := ruleText{family: family}
 	for i := 0; i < len(exprs); i++ {
@@ -53,15 +54,15 @@ type renderedRule struct {
 // ruleText collects a rule's parts in the order iptables prints them:
 // addresses, protocol, matches in the rule's order, then the target.
 type ruleText struct {
-	family     int
-	src, dst   string
-	proto      string
-	protoNum   byte
-	portsMatch bool // a "-m tcp"/"-m udp" was started by a port payload
-	matches    strings.Builder
-	verdict    string
-	chain      string
-	addrs      []netip.Addr
+	family   int
+	src, dst string
+	proto    string
+	protoNum byte
+	dport    bool
+	matches  strings.Builder
+	verdict  string
+	chain    string
+	addrs    []netip.Addr
 }
 
 // take consumes e and, for a load, the expressions after it that complete
@@ -97,8 +98,9 @@ func (r *ruleText) take(e expr.Any, rest []expr.Any) (used int, ok bool) {
 	return 0, false
 }
 
-// iptProtoName: the protocols whose names iptables prints.
-var iptProtoName = map[byte]string{6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp"}
+// iptProtoName: the protocols of kube-proxy's service rules, by number,
+// as iptables prints them (SCTP's port match is an xt match, declined).
+var iptProtoName = map[byte]string{6: "tcp", 17: "udp"}
 
 // payload renders an address (-s/-d) or a transport port (-m tcp --dport)
 // from a payload load, an optional bitwise mask and a cmp.
@@ -162,22 +164,12 @@ func (r *ruleText) payload(p *expr.Payload, rest []expr.Any) (used int, ok bool)
 		*field = neg + flag + a.String() + "/" + strconv.Itoa(bitsLen)
 		return used, true
 	case expr.PayloadBaseTransportHeader:
-		if mask != nil || neg != "" || p.Len != 2 || r.protoNum != 6 && r.protoNum != 17 {
+		// kube-proxy matches destination ports only: "-m tcp --dport N".
+		if mask != nil || neg != "" || p.Offset != 2 || p.Len != 2 || r.dport || r.protoNum != 6 && r.protoNum != 17 {
 			return 0, false
 		}
-		port := strconv.Itoa(int(cmp.Data[0])<<8 | int(cmp.Data[1]))
-		if !r.portsMatch {
-			r.matches.WriteString(" -m " + r.proto)
-			r.portsMatch = true
-		}
-		switch p.Offset {
-		case 0:
-			r.matches.WriteString(" --sport " + port)
-		case 2:
-			r.matches.WriteString(" --dport " + port)
-		default:
-			return 0, false
-		}
+		r.dport = true
+		r.matches.WriteString(" -m " + r.proto + " --dport " + strconv.Itoa(int(cmp.Data[0])<<8|int(cmp.Data[1])))
 		return used, true
 	}
 	return 0, false
@@ -187,7 +179,6 @@ func (r *ruleText) payload(p *expr.Payload, rest []expr.Any) (used int, ok bool)
 func (r *ruleText) match(m *expr.Match) bool {
 	switch info := m.Info.(type) {
 	case *xt.Comment:
-		r.portsMatch = false
 		r.matches.WriteString(" -m comment --comment ")
 		r.matches.WriteString(xtablesQuote(string(*info)))
 		return true
@@ -199,7 +190,6 @@ func (r *ruleText) match(m *expr.Match) bool {
 		if !known {
 			return false
 		}
-		r.portsMatch = false
 		r.matches.WriteString(" -m addrtype")
 		if info.Flags&xtAddrTypeInvertDest != 0 {
 			r.matches.WriteString(" !")

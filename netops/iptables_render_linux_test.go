@@ -1,6 +1,7 @@
 package netops
 
 import (
+	"fmt"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -10,10 +11,12 @@ import (
 
 // renderFixtures are the kube-proxy fixtures with a KUBE-SERVICES chain,
 // each with the family its tool loads.
-var renderFixtures = []struct {
-	file   string
+type renderCase struct {
+	file   string // under testdata/services, or the rules themselves
 	family int
-}{
+}
+
+var renderFixtures = []renderCase{
 	{"iptables-modern.rules", 4},
 	{"iptables-old.rules", 4},
 	{"iptables-odd.rules", 4},
@@ -25,8 +28,49 @@ var renderFixtures = []struct {
 // targets it does not render.
 var declined = regexp.MustCompile(`-m (physdev|sctp|statistic|recent|mark|conntrack)\b|--src-type|-j (REJECT|MARK|DNAT|SNAT|MASQUERADE)\b`)
 
-// kubeServicesListing loads fixture with iptables-nft (or ip6tables-nft)
-// and returns what `-t nat -S KUBE-SERVICES` prints.
+// renderEdgeForms are rule forms the fixtures' KUBE-SERVICES chains lack:
+// prefixes off a byte boundary (a bitwise mask in nf_tables), negated
+// destinations, bare comments, no comment, goto, built-in verdicts, and
+// SCTP, whose port match the renderer declines.
+var renderEdgeForms = map[int]string{
+	4: `*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-AAAAAAAAAAAAAAAA - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+-A KUBE-SERVICES ! -s 10.244.0.0/20 -d 10.96.0.12/32 -p tcp -m comment --comment "ns/a:http cluster IP" -m tcp --dport 80 -j KUBE-MARK-MASQ
+-A KUBE-SERVICES -s 10.244.16.0/21 ! -d 10.96.0.0/12 -j RETURN
+-A KUBE-SERVICES -d 10.96.0.13/32 -p udp -m comment --comment bare-comment_1 -m udp --dport 53 -g KUBE-SVC-AAAAAAAAAAAAAAAA
+-A KUBE-SERVICES -d 10.96.0.14/32 -p tcp -m tcp --dport 8080 -j KUBE-SVC-AAAAAAAAAAAAAAAA
+-A KUBE-SERVICES -d 10.96.0.15/32 -p sctp -m comment --comment "ns/s:p cluster IP" -m sctp --dport 80 -j KUBE-SVC-AAAAAAAAAAAAAAAA
+-A KUBE-SERVICES -m addrtype ! --dst-type LOCAL -j ACCEPT
+COMMIT
+`,
+	6: `*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-AAAAAAAAAAAAAAAA - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+-A KUBE-SERVICES ! -s fd00:10:244::/56 -d fd00:10:96::12/128 -p tcp -m comment --comment "ns/a:http cluster IP" -m tcp --dport 80 -j KUBE-MARK-MASQ
+-A KUBE-SERVICES -d ::ffff:10.96.0.13/128 -p udp -m udp --dport 53 -j KUBE-SVC-AAAAAAAAAAAAAAAA
+-A KUBE-SERVICES -s fd00:10:244:8::/61 -j RETURN
+COMMIT
+`,
+}
+
+// renderCases are the fixtures and the edge forms, by name.
+func renderCases() map[string]renderCase {
+	cases := map[string]renderCase{}
+	for _, f := range renderFixtures {
+		cases[f.file] = f
+	}
+	for fam, text := range renderEdgeForms {
+		cases[fmt.Sprintf("edge-forms-ipv%d", fam)] = renderCase{text, fam}
+	}
+	return cases
+}
+
+// kubeServicesListing loads fixture (a file under testdata/services, or
+// rules text) with iptables-nft (or ip6tables-nft) and returns what `-t
+// nat -S KUBE-SERVICES` prints.
 func kubeServicesListing(t *testing.T, fixture string, family int) (*Client, []string) {
 	t.Helper()
 	l, c := servicesLab(t)
@@ -34,7 +78,13 @@ func kubeServicesListing(t *testing.T, fixture string, family int) (*Client, []s
 	if family == 6 {
 		tool = "ip6tables-nft"
 	}
-	loadFixture(t, l, tool+"-restore", fixture)
+	if strings.HasPrefix(fixture, "*nat") {
+		if _, err := l.Exec(fixture, tool+"-restore"); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		loadFixture(t, l, tool+"-restore", fixture)
+	}
 	out, err := l.Exec("", tool, "-t", "nat", "-S", "KUBE-SERVICES")
 	if err != nil {
 		t.Fatal(err)
@@ -46,8 +96,8 @@ func kubeServicesListing(t *testing.T, fixture string, family int) (*Client, []s
 // nf_tables expressions is the very line `iptables-nft -S` prints, and it
 // declines exactly the rules with matches or targets it does not know.
 func TestRenderIPTRuleMatchesIPTables(t *testing.T) {
-	for _, f := range renderFixtures {
-		t.Run(f.file, func(t *testing.T) {
+	for name, f := range renderCases() {
+		t.Run(name, func(t *testing.T) {
 			c, listing := kubeServicesListing(t, f.file, f.family)
 			want := slices.DeleteFunc(slices.Clone(listing), func(l string) bool { return !strings.HasPrefix(l, "-A ") })
 			var got []string
@@ -95,8 +145,8 @@ var ruleAddr = regexp.MustCompile(` -[sd] ([0-9a-f:.]+)/`)
 // must keep is one it declines, it says so and the caller lists the chain
 // with iptables instead.
 func TestKubeServicesLookupNFTMatchesListing(t *testing.T) {
-	for _, f := range renderFixtures {
-		t.Run(f.file, func(t *testing.T) {
+	for name, f := range renderCases() {
+		t.Run(name, func(t *testing.T) {
 			c, listing := kubeServicesListing(t, f.file, f.family)
 			addrs := []netip.Addr{netip.MustParseAddr("10.99.99.99"), netip.MustParseAddr("fd00:99::99")}
 			for _, l := range listing {
@@ -143,5 +193,40 @@ func TestKubeServicesLookupNFTMatchesListing(t *testing.T) {
 				t.Errorf("every lookup fell back to iptables")
 			}
 		})
+	}
+}
+
+// Quoting as xtables_save_string quotes: bare words stay bare; anything
+// else is quoted with quote marks and backslashes escaped.
+func TestXtablesQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"ns1/svc:http":          `"ns1/svc:http"`,
+		"kube-proxy_rule-1":     `kube-proxy_rule-1`,
+		"":                      `""`,
+		"two words":             `"two words"`,
+		`say "hi"`:              `"say \"hi\""`,
+		`back\slash and 'tick'`: `"back\\slash and \'tick\'"`,
+	} {
+		if got := xtablesQuote(in); got != want {
+			t.Errorf("xtablesQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestIsPrefixMask(t *testing.T) {
+	for _, tt := range []struct {
+		mask []byte
+		want bool
+	}{
+		{[]byte{0xff, 0xff, 0xf0}, true},
+		{[]byte{0xff, 0xff, 0xff, 0xff}, true},
+		{[]byte{0x80, 0x00}, true},
+		{[]byte{0xff, 0x0f}, false},
+		{[]byte{0x00, 0xff}, false},
+		{[]byte{0xf0, 0xf0}, false},
+	} {
+		if got := isPrefixMask(tt.mask); got != tt.want {
+			t.Errorf("isPrefixMask(% x) = %v, want %v", tt.mask, got, tt.want)
+		}
 	}
 }
