@@ -38,19 +38,18 @@ func (c *Client) kubeServicesLookupNFT(family int, addrs []netip.Addr) (lines []
 		// address is then the first look's guess.
 		declined bool
 	}
-	render := func(r nftRule) (renderedRule, bool) {
-		exprs, err := r.decode()
-		if err != nil {
-			return renderedRule{}, false
-		}
-		return renderIPTRule(family, "KUBE-SERVICES", exprs)
-	}
+	render := func(r nftRule) (renderedRule, bool) { return renderNFTRule(family, "KUBE-SERVICES", r) }
 	jumpsTo := func(r nftRule) string {
 		v, err := r.verdict()
 		if err != nil || v == nil || v.Kind != expr.VerdictJump && v.Kind != expr.VerdictGoto {
 			return ""
 		}
 		return v.Chain
+	}
+	// The lookup's addresses are unmapped; ip6tables rules may hold
+	// IPv4-mapped ones.
+	namesAny := func(rr renderedRule) bool {
+		return slices.ContainsFunc(rr.addrs, func(a netip.Addr) bool { return slices.Contains(addrs, a.Unmap()) })
 	}
 	var items []item
 	err = c.nftRules(family, "nat", "KUBE-SERVICES", func(r nftRule) {
@@ -70,18 +69,22 @@ func (c *Client) kubeServicesLookupNFT(family int, addrs []netip.Addr) (lines []
 	if err != nil {
 		return nil, false, err
 	}
+	if len(items) == 0 && !c.nftChainPresent(family, "nat", "KUBE-SERVICES") {
+		// The dump of a missing chain is as empty as that of an empty
+		// one; iptables -S says "no chain" for it, which reads as nothing.
+		return nil, true, nil
+	}
 	keep := lookupKeep(len(items),
 		func(i int) string { return items[i].rendered.target },
 		func(i int) bool {
-			switch it := items[i]; {
+			it := items[i]
+			switch {
 			case it.deferred:
 				return false
 			case it.declined:
 				return slices.ContainsFunc(needles, it.rule.holds)
 			}
-			return slices.ContainsFunc(items[i].rendered.addrs, func(a netip.Addr) bool {
-				return slices.Contains(addrs, a)
-			})
+			return namesAny(it.rendered)
 		})
 	lines = []string{"-N KUBE-SERVICES"}
 	for i := range items {
@@ -101,4 +104,18 @@ func (c *Client) kubeServicesLookupNFT(family int, addrs []netip.Addr) (lines []
 		lines = append(lines, items[i].rendered.line)
 	}
 	return lines, true, nil
+}
+
+// renderNFTRule renders a dumped iptables-nft rule as `iptables -S` prints
+// it, or says it cannot (ok false): see renderIPTRule. A comment nft put in
+// the rule's userdata, which iptables prints too, is declined.
+func renderNFTRule(family int, chain string, r nftRule) (renderedRule, bool) {
+	if r.userdataComment() {
+		return renderedRule{}, false
+	}
+	exprs, err := r.decode()
+	if err != nil {
+		return renderedRule{}, false
+	}
+	return renderIPTRule(family, chain, exprs)
 }

@@ -159,6 +159,11 @@ func (r *ruleText) payload(p *expr.Payload, rest []expr.Any) (used int, ok bool)
 				bitsLen += bits.OnesCount8(m)
 			}
 		}
+		if size == 16 && allZero(addr[:12]) && addr[12]|addr[13] != 0 {
+			// glibc prints an IPv4-compatible address as ::a.b.c.d,
+			// Go as ::a60:1: leave it to ip6tables.
+			return 0, false
+		}
 		a, _ := netip.AddrFromSlice(addr)
 		r.addrs = append(r.addrs, a)
 		*field = neg + flag + a.String() + "/" + strconv.Itoa(bitsLen)

@@ -7,6 +7,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
 )
 
 // renderFixtures are the kube-proxy fixtures with a KUBE-SERVICES chain,
@@ -26,7 +29,7 @@ var renderFixtures = []renderCase{
 
 // declined: the rules renderIPTRule leaves to iptables, for matches and
 // targets it does not render.
-var declined = regexp.MustCompile(`-m (physdev|sctp|statistic|recent|mark|conntrack)\b|--src-type|-j (REJECT|MARK|DNAT|SNAT|MASQUERADE)\b`)
+var declined = regexp.MustCompile(`-m (physdev|sctp|statistic|recent|mark|conntrack)\b|--src-type|-j (REJECT|MARK|DNAT|SNAT|MASQUERADE)\b|userdata comment| -[sd] ::[0-9]+\.`)
 
 // renderEdgeForms are rule forms the fixtures' KUBE-SERVICES chains lack:
 // prefixes off a byte boundary (a bitwise mask in nf_tables), negated
@@ -48,12 +51,23 @@ COMMIT
 	6: `*nat
 :KUBE-SERVICES - [0:0]
 :KUBE-SVC-AAAAAAAAAAAAAAAA - [0:0]
+:KUBE-SVC-BBBBBBBBBBBBBBBB - [0:0]
+:KUBE-SVC-CCCCCCCCCCCCCCCC - [0:0]
 :KUBE-MARK-MASQ - [0:0]
 -A KUBE-SERVICES ! -s fd00:10:244::/56 -d fd00:10:96::12/128 -p tcp -m comment --comment "ns/a:http cluster IP" -m tcp --dport 80 -j KUBE-MARK-MASQ
 -A KUBE-SERVICES -d ::ffff:10.96.0.13/128 -p udp -m udp --dport 53 -j KUBE-SVC-AAAAAAAAAAAAAAAA
 -A KUBE-SERVICES -s fd00:10:244:8::/61 -j RETURN
+-A KUBE-SERVICES -d ::10.96.0.1/128 -p tcp -m tcp --dport 80 -j KUBE-SVC-BBBBBBBBBBBBBBBB
+-A KUBE-SERVICES -d ::1/128 -p tcp -m tcp --dport 80 -j KUBE-SVC-CCCCCCCCCCCCCCCC
 COMMIT
 `,
+}
+
+// renderEdgeNFT adds, with nft, a rule whose comment is in the rule's
+// userdata, where nft keeps comments and iptables prints them too.
+var renderEdgeNFT = map[int][]string{
+	4: {"add", "rule", "ip", "nat", "KUBE-SERVICES", "meta", "l4proto", "tcp", "ip", "daddr", "10.96.0.16", "tcp", "dport", "80",
+		"counter", "jump", "KUBE-SVC-AAAAAAAAAAAAAAAA", "comment", `"userdata comment"`},
 }
 
 // renderCases are the fixtures and the edge forms, by name.
@@ -82,6 +96,11 @@ func kubeServicesListing(t *testing.T, fixture string, family int) (*Client, []s
 		if _, err := l.Exec(fixture, tool+"-restore"); err != nil {
 			t.Fatal(err)
 		}
+		if add := renderEdgeNFT[family]; add != nil {
+			if _, err := l.Exec("", "nft", add...); err != nil {
+				t.Fatal(err)
+			}
+		}
 	} else {
 		loadFixture(t, l, tool+"-restore", fixture)
 	}
@@ -102,12 +121,7 @@ func TestRenderIPTRuleMatchesIPTables(t *testing.T) {
 			want := slices.DeleteFunc(slices.Clone(listing), func(l string) bool { return !strings.HasPrefix(l, "-A ") })
 			var got []string
 			err := c.nftRules(f.family, "nat", "KUBE-SERVICES", func(r nftRule) {
-				exprs, err := r.decode()
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				rr, ok := renderIPTRule(f.family, "KUBE-SERVICES", exprs)
+				rr, ok := renderNFTRule(f.family, "KUBE-SERVICES", r)
 				if !ok {
 					rr.line = "(declined)"
 				}
@@ -116,7 +130,7 @@ func TestRenderIPTRuleMatchesIPTables(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(got) != len(want) {
+			if len(want) == 0 || len(got) != len(want) {
 				t.Fatalf("dump has %d rules, iptables -S %d", len(got), len(want))
 			}
 			rendered := 0
@@ -156,6 +170,8 @@ func TestKubeServicesLookupNFTMatchesListing(t *testing.T) {
 			}
 			fallbacks := 0
 			for _, a := range addrs {
+				// Lookups take unmapped addresses, as the selector gives them.
+				a = a.Unmap()
 				got, ok, err := c.kubeServicesLookupNFT(f.family, []netip.Addr{a})
 				if err != nil {
 					t.Fatal(err)
@@ -166,7 +182,11 @@ func TestKubeServicesLookupNFTMatchesListing(t *testing.T) {
 				for i, l := range listing {
 					targets[i] = jumpTarget(l)
 				}
-				keep := lookupKeep(len(listing), func(i int) string { return targets[i] }, func(i int) bool { return namesAddr(listing[i], []string{a.String()}) })
+				texts := []string{a.String()}
+				if f.family == 6 && a.Is4() {
+					texts = append(texts, "::ffff:"+a.String())
+				}
+				keep := lookupKeep(len(listing), func(i int) string { return targets[i] }, func(i int) bool { return namesAddr(listing[i], texts) })
 				var want []string
 				mustDecline := false
 				for i, l := range listing {
@@ -228,5 +248,65 @@ func TestIsPrefixMask(t *testing.T) {
 		if got := isPrefixMask(tt.mask); got != tt.want {
 			t.Errorf("isPrefixMask(% x) = %v, want %v", tt.mask, got, tt.want)
 		}
+	}
+}
+
+// A rule whose attributes or expressions are malformed is an error, never
+// a shorter list of expressions.
+func TestLocateRuleMalformed(t *testing.T) {
+	elem := nl.NewRtAttr(unix.NFTA_LIST_ELEM|unix.NLA_F_NESTED, []byte{0xff, 0x00, 0x01, 0x00})
+	list := nl.NewRtAttr(unix.NFTA_RULE_EXPRESSIONS|unix.NLA_F_NESTED, elem.Serialize())
+	good := nl.NewRtAttr(unix.NFTA_LIST_ELEM|unix.NLA_F_NESTED, nl.NewRtAttr(unix.NFTA_EXPR_NAME, nl.ZeroTerminated("counter")).Serialize())
+	for name, attrs := range map[string][]byte{
+		"truncated attribute":  {0x01, 0x00},
+		"length past the end":  {0x08, 0x00, 0x01, 0x00},
+		"bad expression entry": list.Serialize(),
+	} {
+		if r, err := locateRule(unix.NFPROTO_IPV4, attrs); err == nil {
+			t.Errorf("%s: no error, %d expressions", name, len(r.exprs))
+		}
+	}
+	ok := nl.NewRtAttr(unix.NFTA_RULE_EXPRESSIONS|unix.NLA_F_NESTED, append(good.Serialize(), good.Serialize()...))
+	r, err := locateRule(unix.NFPROTO_IPV4, ok.Serialize())
+	if err != nil || len(r.exprs) != 2 || string(r.exprs[1].name) != "counter" {
+		t.Errorf("well-formed rule: %d expressions, %v", len(r.exprs), err)
+	}
+}
+
+func TestUserdataComment(t *testing.T) {
+	for _, tt := range []struct {
+		udata []byte
+		want  bool
+	}{
+		{nil, false},
+		{[]byte{0, 3, 'a', 'b', 'c'}, true},       // NFTNL_UDATA_RULE_COMMENT
+		{[]byte{1, 1, 'x'}, false},                // another entry
+		{[]byte{1, 1, 'x', 0, 2, 'h', 'i'}, true}, // a comment after it
+		{[]byte{1, 5, 'x'}, true},                 // cannot be walked
+	} {
+		if got := (nftRule{userdata: tt.udata}).userdataComment(); got != tt.want {
+			t.Errorf("userdata % x: comment %v, want %v", tt.udata, got, tt.want)
+		}
+	}
+}
+
+// A lookup in a namespace without KUBE-SERVICES finds nothing, as iptables
+// -S does; an empty chain is listed as empty.
+func TestKubeServicesLookupNFTMissingChain(t *testing.T) {
+	l, c := servicesLab(t)
+	if _, err := l.Exec("*nat\n:KUBE-OTHER - [0:0]\nCOMMIT\n", "iptables-nft-restore"); err != nil {
+		t.Fatal(err)
+	}
+	addr := []netip.Addr{netip.MustParseAddr("10.96.0.10")}
+	lines, ok, err := c.kubeServicesLookupNFT(4, addr)
+	if err != nil || !ok || lines != nil {
+		t.Errorf("missing chain: %q ok %v err %v", lines, ok, err)
+	}
+	if _, err := l.Exec("*nat\n:KUBE-SERVICES - [0:0]\nCOMMIT\n", "iptables-nft-restore"); err != nil {
+		t.Fatal(err)
+	}
+	lines, ok, err = c.kubeServicesLookupNFT(4, addr)
+	if err != nil || !ok || !slices.Equal(lines, []string{"-N KUBE-SERVICES"}) {
+		t.Errorf("empty chain: %q ok %v err %v", lines, ok, err)
 	}
 }

@@ -28,26 +28,30 @@ func openNetfilterConn(ns netns.NsHandle) (*rawConn, error) {
 	return &rawConn{sock: sock, bufSize: nftRuleBufSize}, nil
 }
 
-// nftRule is one rule of a dump, its attributes undecoded: google/nftables'
-// decoders copy every attribute they visit, and decoding all 10,000 rules
-// of a large KUBE-SERVICES costs more CPU than the dump itself, when a
-// lookup needs a handful of them.
+// nftRule is one rule of a dump, its expressions located but not decoded:
+// google/nftables' decoders copy every attribute they visit, and decoding
+// all 10,000 rules of a large KUBE-SERVICES costs more CPU than the dump
+// itself, when a lookup needs a handful of them.
 type nftRule struct {
 	fam   byte
-	attrs []byte
+	exprs []nftRawExpr
+	// userdata is NFTA_RULE_USERDATA: libnftnl's TLVs, where nft keeps a
+	// rule's comment.
+	userdata []byte
 }
 
 // nftRawExpr is an expression's name and its undecoded NFTA_EXPR_DATA.
 type nftRawExpr struct {
-	name string
+	name []byte
 	data []byte
 }
 
 // nftRules calls fn with each rule of one chain of an nf_tables table, in
 // the chain's order, from ONE NFT_MSG_GETRULE dump read in large datagrams.
 // fn runs on another goroutine than the reads, so the kernel builds the
-// next datagram while fn looks at the last. A missing table or chain has
-// no rules.
+// next datagram while fn looks at the last; a rule that cannot be walked,
+// or a panic in fn, ends the calls and is returned. A missing table or
+// chain has no rules.
 func (c *Client) nftRules(family int, table, chain string, fn func(r nftRule)) error {
 	conn, err := openNetfilterConn(c.target())
 	if err != nil {
@@ -59,16 +63,18 @@ func (c *Client) nftRules(family int, table, chain string, fn func(r nftRule)) e
 	req.AddData(&nl.Nfgenmsg{NfgenFamily: fam, Version: unix.NFNETLINK_V0})
 	req.AddData(nl.NewRtAttr(unix.NFTA_RULE_TABLE, nl.ZeroTerminated(table)))
 	req.AddData(nl.NewRtAttr(unix.NFTA_RULE_CHAIN, nl.ZeroTerminated(chain)))
-	// Datagrams are copied whole and handed over; each rule aliases its
-	// datagram's copy.
-	datagrams := make(chan [][]byte, 8)
+	// Datagrams' rules are copied and handed over in batches.
+	batches := make(chan [][]byte, 8)
+	var ferr error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for rules := range datagrams {
-			for _, r := range rules {
-				fn(nftRule{fam: fam, attrs: r})
+		for rules := range batches {
+			if ferr == nil {
+				ferr = eachRule(fam, rules, fn)
 			}
+			// After a failure the rest is drained, never left blocking
+			// the reads.
 		}
 	}()
 	var pending [][]byte
@@ -77,14 +83,14 @@ func (c *Client) nftRules(family int, table, chain string, fn func(r nftRule)) e
 			pending = append(pending, bytes.Clone(payload[nl.SizeofNfgenmsg:]))
 		}
 		if len(pending) >= 64 {
-			datagrams <- pending
+			batches <- pending
 			pending = nil
 		}
 	})
 	if len(pending) > 0 {
-		datagrams <- pending
+		batches <- pending
 	}
-	close(datagrams)
+	close(batches)
 	<-done
 	switch {
 	case errors.Is(err, unix.ENOENT):
@@ -92,12 +98,30 @@ func (c *Client) nftRules(family int, table, chain string, fn func(r nftRule)) e
 	case err != nil:
 		return nftError(fmt.Sprintf("dump nf_tables rules of %s %s %s", nftFamilyName(family), table, chain), err)
 	}
+	return ferr
+}
+
+// eachRule locates each rule's expressions and calls fn, turning a panic
+// into an error.
+func eachRule(fam byte, rules [][]byte, fn func(nftRule)) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("decode nf_tables rule: %v", p)
+		}
+	}()
+	for _, attrs := range rules {
+		r, err := locateRule(fam, attrs)
+		if err != nil {
+			return err
+		}
+		fn(r)
+	}
 	return nil
 }
 
 // eachAttr calls fn with the type (without the nesting and byte-order
 // flags) and value of each netlink attribute in b, until fn returns false.
-// A walk that allocates nothing: the rule dump visits 100,000 of them.
+// It allocates nothing: a rule dump holds 100,000 attributes.
 func eachAttr(b []byte, fn func(typ uint16, val []byte) bool) error {
 	for len(b) > 0 {
 		if len(b) < unix.SizeofNlAttr {
@@ -116,46 +140,46 @@ func eachAttr(b []byte, fn func(typ uint16, val []byte) bool) error {
 	return nil
 }
 
-// exprs finds the rule's expressions: NFTA_RULE_EXPRESSIONS →
-// NFTA_LIST_ELEM → NFTA_EXPR_NAME, NFTA_EXPR_DATA.
-func (r nftRule) exprs() ([]nftRawExpr, error) {
-	var out []nftRawExpr
-	var werr error
-	err := eachAttr(r.attrs, func(typ uint16, list []byte) bool {
-		if typ != unix.NFTA_RULE_EXPRESSIONS {
-			return true
-		}
-		werr = eachAttr(list, func(_ uint16, elem []byte) bool {
-			var e nftRawExpr
-			if werr = eachAttr(elem, func(typ uint16, v []byte) bool {
-				switch typ {
-				case unix.NFTA_EXPR_NAME:
-					e.name = string(bytes.TrimRight(v, "\x00"))
-				case unix.NFTA_EXPR_DATA:
-					e.data = v
+// locateRule finds a rule's userdata and expressions: NFTA_RULE_EXPRESSIONS
+// → NFTA_LIST_ELEM → NFTA_EXPR_NAME, NFTA_EXPR_DATA.
+func locateRule(fam byte, attrs []byte) (nftRule, error) {
+	r := nftRule{fam: fam, exprs: make([]nftRawExpr, 0, 12)}
+	var elemErr error
+	err := eachAttr(attrs, func(typ uint16, v []byte) bool {
+		switch typ {
+		case unix.NFTA_RULE_USERDATA:
+			r.userdata = v
+		case unix.NFTA_RULE_EXPRESSIONS:
+			listErr := eachAttr(v, func(_ uint16, elem []byte) bool {
+				var e nftRawExpr
+				if elemErr = eachAttr(elem, func(typ uint16, v []byte) bool {
+					switch typ {
+					case unix.NFTA_EXPR_NAME:
+						e.name = bytes.TrimRight(v, "\x00")
+					case unix.NFTA_EXPR_DATA:
+						e.data = v
+					}
+					return true
+				}); elemErr != nil {
+					return false
 				}
+				r.exprs = append(r.exprs, e)
 				return true
-			}); werr != nil {
-				return false
-			}
-			out = append(out, e)
-			return true
-		})
-		return false
+			})
+			elemErr = errors.Join(listErr, elemErr)
+		}
+		return elemErr == nil
 	})
-	return out, errors.Join(err, werr)
+	return r, errors.Join(err, elemErr)
 }
 
 // decode decodes every expression with google/nftables; one of a kind it
 // has no use for here is nil in its place, so a caller can tell the rule
 // holds something it cannot read.
 func (r nftRule) decode() ([]expr.Any, error) {
-	raw, err := r.exprs()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]expr.Any, len(raw))
-	for i, e := range raw {
+	out := make([]expr.Any, len(r.exprs))
+	for i, e := range r.exprs {
+		var err error
 		if out[i], err = decodeExpr(r.fam, e.name, e.data); err != nil {
 			return nil, err
 		}
@@ -166,11 +190,10 @@ func (r nftRule) decode() ([]expr.Any, error) {
 // verdict decodes only the rule's last expression: its jump, goto or
 // built-in verdict; nil when the rule ends otherwise.
 func (r nftRule) verdict() (*expr.Verdict, error) {
-	raw, err := r.exprs()
-	if err != nil || len(raw) == 0 {
-		return nil, err
+	if len(r.exprs) == 0 {
+		return nil, nil
 	}
-	last := raw[len(raw)-1]
+	last := r.exprs[len(r.exprs)-1]
 	e, err := decodeExpr(r.fam, last.name, last.data)
 	v, _ := e.(*expr.Verdict)
 	return v, err
@@ -180,18 +203,28 @@ func (r nftRule) verdict() (*expr.Verdict, error) {
 // data: a cheap first look before decoding, which may say yes wrongly but
 // never no.
 func (r nftRule) holds(b []byte) bool {
-	raw, err := r.exprs()
-	if err != nil {
-		return true
+	return slices.ContainsFunc(r.exprs, func(e nftRawExpr) bool { return bytes.Contains(e.data, b) })
+}
+
+// userdataComment reports whether the rule's userdata holds a comment
+// (NFTNL_UDATA_RULE_COMMENT, type 0 in libnftnl's type-length-value list):
+// nft writes comments there, and iptables prints them as "-m comment".
+// Userdata it cannot walk counts as a comment.
+func (r nftRule) userdataComment() bool {
+	for b := r.userdata; len(b) > 0; {
+		if len(b) < 2 || 2+int(b[1]) > len(b) || b[0] == 0 {
+			return true
+		}
+		b = b[2+int(b[1]):]
 	}
-	return slices.ContainsFunc(raw, func(e nftRawExpr) bool { return bytes.Contains(e.data, b) })
+	return false
 }
 
 // decodeExpr decodes one expression of the kinds iptables-nft writes for
 // kube-proxy's rules; any other kind is nil.
-func decodeExpr(fam byte, name string, data []byte) (expr.Any, error) {
+func decodeExpr(fam byte, name []byte, data []byte) (expr.Any, error) {
 	var e expr.Any
-	switch name {
+	switch string(name) {
 	case "meta":
 		e = &expr.Meta{}
 	case "payload":

@@ -168,14 +168,25 @@ func TestServicesLabService(t *testing.T) {
 // A lookup on iptables-nft lists only the chains it needs; it must find
 // exactly what a full dump finds, raw rules included.
 func TestServicesTargetedMatchesFull(t *testing.T) {
-	for _, fixture := range []string{"iptables-modern.rules", "iptables-old.rules", "iptables-odd.rules", "iptables-large.rules", "ip6tables-modern.rules"} {
-		t.Run(fixture, func(t *testing.T) {
+	for _, fixture := range []string{"iptables-modern.rules", "iptables-old.rules", "iptables-odd.rules", "iptables-large.rules", "ip6tables-modern.rules", renderEdgeForms[6]} {
+		name := fixture
+		if strings.HasPrefix(fixture, "*nat") {
+			name = "edge-forms-ipv6" // an IPv4-mapped cluster IP among them
+		}
+		t.Run(name, func(t *testing.T) {
 			l, c := servicesLab(t)
 			family, tool := 4, "iptables-nft-restore"
-			if strings.HasPrefix(fixture, "ip6") {
+			if strings.HasPrefix(fixture, "ip6") || fixture == renderEdgeForms[6] {
 				family, tool = 6, "ip6tables-nft-restore"
 			}
-			loadFixture(t, l, tool, fixture)
+			if name == "edge-forms-ipv6" {
+				if _, err := l.Exec(fixture, tool); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				loadFixture(t, l, tool, fixture)
+			}
+			viaNetlink := nftLookupReads.Load()
 			full, err := c.Services(ServicesOptions{Backend: "iptables-nft", Family: family, Raw: true, FullRead: true})
 			if err != nil {
 				t.Fatal(err)
@@ -184,11 +195,14 @@ func TestServicesTargetedMatchesFull(t *testing.T) {
 				t.Fatalf("%d services", len(full.Services))
 			}
 			for _, want := range full.Services {
-				name := want.Namespace + "/" + want.Name
-				if want.PortName != "" {
-					name += ":" + want.PortName
+				lookups := []ServicesOptions{{ClusterIPs: []string{want.ClusterIP}}}
+				if want.Name != "" {
+					svc := want.Namespace + "/" + want.Name
+					if want.PortName != "" {
+						svc += ":" + want.PortName
+					}
+					lookups = append(lookups, ServicesOptions{Names: []string{svc}})
 				}
-				lookups := []ServicesOptions{{ClusterIPs: []string{want.ClusterIP}}, {Names: []string{name}}}
 				for _, ip := range append(slices.Clone(want.ExternalIPs), want.LoadBalancerIPs...) {
 					lookups = append(lookups, ServicesOptions{ClusterIPs: []string{ip}})
 				}
@@ -202,6 +216,9 @@ func TestServicesTargetedMatchesFull(t *testing.T) {
 						t.Errorf("lookup %v%v:\n got %s\nwant %s", o.ClusterIPs, o.Names, marshalView(t, got.Services), marshalView(t, want))
 					}
 				}
+			}
+			if nftLookupReads.Load() == viaNetlink {
+				t.Errorf("no lookup read KUBE-SERVICES over netlink: all fell back to iptables -S")
 			}
 		})
 	}
