@@ -350,8 +350,10 @@ func (c *Client) readIPTablesTargeted(ib iptBackend, p *iptParser, probe *famPro
 		first = append(first, [2]string{"filter", "KUBE-SERVICES"}, [2]string{"filter", "KUBE-EXTERNAL-SERVICES"})
 	}
 	// An address lookup on iptables-nft reads KUBE-SERVICES, the one large
-	// chain, over netlink while the small ones are listed; by name, or
-	// when a rule is beyond what it renders, iptables lists it.
+	// chain, over netlink while the small ones are listed. By name, when
+	// a rule is beyond what it renders, or when the dump fails (iptables
+	// then reports what is wrong, a missing permission say), iptables
+	// lists it.
 	if sel.addrOnly() && ib.backend == BackendIPTablesNFT {
 		var viaNFT []string
 		done := make(chan bool, 1)
