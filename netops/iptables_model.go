@@ -19,16 +19,17 @@ type svcBuild struct {
 	entries []int
 }
 
-// finish assembles the services that sel selects and lists the rules not
-// understood that belong to no service (those inside a service's chains
-// are in its Raw).
+// finish assembles the services that sel selects, in serviceOrder, and
+// lists the rules not understood that belong to no service (those inside
+// a service's chains are in its Raw). The order is found over the builds,
+// so each service is copied once, into its place.
 func (p *iptParser) finish(backend Backend, sel *serviceSelector) (svcs []Service, unknown []string) {
 	builds := p.assemble(backend)
 	var owned map[string]bool
 	if p.keepRaw {
 		owned = make(map[string]bool)
 	}
-	svcs = make([]Service, 0, len(builds))
+	picked := make([]*svcBuild, 0, len(builds))
 	for _, b := range builds {
 		if p.keepRaw {
 			for _, c := range b.chains {
@@ -44,7 +45,11 @@ func (p *iptParser) finish(backend Backend, sel *serviceSelector) (svcs []Servic
 		if p.keepRaw {
 			b.svc.Raw = p.rawOf(b)
 		}
-		svcs = append(svcs, b.svc)
+		picked = append(picked, b)
+	}
+	svcs = make([]Service, len(picked))
+	for i, k := range serviceOrder(len(picked), func(i int) *Service { return &picked[i].svc }) {
+		svcs[i] = picked[k].svc
 	}
 	if !p.keepRaw {
 		return svcs, nil

@@ -24,7 +24,7 @@ func (p *iptParser) into(res *ServicesResult, sel *serviceSelector) {
 	res.Unparsed += p.unparsed
 	res.UnparsedRules = append(res.UnparsedRules, unknown...)
 	mergeMasquerade(res, p.masq, p.family)
-	addServices(res, svcs)
+	addServices(res, svcs, true)
 }
 
 // newServicesResult returns a result with empty, non-nil slices.

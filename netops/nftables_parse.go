@@ -665,7 +665,7 @@ func (p *nftParser) into(res *ServicesResult, sel *serviceSelector) {
 	res.Unparsed += p.unparsed
 	res.UnparsedRules = append(res.UnparsedRules, unknown...)
 	mergeMasquerade(res, p.masq, p.family)
-	addServices(res, svcs)
+	addServices(res, svcs, false)
 }
 
 type nftBuild struct {

@@ -168,24 +168,36 @@ func anyAddrIs(list []string, a netip.Addr) bool {
 	return false
 }
 
-// sortServices returns svcs ordered by namespace, name, port name and
-// protocol; services whose name is unknown (no comments) come last, by
-// address. The keys are computed once (10,000 services make 140,000
-// comparisons) and the services are moved once, into a new slice.
+// sortServices returns svcs in serviceOrder, moved once into a new slice.
 func sortServices(svcs []Service) []Service {
+	sorted := make([]Service, len(svcs))
+	for i, k := range serviceOrder(len(svcs), func(i int) *Service { return &svcs[i] }) {
+		sorted[i] = svcs[k]
+	}
+	return sorted
+}
+
+// serviceOrder returns the indexes of n services (at gives each) ordered by
+// namespace, name, port name and protocol; services whose name is unknown
+// (no comments) come last, by address. The keys are computed once: 10,000
+// services make 140,000 comparisons. Each service's node ports are sorted
+// on the way.
+func serviceOrder(n int, at func(i int) *Service) []int {
 	type key struct {
 		unnamed bool
 		addr    netip.Addr
+		s       *Service
 		i       int
 	}
-	keys := make([]key, len(svcs))
-	for i := range svcs {
-		a, _ := netip.ParseAddr(svcs[i].ClusterIP)
-		keys[i] = key{unnamed: svcs[i].Name == "", addr: a, i: i}
-		slices.Sort(svcs[i].NodePorts)
+	keys := make([]key, n)
+	for i := range n {
+		s := at(i)
+		a, _ := netip.ParseAddr(s.ClusterIP)
+		keys[i] = key{unnamed: s.Name == "", addr: a, s: s, i: i}
+		slices.Sort(s.NodePorts)
 	}
 	slices.SortFunc(keys, func(x, y key) int {
-		a, b := &svcs[x.i], &svcs[y.i]
+		a, b := x.s, y.s
 		if x.unnamed != y.unnamed {
 			if x.unnamed {
 				return 1
@@ -214,19 +226,23 @@ func sortServices(svcs []Service) []Service {
 		}
 		return cmp.Or(cmp.Compare(a.Port, b.Port), cmp.Compare(x.i, y.i))
 	})
-	sorted := make([]Service, len(svcs))
+	order := make([]int, n)
 	for i, k := range keys {
-		sorted[i] = svcs[k.i]
+		order[i] = k.i
 	}
-	return sorted
+	return order
 }
 
 // addServices adds one family's services to res and keeps res sorted; the
-// first family's services are taken as they are, not copied.
-func addServices(res *ServicesResult, svcs []Service) {
-	if len(res.Services) == 0 {
+// first family's services are taken as they are, not copied, and not
+// sorted again when they come sorted.
+func addServices(res *ServicesResult, svcs []Service, sorted bool) {
+	switch {
+	case len(res.Services) == 0 && sorted:
+		res.Services = svcs
+	case len(res.Services) == 0:
 		res.Services = sortServices(svcs)
-		return
+	default:
+		res.Services = sortServices(append(res.Services, svcs...))
 	}
-	res.Services = sortServices(append(res.Services, svcs...))
 }
