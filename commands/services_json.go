@@ -78,8 +78,10 @@ func (j *jsonWriter) key(k string) {
 	j.first = false
 	j.b = append(j.b, '\n')
 	j.b = append(j.b, j.indent...)
-	j.b = appendJSONString(j.b, k)
-	j.b = append(j.b, ':', ' ')
+	// Keys are this file's own field names: plain ASCII, nothing to escape.
+	j.b = append(j.b, '"')
+	j.b = append(j.b, k...)
+	j.b = append(j.b, '"', ':', ' ')
 }
 
 func (j *jsonWriter) str(k, v string) { j.key(k); j.b = appendJSONString(j.b, v) }
