@@ -311,6 +311,13 @@ func TestE2EMetrics(t *testing.T) {
 	if st.Mode().Perm() != 0o644 {
 		t.Errorf("mode %v: node_exporter runs as another user", st.Mode().Perm())
 	}
+	// Held open, the first file keeps its inode: a later file cannot reuse
+	// the number, and a file replaced by rename is left with no links.
+	first, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
 	ino := st.Sys().(*syscall.Stat_t).Ino
 
 	// Rewrite it while a reader keeps parsing it: every read is whole.
@@ -361,8 +368,12 @@ func TestE2EMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Sys().(*syscall.Stat_t).Ino == ino {
-		t.Error("same inode: the file was rewritten in place, not replaced")
+	held, err := first.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Sys().(*syscall.Stat_t).Ino == ino || held.Sys().(*syscall.Stat_t).Nlink != 0 {
+		t.Error("the first file is still linked: it was rewritten in place, not replaced")
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
