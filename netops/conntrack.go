@@ -178,7 +178,6 @@ const (
 	ctaProtoinfoTCP   = 1  // CTA_PROTOINFO_TCP
 	ctaProtoinfoSCTP  = 3  // CTA_PROTOINFO_SCTP
 	ctaProtoinfoState = 1  // CTA_PROTOINFO_TCP_STATE, CTA_PROTOINFO_SCTP_STATE
-	ctNlaTypeMask     = 0x3fff
 	ctNfgenmsgLen     = 4
 )
 
@@ -206,29 +205,10 @@ func newFlowMatcher(ip netip.Addr, port uint16, proto uint8) flowMatcher {
 	return m
 }
 
-// ctNextAttr splits the first netlink attribute off b: its type without the
-// nested and byte-order flags, its payload, and the rest. ok is false when
-// b holds no complete attribute.
-func ctNextAttr(b []byte) (typ uint16, payload, rest []byte, ok bool) {
-	if len(b) < 4 {
-		return 0, nil, nil, false
-	}
-	l := int(binary.NativeEndian.Uint16(b))
-	if l < 4 || l > len(b) {
-		return 0, nil, nil, false
-	}
-	typ = binary.NativeEndian.Uint16(b[2:]) & ctNlaTypeMask
-	aligned := (l + 3) &^ 3
-	if aligned > len(b) {
-		aligned = len(b)
-	}
-	return typ, b[4:l], b[aligned:], true
-}
-
 // ctFindAttr returns the payload of the first attribute of type typ in b.
 func ctFindAttr(b []byte, typ uint16) ([]byte, bool) {
 	for {
-		t, p, rest, ok := ctNextAttr(b)
+		t, p, rest, ok := nextAttr(b)
 		if !ok {
 			return nil, false
 		}
@@ -297,7 +277,7 @@ func decodeFlow(attrs []byte, event string, at time.Time) (ConntrackFlow, error)
 	hasStatus, hasTCP, hasSCTP := false, false, false
 	var state uint8
 	for b := attrs; len(b) > 0; {
-		t, p, rest, ok := ctNextAttr(b)
+		t, p, rest, ok := nextAttr(b)
 		if !ok {
 			return f, fmt.Errorf("conntrack message: truncated attribute")
 		}
@@ -323,7 +303,7 @@ func decodeFlow(attrs []byte, event string, at time.Time) (ConntrackFlow, error)
 			}
 			f.ID = binary.BigEndian.Uint32(p)
 		case ctaProtoinfo:
-			pt, pp, _, ok := ctNextAttr(p)
+			pt, pp, _, ok := nextAttr(p)
 			if !ok {
 				continue
 			}
@@ -364,7 +344,7 @@ func decodeFlow(attrs []byte, event string, at time.Time) (ConntrackFlow, error)
 // ctDecodeTuple reads a CTA_TUPLE_ORIG or CTA_TUPLE_REPLY payload.
 func ctDecodeTuple(b []byte, t *ConntrackTuple, proto *uint8) error {
 	for len(b) > 0 {
-		typ, p, rest, ok := ctNextAttr(b)
+		typ, p, rest, ok := nextAttr(b)
 		if !ok {
 			return fmt.Errorf("conntrack message: truncated tuple")
 		}
@@ -372,7 +352,7 @@ func ctDecodeTuple(b []byte, t *ConntrackTuple, proto *uint8) error {
 		switch typ {
 		case ctaTupleIP:
 			for len(p) > 0 {
-				at, ap, arest, ok := ctNextAttr(p)
+				at, ap, arest, ok := nextAttr(p)
 				if !ok {
 					return fmt.Errorf("conntrack message: truncated address")
 				}
@@ -390,7 +370,7 @@ func ctDecodeTuple(b []byte, t *ConntrackTuple, proto *uint8) error {
 			}
 		case ctaTupleProto:
 			for len(p) > 0 {
-				pt, pp, prest, ok := ctNextAttr(p)
+				pt, pp, prest, ok := nextAttr(p)
 				if !ok {
 					return fmt.Errorf("conntrack message: truncated protocol tuple")
 				}

@@ -119,58 +119,54 @@ func eachRule(fam byte, rules [][]byte, fn func(nftRule)) (err error) {
 	return nil
 }
 
-// eachAttr calls fn with the type (without the nesting and byte-order
-// flags) and value of each netlink attribute in b, until fn returns false.
-// It allocates nothing: a rule dump holds 100,000 attributes.
-func eachAttr(b []byte, fn func(typ uint16, val []byte) bool) error {
-	for len(b) > 0 {
-		if len(b) < unix.SizeofNlAttr {
-			return errors.New("decode nf_tables rule: truncated attribute")
-		}
-		n := int(nl.NativeEndian().Uint16(b[0:2]))
-		typ := nl.NativeEndian().Uint16(b[2:4]) &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
-		if n < unix.SizeofNlAttr || n > len(b) {
-			return errors.New("decode nf_tables rule: bad attribute length")
-		}
-		if !fn(typ, b[unix.SizeofNlAttr:n]) {
-			return nil
-		}
-		b = b[min((n+unix.NLA_ALIGNTO-1)&^(unix.NLA_ALIGNTO-1), len(b)):]
-	}
-	return nil
-}
-
 // locateRule finds a rule's userdata and expressions: NFTA_RULE_EXPRESSIONS
 // → NFTA_LIST_ELEM → NFTA_EXPR_NAME, NFTA_EXPR_DATA.
 func locateRule(fam byte, attrs []byte) (nftRule, error) {
-	r := nftRule{fam: fam, exprs: make([]nftRawExpr, 0, 12)}
-	var elemErr error
-	err := eachAttr(attrs, func(typ uint16, v []byte) bool {
+	r := nftRule{fam: fam}
+	for b := attrs; len(b) > 0; {
+		typ, v, rest, ok := nextAttr(b)
+		if !ok {
+			return r, fmt.Errorf("decode nf_tables rule: %w", errBadAttr)
+		}
+		b = rest
 		switch typ {
 		case unix.NFTA_RULE_USERDATA:
 			r.userdata = v
 		case unix.NFTA_RULE_EXPRESSIONS:
-			listErr := eachAttr(v, func(_ uint16, elem []byte) bool {
-				var e nftRawExpr
-				if elemErr = eachAttr(elem, func(typ uint16, v []byte) bool {
-					switch typ {
-					case unix.NFTA_EXPR_NAME:
-						e.name = bytes.TrimRight(v, "\x00")
-					case unix.NFTA_EXPR_DATA:
-						e.data = v
-					}
-					return true
-				}); elemErr != nil {
-					return false
-				}
-				r.exprs = append(r.exprs, e)
-				return true
-			})
-			elemErr = errors.Join(listErr, elemErr)
+			var err error
+			if r.exprs, err = locateExprs(v); err != nil {
+				return r, fmt.Errorf("decode nf_tables rule: %w", err)
+			}
 		}
-		return elemErr == nil
-	})
-	return r, errors.Join(err, elemErr)
+	}
+	return r, nil
+}
+
+// locateExprs splits an expression list into names and undecoded data.
+func locateExprs(list []byte) ([]nftRawExpr, error) {
+	out := make([]nftRawExpr, 0, 12)
+	for len(list) > 0 {
+		_, elem, rest, ok := nextAttr(list)
+		if !ok {
+			return nil, errBadAttr
+		}
+		list = rest
+		var e nftRawExpr
+		err := walkAttrs(elem, func(typ uint16, v []byte) bool {
+			switch typ {
+			case unix.NFTA_EXPR_NAME:
+				e.name = bytes.TrimRight(v, "\x00")
+			case unix.NFTA_EXPR_DATA:
+				e.data = v
+			}
+			return true
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 // decode decodes every expression with google/nftables; one of a kind it
