@@ -371,18 +371,7 @@ func TestConntrackFilters(t *testing.T) {
 	if _, err := l.ConnectService(other, 3*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	err := lab.In(other.Ns, func() error {
-		c, err := net.Dial("udp4", "10.96.0.10:53")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_, err = c.Write([]byte("y"))
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sendUDP()
 	r.waitFlow(t, "udp new event", 5*time.Second, nil, func(f ConntrackFlow) bool { return f.Event == ConntrackNew && f.Proto == "udp" })
 	r.stop(t)
 	for _, f := range append(r.seen, drain(r.flows)...) {
