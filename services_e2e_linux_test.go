@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
-	"golang.org/x/sys/unix"
+	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 )
 
 // runWithEnv runs hairpinctl with extra environment variables (PATH,
@@ -189,15 +189,7 @@ func TestE2EServicesSplitBrain(t *testing.T) {
 func TestE2EServicesXtablesLock(t *testing.T) {
 	l := newLab(t, lab.Options{Pods: 1, Restore: "iptables-nft-restore", Prefix: "hpsve"})
 	loadServices(t, l, "iptables-legacy-restore", "iptables-modern.rules")
-	lock := filepath.Join(t.TempDir(), "xtables.lock")
-	f, err := os.Create(lock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
+	lock := labtest.HoldXtablesLock(t)
 	start := time.Now()
 	r := runWithEnv(t, []string{"XTABLES_LOCKFILE=" + lock}, "services", "--netns", l.Node, "--wait", "1")
 	if d := time.Since(start); r.code != 1 || d > 10*time.Second {

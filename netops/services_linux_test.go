@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
-	"golang.org/x/sys/unix"
+	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 )
 
 // captureServices reloads the kube-proxy fixtures into a lab and rewrites
@@ -292,18 +292,9 @@ func TestServicesXtablesLock(t *testing.T) {
 	l, c := servicesLab(t)
 	loadFixture(t, l, "iptables-nft-restore", "iptables-odd.rules")
 	loadFixture(t, l, "iptables-legacy-restore", "iptables-modern.rules")
-	lock := filepath.Join(t.TempDir(), "xtables.lock")
-	t.Setenv("XTABLES_LOCKFILE", lock)
-	f, err := os.Create(lock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
+	t.Setenv("XTABLES_LOCKFILE", labtest.HoldXtablesLock(t))
 	start := time.Now()
-	_, err = c.Services(ServicesOptions{Family: 4, WaitSeconds: 1})
+	_, err := c.Services(ServicesOptions{Family: 4, WaitSeconds: 1})
 	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "xtables lock") || !strings.Contains(err.Error(), "--wait") {
 		t.Errorf("with the lock held: %v", err)
 	}

@@ -5,9 +5,11 @@ package labtest
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
+	"golang.org/x/sys/unix"
 )
 
 // New builds a lab for t and registers its removal. Without root it skips:
@@ -28,4 +30,21 @@ func New(t testing.TB, o lab.Options) *lab.Lab {
 		}
 	})
 	return l
+}
+
+// HoldXtablesLock creates an xtables lock file, holds it as another
+// iptables would, and returns its path (for XTABLES_LOCKFILE). The lock is
+// released when the test ends.
+func HoldXtablesLock(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "xtables.lock")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
