@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"testing"
 
@@ -133,4 +134,20 @@ func (c *chunked) Read(p []byte) (int, error) {
 	k := copy(p[:min(len(p), c.n)], c.b)
 	c.b = c.b[k:]
 	return k, nil
+}
+
+func TestRelaxGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	t.Setenv("GOGC", "")
+	relaxGC()
+	if got := debug.SetGCPercent(100); got != relaxedGCPercent {
+		t.Errorf("GC target %d after relaxGC, want %d", got, relaxedGCPercent)
+	}
+	// The user's own GOGC stands.
+	t.Setenv("GOGC", "50")
+	debug.SetGCPercent(50)
+	relaxGC()
+	if got := debug.SetGCPercent(100); got != 50 {
+		t.Errorf("GC target %d with GOGC=50, want it left at 50", got)
+	}
 }
