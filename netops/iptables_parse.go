@@ -186,6 +186,11 @@ type iptParser struct {
 
 	chains   map[string]*iptChain
 	seps     map[string]*iptSep
+	// sepSlab allocates endpoint summaries 1024 at a time.
+	sepSlab []iptSep
+	// declared counts a dump's nat chain declarations by kind, to size
+	// the maps before its rules arrive.
+	declaredSeps, declaredChains int
 	raws     map[string]*iptRaw
 	entries  []iptEntry
 	masq     MasqueradePlumbing
@@ -303,8 +308,13 @@ func (p *iptParser) line(line []byte) {
 		// A chain declaration: ":KUBE-SVC-X - [0:0]".
 		if p.table == "nat" {
 			name, _, _ := bytes.Cut(line[1:], []byte(" "))
-			if string(name) == "KUBE-SERVICES" {
+			switch classifyChainBytes(name) {
+			case kindServices:
 				p.hasServices = true
+			case kindSep:
+				p.declaredSeps++
+			case kindSvc, kindSvl, kindXlb, kindExt, kindFw:
+				p.declaredChains++
 			}
 		}
 		return
@@ -326,6 +336,13 @@ func (p *iptParser) line(line []byte) {
 			p.foreignUnknown = append(p.foreignUnknown, string(line))
 		}
 		return
+	}
+	if p.declaredSeps+p.declaredChains > 0 && len(p.seps) == 0 && len(p.chains) == 0 {
+		// The first rule of a dump: size the maps for the chains declared.
+		p.seps = make(map[string]*iptSep, p.declaredSeps)
+		p.chains = make(map[string]*iptChain, p.declaredChains)
+		p.sepSlab = make([]iptSep, 0, p.declaredSeps)
+		p.declaredSeps, p.declaredChains = 0, 0
 	}
 	var r iptRule
 	ok := p.parseRule(line, &r)
@@ -410,7 +427,11 @@ func (p *iptParser) sep(name string) *iptSep {
 	}
 	c := p.seps[name]
 	if c == nil {
-		c = &iptSep{name: name}
+		if len(p.sepSlab) == cap(p.sepSlab) {
+			p.sepSlab = make([]iptSep, 0, 1024)
+		}
+		p.sepSlab = append(p.sepSlab, iptSep{name: name})
+		c = &p.sepSlab[len(p.sepSlab)-1]
 		p.seps[name] = c
 	}
 	p.curSep = c
@@ -462,9 +483,14 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 			}
 			return true
 		case tkind == kindSep:
-			// A string per jump is cheaper than interning it through the
-			// chain maps (two lookups in tables of 60,000 names).
-			j := iptJump{sep: string(target), prob: 1, to: p.seps[string(target)]}
+			// The name is shared with the endpoint chain when it was read
+			// first, as in a dump (KUBE-SEP sorts before KUBE-SVC).
+			j := iptJump{prob: 1, to: p.seps[string(target)]}
+			if j.to != nil {
+				j.sep = j.to.name
+			} else {
+				j.sep = string(target)
+			}
 			if r.hasProb {
 				f, err := strconv.ParseFloat(string(r.prob), 64)
 				if err != nil || f < 0 || f > 1 {
