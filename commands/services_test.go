@@ -2,6 +2,7 @@ package commands
 
 import (
 	"bytes"
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -94,6 +95,34 @@ func TestServicesJSONMatchesEncodingJSON(t *testing.T) {
 	_ = writeServicesJSON(&got, []netops.Service{s})
 	if got.String() != want.String() {
 		t.Fatalf("full service:\n got %s\nwant %s", got.String(), want.String())
+	}
+}
+
+// The memo spells every float as appendJSONFloat does, through slot
+// reuse: the pool is larger than the memo, and holds both zeroes.
+func TestFloatMemo(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	pool := make([]float64, 300)
+	for i := range pool {
+		pool[i] = r.Float64()
+	}
+	pool[0], pool[1], pool[2], pool[3] = 0, math.Copysign(0, -1), 1e-7, 1
+	var m floatMemo
+	hits := 0
+	for range 20000 {
+		f := pool[r.IntN(len(pool))]
+		u := math.Float64bits(f)
+		i := (u ^ u>>23 ^ u>>41) & 63
+		if m.set[i] && m.bits[i] == u {
+			hits++
+		}
+		got, want := m.append([]byte("x"), f), appendJSONFloat([]byte("x"), f)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%v spelled %q, want %q", f, got, want)
+		}
+	}
+	if hits == 0 {
+		t.Error("the memo never answered: the test reaches only the formatting path")
 	}
 }
 
