@@ -175,16 +175,21 @@ func (p *iptParser) assemble(backend Backend) []*svcBuild {
 			b.entries = append(b.entries, i)
 		}
 	}
-	byName := make(map[string]*svcBuild)
-	for _, b := range builds {
-		if b.svc.Name != "" {
-			byName[portName(&b.svc)+"/"+b.svc.Protocol] = b
-		}
-	}
+	// The filter table's external REJECTs name their service; the index
+	// by name is built only when there is one (10,000 keys to join).
+	var byName map[string]*svcBuild
 	for i := range p.entries {
 		e := &p.entries[i]
 		if e.kind != entryNoEndpointsExternal && e.kind != entryNoEndpointsNodePort {
 			continue
+		}
+		if byName == nil {
+			byName = make(map[string]*svcBuild, len(builds))
+			for _, b := range builds {
+				if b.svc.Name != "" {
+					byName[portName(&b.svc)+"/"+b.svc.Protocol] = b
+				}
+			}
 		}
 		b := byName[e.name+"/"+strings.ToUpper(e.proto)]
 		if b == nil {
