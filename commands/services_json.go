@@ -108,12 +108,16 @@ type floatMemo struct {
 	text [64][]byte
 }
 
+// floatSlot spreads a float's bits, exponent included, over the memo's
+// 64 slots (Fibonacci hashing): 1, 0.5 and 0.25 differ only there.
+func floatSlot(u uint64) uint64 { return u * 0x9E3779B97F4A7C15 >> 58 }
+
 func (m *floatMemo) append(b []byte, f float64) []byte {
 	if m == nil {
 		return appendJSONFloat(b, f)
 	}
 	u := math.Float64bits(f)
-	i := (u ^ u>>23 ^ u>>41) & 63
+	i := floatSlot(u)
 	if m.set[i] && m.bits[i] == u {
 		return append(b, m.text[i]...)
 	}

@@ -159,18 +159,18 @@ func (e startError) Unwrap() error { return e.err }
 func isStartError(err error) bool { return errors.As(err, new(startError)) }
 
 // streamCmd runs bin with args in the client's namespace and hands its
-// stdout to read as it arrives, through a pipe grown to 1 MiB (see
-// streamPipe). If read fails, the rest of the output is drained so the
-// child is not left blocked on a full pipe. It returns the child's
-// stderr, the error of starting or waiting for it (a startError when it
-// did not start), and read's error.
+// stdout to read as it arrives, through streamPipe's pipe. Whatever read
+// leaves unread (it failed, or stopped early) is drained so the child is
+// not left blocked on a full pipe. It returns the child's stderr, the
+// error of starting or waiting for it (a startError when it did not
+// start), and read's error.
 func (c *Client) streamCmd(bin string, args []string, read func(io.Reader) error) (stderr string, waitErr, readErr error) {
 	cmd := exec.Command(bin, args...)
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
-	out, w, err := streamPipe()
+	out, w, size, err := streamPipe()
 	if err != nil {
-		return "", err, nil
+		return "", startError{err}, nil
 	}
 	defer out.Close()
 	cmd.Stdout = w
@@ -179,51 +179,60 @@ func (c *Client) streamCmd(bin string, args []string, read func(io.Reader) error
 	if err != nil {
 		return "", startError{err}, nil
 	}
-	readErr = read(&pacedReader{r: out})
-	if readErr != nil {
-		_, _ = io.Copy(io.Discard, out)
-	}
+	readErr = read(&pacedReader{r: out, pace: size >= pacePipe})
+	_, _ = io.Copy(io.Discard, out)
 	waitErr = cmd.Wait()
 	return strings.TrimSpace(errb.String()), waitErr, readErr
 }
 
-// streamPipe returns a pipe for a child's stdout, grown to 1 MiB (the
-// unprivileged maximum by default), whose read end blocks. A save of
-// 10,000 services writes 25 MB in 4 KiB writes:
+// streamPipe returns a pipe for a child's stdout, whose read end blocks,
+// and its capacity: 1 MiB (the unprivileged maximum by default) unless
+// the user's pipe allowance is spent. A save of 10,000 services writes
+// 25 MB in 4 KiB writes:
 //   - with the default 64 KiB a pause of a millisecond in the reader (a GC
 //     cycle, the other core busy) stalls the writer;
-//   - a read end in Go's poller (os.Pipe, exec's StdoutPipe) makes the
-//     kernel wake the poller on every write, where a blocked reader is
-//     woken only when the pipe was empty. The dump ran 20 ms longer.
-func streamPipe() (r, w *os.File, err error) {
+//   - a read end in Go's poller (os.Pipe, exec's StdoutPipe) is woken on
+//     every write, where since Linux 5.16 a blocked reader of a pipe never
+//     polled is woken only when the pipe was empty.
+func streamPipe() (r, w *os.File, size int, err error) {
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
-		return nil, nil, fmt.Errorf("pipe: %w", err)
+		return nil, nil, 0, fmt.Errorf("pipe: %w", err)
 	}
-	_, _ = unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, 1<<20)
+	size, err = unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, pacePipe)
+	if err != nil {
+		size, _ = unix.FcntlInt(uintptr(fds[0]), unix.F_GETPIPE_SZ, 0)
+	}
 	// os.NewFile keeps a blocking descriptor out of the poller.
-	return os.NewFile(uintptr(fds[0]), "|0"), os.NewFile(uintptr(fds[1]), "|1"), nil
+	return os.NewFile(uintptr(fds[0]), "|0"), os.NewFile(uintptr(fds[1]), "|1"), size, nil
 }
 
 // Pacing: once a stream has passed paceAfter bytes, a read that found the
 // pipe less than half as full as asked waits paceWait before the next, so
 // a large dump is read in pieces of about 100 KiB instead of one wakeup
-// per 4 KiB write; the 1 MiB pipe holds 8 ms of a save's output.
+// per 4 KiB write. Only a pipe of pacePipe bytes paces: it holds 8 ms of
+// a save's output, where the default 64 KiB would stall the writer.
 const (
+	pacePipe  = 1 << 20
 	paceAfter = 1 << 20
 	paceWait  = time.Millisecond
 )
 
-// pacedReader reads a child's output, pacing the reads of a large one.
+// pacedReader reads a child's output, pacing the reads of a large one
+// when pace is set.
 type pacedReader struct {
 	r    io.Reader
+	pace bool
 	read int
+	// pauses counts the waits, for the tests.
+	pauses int
 }
 
 func (p *pacedReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	p.read += n
-	if err == nil && p.read > paceAfter && n < len(b)/2 {
+	if p.pace && err == nil && p.read > paceAfter && n < len(b)/2 {
+		p.pauses++
 		time.Sleep(paceWait)
 	}
 	return n, err

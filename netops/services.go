@@ -32,11 +32,12 @@ type ServicesOptions struct {
 	// FullRead dumps the whole nat table even for a filtered lookup, which
 	// on iptables-nft otherwise lists only the chains it needs.
 	FullRead bool
-	// RelaxGC lets Services raise the garbage collector's target for the
-	// rest of the process while it parses an iptables dump, unless GOGC is
-	// set. Nearly all a dump's parse allocates is kept, so collecting at
-	// the default target only rescans it: on 10,000 services, five cycles
-	// that take CPU from the save on a small node. For one-shot processes.
+	// RelaxGC lets Services raise the garbage collector's target when it
+	// parses a whole iptables dump, unless GOGC is set; the target stays
+	// raised for the rest of the process. Nearly all a dump's parse
+	// allocates is kept, so collecting at the default target only rescans
+	// it: on 10,000 services, five cycles that take CPU from the save on a
+	// small node. For one-shot processes.
 	RelaxGC bool
 }
 

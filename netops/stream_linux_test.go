@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,7 +17,7 @@ import (
 // The pipe a save streams through blocks on read (no poller wakeup per
 // write) and holds 1 MiB.
 func TestStreamPipe(t *testing.T) {
-	r, w, err := streamPipe()
+	r, w, got, err := streamPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,18 +52,21 @@ func TestStreamPipe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if size < 1<<20 {
-		t.Errorf("pipe holds %d bytes, want 1 MiB", size)
+	if size < pacePipe || got != size {
+		t.Errorf("pipe holds %d bytes, reported %d, want %d", size, got, pacePipe)
 	}
 }
 
-// A child's output of several MiB, past the point where reads are
-// paced, arrives whole and in order.
+// A child's output of several MiB arrives whole and in order, most of it
+// read past the point where reads are paced.
 func TestStreamCmdLargeOutput(t *testing.T) {
-	const lines = 400000 // 4.3 MB: most of it read paced
+	const lines = 400000 // 2.6 MB
 	c := &Client{own: true}
 	var n int
 	_, werr, rerr := c.streamCmd("seq", []string{strconv.Itoa(lines)}, func(r io.Reader) error {
+		if pr, ok := r.(*pacedReader); !ok || !pr.pace {
+			return errors.New("the output is not read through a pacing reader")
+		}
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
 			n++
@@ -80,44 +84,64 @@ func TestStreamCmdLargeOutput(t *testing.T) {
 	}
 }
 
-// A reader that gives up early leaves no child blocked on a full pipe:
-// the rest is drained and the child is waited for.
-func TestStreamCmdReadErrorDrains(t *testing.T) {
-	c := &Client{own: true}
+// A reader that gives up early, failing or not, leaves no child blocked
+// on a full pipe: the rest is drained and the child is waited for.
+func TestStreamCmdDrainsWhatReadLeaves(t *testing.T) {
 	stop := errors.New("enough")
-	_, werr, rerr := c.streamCmd("seq", []string{"1000000"}, func(r io.Reader) error {
-		_, _ = io.ReadFull(r, make([]byte, 10))
-		return stop
-	})
-	if rerr != stop {
-		t.Errorf("read error %v, want %v", rerr, stop)
-	}
-	if werr != nil {
-		t.Errorf("seq did not finish cleanly: %v", werr)
+	for _, want := range []error{stop, nil} {
+		c := &Client{own: true}
+		done := make(chan struct{})
+		var werr, rerr error
+		go func() {
+			defer close(done)
+			// 6.9 MB: more than the pipe holds.
+			_, werr, rerr = c.streamCmd("seq", []string{"1000000"}, func(r io.Reader) error {
+				_, _ = io.ReadFull(r, make([]byte, 10))
+				return want
+			})
+		}()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("read returning %v: streamCmd still waiting after 30 s: the child is blocked on a full pipe", want)
+		}
+		if rerr != want {
+			t.Errorf("read error %v, want %v", rerr, want)
+		}
+		if werr != nil {
+			t.Errorf("read returning %v: seq did not finish cleanly: %v", want, werr)
+		}
 	}
 }
 
-func TestPacedReaderKeepsEveryByte(t *testing.T) {
+func TestPacedReader(t *testing.T) {
 	src := bytes.Repeat([]byte("0123456789abcdef"), 3*paceAfter/16+7)
-	var got bytes.Buffer
-	// Reads of 100 KiB into a 256 KiB buffer: under half, so paced.
-	p := &pacedReader{r: io.LimitReader(&chunked{b: src, n: 100 << 10}, int64(len(src)))}
-	buf := make([]byte, 256<<10)
-	for {
-		n, err := p.Read(buf)
-		got.Write(buf[:n])
-		if err == io.EOF {
-			break
+	for _, pace := range []bool{true, false} {
+		var got bytes.Buffer
+		// Reads of 100 KiB into a 256 KiB buffer: under half, so paced
+		// past paceAfter when pacing.
+		p := &pacedReader{r: &chunked{b: src, n: 100 << 10}, pace: pace}
+		buf := make([]byte, 256<<10)
+		for {
+			n, err := p.Read(buf)
+			got.Write(buf[:n])
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
 		}
-		if err != nil {
-			t.Fatal(err)
+		if !bytes.Equal(got.Bytes(), src) {
+			t.Fatalf("pace %v: read %d bytes back, want the %d written", pace, got.Len(), len(src))
 		}
-	}
-	if !bytes.Equal(got.Bytes(), src) {
-		t.Fatalf("read %d bytes back, want the %d written", got.Len(), len(src))
-	}
-	if p.read != len(src) {
-		t.Errorf("counted %d bytes, want %d", p.read, len(src))
+		// 2 MiB past paceAfter in 100 KiB reads.
+		if want := (len(src) - paceAfter) / (100 << 10); pace && p.pauses < want-1 {
+			t.Errorf("paused %d times, want about %d", p.pauses, want)
+		}
+		if !pace && p.pauses != 0 {
+			t.Errorf("paused %d times without pacing (a small pipe), want none", p.pauses)
+		}
 	}
 }
 
