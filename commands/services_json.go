@@ -108,9 +108,14 @@ type floatMemo struct {
 	text [64][]byte
 }
 
-// floatSlot spreads a float's bits, exponent included, over the memo's
-// 64 slots (Fibonacci hashing): 1, 0.5 and 0.25 differ only there.
-func floatSlot(u uint64) uint64 { return u * 0x9E3779B97F4A7C15 >> 58 }
+// floatSlot spreads a float's bits over the memo's 64 slots: the high
+// half (sign, exponent: all that tells 1, 0.5 and 0.25 apart) is folded
+// into the low before Fibonacci hashing, which alone put 1 and 1/3 in one
+// slot.
+func floatSlot(u uint64) uint64 {
+	u ^= u >> 32
+	return u * 0x9E3779B97F4A7C15 >> 58
+}
 
 func (m *floatMemo) append(b []byte, f float64) []byte {
 	if m == nil {
