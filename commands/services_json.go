@@ -117,15 +117,22 @@ func floatSlot(u uint64) uint64 {
 	return u * 0x9E3779B97F4A7C15 >> 58
 }
 
+// holds reports whether f's spelling is in the memo, and its slot.
+func (m *floatMemo) holds(f float64) (slot uint64, ok bool) {
+	u := math.Float64bits(f)
+	i := floatSlot(u)
+	return i, m.set[i] && m.bits[i] == u
+}
+
 func (m *floatMemo) append(b []byte, f float64) []byte {
 	if m == nil {
 		return appendJSONFloat(b, f)
 	}
-	u := math.Float64bits(f)
-	i := floatSlot(u)
-	if m.set[i] && m.bits[i] == u {
+	i, ok := m.holds(f)
+	if ok {
 		return append(b, m.text[i]...)
 	}
+	u := math.Float64bits(f)
 	start := len(b)
 	b = appendJSONFloat(b, f)
 	m.bits[i], m.set[i] = u, true

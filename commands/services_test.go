@@ -111,8 +111,7 @@ func TestFloatMemo(t *testing.T) {
 	hits := 0
 	for range 20000 {
 		f := pool[r.IntN(len(pool))]
-		u := math.Float64bits(f)
-		if i := floatSlot(u); m.set[i] && m.bits[i] == u {
+		if _, ok := m.holds(f); ok {
 			hits++
 		}
 		got, want := m.append([]byte("x"), f), appendJSONFloat([]byte("x"), f)
@@ -130,9 +129,7 @@ func TestFloatMemo(t *testing.T) {
 	common := []float64{0.20000000019, 0.25, 0.33333333349, 0.5, 1, 0.2, 0}
 	for round := range 3 {
 		for _, f := range common {
-			u := math.Float64bits(f)
-			i := floatSlot(u)
-			if round > 0 && !(m2.set[i] && m2.bits[i] == u) {
+			if i, ok := m2.holds(f); round > 0 && !ok {
 				t.Errorf("%v is evicted by another common value (slot %d)", f, i)
 			}
 			m2.append(nil, f)

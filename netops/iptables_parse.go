@@ -184,17 +184,17 @@ type iptParser struct {
 	keepRaw bool
 	table   string
 
-	chains map[string]*iptChain
-	seps   map[string]*iptSep
+	chains   map[string]*iptChain
+	seps     map[string]*iptSep
+	raws     map[string]*iptRaw
+	entries  []iptEntry
+	masq     MasqueradePlumbing
+	unparsed int
 	// sepSlab allocates endpoint summaries 1024 at a time.
 	sepSlab []iptSep
 	// declared counts a dump's nat chain declarations by kind, to size
 	// the maps before its rules arrive.
 	declaredSeps, declaredChains int
-	raws                         map[string]*iptRaw
-	entries                      []iptEntry
-	masq                         MasqueradePlumbing
-	unparsed                     int
 	// foreignUnknown are rules not understood outside any service chain.
 	foreignUnknown []string
 	// hasServices: a KUBE-SERVICES chain was seen in the nat table.

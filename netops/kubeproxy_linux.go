@@ -431,10 +431,11 @@ func appendUniqueBackend(s []Backend, b Backend) []Backend {
 	return append(s, b)
 }
 
-// relaxedGCPercent is the collector's target once an iptables dump is
-// parsed: one cycle instead of five on 10,000 services, and 55 MiB at the
-// peak instead of 51. Beyond the first cycles the parse's memory is about
-// what it keeps, whatever the target, since little of it is garbage.
+// relaxedGCPercent is the collector's target from the first full
+// iptables dump on: one cycle instead of five while 10,000 services are
+// parsed, for a peak of 50 MiB (the parse's slabs kept it there). Beyond
+// the first cycles the parse's memory is about what it keeps, whatever
+// the target, since little of it is garbage.
 // nftables mode is left alone: its parse makes garbage (79 MiB at the
 // default target, 99 at this one).
 const relaxedGCPercent = 400
