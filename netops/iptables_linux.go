@@ -128,12 +128,14 @@ func firstLine(s string) string {
 
 // streamSave runs `<backend>-save -t table` in the client's namespace and
 // hands its stdout to read as it is produced; saves take no xtables lock.
-func (c *Client) streamSave(ib iptBackend, table string, read func(io.Reader) error) error {
+// idle, if not nil, is called once if a large output goes quiet (see
+// pacedReader).
+func (c *Client) streamSave(ib iptBackend, table string, read func(io.Reader) error, idle func()) error {
 	bin, err := ib.saveBinary()
 	if err != nil {
 		return err
 	}
-	stderr, werr, rerr := c.streamCmd(bin, []string{"-t", table}, read)
+	stderr, werr, rerr := c.streamCmd(bin, []string{"-t", table}, read, idle)
 	if werr != nil {
 		if isStartError(werr) {
 			return fmt.Errorf("%s: %w", ib.save, werr)
@@ -159,12 +161,12 @@ func (e startError) Unwrap() error { return e.err }
 func isStartError(err error) bool { return errors.As(err, new(startError)) }
 
 // streamCmd runs bin with args in the client's namespace and hands its
-// stdout to read as it arrives, through streamPipe's pipe. Whatever read
-// leaves unread (it failed, or stopped early) is drained so the child is
-// not left blocked on a full pipe. It returns the child's stderr, the
-// error of starting or waiting for it (a startError when it did not
-// start), and read's error.
-func (c *Client) streamCmd(bin string, args []string, read func(io.Reader) error) (stderr string, waitErr, readErr error) {
+// stdout to read as it arrives, through streamPipe's pipe and a
+// pacedReader (idle is its hook, or nil). Whatever read leaves unread (it
+// failed, or stopped early) is drained so the child is not left blocked
+// on a full pipe. It returns the child's stderr, the error of starting or
+// waiting for it (a startError when it did not start), and read's error.
+func (c *Client) streamCmd(bin string, args []string, read func(io.Reader) error, idle func()) (stderr string, waitErr, readErr error) {
 	cmd := exec.Command(bin, args...)
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
@@ -179,7 +181,7 @@ func (c *Client) streamCmd(bin string, args []string, read func(io.Reader) error
 	if err != nil {
 		return "", startError{err}, nil
 	}
-	readErr = read(&pacedReader{r: out, pace: size >= pacePipe})
+	readErr = read(&pacedReader{r: out, fd: int(out.Fd()), pace: size >= pacePipe, idle: idle})
 	_, _ = io.Copy(io.Discard, out)
 	waitErr = cmd.Wait()
 	return strings.TrimSpace(errb.String()), waitErr, readErr
@@ -218,17 +220,37 @@ const (
 	paceWait  = time.Millisecond
 )
 
-// pacedReader reads a child's output, pacing the reads of a large one
-// when pace is set.
+// pacedReader reads a child's output from the pipe fd, pacing the reads of
+// a large one when pace is set.
+//
+// idle, if not nil, is called once, on the reading goroutine between two
+// reads, when a paced stream has gone quiet: the pipe was empty before a
+// read and still was idleWait later. iptables-legacy-save goes quiet
+// for about 15 ms before its last 4 KiB, while it frees its cache; the
+// reader can use the time.
 type pacedReader struct {
 	r    io.Reader
+	fd   int
 	pace bool
+	idle func()
 	read int
 	// pauses counts the waits, for the tests.
 	pauses int
 }
 
+// idleWait is how long a paced stream must stay empty to be called
+// quiet: a save streams 128 KiB a millisecond.
+const idleWait = 2 * time.Millisecond
+
 func (p *pacedReader) Read(b []byte) (int, error) {
+	if p.idle != nil && p.pace && p.read > paceAfter && p.empty() {
+		time.Sleep(idleWait)
+		if p.empty() {
+			idle := p.idle
+			p.idle = nil
+			idle()
+		}
+	}
 	n, err := p.r.Read(b)
 	p.read += n
 	if p.pace && err == nil && p.read > paceAfter && n < len(b)/2 {
@@ -236,6 +258,12 @@ func (p *pacedReader) Read(b []byte) (int, error) {
 		time.Sleep(paceWait)
 	}
 	return n, err
+}
+
+// empty reports whether the pipe holds nothing to read and is still open.
+func (p *pacedReader) empty() bool {
+	n, err := unix.Poll([]unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}, 0)
+	return err == nil && n == 0
 }
 
 // readIPTablesFull dumps the nat table with ONE iptables-save and parses it
@@ -266,7 +294,7 @@ func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, 
 					var err error
 					ftext, err = io.ReadAll(r)
 					return err
-				})
+				}, nil)
 				return
 			}
 			ipt, err := ib.golang(waitSeconds)
@@ -297,7 +325,10 @@ func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, 
 	} else {
 		startFilter()
 	}
-	err := c.streamSave(ib, "nat", read)
+	// While the save goes quiet before its last lines, the services read
+	// so far are linked; finish keeps that work if the last lines add no
+	// service or link.
+	err := c.streamSave(ib, "nat", read, func() { p.speculate(ib.backend) })
 	if err == nil {
 		startFilter() // the nat save printed nothing at all
 	}

@@ -67,12 +67,51 @@ func (p *iptParser) finish(backend Backend, sel *serviceSelector) (svcs []Servic
 	return svcs, append(unknown, chained...)
 }
 
-// assemble links entries, chains and endpoints into services. Chains are
+// assemble links entries and chains into services (or takes a
+// speculative link that still holds), then fills in their endpoints.
+func (p *iptParser) assemble(backend Backend) []*svcBuild {
+	var builds []*svcBuild
+	if sp := p.spec; sp != nil && sp.shape == p.shape && sp.backend == backend {
+		builds = sp.builds
+		p.specKept++
+	} else {
+		builds = p.link(backend)
+	}
+	p.spec = nil
+
+	// 4. Endpoints, from the service's dispatch chain: read-only lookups,
+	// so large tables are split over the cores.
+	parallel(len(builds), 2000, func(lo, hi int) {
+		for _, b := range builds[lo:hi] {
+			p.fillEndpoints(b)
+		}
+	})
+	return builds
+}
+
+// iptSpec is a link of the services read so far, made while a dump
+// paused, and the parser's shape then.
+type iptSpec struct {
+	shape   int
+	backend Backend
+	builds  []*svcBuild
+}
+
+// speculate links the services read so far, for assemble to keep if
+// nothing it reads changes before the dump ends. It only reads the
+// parser's state.
+func (p *iptParser) speculate(backend Backend) {
+	p.spec = &iptSpec{shape: p.shape, backend: backend, builds: p.link(backend)}
+}
+
+// link makes a service of each cluster-IP entry and links the other
+// entries and the service chains to it, without endpoints. Chains are
 // mapped to services through the jumps only (KUBE-SERVICES → KUBE-SVC,
 // KUBE-EXT → KUBE-SVC, ...), never through comments; the shared hash
 // suffix of a service's chains is the last resort for a chain reached from
-// nowhere else.
-func (p *iptParser) assemble(backend Backend) []*svcBuild {
+// nowhere else. It reads only entries, links and local shapes (what
+// p.shape counts).
+func (p *iptParser) link(backend Backend) []*svcBuild {
 	n := len(p.entries)
 	builds := make([]*svcBuild, 0, n)
 	owner := make(map[string]*svcBuild, n)
@@ -202,14 +241,6 @@ func (p *iptParser) assemble(backend Backend) []*svcBuild {
 			b.svc.ExternalIPs = appendUnique(b.svc.ExternalIPs, e.ip)
 		}
 	}
-
-	// 4. Endpoints, from the service's dispatch chain: read-only lookups,
-	// so large tables are split over the cores.
-	parallel(len(builds), 2000, func(lo, hi int) {
-		for _, b := range builds[lo:hi] {
-			p.fillEndpoints(b)
-		}
-	})
 	return builds
 }
 

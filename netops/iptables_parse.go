@@ -195,6 +195,13 @@ type iptParser struct {
 	// declared counts a dump's nat chain declarations by kind, to size
 	// the maps before its rules arrive.
 	declaredSeps, declaredChains int
+	// shape counts changes to what linking services reads (entries, links
+	// between service chains, local shapes), so that a speculative link
+	// (spec) is kept only while it still holds.
+	shape int
+	spec  *iptSpec
+	// specKept counts speculative links assemble kept, for the tests.
+	specKept int
 	// foreignUnknown are rules not understood outside any service chain.
 	foreignUnknown []string
 	// hasServices: a KUBE-SERVICES chain was seen in the nat table.
@@ -505,6 +512,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 			return true
 		case kind == kindXlb && (tkind == kindSvc || tkind == kindSvl):
 			c.links = append(c.links, string(target))
+			p.shape++
 			return true
 		}
 	case kindExt, kindFw:
@@ -519,8 +527,10 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 		case tkind == kindSvc || tkind == kindSvl || tkind == kindExt || tkind == kindXlb:
 			if kind == kindExt && r.srcLocal == 1 {
 				c.localShape = true
+				p.shape++
 			}
 			c.links = appendUnique(c.links, string(target))
+			p.shape++
 			return true
 		}
 	case kindSep:
@@ -585,6 +595,7 @@ func (p *iptParser) handleEntry(kind chainKind, r *iptRule, line []byte) bool {
 			return false
 		}
 		p.entries = append(p.entries, e)
+		p.shape++
 		return true
 	}
 	if p.table != "nat" {
@@ -626,6 +637,7 @@ func (p *iptParser) handleEntry(kind chainKind, r *iptRule, line []byte) bool {
 		e.target = string(r.target)
 	}
 	p.entries = append(p.entries, e)
+	p.shape++
 	return true
 }
 

@@ -145,6 +145,51 @@ func roundTo(f float64, places int) float64 {
 	return float64(int64(f*p+0.5)) / p
 }
 
+// A link made while a dump pauses, anywhere, must not change the result:
+// kept when the rest adds no entry or link, redone when it does. Every
+// split point of every iptables fixture, plain and --raw.
+func TestParseIPTablesSpeculativeLink(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join(servicesTestdata, "*.rules"))
+	saves, _ := filepath.Glob(filepath.Join(servicesTestdata, "*.save"))
+	files = append(files, saves...)
+	kept, redone := 0, 0
+	for _, path := range files {
+		text, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := bytes.Split(text, []byte("\n"))
+		fam := familyOfFixture(filepath.Base(path))
+		for _, raw := range []bool{false, true} {
+			want := marshalView(t, viewOf(parseFixture(t, path, raw)))
+			for k := 0; k <= len(lines); k++ {
+				p := newIPTParser(fam, raw)
+				for _, l := range lines[:k] {
+					p.line(l)
+				}
+				p.speculate(BackendIPTablesNFT)
+				for _, l := range lines[k:] {
+					p.line(l)
+				}
+				res := newServicesResult(BackendIPTablesNFT)
+				p.into(res, nil)
+				if got := marshalView(t, viewOf(res)); !bytes.Equal(got, want) {
+					t.Fatalf("%s (raw %v), link made after line %d: differs from a plain parse:\n%s", path, raw, k, got)
+				}
+				if p.specKept > 0 {
+					kept++
+				} else {
+					redone++
+				}
+			}
+		}
+	}
+	// Both paths must have run, or the test proves nothing.
+	if kept == 0 || redone == 0 {
+		t.Errorf("speculative links kept %d times, redone %d times: want both", kept, redone)
+	}
+}
+
 // Rules as hand-written or older tools print them: any option order,
 // negation before or after the option, counters, quotes with escapes.
 func TestParseIPTablesRuleVariants(t *testing.T) {

@@ -105,7 +105,7 @@ func (c *Client) streamNFT(family int, read func(io.Reader) error) error {
 	if err != nil {
 		return fmt.Errorf("nft not found in PATH: install the nftables package to read kube-proxy's nftables mode, or pick another --backend")
 	}
-	stderr, werr, rerr := c.streamCmd(bin, []string{"list", "table", nftFamilyName(family), "kube-proxy"}, read)
+	stderr, werr, rerr := c.streamCmd(bin, []string{"list", "table", nftFamilyName(family), "kube-proxy"}, read, nil)
 	if werr != nil {
 		if isStartError(werr) {
 			return fmt.Errorf("nft: %w", werr)

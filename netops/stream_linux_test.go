@@ -75,7 +75,7 @@ func TestStreamCmdLargeOutput(t *testing.T) {
 			}
 		}
 		return sc.Err()
-	})
+	}, nil)
 	if werr != nil || rerr != nil {
 		t.Fatalf("seq: wait: %v, read: %v", werr, rerr)
 	}
@@ -98,7 +98,7 @@ func TestStreamCmdDrainsWhatReadLeaves(t *testing.T) {
 			_, werr, rerr = c.streamCmd("seq", []string{"1000000"}, func(r io.Reader) error {
 				_, _ = io.ReadFull(r, make([]byte, 10))
 				return want
-			})
+			}, nil)
 		}()
 		select {
 		case <-done:
@@ -173,5 +173,54 @@ func TestRelaxGC(t *testing.T) {
 	relaxGC()
 	if got := debug.SetGCPercent(100); got != 50 {
 		t.Errorf("GC target %d with GOGC=50, want it left at 50", got)
+	}
+}
+
+// A large stream that goes quiet calls idle once, between two reads, with
+// everything written before the pause read and nothing after it.
+func TestPacedReaderIdle(t *testing.T) {
+	r, w, size, err := streamPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	const before, after = 2 << 20, 4 << 10
+	go func() {
+		defer w.Close()
+		chunk := bytes.Repeat([]byte{'x'}, 64<<10)
+		for n := 0; n < before; n += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // a save freeing its cache
+		_, _ = w.Write(make([]byte, after))
+	}()
+	rc, err := r.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	_ = rc.Control(func(f uintptr) { fd = int(f) })
+	calls, readAtIdle := 0, -1
+	p := &pacedReader{r: r, fd: fd, pace: size >= pacePipe}
+	p.idle = func() { calls++; readAtIdle = p.read }
+	total := 0
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := p.Read(buf)
+		total += n
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if total != before+after {
+		t.Fatalf("read %d bytes, want %d", total, before+after)
+	}
+	if calls != 1 || readAtIdle != before {
+		t.Errorf("idle called %d times, with %d bytes read; want once, with the %d written before the pause", calls, readAtIdle, before)
 	}
 }
