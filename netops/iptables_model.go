@@ -24,7 +24,7 @@ type svcBuild struct {
 // a service's chains are in its Raw). The order is found over the builds,
 // so each service is copied once, into its place.
 func (p *iptParser) finish(backend Backend, sel *serviceSelector) (svcs []Service, unknown []string) {
-	builds := p.assemble(backend)
+	builds, sorted := p.assemble(backend)
 	var owned map[string]bool
 	if p.keepRaw {
 		owned = make(map[string]bool)
@@ -48,8 +48,14 @@ func (p *iptParser) finish(backend Backend, sel *serviceSelector) (svcs []Servic
 		picked = append(picked, b)
 	}
 	svcs = make([]Service, len(picked))
-	for i, k := range serviceOrder(len(picked), func(i int) *Service { return &picked[i].svc }) {
-		svcs[i] = picked[k].svc
+	if sorted {
+		for i, b := range picked {
+			svcs[i] = b.svc
+		}
+	} else {
+		for i, k := range serviceOrder(len(picked), func(i int) *Service { return &picked[i].svc }) {
+			svcs[i] = picked[k].svc
+		}
 	}
 	if !p.keepRaw {
 		return svcs, nil
@@ -69,10 +75,18 @@ func (p *iptParser) finish(backend Backend, sel *serviceSelector) (svcs []Servic
 
 // assemble links entries and chains into services (or takes a
 // speculative link that still holds), then fills in their endpoints.
-func (p *iptParser) assemble(backend Backend) []*svcBuild {
-	var builds []*svcBuild
+// sorted reports that the builds are already in serviceOrder.
+func (p *iptParser) assemble(backend Backend) (builds []*svcBuild, sorted bool) {
 	if sp := p.spec; sp != nil && sp.shape == p.shape && sp.backend == backend {
 		builds = sp.builds
+		if sp.order != nil {
+			builds = make([]*svcBuild, len(sp.builds))
+			for i, k := range sp.order {
+				builds[i] = sp.builds[k]
+			}
+			sorted = true
+			p.specSorted++
+		}
 		p.specKept++
 	} else {
 		builds = p.link(backend)
@@ -86,22 +100,30 @@ func (p *iptParser) assemble(backend Backend) []*svcBuild {
 			p.fillEndpoints(b)
 		}
 	})
-	return builds
+	return builds, sorted
 }
 
 // iptSpec is a link of the services read so far, made while a dump
-// paused, and the parser's shape then.
+// paused, and the parser's shape then. order is their serviceOrder when
+// every service was named by then (filling endpoints names only the
+// unnamed), or nil.
 type iptSpec struct {
 	shape   int
 	backend Backend
 	builds  []*svcBuild
+	order   []int
 }
 
-// speculate links the services read so far, for assemble to keep if
-// nothing it reads changes before the dump ends. It only reads the
+// speculate links and orders the services read so far, for assemble to
+// keep if nothing it reads changes before the dump ends. It only reads the
 // parser's state.
 func (p *iptParser) speculate(backend Backend) {
-	p.spec = &iptSpec{shape: p.shape, backend: backend, builds: p.link(backend)}
+	builds := p.link(backend)
+	sp := &iptSpec{shape: p.shape, backend: backend, builds: builds}
+	if !slices.ContainsFunc(builds, func(b *svcBuild) bool { return b.svc.Name == "" }) {
+		sp.order = serviceOrder(len(builds), func(i int) *Service { return &builds[i].svc })
+	}
+	p.spec = sp
 }
 
 // link makes a service of each cluster-IP entry and links the other

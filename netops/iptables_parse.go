@@ -200,8 +200,9 @@ type iptParser struct {
 	// (spec) is kept only while it still holds.
 	shape int
 	spec  *iptSpec
-	// specKept counts speculative links assemble kept, for the tests.
-	specKept int
+	// specKept and specSorted count speculative links assemble kept, and
+	// kept in order, for the tests.
+	specKept, specSorted int
 	// foreignUnknown are rules not understood outside any service chain.
 	foreignUnknown []string
 	// hasServices: a KUBE-SERVICES chain was seen in the nat table.

@@ -146,22 +146,52 @@ func roundTo(f float64, places int) float64 {
 }
 
 // A link made while a dump pauses, anywhere, must not change the result:
-// kept when the rest adds no entry or link, redone when it does. Every
-// split point of every iptables fixture, plain and --raw.
+// kept when the rest adds no entry or link (in order when every service
+// was named), redone when it does. Every split point of every iptables
+// fixture, plain and --raw.
 func TestParseIPTablesSpeculativeLink(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join(servicesTestdata, "*.rules"))
 	saves, _ := filepath.Glob(filepath.Join(servicesTestdata, "*.save"))
 	files = append(files, saves...)
-	kept, redone := 0, 0
+	type source struct {
+		name string
+		text []byte
+	}
+	var sources []source
 	for _, path := range files {
 		text, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		lines := bytes.Split(text, []byte("\n"))
+		sources = append(sources, source{path, text})
+	}
+	// Services named only by their chains' comments, which filling the
+	// endpoints reads: unnamed, zz/last sorts before aa/first (by address).
+	sources = append(sources, source{"named-by-chains", []byte(`*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-AAAAAAAAAAAAAAAA - [0:0]
+:KUBE-SVC-BBBBBBBBBBBBBBBB - [0:0]
+-A KUBE-SEP-AAAAAAAAAAAAAAAA -s 10.244.0.1/32 -j KUBE-MARK-MASQ
+-A KUBE-SEP-AAAAAAAAAAAAAAAA -p tcp -m tcp -j DNAT --to-destination 10.244.0.1:80
+-A KUBE-SEP-BBBBBBBBBBBBBBBB -s 10.244.0.2/32 -j KUBE-MARK-MASQ
+-A KUBE-SEP-BBBBBBBBBBBBBBBB -p tcp -m tcp -j DNAT --to-destination 10.244.0.2:80
+-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-AAAAAAAAAAAAAAAA
+-A KUBE-SERVICES -d 10.96.0.2/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-BBBBBBBBBBBBBBBB
+-A KUBE-SVC-AAAAAAAAAAAAAAAA -m comment --comment "zz/last:http -> 10.244.0.1:80" -j KUBE-SEP-AAAAAAAAAAAAAAAA
+-A KUBE-SVC-BBBBBBBBBBBBBBBB -m comment --comment "aa/first:http -> 10.244.0.2:80" -j KUBE-SEP-BBBBBBBBBBBBBBBB
+COMMIT
+`)})
+	sorted, kept, redone := 0, 0, 0
+	for _, src := range sources {
+		path := src.name
+		lines := bytes.Split(src.text, []byte("\n"))
 		fam := familyOfFixture(filepath.Base(path))
 		for _, raw := range []bool{false, true} {
-			want := marshalView(t, viewOf(parseFixture(t, path, raw)))
+			plain, err := parseIPTablesSave(bytes.NewReader(src.text), fam, BackendIPTablesNFT, raw, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := marshalView(t, viewOf(plain))
 			for k := 0; k <= len(lines); k++ {
 				p := newIPTParser(fam, raw)
 				for _, l := range lines[:k] {
@@ -176,17 +206,20 @@ func TestParseIPTablesSpeculativeLink(t *testing.T) {
 				if got := marshalView(t, viewOf(res)); !bytes.Equal(got, want) {
 					t.Fatalf("%s (raw %v), link made after line %d: differs from a plain parse:\n%s", path, raw, k, got)
 				}
-				if p.specKept > 0 {
+				switch {
+				case p.specSorted > 0:
+					sorted++
+				case p.specKept > 0:
 					kept++
-				} else {
+				default:
 					redone++
 				}
 			}
 		}
 	}
-	// Both paths must have run, or the test proves nothing.
-	if kept == 0 || redone == 0 {
-		t.Errorf("speculative links kept %d times, redone %d times: want both", kept, redone)
+	// Every path must have run, or the test proves nothing.
+	if sorted == 0 || kept == 0 || redone == 0 {
+		t.Errorf("speculative links kept in order %d times, kept unordered %d, redone %d: want each", sorted, kept, redone)
 	}
 }
 
