@@ -210,7 +210,7 @@ func streamPipe() (r, w *os.File, size int, err error) {
 }
 
 // Pacing: once a stream has passed paceAfter bytes, a read that found the
-// pipe less than half as full as asked waits paceWait before the next, so
+// pipe less than half as full as asked makes the next read wait paceWait, so
 // a large dump is read in pieces of about 100 KiB instead of one wakeup
 // per 4 KiB write. Only a pipe of pacePipe bytes paces: it holds 8 ms of
 // a save's output, where the default 64 KiB would stall the writer.
@@ -234,6 +234,10 @@ type pacedReader struct {
 	pace bool
 	idle func()
 	read int
+	// owed: the last read was short, so the next one waits first. The
+	// wait comes after the caller has used what was read: a save's last
+	// bytes (its COMMIT) are parsed at once, not a wait later.
+	owed bool
 	// pauses counts the waits, for the tests.
 	pauses int
 }
@@ -243,6 +247,11 @@ type pacedReader struct {
 const idleWait = 2 * time.Millisecond
 
 func (p *pacedReader) Read(b []byte) (int, error) {
+	if p.owed {
+		p.owed = false
+		p.pauses++
+		time.Sleep(paceWait)
+	}
 	if p.idle != nil && p.pace && p.read > paceAfter && p.empty() {
 		time.Sleep(idleWait)
 		if p.empty() {
@@ -253,10 +262,7 @@ func (p *pacedReader) Read(b []byte) (int, error) {
 	}
 	n, err := p.r.Read(b)
 	p.read += n
-	if p.pace && err == nil && p.read > paceAfter && n < len(b)/2 {
-		p.pauses++
-		time.Sleep(paceWait)
-	}
+	p.owed = p.pace && err == nil && p.read > paceAfter && n < len(b)/2
 	return n, err
 }
 

@@ -122,8 +122,16 @@ func TestPacedReader(t *testing.T) {
 		// past paceAfter when pacing.
 		p := &pacedReader{r: &chunked{b: src, n: 100 << 10}, pace: pace}
 		buf := make([]byte, 256<<10)
+		owed := false
 		for {
+			before := p.pauses
 			n, err := p.Read(buf)
+			// A short read hands its bytes over at once; the read after
+			// it waits.
+			if paused := p.pauses > before; paused != owed {
+				t.Fatalf("pace %v: read after %d bytes paused %v, want %v", pace, got.Len(), paused, owed)
+			}
+			owed = pace && err == nil && got.Len()+n > paceAfter
 			got.Write(buf[:n])
 			if err == io.EOF {
 				break
