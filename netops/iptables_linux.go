@@ -1,6 +1,7 @@
 package netops
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -234,9 +235,10 @@ type pacedReader struct {
 	pace bool
 	idle func()
 	read int
-	// owed: the last read was short, so the next one waits first. The
-	// wait comes after the caller has used what was read: a save's last
-	// bytes (its COMMIT) are parsed at once, not a wait later.
+	// owed: the last read was short, so the next one waits first, unless
+	// the writer is gone by then. The wait comes after the caller has used
+	// what was read: a save's last bytes (its COMMIT) are parsed at once,
+	// and its end is not waited for once it is there.
 	owed bool
 	// pauses counts the waits, for the tests.
 	pauses int
@@ -249,8 +251,10 @@ const idleWait = 2 * time.Millisecond
 func (p *pacedReader) Read(b []byte) (int, error) {
 	if p.owed {
 		p.owed = false
-		p.pauses++
-		time.Sleep(paceWait)
+		if !p.hungUp() {
+			p.pauses++
+			time.Sleep(paceWait)
+		}
 	}
 	if p.idle != nil && p.pace && p.read > paceAfter && p.empty() {
 		time.Sleep(idleWait)
@@ -268,8 +272,28 @@ func (p *pacedReader) Read(b []byte) (int, error) {
 
 // empty reports whether the pipe holds nothing to read and is still open.
 func (p *pacedReader) empty() bool {
-	n, err := unix.Poll([]unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}, 0)
-	return err == nil && n == 0
+	n, _ := p.poll()
+	return n == 0
+}
+
+// hungUp reports whether the pipe's writer has closed it.
+func (p *pacedReader) hungUp() bool {
+	_, ev := p.poll()
+	return ev&unix.POLLHUP != 0
+}
+
+// poll returns how many descriptors poll found ready (-1 on an error, or
+// when fd is -1, for a reader of no pipe) and the pipe's events.
+func (p *pacedReader) poll() (int, int16) {
+	if p.fd < 0 {
+		return -1, 0
+	}
+	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	if err != nil {
+		return -1, 0
+	}
+	return n, fds[0].Revents
 }
 
 // readIPTablesFull dumps the nat table with ONE iptables-save and parses it
@@ -277,24 +301,27 @@ func (p *pacedReader) empty() bool {
 // at the same time on the other core: with -S of the two chains on
 // iptables-nft (a filter dump there would list the whole ruleset), with a
 // filter save on iptables-legacy (saves take no lock; the table is small).
+//
+// The REJECTs are fed in as soon as they are in and the nat stream pauses
+// (see pacedReader), or else at the nat table's COMMIT, where the services
+// are assembled while the save exits.
 func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, waitSeconds int) error {
 	var (
-		wg      sync.WaitGroup
-		started bool
-		flines  []string
-		ftext   []byte
-		ferr    error
-		legacyF = ib.backend == BackendIPTablesLegacy && probe.legacyFilter
-		nftF    = ib.backend == BackendIPTablesNFT && probe.nftFilter
+		started, fed bool
+		filterDone   = make(chan struct{})
+		flines       []string
+		ftext        []byte
+		ferr         error
+		legacyF      = ib.backend == BackendIPTablesLegacy && probe.legacyFilter
+		nftF         = ib.backend == BackendIPTablesNFT && probe.nftFilter
 	)
 	startFilter := func() {
 		if started || !legacyF && !nftF {
 			return
 		}
 		started = true
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer close(filterDone)
 			if legacyF {
 				ferr = c.streamSave(ib, "filter", func(r io.Reader) error {
 					var err error
@@ -318,40 +345,63 @@ func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, 
 			}
 		}()
 	}
-	read := p.feed
-	if legacyF {
-		// iptables-legacy copies a table out of the kernel under the
-		// family's xtables mutex, and a filter save started alongside spins
-		// on that mutex on the other core for as long as the nat copy takes
-		// (235 ms of a 570 ms dump of 10,000 services). The nat save prints
-		// only once its copy is done: start the filter save then.
-		read = func(r io.Reader) error {
-			return p.feed(&onFirstRead{r: r, fn: startFilter})
+	// feedFilter feeds the REJECTs once they are in: at once if wait is
+	// set, else only if they already are.
+	feedFilter := func(wait bool) {
+		if fed || !started {
+			return
 		}
-	} else {
+		if !wait {
+			select {
+			case <-filterDone:
+			default:
+				return
+			}
+		}
+		<-filterDone
+		fed = true
+		if ferr == nil {
+			p.interject(ftext, "filter", flines)
+		}
+	}
+	read := func(r io.Reader) error {
+		if legacyF {
+			// iptables-legacy copies a table out of the kernel under the
+			// family's xtables mutex, and a filter save started alongside
+			// spins on that mutex on the other core for as long as the nat
+			// copy takes (235 ms of a 570 ms dump of 10,000 services). The
+			// nat save prints only once its copy is done: start the filter
+			// save then.
+			r = &onFirstRead{r: r, fn: startFilter}
+		}
+		br := bufio.NewReaderSize(r, lineBuffer)
+		if err := p.feedTable(br); err != nil {
+			return err
+		}
+		startFilter() // the nat save printed nothing at all
+		feedFilter(true)
+		if ferr == nil {
+			p.prepare(ib.backend)
+		}
+		return p.feed(br)
+	}
+	if !legacyF {
 		startFilter()
 	}
 	// While the save goes quiet before its last lines, the services read
 	// so far are linked; finish keeps that work if the last lines add no
 	// service or link.
-	err := c.streamSave(ib, "nat", read, func() { p.speculate(ib.backend) })
-	if err == nil {
-		startFilter() // the nat save printed nothing at all
+	err := c.streamSave(ib, "nat", read, func() {
+		feedFilter(false)
+		p.speculate(ib.backend)
+	})
+	if started {
+		<-filterDone
 	}
-	wg.Wait()
 	if err != nil {
 		return err
 	}
-	if ferr != nil {
-		return ferr
-	}
-	if len(ftext) > 0 {
-		_ = p.feed(bytes.NewReader(ftext))
-	}
-	if len(flines) > 0 {
-		p.feedLines("filter", flines)
-	}
-	return nil
+	return ferr
 }
 
 // onFirstRead calls fn once, when the first bytes arrive from r.

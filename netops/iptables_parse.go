@@ -200,9 +200,14 @@ type iptParser struct {
 	// (spec) is kept only while it still holds.
 	shape int
 	spec  *iptSpec
+	// lines counts the lines read other than comments, so that an
+	// assembly made at a dump's COMMIT (ready) is kept only if nothing
+	// followed.
+	lines int
+	ready *iptReady
 	// specKept and specSorted count speculative links assemble kept, and
-	// kept in order, for the tests.
-	specKept, specSorted int
+	// kept in order; readyKept the assemblies finish took; for the tests.
+	specKept, specSorted, readyKept int
 	// foreignUnknown are rules not understood outside any service chain.
 	foreignUnknown []string
 	// hasServices: a KUBE-SERVICES chain was seen in the nat table.
@@ -271,11 +276,45 @@ func (p *iptParser) feed(r io.Reader) error {
 	return eachLine(r, func() { p.unparsed++ }, p.line)
 }
 
+// feedTable reads a one-table dump (iptables-save -t TABLE) up to and
+// including its COMMIT, or to the end of r; the caller reads on from br.
+func (p *iptParser) feedTable(br *bufio.Reader) error {
+	return eachLineUntil(br, func() { p.unparsed++ }, func(line []byte) bool {
+		p.line(line)
+		return !bytes.Equal(bytes.TrimSpace(line), []byte("COMMIT"))
+	})
+}
+
+// interject feeds another table between two lines of a dump: a filter
+// save's text, or `iptables -t table -S` lines. The dump then goes on in
+// its own table.
+func (p *iptParser) interject(text []byte, table string, lines []string) {
+	t := p.table
+	if len(text) > 0 {
+		_ = p.feed(bytes.NewReader(text))
+	}
+	if len(lines) > 0 {
+		p.feedLines(table, lines)
+	}
+	p.table = t
+}
+
+// lineBuffer is the size of the buffered reader over a dump.
+const lineBuffer = 256 << 10
+
 // eachLine calls fn with every line of r, without its line ending, in a
 // buffer reused for the next line; a line over maxRuleLine calls tooLong
 // instead. It returns only a read error.
 func eachLine(r io.Reader, tooLong func(), fn func(line []byte)) error {
-	br := bufio.NewReaderSize(r, 256<<10)
+	return eachLineUntil(bufio.NewReaderSize(r, lineBuffer), tooLong, func(line []byte) bool {
+		fn(line)
+		return true
+	})
+}
+
+// eachLineUntil is eachLine over br, stopping after a line for which fn
+// returns false.
+func eachLineUntil(br *bufio.Reader, tooLong func(), fn func(line []byte) bool) error {
 	var buf []byte
 	for {
 		line, b, err := readLine(br, buf)
@@ -288,7 +327,9 @@ func eachLine(r io.Reader, tooLong func(), fn func(line []byte)) error {
 		case err != nil:
 			return err
 		default:
-			fn(line)
+			if !fn(line) {
+				return nil
+			}
 		}
 	}
 }
@@ -303,12 +344,11 @@ func (p *iptParser) feedLines(table string, lines []string) {
 
 func (p *iptParser) line(line []byte) {
 	line = bytes.TrimSpace(line)
-	if len(line) == 0 {
+	if len(line) == 0 || line[0] == '#' {
 		return
 	}
+	p.lines++
 	switch line[0] {
-	case '#':
-		return
 	case '*':
 		p.table = string(line[1:])
 		return

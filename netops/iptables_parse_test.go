@@ -1,9 +1,11 @@
 package netops
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -220,6 +222,114 @@ COMMIT
 	// Every path must have run, or the test proves nothing.
 	if sorted == 0 || kept == 0 || redone == 0 {
 		t.Errorf("speculative links kept in order %d times, kept unordered %d, redone %d: want each", sorted, kept, redone)
+	}
+}
+
+// tableText returns a dump's lines of one table, from "*table" to its
+// COMMIT.
+func tableText(text []byte, table string) [][]byte {
+	var out [][]byte
+	in := false
+	for _, l := range bytes.Split(text, []byte("\n")) {
+		t := bytes.TrimSpace(l)
+		if bytes.Equal(t, []byte("*"+table)) {
+			in = true
+		}
+		if in {
+			out = append(out, l)
+		}
+		if in && bytes.Equal(t, []byte("COMMIT")) {
+			break
+		}
+	}
+	return out
+}
+
+// A full read feeds the filter table's REJECTs wherever the nat stream
+// pauses, and assembles the services at the nat table's COMMIT while the
+// save exits: neither may change the result (a nat dump, then the filter
+// table), and the assembly is taken only when no line follows it.
+func TestParseIPTablesInterjectAndReady(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join(servicesTestdata, "*.rules"))
+	saves, _ := filepath.Glob(filepath.Join(servicesTestdata, "*.save"))
+	files = append(files, saves...)
+	fixtures, rejects := 0, 0
+	for _, path := range files {
+		text, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nat, filter := tableText(text, "nat"), tableText(text, "filter")
+		if len(nat) == 0 || len(filter) == 0 {
+			continue
+		}
+		if bytes.Contains(bytes.Join(filter, nil), []byte("has no endpoints")) {
+			rejects++
+		}
+		fixtures++
+		natText := append(bytes.Join(nat, []byte("\n")), "\n# Completed on Thu Nov 26 12:00:00 2026\n"...)
+		filterText := bytes.Join(filter, []byte("\n"))
+		fam := familyOfFixture(filepath.Base(path))
+		for _, raw := range []bool{false, true} {
+			plain := newIPTParser(fam, raw)
+			_ = plain.feed(bytes.NewReader(natText))
+			_ = plain.feed(bytes.NewReader(filterText))
+			res := newServicesResult(BackendIPTablesLegacy)
+			plain.into(res, nil)
+			want := marshalView(t, viewOf(res))
+
+			// The REJECTs fed between any two lines of the nat table, up to
+			// its COMMIT, and the services assembled at the COMMIT, as
+			// readIPTablesFull does.
+			for k := 0; k < len(nat); k++ {
+				p := newIPTParser(fam, raw)
+				for _, l := range nat[:k] {
+					p.line(l)
+				}
+				p.interject(filterText, "filter", nil)
+				rest := append(bytes.Join(nat[k:], []byte("\n")), "\n# Completed on Thu Nov 26 12:00:00 2026\n"...)
+				br := bufio.NewReader(bytes.NewReader(rest))
+				if err := p.feedTable(br); err != nil {
+					t.Fatal(err)
+				}
+				if left, _ := io.ReadAll(br); !bytes.HasPrefix(left, []byte("# Completed")) {
+					t.Fatalf("%s: feedTable stopped before %q, want it to stop after the COMMIT", path, left)
+				}
+				p.prepare(BackendIPTablesLegacy)
+				res := newServicesResult(BackendIPTablesLegacy)
+				p.into(res, nil)
+				if got := marshalView(t, viewOf(res)); !bytes.Equal(got, want) {
+					t.Fatalf("%s (raw %v), REJECTs fed after nat line %d: differs from nat then filter:\n%s", path, raw, k, got)
+				}
+				if p.readyKept != 1 {
+					t.Fatalf("%s: assembly made at the COMMIT not taken", path)
+				}
+			}
+
+			// An assembly made before the last line is not taken.
+			for k := 0; k < len(nat); k++ {
+				p := newIPTParser(fam, raw)
+				p.interject(filterText, "filter", nil)
+				for _, l := range nat[:k] {
+					p.line(l)
+				}
+				p.prepare(BackendIPTablesLegacy)
+				for _, l := range nat[k:] {
+					p.line(l)
+				}
+				res := newServicesResult(BackendIPTablesLegacy)
+				p.into(res, nil)
+				if got := marshalView(t, viewOf(res)); !bytes.Equal(got, want) {
+					t.Fatalf("%s (raw %v), assembled after nat line %d: differs from a plain parse:\n%s", path, raw, k, got)
+				}
+				if p.readyKept != 0 {
+					t.Fatalf("%s: assembly made after nat line %d of %d taken", path, k, len(nat))
+				}
+			}
+		}
+	}
+	if fixtures < 10 || rejects == 0 {
+		t.Fatalf("%d fixtures with both tables, %d with REJECTs: want at least 10 and one", fixtures, rejects)
 	}
 }
 

@@ -120,7 +120,7 @@ func TestPacedReader(t *testing.T) {
 		var got bytes.Buffer
 		// Reads of 100 KiB into a 256 KiB buffer: under half, so paced
 		// past paceAfter when pacing.
-		p := &pacedReader{r: &chunked{b: src, n: 100 << 10}, pace: pace}
+		p := &pacedReader{r: &chunked{b: src, n: 100 << 10}, fd: -1, pace: pace}
 		buf := make([]byte, 256<<10)
 		owed := false
 		for {
@@ -150,6 +150,33 @@ func TestPacedReader(t *testing.T) {
 		if !pace && p.pauses != 0 {
 			t.Errorf("paused %d times without pacing (a small pipe), want none", p.pauses)
 		}
+	}
+}
+
+// The wait owed after a short read is skipped once the writer has closed
+// the pipe: a save's end is not waited for once it is there.
+func TestPacedReaderHungUp(t *testing.T) {
+	for _, closed := range []bool{true, false} {
+		r, w, _, err := streamPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write([]byte("COMMIT\n")); err != nil {
+			t.Fatal(err)
+		}
+		if closed {
+			w.Close()
+		}
+		p := &pacedReader{r: r, fd: int(r.Fd()), pace: true, read: paceAfter + 1, owed: true}
+		n, err := p.Read(make([]byte, 64))
+		if n != 7 || err != nil {
+			t.Fatalf("read %d, %v", n, err)
+		}
+		if want := map[bool]int{true: 0, false: 1}[closed]; p.pauses != want {
+			t.Errorf("writer closed %v: %d waits, want %d", closed, p.pauses, want)
+		}
+		r.Close()
+		w.Close()
 	}
 }
 
