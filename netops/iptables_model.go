@@ -106,12 +106,16 @@ func (p *iptParser) assemble(backend Backend) (builds []*svcBuild, sorted bool) 
 	// 4. Endpoints, from the service's dispatch chain: read-only lookups,
 	// so large tables are split over the cores.
 	parallel(len(builds), 2000, func(lo, hi int) {
+		var slab []Endpoint
 		for _, b := range builds[lo:hi] {
-			p.fillEndpoints(b)
+			p.fillEndpoints(b, &slab)
 		}
 	})
 	return builds, sorted
 }
+
+// endpointSlab is how many endpoints endpoints allocates room for at once.
+const endpointSlab = 4096
 
 // iptReady is an assembly made when a dump's table was complete, and the
 // parser's line count then.
@@ -295,7 +299,7 @@ func (p *iptParser) link(backend Backend) []*svcBuild {
 	return builds
 }
 
-func (p *iptParser) fillEndpoints(b *svcBuild) {
+func (p *iptParser) fillEndpoints(b *svcBuild, slab *[]Endpoint) {
 	if b.svc.Chain == "" {
 		return
 	}
@@ -307,7 +311,7 @@ func (p *iptParser) fillEndpoints(b *svcBuild) {
 		setName(&b.svc, c.svcName)
 	}
 	b.svc.SessionAffinitySeconds = c.affinitySeconds
-	b.svc.Endpoints = p.endpoints(c, b)
+	b.svc.Endpoints = p.endpoints(c, slab)
 	if b.svc.Name == "" {
 		for _, ch := range b.chains {
 			if cc := p.chains[ch]; cc != nil && cc.svcName != "" {
@@ -413,9 +417,21 @@ func (p *iptParser) resolve(chain string, owner map[string]*svcBuild) *svcBuild 
 	return found
 }
 
-// endpoints reads a dispatch chain's jumps into endpoints.
-func (p *iptParser) endpoints(c *iptChain, b *svcBuild) []Endpoint {
-	eps := make([]Endpoint, 0, len(c.jumps))
+// endpoints reads a dispatch chain's jumps into endpoints, in room taken
+// from slab: one allocation for thousands of services' endpoints, not one
+// each.
+func (p *iptParser) endpoints(c *iptChain, slab *[]Endpoint) []Endpoint {
+	n := len(c.jumps)
+	if n == 0 {
+		return []Endpoint{}
+	}
+	if len(*slab) < n {
+		*slab = make([]Endpoint, max(n, endpointSlab))
+	}
+	// Capped: an append to one service's endpoints never runs into the
+	// next one's.
+	eps := (*slab)[:0:n]
+	*slab = (*slab)[n:]
 	remaining := 1.0
 	for _, j := range c.jumps {
 		ep := Endpoint{Chain: j.sep, Probability: j.prob}
@@ -435,7 +451,11 @@ func (p *iptParser) endpoints(c *iptChain, b *svcBuild) []Endpoint {
 					ep.IP, ep.Port = ip, port
 				}
 			}
-			ep.HairpinMasq = sep.hairpinSrc != "" && sameIP(sep.hairpinSrc, ep.IP)
+			if sep.dnat {
+				ep.HairpinMasq = sep.hairpin
+			} else {
+				ep.HairpinMasq = sep.hairpinSrc != "" && sameIP(sep.hairpinSrc, ep.IP)
+			}
 		} else if ip, port, ok := splitHostPort(j.epComment); ok && j.epComment != "" {
 			ep.IP, ep.Port = ip, port
 		}

@@ -171,6 +171,9 @@ type iptSep struct {
 	ip, hairpinSrc string
 	port           int32
 	affinity, dnat bool
+	// hairpin: the masquerade rule's source is the DNAT destination,
+	// found while the chain's rules are at hand.
+	hairpin bool
 }
 
 // iptRaw holds a chain's rules verbatim, in raw mode only.
@@ -579,6 +582,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 		switch {
 		case string(target) == "KUBE-MARK-MASQ" && len(r.src) > 0 && !r.srcNeg:
 			c.hairpinSrc = trimHostMask(string(r.src))
+			c.hairpin = c.dnat && sameIP(c.hairpinSrc, c.ip)
 			return true
 		case string(target) == "DNAT" && len(r.toDest) > 0:
 			ip, port, ok := splitHostPort(string(r.toDest))
@@ -587,6 +591,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 			}
 			c.ip, c.port, c.dnat = ip, int32(port), true
 			c.affinity = r.recentSet
+			c.hairpin = c.hairpinSrc != "" && sameIP(c.hairpinSrc, c.ip)
 			return true
 		}
 	}
