@@ -131,7 +131,7 @@ func firstLine(s string) string {
 // hands its stdout to read as it is produced; saves take no xtables lock.
 // idle, if not nil, is called once if a large output goes quiet (see
 // pacedReader).
-func (c *Client) streamSave(ib iptBackend, table string, read func(io.Reader) error, idle func()) error {
+func (c *Client) streamSave(ib iptBackend, table string, read func(io.Reader) error, idle func(quiet func() bool)) error {
 	bin, err := ib.saveBinary()
 	if err != nil {
 		return err
@@ -167,7 +167,7 @@ func isStartError(err error) bool { return errors.As(err, new(startError)) }
 // failed, or stopped early) is drained so the child is not left blocked
 // on a full pipe. It returns the child's stderr, the error of starting or
 // waiting for it (a startError when it did not start), and read's error.
-func (c *Client) streamCmd(bin string, args []string, read func(io.Reader) error, idle func()) (stderr string, waitErr, readErr error) {
+func (c *Client) streamCmd(bin string, args []string, read func(io.Reader) error, idle func(quiet func() bool)) (stderr string, waitErr, readErr error) {
 	cmd := exec.Command(bin, args...)
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
@@ -228,12 +228,13 @@ const (
 // reads, when a paced stream has gone quiet: the pipe was empty before a
 // read and still was idleWait later. iptables-legacy-save goes quiet
 // for about 15 ms before its last 4 KiB, while it frees its cache; the
-// reader can use the time.
+// reader can use the time. quiet, its argument, reports whether the pipe
+// is still empty, for work done in pieces.
 type pacedReader struct {
 	r    io.Reader
 	fd   int
 	pace bool
-	idle func()
+	idle func(quiet func() bool)
 	read int
 	// owed: the last read was short, so the next one waits first, unless
 	// the writer is gone by then. The wait comes after the caller has used
@@ -261,7 +262,7 @@ func (p *pacedReader) Read(b []byte) (int, error) {
 		if p.empty() {
 			idle := p.idle
 			p.idle = nil
-			idle()
+			idle(p.empty)
 		}
 	}
 	n, err := p.r.Read(b)
@@ -391,9 +392,9 @@ func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, 
 	// While the save goes quiet before its last lines, the services read
 	// so far are linked; finish keeps that work if the last lines add no
 	// service or link.
-	err := c.streamSave(ib, "nat", read, func() {
+	err := c.streamSave(ib, "nat", read, func(quiet func() bool) {
 		feedFilter(false)
-		p.speculate(ib.backend)
+		p.speculate(ib.backend, quiet)
 	})
 	if started {
 		<-filterDone

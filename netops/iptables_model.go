@@ -84,11 +84,14 @@ func (p *iptParser) finish(backend Backend, sel *serviceSelector) (svcs []Servic
 }
 
 // assemble links entries and chains into services (or takes a
-// speculative link that still holds), then fills in their endpoints.
+// speculative link that still holds), then fills in their endpoints (those
+// a speculative fill left, or whose chains changed since).
 // sorted reports that the builds are already in serviceOrder.
 func (p *iptParser) assemble(backend Backend) (builds []*svcBuild, sorted bool) {
+	var fill []*svcBuild
 	if sp := p.spec; sp != nil && sp.shape == p.shape && sp.backend == backend {
 		builds = sp.builds
+		fill = builds[p.refill(sp):]
 		if sp.order != nil {
 			builds = make([]*svcBuild, len(sp.builds))
 			for i, k := range sp.order {
@@ -99,19 +102,38 @@ func (p *iptParser) assemble(backend Backend) (builds []*svcBuild, sorted bool) 
 		}
 		p.specKept++
 	} else {
-		builds = p.link(backend)
+		builds, _, _ = p.link(backend)
+		fill = builds
 	}
 	p.spec = nil
 
 	// 4. Endpoints, from the service's dispatch chain: read-only lookups,
 	// so large tables are split over the cores.
-	parallel(len(builds), 2000, func(lo, hi int) {
+	parallel(len(fill), 2000, func(lo, hi int) {
 		var slab []Endpoint
-		for _, b := range builds[lo:hi] {
+		for _, b := range fill[lo:hi] {
 			p.fillEndpoints(b, &slab)
 		}
 	})
 	return builds, sorted
+}
+
+// refill fills again the services of a kept speculation whose chains
+// changed after it, and returns how many of its builds (in link order)
+// are filled: none when an endpoint chain changed, as the builds that read
+// one are not indexed.
+func (p *iptParser) refill(sp *iptSpec) int {
+	if sp.filled == 0 || sp.sepTouched {
+		return 0
+	}
+	var slab []Endpoint
+	for _, ch := range sp.touched {
+		if b := sp.owner[ch]; b != nil {
+			p.fillEndpoints(b, &slab)
+			p.specRefilled++
+		}
+	}
+	return sp.filled
 }
 
 // endpointSlab is how many endpoints endpoints allocates room for at once.
@@ -140,23 +162,62 @@ func (p *iptParser) prepare(backend Backend) {
 // paused, and the parser's shape then. order is their serviceOrder when
 // every service was named by then (filling endpoints names only the
 // unnamed), or nil.
+//
+// The first filled builds also have their endpoints. Filling reads a
+// build's own chains (owner maps each to the one build that reads it) and
+// endpoint chains: the service chains touched by rules read after the
+// speculation are listed, an endpoint chain touched is only noted.
 type iptSpec struct {
 	shape   int
 	backend Backend
 	builds  []*svcBuild
 	order   []int
+
+	filled     int
+	owner      map[string]*svcBuild
+	touched    []string
+	sepTouched bool
 }
 
+// touch notes a rule read after the speculation in a service chain (a
+// dump lists a chain's rules together: one entry per run of them).
+func (sp *iptSpec) touch(chain string, kind chainKind) {
+	switch {
+	case kind == kindSep:
+		sp.sepTouched = true
+	case len(sp.touched) == 0 || sp.touched[len(sp.touched)-1] != chain:
+		sp.touched = append(sp.touched, chain)
+	}
+}
+
+// fillBatch is how many services a speculative fill fills between two
+// looks at whether the dump is still quiet (a variable for the tests).
+var fillBatch = 256
+
 // speculate links and orders the services read so far, for assemble to
-// keep if nothing it reads changes before the dump ends. It only reads the
-// parser's state.
-func (p *iptParser) speculate(backend Backend) {
-	builds := p.link(backend)
+// keep if nothing it reads changes before the dump ends, then fills their
+// endpoints for as long as quiet (nil: never) reports the dump still
+// quiet. It only reads the parser's state.
+func (p *iptParser) speculate(backend Backend, quiet func() bool) {
+	builds, owner, shared := p.link(backend)
 	sp := &iptSpec{shape: p.shape, backend: backend, builds: builds}
 	if !slices.ContainsFunc(builds, func(b *svcBuild) bool { return b.svc.Name == "" }) {
 		sp.order = serviceOrder(len(builds), func(i int) *Service { return &builds[i].svc })
 	}
 	p.spec = sp
+	if shared || quiet == nil {
+		// A chain read by two services cannot be refilled through owner.
+		return
+	}
+	sp.owner = owner
+	var slab []Endpoint
+	for sp.filled < len(builds) && quiet() {
+		end := min(sp.filled+fillBatch, len(builds))
+		for _, b := range builds[sp.filled:end] {
+			p.fillEndpoints(b, &slab)
+		}
+		sp.filled = end
+	}
 }
 
 // link makes a service of each cluster-IP entry and links the other
@@ -165,11 +226,13 @@ func (p *iptParser) speculate(backend Backend) {
 // KUBE-EXT → KUBE-SVC, ...), never through comments; the shared hash
 // suffix of a service's chains is the last resort for a chain reached from
 // nowhere else. It reads only entries, links and local shapes (what
-// p.shape counts).
-func (p *iptParser) link(backend Backend) []*svcBuild {
+// p.shape counts). owner maps each service chain to its service; shared
+// reports a chain that two services' cluster IPs jump to (owner then
+// names only one).
+func (p *iptParser) link(backend Backend) (builds []*svcBuild, owner map[string]*svcBuild, shared bool) {
 	n := len(p.entries)
-	builds := make([]*svcBuild, 0, n)
-	owner := make(map[string]*svcBuild, n)
+	builds = make([]*svcBuild, 0, n)
+	owner = make(map[string]*svcBuild, n)
 	byKey := make(map[serviceKey]*svcBuild, n)
 	// One allocation for all builds: a service per entry at most.
 	slab := make([]svcBuild, 0, n)
@@ -203,6 +266,9 @@ func (p *iptParser) link(backend Backend) []*svcBuild {
 		b := newBuild(e)
 		b.entries = append(b.entries, i)
 		b.svc.Chain = e.target
+		if owner[e.target] != nil {
+			shared = true
+		}
 		owner[e.target] = b
 		b.chains = append(b.chains, e.target)
 		if classifyChain(e.target) == kindSvl {
@@ -296,7 +362,7 @@ func (p *iptParser) link(backend Backend) []*svcBuild {
 			b.svc.ExternalIPs = appendUnique(b.svc.ExternalIPs, e.ip)
 		}
 	}
-	return builds
+	return builds, owner, shared
 }
 
 func (p *iptParser) fillEndpoints(b *svcBuild, slab *[]Endpoint) {

@@ -209,8 +209,9 @@ type iptParser struct {
 	lines int
 	ready *iptReady
 	// specKept and specSorted count speculative links assemble kept, and
-	// kept in order; readyKept the assemblies finish took; for the tests.
-	specKept, specSorted, readyKept int
+	// kept in order; specRefilled their services filled again;
+	// readyKept the assemblies finish took; for the tests.
+	specKept, specSorted, specRefilled, readyKept int
 	// foreignUnknown are rules not understood outside any service chain.
 	foreignUnknown []string
 	// hasServices: a KUBE-SERVICES chain was seen in the nat table.
@@ -425,6 +426,9 @@ func (p *iptParser) line(line []byte) {
 		case kindSep:
 			p.sep(chain)
 			serviceChain = true
+		}
+		if serviceChain && p.spec != nil {
+			p.spec.touch(chain, kind)
 		}
 	}
 	known := ok && !r.extra && p.handle(kind, chain, &r, line)

@@ -183,7 +183,33 @@ func TestParseIPTablesSpeculativeLink(t *testing.T) {
 -A KUBE-SVC-BBBBBBBBBBBBBBBB -m comment --comment "aa/first:http -> 10.244.0.2:80" -j KUBE-SEP-BBBBBBBBBBBBBBBB
 COMMIT
 `)})
+	// Two cluster IPs jumping to one dispatch chain: both services read it.
+	sources = append(sources, source{"shared-chain", []byte(`*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-SSSSSSSSSSSSSSSS - [0:0]
+-A KUBE-SEP-AAAAAAAAAAAAAAAA -s 10.244.0.1/32 -j KUBE-MARK-MASQ
+-A KUBE-SEP-AAAAAAAAAAAAAAAA -p tcp -m tcp -j DNAT --to-destination 10.244.0.1:80
+-A KUBE-SEP-BBBBBBBBBBBBBBBB -s 10.244.0.2/32 -j KUBE-MARK-MASQ
+-A KUBE-SEP-BBBBBBBBBBBBBBBB -p tcp -m tcp -j DNAT --to-destination 10.244.0.2:80
+-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m comment --comment "ns/a:http cluster IP" -m tcp --dport 80 -j KUBE-SVC-SSSSSSSSSSSSSSSS
+-A KUBE-SERVICES -d 10.96.0.2/32 -p tcp -m comment --comment "ns/b:http cluster IP" -m tcp --dport 80 -j KUBE-SVC-SSSSSSSSSSSSSSSS
+-A KUBE-SVC-SSSSSSSSSSSSSSSS -m comment --comment "ns/a:http -> 10.244.0.1:80" -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-AAAAAAAAAAAAAAAA
+-A KUBE-SVC-SSSSSSSSSSSSSSSS -m comment --comment "ns/a:http -> 10.244.0.2:80" -j KUBE-SEP-BBBBBBBBBBBBBBBB
+COMMIT
+`)})
+	// Fill two services at a time, so that a fill can stop part-way.
+	defer func(n int) { fillBatch = n }(fillBatch)
+	fillBatch = 2
+	quiets := map[string]func() func() bool{
+		"no fill":   func() func() bool { return nil },
+		"full fill": func() func() bool { return func() bool { return true } },
+		"part fill": func() func() bool {
+			n := 0
+			return func() bool { n++; return n == 1 }
+		},
+	}
 	sorted, kept, redone := 0, 0, 0
+	partial, refilled, sepRefill := 0, 0, 0
 	for _, src := range sources {
 		path := src.name
 		lines := bytes.Split(src.text, []byte("\n"))
@@ -195,26 +221,38 @@ COMMIT
 			}
 			want := marshalView(t, viewOf(plain))
 			for k := 0; k <= len(lines); k++ {
-				p := newIPTParser(fam, raw)
-				for _, l := range lines[:k] {
-					p.line(l)
-				}
-				p.speculate(BackendIPTablesNFT)
-				for _, l := range lines[k:] {
-					p.line(l)
-				}
-				res := newServicesResult(BackendIPTablesNFT)
-				p.into(res, nil)
-				if got := marshalView(t, viewOf(res)); !bytes.Equal(got, want) {
-					t.Fatalf("%s (raw %v), link made after line %d: differs from a plain parse:\n%s", path, raw, k, got)
-				}
-				switch {
-				case p.specSorted > 0:
-					sorted++
-				case p.specKept > 0:
-					kept++
-				default:
-					redone++
+				for how, quiet := range quiets {
+					p := newIPTParser(fam, raw)
+					for _, l := range lines[:k] {
+						p.line(l)
+					}
+					p.speculate(BackendIPTablesNFT, quiet())
+					sp := p.spec
+					for _, l := range lines[k:] {
+						p.line(l)
+					}
+					res := newServicesResult(BackendIPTablesNFT)
+					p.into(res, nil)
+					if got := marshalView(t, viewOf(res)); !bytes.Equal(got, want) {
+						t.Fatalf("%s (raw %v), link (%s) made after line %d: differs from a plain parse:\n%s", path, raw, how, k, got)
+					}
+					switch {
+					case p.specSorted > 0:
+						sorted++
+					case p.specKept > 0:
+						kept++
+					default:
+						redone++
+					}
+					if p.specKept > 0 && sp.filled > 0 {
+						if sp.filled < len(sp.builds) {
+							partial++
+						}
+						if sp.sepTouched {
+							sepRefill++
+						}
+						refilled += p.specRefilled
+					}
 				}
 			}
 		}
@@ -222,6 +260,9 @@ COMMIT
 	// Every path must have run, or the test proves nothing.
 	if sorted == 0 || kept == 0 || redone == 0 {
 		t.Errorf("speculative links kept in order %d times, kept unordered %d, redone %d: want each", sorted, kept, redone)
+	}
+	if partial == 0 || refilled == 0 || sepRefill == 0 {
+		t.Errorf("kept fills: %d partial, %d services refilled, %d refilled whole for an endpoint chain: want each", partial, refilled, sepRefill)
 	}
 }
 

@@ -237,9 +237,9 @@ func TestPacedReaderIdle(t *testing.T) {
 	}
 	var fd int
 	_ = rc.Control(func(f uintptr) { fd = int(f) })
-	calls, readAtIdle := 0, -1
+	calls, readAtIdle, quietThen := 0, -1, false
 	p := &pacedReader{r: r, fd: fd, pace: size >= pacePipe}
-	p.idle = func() { calls++; readAtIdle = p.read }
+	p.idle = func(quiet func() bool) { calls++; readAtIdle = p.read; quietThen = quiet() }
 	total := 0
 	buf := make([]byte, 256<<10)
 	for {
@@ -257,5 +257,8 @@ func TestPacedReaderIdle(t *testing.T) {
 	}
 	if calls != 1 || readAtIdle != before {
 		t.Errorf("idle called %d times, with %d bytes read; want once, with the %d written before the pause", calls, readAtIdle, before)
+	}
+	if !quietThen {
+		t.Errorf("quiet reported the pipe busy during the pause")
 	}
 }
