@@ -127,9 +127,10 @@ func (p *iptParser) assemble(backend Backend) (builds []*svcBuild, sorted bool) 
 // refill fills again the services of a kept speculation whose chains
 // changed after it, and returns how many of its builds (in link order)
 // are filled: none when an endpoint chain changed, as the builds that read
-// one are not indexed.
+// one are not indexed, or when so many changed (a speculation made early
+// in the dump) that filling them all again on every core is quicker.
 func (p *iptParser) refill(sp *iptSpec) int {
-	if sp.filled == 0 || sp.sepTouched {
+	if sp.filled == 0 || sp.sepTouched || len(sp.touched) > sp.filled/8 {
 		return 0
 	}
 	var slab []Endpoint
