@@ -376,13 +376,15 @@ func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, 
 			r = &onFirstRead{r: r, fn: startFilter}
 		}
 		br := bufio.NewReaderSize(r, lineBuffer)
-		if err := p.feedTable(br); err != nil {
+		committed, err := p.feedTable(br)
+		if err != nil {
 			return err
 		}
-		startFilter() // the nat save printed nothing at all
-		feedFilter(true)
-		if ferr == nil {
-			p.prepare(ib.backend)
+		if committed {
+			feedFilter(true)
+			if ferr == nil {
+				p.prepare(ib.backend)
+			}
 		}
 		return p.feed(br)
 	}
@@ -390,19 +392,27 @@ func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, 
 		startFilter()
 	}
 	// While the save goes quiet before its last lines, the services read
-	// so far are linked; finish keeps that work if the last lines add no
-	// service or link.
+	// so far are linked and filled; finish keeps that work if the last
+	// lines change nothing it read (speculate does nothing once the table
+	// is assembled at its COMMIT).
 	err := c.streamSave(ib, "nat", read, func(quiet func() bool) {
 		feedFilter(false)
 		p.speculate(ib.backend, quiet)
 	})
+	if err == nil {
+		startFilter() // the nat save printed nothing at all
+	}
 	if started {
 		<-filterDone
 	}
 	if err != nil {
 		return err
 	}
-	return ferr
+	if ferr != nil {
+		return ferr
+	}
+	feedFilter(true) // when the nat save printed no COMMIT
+	return nil
 }
 
 // onFirstRead calls fn once, when the first bytes arrive from r.

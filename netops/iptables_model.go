@@ -17,6 +17,9 @@ type svcBuild struct {
 	chains []string
 	// entries index the parser's entries that belong to the service.
 	entries []int
+	// filledName: the name came from a chain's comments, when filling the
+	// endpoints; filling again (after a speculation) looks again.
+	filledName bool
 }
 
 // finish assembles the services that sel selects, in serviceOrder, and
@@ -76,7 +79,7 @@ func (p *iptParser) finish(backend Backend, sel *serviceSelector) (svcs []Servic
 	if !p.keepRaw {
 		return svcs, nil
 	}
-	unknown = append(unknown, p.foreignUnknown...)
+	unknown = append(append(unknown, p.foreignUnknown...), p.laterUnknown...)
 	var chained []string
 	for name, rc := range p.raws {
 		if !owned[name] {
@@ -206,6 +209,11 @@ var fillBatch = 256
 // endpoints for as long as quiet (nil: never) reports the dump still
 // quiet. It only reads the parser's state.
 func (p *iptParser) speculate(backend Backend, quiet func() bool) {
+	if p.ready != nil {
+		// The table is assembled already (the dump went quiet after its
+		// COMMIT, while the save exits).
+		return
+	}
 	builds, owner, shared := p.link(backend)
 	sp := &iptSpec{shape: p.shape, backend: backend, builds: builds}
 	if !slices.ContainsFunc(builds, func(b *svcBuild) bool { return b.svc.Name == "" }) {
@@ -319,6 +327,18 @@ func (p *iptParser) link(backend Backend) (builds []*svcBuild, owner map[string]
 			byNodePort[svcKey("", b.svc.Protocol, np)] = b
 		}
 	}
+	// The REJECTs first, so that a masquerade rule finds a service that
+	// only has a REJECT whichever table was read first.
+	for i := range p.entries {
+		if e := &p.entries[i]; e.kind == entryNoEndpoints {
+			b := byKey[svcKey(e.ip, e.proto, e.port)]
+			if b == nil {
+				b = newBuild(e)
+			}
+			b.svc.NoEndpoints = true
+			b.entries = append(b.entries, i)
+		}
+	}
 	for i := range p.entries {
 		e := &p.entries[i]
 		switch e.kind {
@@ -333,13 +353,6 @@ func (p *iptParser) link(backend Backend) (builds []*svcBuild, owner map[string]
 			if b := byNodePort[svcKey("", e.proto, e.port)]; b != nil {
 				b.entries = append(b.entries, i)
 			}
-		case entryNoEndpoints:
-			b := byKey[svcKey(e.ip, e.proto, e.port)]
-			if b == nil {
-				b = newBuild(e)
-			}
-			b.svc.NoEndpoints = true
-			b.entries = append(b.entries, i)
 		}
 	}
 	// The filter table's external REJECTs name their service; the index
@@ -380,8 +393,13 @@ func (p *iptParser) fillEndpoints(b *svcBuild, slab *[]Endpoint) {
 	if c == nil {
 		return
 	}
+	if b.filledName {
+		b.svc.Namespace, b.svc.Name, b.svc.PortName = "", "", ""
+		b.filledName = false
+	}
 	if b.svc.Name == "" && c.svcName != "" {
 		setName(&b.svc, c.svcName)
+		b.filledName = true
 	}
 	b.svc.SessionAffinitySeconds = c.affinitySeconds
 	b.svc.Endpoints = p.endpoints(c, slab)
@@ -389,6 +407,7 @@ func (p *iptParser) fillEndpoints(b *svcBuild, slab *[]Endpoint) {
 		for _, ch := range b.chains {
 			if cc := p.chains[ch]; cc != nil && cc.svcName != "" {
 				setName(&b.svc, cc.svcName)
+				b.filledName = true
 				break
 			}
 		}

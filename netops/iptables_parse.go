@@ -212,8 +212,9 @@ type iptParser struct {
 	// kept in order; specRefilled their services filled again;
 	// readyKept the assemblies finish took; for the tests.
 	specKept, specSorted, specRefilled, readyKept int
-	// foreignUnknown are rules not understood outside any service chain.
-	foreignUnknown []string
+	// foreignUnknown are rules not understood outside any service chain;
+	// laterUnknown those of an interjected table, listed after them.
+	foreignUnknown, laterUnknown []string
 	// hasServices: a KUBE-SERVICES chain was seen in the nat table.
 	hasServices bool
 
@@ -281,19 +282,23 @@ func (p *iptParser) feed(r io.Reader) error {
 }
 
 // feedTable reads a one-table dump (iptables-save -t TABLE) up to and
-// including its COMMIT, or to the end of r; the caller reads on from br.
-func (p *iptParser) feedTable(br *bufio.Reader) error {
-	return eachLineUntil(br, func() { p.unparsed++ }, func(line []byte) bool {
+// including its COMMIT, or to the end of r; committed reports the COMMIT.
+// The caller reads on from br.
+func (p *iptParser) feedTable(br *bufio.Reader) (committed bool, err error) {
+	err = eachLineUntil(br, func() { p.unparsed++ }, func(line []byte) bool {
 		p.line(line)
-		return !bytes.Equal(bytes.TrimSpace(line), []byte("COMMIT"))
+		committed = bytes.Equal(bytes.TrimSpace(line), []byte("COMMIT"))
+		return !committed
 	})
+	return committed, err
 }
 
 // interject feeds another table between two lines of a dump: a filter
 // save's text, or `iptables -t table -S` lines. The dump then goes on in
-// its own table.
+// its own table. The other table's rules not understood are listed after
+// the dump's, as if it had been read after the dump, wherever it came.
 func (p *iptParser) interject(text []byte, table string, lines []string) {
-	t := p.table
+	t, n := p.table, len(p.foreignUnknown)
 	if len(text) > 0 {
 		_ = p.feed(bytes.NewReader(text))
 	}
@@ -301,6 +306,8 @@ func (p *iptParser) interject(text []byte, table string, lines []string) {
 		p.feedLines(table, lines)
 	}
 	p.table = t
+	p.laterUnknown = append(p.laterUnknown, p.foreignUnknown[n:]...)
+	p.foreignUnknown = p.foreignUnknown[:n]
 }
 
 // lineBuffer is the size of the buffered reader over a dump.

@@ -183,6 +183,23 @@ func TestParseIPTablesSpeculativeLink(t *testing.T) {
 -A KUBE-SVC-BBBBBBBBBBBBBBBB -m comment --comment "aa/first:http -> 10.244.0.2:80" -j KUBE-SEP-BBBBBBBBBBBBBBBB
 COMMIT
 `)})
+	// An unnamed service whose dispatch chain is named only after its
+	// external chain was: a refill must name it as a plain parse does.
+	sources = append(sources, source{"named-late", []byte(`*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-NODEPORTS - [0:0]
+:KUBE-EXT-EEEEEEEEEEEEEEEE - [0:0]
+:KUBE-SVC-EEEEEEEEEEEEEEEE - [0:0]
+-A KUBE-SEP-AAAAAAAAAAAAAAAA -s 10.244.0.1/32 -j KUBE-MARK-MASQ
+-A KUBE-SEP-AAAAAAAAAAAAAAAA -p tcp -m tcp -j DNAT --to-destination 10.244.0.1:80
+-A KUBE-SERVICES -d 10.96.0.5/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-EEEEEEEEEEEEEEEE
+-A KUBE-NODEPORTS -p tcp -m tcp --dport 30080 -j KUBE-EXT-EEEEEEEEEEEEEEEE
+-A KUBE-EXT-EEEEEEEEEEEEEEEE -m comment --comment "masquerade traffic for ext/name:http external destinations" -j KUBE-MARK-MASQ
+-A KUBE-EXT-EEEEEEEEEEEEEEEE -j KUBE-SVC-EEEEEEEEEEEEEEEE
+-A KUBE-SVC-EEEEEEEEEEEEEEEE ! -s 10.244.0.0/16 -d 10.96.0.5/32 -p tcp -m tcp --dport 80 -j KUBE-MARK-MASQ
+-A KUBE-SVC-EEEEEEEEEEEEEEEE -m comment --comment "svc/name:http -> 10.244.0.1:80" -j KUBE-SEP-AAAAAAAAAAAAAAAA
+COMMIT
+`)})
 	// Two cluster IPs jumping to one dispatch chain: both services read it.
 	sources = append(sources, source{"shared-chain", []byte(`*nat
 :KUBE-SERVICES - [0:0]
@@ -287,20 +304,52 @@ func tableText(text []byte, table string) [][]byte {
 }
 
 // A full read feeds the filter table's REJECTs wherever the nat stream
-// pauses, and assembles the services at the nat table's COMMIT while the
-// save exits: neither may change the result (a nat dump, then the filter
-// table), and the assembly is taken only when no line follows it.
+// pauses (from a filter save, or as `iptables -S` lines), links and fills
+// the services there, and assembles them at the nat table's COMMIT while
+// the save exits: none of it may change the result (a nat dump, then the
+// filter table), and the assembly is taken only when no line follows it.
 func TestParseIPTablesInterjectAndReady(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join(servicesTestdata, "*.rules"))
 	saves, _ := filepath.Glob(filepath.Join(servicesTestdata, "*.save"))
-	files = append(files, saves...)
-	fixtures, rejects := 0, 0
-	for _, path := range files {
+	type source struct {
+		name string
+		text []byte
+	}
+	var sources []source
+	for _, path := range append(files, saves...) {
 		text, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		nat, filter := tableText(text, "nat"), tableText(text, "filter")
+		sources = append(sources, source{path, text})
+	}
+	// Rules not understood in both tables (listed nat first, then filter),
+	// and a masquerade rule for a service that has only a REJECT.
+	sources = append(sources, source{"unknowns", []byte(`*filter
+:KUBE-SERVICES - [0:0]
+:KUBE-FOO - [0:0]
+-A KUBE-SERVICES -d 10.96.0.9/32 -p tcp -m comment --comment "ns/gone:http has no endpoints" -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable
+-A KUBE-SERVICES -d 10.96.0.8/32 -p tcp -m tcp --dport 81 -j ACCEPT
+-A KUBE-FOO -j ACCEPT
+COMMIT
+*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-AAAAAAAAAAAAAAAA - [0:0]
+-A KUBE-BAR -j ACCEPT
+-A KUBE-SEP-AAAAAAAAAAAAAAAA -s 10.244.0.1/32 -j KUBE-MARK-MASQ
+-A KUBE-SEP-AAAAAAAAAAAAAAAA -p tcp -m tcp -j DNAT --to-destination 10.244.0.1:80
+-A KUBE-SERVICES ! -s 10.244.0.0/16 -d 10.96.0.9/32 -p tcp -m comment --comment "ns/gone:http cluster IP" -m tcp --dport 80 -j KUBE-MARK-MASQ
+-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m comment --comment "ns/a:http cluster IP" -m tcp --dport 80 -j KUBE-SVC-AAAAAAAAAAAAAAAA
+-A KUBE-SERVICES -d 10.96.0.7/32 -p tcp -m tcp --dport 82 -j ACCEPT
+-A KUBE-SVC-AAAAAAAAAAAAAAAA -m comment --comment "ns/a:http -> 10.244.0.1:80" -j KUBE-SEP-AAAAAAAAAAAAAAAA
+-A KUBE-ZED -j ACCEPT
+COMMIT
+`)})
+	always := func() bool { return true }
+	fixtures, rejects, unknowns := 0, 0, 0
+	for _, src := range sources {
+		path := src.name
+		nat, filter := tableText(src.text, "nat"), tableText(src.text, "filter")
 		if len(nat) == 0 || len(filter) == 0 {
 			continue
 		}
@@ -310,6 +359,14 @@ func TestParseIPTablesInterjectAndReady(t *testing.T) {
 		fixtures++
 		natText := append(bytes.Join(nat, []byte("\n")), "\n# Completed on Thu Nov 26 12:00:00 2026\n"...)
 		filterText := bytes.Join(filter, []byte("\n"))
+		// What `iptables -t filter -S` prints: the rules without the table
+		// lines.
+		var filterRules []string
+		for _, l := range filter {
+			if bytes.HasPrefix(l, []byte("-")) {
+				filterRules = append(filterRules, string(l))
+			}
+		}
 		fam := familyOfFixture(filepath.Base(path))
 		for _, raw := range []bool{false, true} {
 			plain := newIPTParser(fam, raw)
@@ -318,32 +375,48 @@ func TestParseIPTablesInterjectAndReady(t *testing.T) {
 			res := newServicesResult(BackendIPTablesLegacy)
 			plain.into(res, nil)
 			want := marshalView(t, viewOf(res))
+			if raw && len(res.UnparsedRules) > 2 {
+				unknowns++
+			}
 
 			// The REJECTs fed between any two lines of the nat table, up to
-			// its COMMIT, and the services assembled at the COMMIT, as
-			// readIPTablesFull does.
+			// its COMMIT, the services linked and filled there, and
+			// assembled at the COMMIT, as readIPTablesFull does.
 			for k := 0; k < len(nat); k++ {
-				p := newIPTParser(fam, raw)
-				for _, l := range nat[:k] {
-					p.line(l)
-				}
-				p.interject(filterText, "filter", nil)
-				rest := append(bytes.Join(nat[k:], []byte("\n")), "\n# Completed on Thu Nov 26 12:00:00 2026\n"...)
-				br := bufio.NewReader(bytes.NewReader(rest))
-				if err := p.feedTable(br); err != nil {
-					t.Fatal(err)
-				}
-				if left, _ := io.ReadAll(br); !bytes.HasPrefix(left, []byte("# Completed")) {
-					t.Fatalf("%s: feedTable stopped before %q, want it to stop after the COMMIT", path, left)
-				}
-				p.prepare(BackendIPTablesLegacy)
-				res := newServicesResult(BackendIPTablesLegacy)
-				p.into(res, nil)
-				if got := marshalView(t, viewOf(res)); !bytes.Equal(got, want) {
-					t.Fatalf("%s (raw %v), REJECTs fed after nat line %d: differs from nat then filter:\n%s", path, raw, k, got)
-				}
-				if p.readyKept != 1 {
-					t.Fatalf("%s: assembly made at the COMMIT not taken", path)
+				for _, asLines := range []bool{false, true} {
+					p := newIPTParser(fam, raw)
+					for _, l := range nat[:k] {
+						p.line(l)
+					}
+					if asLines {
+						p.interject(nil, "filter", filterRules)
+					} else {
+						p.interject(filterText, "filter", nil)
+					}
+					p.speculate(BackendIPTablesLegacy, always)
+					rest := append(bytes.Join(nat[k:], []byte("\n")), "\n# Completed on Thu Nov 26 12:00:00 2026\n"...)
+					br := bufio.NewReader(bytes.NewReader(rest))
+					committed, err := p.feedTable(br)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if left, _ := io.ReadAll(br); !committed || !bytes.HasPrefix(left, []byte("# Completed")) {
+						t.Fatalf("%s: feedTable stopped before %q (COMMIT seen: %v), want it to stop after the COMMIT", path, left, committed)
+					}
+					p.prepare(BackendIPTablesLegacy)
+					// The save goes quiet as it exits: nothing to do then.
+					p.speculate(BackendIPTablesLegacy, always)
+					if p.spec != nil {
+						t.Fatalf("%s: speculated after the assembly at the COMMIT", path)
+					}
+					res := newServicesResult(BackendIPTablesLegacy)
+					p.into(res, nil)
+					if got := marshalView(t, viewOf(res)); !bytes.Equal(got, want) {
+						t.Fatalf("%s (raw %v, -S lines %v), REJECTs fed after nat line %d: differs from nat then filter:\n%s\nwant:\n%s", path, raw, asLines, k, got, want)
+					}
+					if p.readyKept != 1 {
+						t.Fatalf("%s: assembly made at the COMMIT not taken", path)
+					}
 				}
 			}
 
@@ -369,8 +442,12 @@ func TestParseIPTablesInterjectAndReady(t *testing.T) {
 			}
 		}
 	}
-	if fixtures < 10 || rejects == 0 {
-		t.Fatalf("%d fixtures with both tables, %d with REJECTs: want at least 10 and one", fixtures, rejects)
+	// A dump that ends without its COMMIT says so.
+	if committed, _ := newIPTParser(4, false).feedTable(bufio.NewReader(strings.NewReader("*nat\n-A KUBE-SERVICES -j ACCEPT\n"))); committed {
+		t.Errorf("feedTable reported a COMMIT in a dump without one")
+	}
+	if fixtures < 10 || rejects == 0 || unknowns == 0 {
+		t.Fatalf("%d fixtures with both tables, %d with REJECTs, %d with unknown rules in both: want at least 10, one and one", fixtures, rejects, unknowns)
 	}
 }
 
