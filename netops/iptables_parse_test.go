@@ -147,26 +147,35 @@ func roundTo(f float64, places int) float64 {
 	return float64(int64(f*p+0.5)) / p
 }
 
-// A link made while a dump pauses, anywhere, must not change the result:
-// kept when the rest adds no entry or link (in order when every service
-// was named), redone when it does. Every split point of every iptables
-// fixture, plain and --raw.
-func TestParseIPTablesSpeculativeLink(t *testing.T) {
+// source is a dump's text and a name for it.
+type source struct {
+	name string
+	text []byte
+}
+
+// iptablesSources reads every iptables fixture: kube-proxy's text and
+// what the two backends print back.
+func iptablesSources(t *testing.T) []source {
+	t.Helper()
 	files, _ := filepath.Glob(filepath.Join(servicesTestdata, "*.rules"))
 	saves, _ := filepath.Glob(filepath.Join(servicesTestdata, "*.save"))
-	files = append(files, saves...)
-	type source struct {
-		name string
-		text []byte
-	}
 	var sources []source
-	for _, path := range files {
+	for _, path := range append(files, saves...) {
 		text, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		sources = append(sources, source{path, text})
 	}
+	return sources
+}
+
+// A link made while a dump pauses, anywhere, must not change the result:
+// kept when the rest adds no entry or link (in order when every service
+// was named), redone when it does. Every split point of every iptables
+// fixture, plain and --raw.
+func TestParseIPTablesSpeculativeLink(t *testing.T) {
+	sources := iptablesSources(t)
 	// Services named only by their chains' comments, which filling the
 	// endpoints reads: unnamed, zz/last sorts before aa/first (by address).
 	sources = append(sources, source{"named-by-chains", []byte(`*nat
@@ -309,20 +318,7 @@ func tableText(text []byte, table string) [][]byte {
 // the save exits: none of it may change the result (a nat dump, then the
 // filter table), and the assembly is taken only when no line follows it.
 func TestParseIPTablesInterjectAndReady(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join(servicesTestdata, "*.rules"))
-	saves, _ := filepath.Glob(filepath.Join(servicesTestdata, "*.save"))
-	type source struct {
-		name string
-		text []byte
-	}
-	var sources []source
-	for _, path := range append(files, saves...) {
-		text, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sources = append(sources, source{path, text})
-	}
+	sources := iptablesSources(t)
 	// Rules not understood in both tables (listed nat first, then filter),
 	// and a masquerade rule for a service that has only a REJECT.
 	sources = append(sources, source{"unknowns", []byte(`*filter
