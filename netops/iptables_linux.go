@@ -586,7 +586,7 @@ func (c *Client) readIPTablesTargeted(ib iptBackend, p *iptParser, probe *famPro
 			}
 			queue = append(queue, cc.links...)
 			for _, j := range cc.jumps {
-				queue = append(queue, j.sep)
+				queue = append(queue, j.chain())
 			}
 		}
 	}

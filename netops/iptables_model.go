@@ -526,7 +526,7 @@ func (p *iptParser) endpoints(c *iptChain, slab *[]Endpoint) []Endpoint {
 	*slab = (*slab)[n:]
 	remaining := 1.0
 	for _, j := range c.jumps {
-		ep := Endpoint{Chain: j.sep, Probability: j.prob}
+		ep := Endpoint{Chain: j.chain(), Probability: j.prob}
 		share := remaining * j.prob
 		remaining -= share
 		ep.Share = roundShare(share)

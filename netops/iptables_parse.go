@@ -134,14 +134,26 @@ const (
 
 // iptJump is a service chain's jump to an endpoint chain.
 type iptJump struct {
+	// sep names the endpoint chain when it was not read before the jump
+	// (chain gives the name either way).
 	sep string
 	// to is the endpoint chain when it was read before the jump, as in a
 	// dump (KUBE-SEP sorts before KUBE-SVC): no lookup when assembling.
+	// Its name is read from it only then, with the rest of it, rather than
+	// while the dump streams.
 	to      *iptSep
 	prob    float64
 	hasProb bool
 	// epComment is "ip:port" from a "ns/svc:port -> ip:port" comment.
 	epComment string
+}
+
+// chain is the endpoint chain's name.
+func (j *iptJump) chain() string {
+	if j.to != nil {
+		return j.to.name
+	}
+	return j.sep
 }
 
 // iptChain summarises one kube-proxy service chain (SVC, SVL, XLB, EXT,
@@ -548,9 +560,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 			// The name is shared with the endpoint chain when it was read
 			// first, as in a dump (KUBE-SEP sorts before KUBE-SVC).
 			j := iptJump{prob: 1, to: p.seps[string(target)]}
-			if j.to != nil {
-				j.sep = j.to.name
-			} else {
+			if j.to == nil {
 				j.sep = string(target)
 			}
 			if r.hasProb {
