@@ -148,6 +148,11 @@ type iptJump struct {
 	epComment string
 }
 
+// jumpRoom is how many jumps a dispatch chain gets room for when its first
+// is read (more grow as a slice does): growing each chain's jumps from one
+// was a tenth of parsing the KUBE-SVC chains.
+const jumpRoom = 8
+
 // chain is the endpoint chain's name.
 func (j *iptJump) chain() string {
 	if j.to != nil {
@@ -205,8 +210,10 @@ type iptParser struct {
 	entries  []iptEntry
 	masq     MasqueradePlumbing
 	unparsed int
-	// sepSlab allocates endpoint summaries 1024 at a time.
-	sepSlab []iptSep
+	// sepSlab allocates endpoint summaries 1024 at a time; jumpSlab a
+	// dispatch chain's first jumpRoom jumps, for many chains at a time.
+	sepSlab  []iptSep
+	jumpSlab []iptJump
 	// declared counts a dump's nat chain declarations by kind, to size
 	// the maps before its rules arrive.
 	declaredSeps, declaredChains int
@@ -572,6 +579,12 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 			}
 			if _, ep, found := bytes.Cut(r.comment, []byte(" -> ")); found {
 				j.epComment = string(ep)
+			}
+			if c.jumps == nil {
+				if len(p.jumpSlab) < jumpRoom {
+					p.jumpSlab = make([]iptJump, 512*jumpRoom)
+				}
+				c.jumps, p.jumpSlab = p.jumpSlab[:0:jumpRoom], p.jumpSlab[jumpRoom:]
 			}
 			c.jumps = append(c.jumps, j)
 			return true
