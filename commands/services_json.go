@@ -71,7 +71,6 @@ func writeServicesJSON(w io.Writer, svcs []netops.Service) error {
 type jsonWriter struct {
 	b      []byte
 	indent string
-	floats *floatMemo
 }
 
 func (j *jsonWriter) key(k string) {
@@ -89,10 +88,6 @@ func (j *jsonWriter) int(k string, v int) {
 	j.b = strconv.AppendInt(j.b, int64(v), 10)
 }
 func (j *jsonWriter) bool(k string, v bool) { j.key(k); j.b = strconv.AppendBool(j.b, v) }
-func (j *jsonWriter) float(k string, v float64) {
-	j.key(k)
-	j.b = j.floats.append(j.b, v)
-}
 
 // floatMemo remembers how recent floats were spelled. A table's
 // probabilities repeat (1/5, 1/4, 1/3, 1/2 in every service of five
@@ -222,7 +217,7 @@ func appendServiceJSON(b []byte, s *netops.Service, floats *floatMemo) []byte {
 		}
 		b = append(b, "\n    ]"...)
 	}
-	j := jsonWriter{b: b, indent: "    ", floats: floats}
+	j := jsonWriter{b: b, indent: "    "}
 	if s.NoEndpoints {
 		j.bool("noEndpoints", true)
 	}
