@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/renameio/v2"
 	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/urfave/cli/v2"
 )
@@ -96,7 +97,9 @@ func runWatch(c *cli.Context) error {
 	err = cl.Watch(ctx, netops.WatchOptions{Bridges: brs, All: all, Resync: resync}, func(ev netops.WatchEvent) {
 		p.print(ev)
 		if ev.Kind == netops.WatchReady && readyFile != "" {
-			if err := os.WriteFile(readyFile, fmt.Appendf(nil, "%d\n", os.Getpid()), 0o644); err != nil {
+			// Written whole or not at all (a file renamed into place): a
+			// probe that finds it never reads it empty.
+			if err := renameio.WriteFile(readyFile, fmt.Appendf(nil, "%d\n", os.Getpid()), 0o644); err != nil {
 				readyErr = fmt.Errorf("watch: write ready file: %w (is its directory there and writable?)", err)
 				cancel()
 			}
