@@ -91,8 +91,7 @@ func (j *jsonWriter) bool(k string, v bool) { j.key(k); j.b = strconv.AppendBool
 
 // floatMemo remembers how recent floats were spelled. A table's
 // probabilities repeat (1/5, 1/4, 1/3, 1/2 in every service of five
-// endpoints), and formatting them was a third of the JSON's CPU. A nil
-// memo formats every time.
+// endpoints), and formatting them was a third of the JSON's CPU.
 type floatMemo struct {
 	bits [64]uint64
 	set  [64]bool
@@ -116,9 +115,6 @@ func (m *floatMemo) holds(f float64) (slot uint64, ok bool) {
 }
 
 func (m *floatMemo) append(b []byte, f float64) []byte {
-	if m == nil {
-		return appendJSONFloat(b, f)
-	}
 	i, ok := m.holds(f)
 	if ok {
 		return append(b, m.text[i]...)
@@ -298,7 +294,7 @@ func appendJSONString(b []byte, s string) []byte {
 	for i < len(s) {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
+			if jsonPlain[c] {
 				i++
 				continue
 			}

@@ -352,14 +352,14 @@ func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, 
 		if fed || !started {
 			return
 		}
-		if !wait {
-			select {
-			case <-filterDone:
-			default:
+		select {
+		case <-filterDone:
+		default:
+			if !wait {
 				return
 			}
+			<-filterDone
 		}
-		<-filterDone
 		fed = true
 		if ferr == nil {
 			p.interject(ftext, "filter", flines)

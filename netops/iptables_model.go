@@ -61,12 +61,7 @@ func (p *iptParser) finish(backend Backend, sel *serviceSelector) (svcs []Servic
 		picked = append(picked, b)
 	}
 	if !sorted {
-		order := serviceOrder(len(picked), func(i int) *Service { return &picked[i].svc })
-		inOrder := make([]*svcBuild, len(picked))
-		for i, k := range order {
-			inOrder[i] = picked[k]
-		}
-		picked = inOrder
+		picked = inOrder(picked, serviceOrder(len(picked), func(i int) *Service { return &picked[i].svc }))
 	}
 	// The copy is the last step before the output: split over the cores
 	// (10,000 services: 1.75 -> 1.35 ms, medians of ten runs).
@@ -102,11 +97,7 @@ func (p *iptParser) assemble(backend Backend) (builds []*svcBuild, sorted bool) 
 		builds = sp.builds
 		fill = builds[p.refill(sp):]
 		if sp.order != nil {
-			builds = make([]*svcBuild, len(sp.builds))
-			for i, k := range sp.order {
-				builds[i] = sp.builds[k]
-			}
-			sorted = true
+			builds, sorted = inOrder(builds, sp.order), true
 			p.specSorted++
 		}
 		p.specKept++
@@ -125,6 +116,15 @@ func (p *iptParser) assemble(backend Backend) (builds []*svcBuild, sorted bool) 
 		}
 	})
 	return builds, sorted
+}
+
+// inOrder returns builds in order (indexes into builds).
+func inOrder(builds []*svcBuild, order []int) []*svcBuild {
+	out := make([]*svcBuild, len(order))
+	for i, k := range order {
+		out[i] = builds[k]
+	}
+	return out
 }
 
 // refill fills again the services of a kept speculation whose chains

@@ -193,6 +193,11 @@ type iptSep struct {
 	hairpin bool
 }
 
+// setHairpin works out hairpin once either of its two rules is read.
+func (s *iptSep) setHairpin() {
+	s.hairpin = s.dnat && s.hairpinSrc != "" && sameIP(s.hairpinSrc, s.ip)
+}
+
 // iptRaw holds a chain's rules verbatim, in raw mode only.
 type iptRaw struct {
 	rules, unknown []string
@@ -616,7 +621,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 		switch {
 		case string(target) == "KUBE-MARK-MASQ" && len(r.src) > 0 && !r.srcNeg:
 			c.hairpinSrc = trimHostMask(string(r.src))
-			c.hairpin = c.dnat && sameIP(c.hairpinSrc, c.ip)
+			c.setHairpin()
 			return true
 		case string(target) == "DNAT" && len(r.toDest) > 0:
 			ip, port, ok := splitHostPort(string(r.toDest))
@@ -625,7 +630,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 			}
 			c.ip, c.port, c.dnat = ip, int32(port), true
 			c.affinity = r.recentSet
-			c.hairpin = c.hairpinSrc != "" && sameIP(c.hairpinSrc, c.ip)
+			c.setHairpin()
 			return true
 		}
 	}

@@ -433,7 +433,7 @@ func appendUniqueBackend(s []Backend, b Backend) []Backend {
 
 // relaxedGCPercent is the collector's target from the first full
 // iptables dump on: one cycle instead of five while 10,000 services are
-// parsed, for a peak of 50 MiB (the parse's slabs kept it there). Beyond
+// parsed, for a peak of 45 MiB (the parse's slabs keep it there). Beyond
 // the first cycles the parse's memory is about what it keeps, whatever
 // the target, since little of it is garbage.
 // nftables mode is left alone: its parse makes garbage (79 MiB at the
