@@ -305,8 +305,9 @@ func (p *pacedReader) poll() (int, int16) {
 //
 // The REJECTs are fed in as soon as they are in and the nat stream pauses
 // (see pacedReader), or else at the nat table's COMMIT, where the services
-// are assembled while the save exits.
-func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, waitSeconds int) error {
+// are assembled (and when sel selects them all, collected) while the save
+// exits.
+func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, sel *serviceSelector, waitSeconds int) error {
 	var (
 		started, fed bool
 		filterDone   = make(chan struct{})
@@ -383,7 +384,7 @@ func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, 
 		if committed {
 			feedFilter(true)
 			if ferr == nil {
-				p.prepare(ib.backend)
+				p.prepare(ib.backend, sel)
 			}
 		}
 		return p.feed(br)

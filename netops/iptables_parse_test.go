@@ -399,7 +399,7 @@ COMMIT
 					if left, _ := io.ReadAll(br); !committed || !bytes.HasPrefix(left, []byte("# Completed")) {
 						t.Fatalf("%s: feedTable stopped before %q (COMMIT seen: %v), want it to stop after the COMMIT", path, left, committed)
 					}
-					p.prepare(BackendIPTablesLegacy)
+					p.prepare(BackendIPTablesLegacy, nil)
 					// The save goes quiet as it exits: nothing to do then.
 					p.speculate(BackendIPTablesLegacy, always)
 					if p.spec != nil {
@@ -416,6 +416,44 @@ COMMIT
 				}
 			}
 
+			// With filters, the assembly made at the COMMIT is taken too;
+			// which filters matched is recorded only once the dump ended.
+			if len(res.Services) > 0 {
+				args := []string{res.Services[0].ClusterIP, "10.96.255.254"}
+				parse := func(prepare bool) ([]byte, []string, *iptParser) {
+					sel, err := newServiceSelector(args, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					p := newIPTParser(fam, raw)
+					p.interject(filterText, "filter", nil)
+					br := bufio.NewReader(bytes.NewReader(natText))
+					if _, err := p.feedTable(br); err != nil {
+						t.Fatal(err)
+					}
+					if prepare {
+						p.prepare(BackendIPTablesLegacy, sel)
+					}
+					if err := p.feed(br); err != nil {
+						t.Fatal(err)
+					}
+					got := newServicesResult(BackendIPTablesLegacy)
+					p.into(got, sel)
+					return marshalView(t, viewOf(got)), sel.unmatched(), p
+				}
+				wantSel, wantUnmatched, _ := parse(false)
+				gotSel, gotUnmatched, p := parse(true)
+				if !bytes.Equal(gotSel, wantSel) || !slices.Equal(gotUnmatched, wantUnmatched) {
+					t.Fatalf("%s (raw %v), filtered by %v and assembled at the COMMIT:\n%s\nunmatched %v, want:\n%s\nunmatched %v", path, raw, args, gotSel, gotUnmatched, wantSel, wantUnmatched)
+				}
+				if p.readyKept != 1 {
+					t.Fatalf("%s: filtered assembly made at the COMMIT not taken", path)
+				}
+				if !slices.Equal(wantUnmatched, args[1:]) {
+					t.Fatalf("%s: unmatched %v, want %v", path, wantUnmatched, args[1:])
+				}
+			}
+
 			// An assembly made before the last line is not taken.
 			for k := 0; k < len(nat); k++ {
 				p := newIPTParser(fam, raw)
@@ -423,7 +461,7 @@ COMMIT
 				for _, l := range nat[:k] {
 					p.line(l)
 				}
-				p.prepare(BackendIPTablesLegacy)
+				p.prepare(BackendIPTablesLegacy, nil)
 				for _, l := range nat[k:] {
 					p.line(l)
 				}

@@ -392,7 +392,7 @@ func (r *servicesRead) readIPTables(b Backend) error {
 			if r.o.RelaxGC {
 				relaxGC()
 			}
-			if err := r.c.readIPTablesFull(ib, p, pr, r.o.WaitSeconds); err != nil {
+			if err := r.c.readIPTablesFull(ib, p, pr, r.sel, r.o.WaitSeconds); err != nil {
 				return err
 			}
 		}
