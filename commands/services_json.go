@@ -68,13 +68,13 @@ func writeServicesJSON(w io.Writer, svcs []netops.Service) error {
 	return err
 }
 
-// warm reads the first and last byte of every string the services' JSON
-// holds, before they are encoded (its result is stored, so that the reads
-// stay). The strings were made while the rules streamed and
-// lie scattered over the heap: the encoder's byte loops wait for each
-// cache miss in turn, where these independent reads wait for many at once.
-// With 10,000 services it takes the JSON from 9-11 to 6-8 ms (medians of
-// 15 traced runs).
+// warm reads the first and last byte of the strings every service's JSON
+// holds (names, addresses, chains; not the optional fields), before they
+// are encoded (its result is stored, so that the reads stay). The strings
+// were made while the rules streamed and lie scattered over the heap: the
+// encoder's byte loops wait for each cache miss in turn, where these
+// independent reads wait for many at once. With 10,000 services the JSON
+// took a median 10.7 ms before, 8.0 after (15 traced runs each).
 func warm(svcs []netops.Service) (x byte) {
 	for i := range svcs {
 		s := &svcs[i]

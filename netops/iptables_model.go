@@ -32,6 +32,7 @@ func (p *iptParser) finish(backend Backend, sel *serviceSelector) (svcs []Servic
 	if r != nil && r.lines == p.lines && r.backend == backend {
 		p.readyKept++
 		if r.collected && sel == nil {
+			p.readyCollected++
 			return r.svcs, r.unknown
 		}
 		return p.collect(r.builds, r.sorted, sel)

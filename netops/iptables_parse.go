@@ -234,8 +234,9 @@ type iptParser struct {
 	ready *iptReady
 	// specKept and specSorted count speculative links assemble kept, and
 	// kept in order; specRefilled their services filled again;
-	// readyKept the assemblies finish took; for the tests.
-	specKept, specSorted, specRefilled, readyKept int
+	// readyKept the assemblies finish took, and readyCollected those it
+	// took copied already; for the tests.
+	specKept, specSorted, specRefilled, readyKept, readyCollected int
 	// foreignUnknown are rules not understood outside any service chain;
 	// laterUnknown those of an interjected table, listed after them.
 	foreignUnknown, laterUnknown []string

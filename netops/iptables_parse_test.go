@@ -410,8 +410,8 @@ COMMIT
 					if got := marshalView(t, viewOf(res)); !bytes.Equal(got, want) {
 						t.Fatalf("%s (raw %v, -S lines %v), REJECTs fed after nat line %d: differs from nat then filter:\n%s\nwant:\n%s", path, raw, asLines, k, got, want)
 					}
-					if p.readyKept != 1 {
-						t.Fatalf("%s: assembly made at the COMMIT not taken", path)
+					if p.readyKept != 1 || p.readyCollected != 1 {
+						t.Fatalf("%s: assembly made at the COMMIT not taken (kept %d, copied at the COMMIT %d)", path, p.readyKept, p.readyCollected)
 					}
 				}
 			}
@@ -433,6 +433,9 @@ COMMIT
 					}
 					if prepare {
 						p.prepare(BackendIPTablesLegacy, sel)
+						if u := sel.unmatched(); !slices.Equal(u, args) {
+							t.Fatalf("%s: filters recorded as matched at the COMMIT: unmatched %v, want %v", path, u, args)
+						}
 					}
 					if err := p.feed(br); err != nil {
 						t.Fatal(err)
@@ -446,8 +449,8 @@ COMMIT
 				if !bytes.Equal(gotSel, wantSel) || !slices.Equal(gotUnmatched, wantUnmatched) {
 					t.Fatalf("%s (raw %v), filtered by %v and assembled at the COMMIT:\n%s\nunmatched %v, want:\n%s\nunmatched %v", path, raw, args, gotSel, gotUnmatched, wantSel, wantUnmatched)
 				}
-				if p.readyKept != 1 {
-					t.Fatalf("%s: filtered assembly made at the COMMIT not taken", path)
+				if p.readyKept != 1 || p.readyCollected != 0 {
+					t.Fatalf("%s: filtered assembly made at the COMMIT: kept %d, copied at the COMMIT %d, want 1 and 0", path, p.readyKept, p.readyCollected)
 				}
 				if !slices.Equal(wantUnmatched, args[1:]) {
 					t.Fatalf("%s: unmatched %v, want %v", path, wantUnmatched, args[1:])

@@ -390,8 +390,8 @@ func TestServicesFullReadLarge(t *testing.T) {
 			}
 			got := newServicesResult(b)
 			p.into(got, nil)
-			if p.readyKept != 1 {
-				t.Errorf("the assembly made at the nat COMMIT was not taken")
+			if p.readyKept != 1 || p.readyCollected != 1 {
+				t.Errorf("the assembly made at the nat COMMIT was not taken (kept %d, copied then %d)", p.readyKept, p.readyCollected)
 			}
 			// Whether the save paused long enough to link in is up to the
 			// machine's load: not asserted.
