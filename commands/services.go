@@ -56,7 +56,7 @@ func runServices(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	o := netops.ServicesOptions{Backend: c.String("backend"), Raw: c.Bool("raw"), WaitSeconds: c.Int("wait"), RelaxGC: true}
+	o := netops.ServicesOptions{Backend: c.String("backend"), Raw: c.Bool("raw"), WaitSeconds: c.Int("wait"), OneShot: true}
 	switch o.Backend {
 	case netops.BackendAuto, netops.BackendIPTables, string(netops.BackendIPTablesNFT), string(netops.BackendIPTablesLegacy), string(netops.BackendNFTables):
 	default:

@@ -306,8 +306,14 @@ func (p *pacedReader) poll() (int, int16) {
 // The REJECTs are fed in as soon as they are in and the nat stream pauses
 // (see pacedReader), or else at the nat table's COMMIT, where the services
 // are assembled (and when sel selects them all, collected) while the save
-// exits.
-func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, sel *serviceSelector, waitSeconds int) error {
+// exits. With oneShot, Go code runs on one core until then (see
+// ServicesOptions.OneShot), and on all of them for the assembly.
+func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, sel *serviceSelector, waitSeconds int, oneShot bool) error {
+	allCores := func() {}
+	if oneShot {
+		allCores = oneCore()
+		defer allCores()
+	}
 	var (
 		started, fed bool
 		filterDone   = make(chan struct{})
@@ -383,6 +389,7 @@ func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, 
 		}
 		if committed {
 			feedFilter(true)
+			allCores()
 			if ferr == nil {
 				p.prepare(ib.backend, sel)
 			}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 )
 
 // famProbe is what a quick look found for one address family, without
@@ -389,10 +391,10 @@ func (r *servicesRead) readIPTables(b Backend) error {
 			}
 		}
 		if !done {
-			if r.o.RelaxGC {
+			if r.o.OneShot {
 				relaxGC()
 			}
-			if err := r.c.readIPTablesFull(ib, p, pr, r.sel, r.o.WaitSeconds); err != nil {
+			if err := r.c.readIPTablesFull(ib, p, pr, r.sel, r.o.WaitSeconds, r.o.OneShot); err != nil {
 				return err
 			}
 		}
@@ -431,18 +433,31 @@ func appendUniqueBackend(s []Backend, b Backend) []Backend {
 	return append(s, b)
 }
 
-// relaxedGCPercent is the collector's target from the first full
-// iptables dump on: one cycle instead of five while 10,000 services are
-// parsed, for a peak of 45 MiB (the parse's slabs keep it there). Beyond
-// the first cycles the parse's memory is about what it keeps, whatever
-// the target, since little of it is garbage.
-// nftables mode is left alone: its parse makes garbage (79 MiB at the
-// default target, 99 at this one).
-const relaxedGCPercent = 400
+// gcBackstop is the heap at which the collector, turned off by relaxGC,
+// runs after all. 10,000 services take about 50 MiB; a table that needs a
+// gigabyte is far beyond what kube-proxy's iptables mode is run with.
+// nftables mode is left alone: its parse makes garbage.
+const gcBackstop = 1 << 30
 
-// relaxGC raises the collector's target unless the user set GOGC.
+// relaxGC turns the collector off (see ServicesOptions.OneShot), unless the
+// user set GOGC; the heap is bounded by gcBackstop unless GOMEMLIMIT is set.
 func relaxGC() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(relaxedGCPercent)
+	if os.Getenv("GOGC") != "" {
+		return
 	}
+	debug.SetGCPercent(-1)
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(gcBackstop)
+	}
+}
+
+// oneCore runs the process's Go code on one core until restore is called
+// (once or more), unless the user set GOMAXPROCS.
+func oneCore() (restore func()) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return func() {}
+	}
+	n := runtime.GOMAXPROCS(1)
+	var once sync.Once
+	return func() { once.Do(func() { runtime.GOMAXPROCS(n) }) }
 }

@@ -32,13 +32,15 @@ type ServicesOptions struct {
 	// FullRead dumps the whole nat table even for a filtered lookup, which
 	// on iptables-nft otherwise lists only the chains it needs.
 	FullRead bool
-	// RelaxGC lets Services raise the garbage collector's target when it
-	// parses a whole iptables dump, unless GOGC is set; the target stays
-	// raised for the rest of the process. Nearly all a dump's parse
-	// allocates is kept, so collecting at the default target only rescans
-	// it: on 10,000 services, five cycles that take CPU from the save on a
-	// small node. For one-shot processes.
-	RelaxGC bool
+	// OneShot tunes the Go runtime for a whole iptables dump, for a process
+	// that exits once it has the result. Nearly all a dump's parse allocates
+	// is kept, so collecting only rescans it: the collector is turned off,
+	// unless GOGC is set, and stays off (up to a heap of gcBackstop, unless
+	// GOMEMLIMIT is set). And while the dump streams, Go code runs on one
+	// core, unless GOMAXPROCS is set: the save needs the other, and a second
+	// Go thread (a GC worker, an idle one spinning for work) took turns on
+	// its core.
+	OneShot bool
 }
 
 // ServicesResult is kube-proxy's Service NAT as read from one backend.

@@ -385,7 +385,7 @@ func TestServicesFullReadLarge(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := newIPTParser(4, false)
-			if err := c.readIPTablesFull(ib, p, pr, nil, 5); err != nil {
+			if err := c.readIPTablesFull(ib, p, pr, nil, 5, false); err != nil {
 				t.Fatal(err)
 			}
 			got := newServicesResult(b)

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"testing"
@@ -197,18 +199,53 @@ func (c *chunked) Read(p []byte) (int, error) {
 
 func TestRelaxGC(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
 	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
 	relaxGC()
-	if got := debug.SetGCPercent(100); got != relaxedGCPercent {
-		t.Errorf("GC target %d after relaxGC, want %d", got, relaxedGCPercent)
+	if got := debug.SetGCPercent(100); got != -1 {
+		t.Errorf("GC target %d after relaxGC, want -1 (off)", got)
 	}
-	// The user's own GOGC stands.
+	if got := debug.SetMemoryLimit(math.MaxInt64); got != gcBackstop {
+		t.Errorf("memory limit %d after relaxGC, want %d", got, gcBackstop)
+	}
+	// The user's own GOMEMLIMIT stands.
+	t.Setenv("GOMEMLIMIT", "512MiB")
+	debug.SetMemoryLimit(512 << 20)
+	relaxGC()
+	if got := debug.SetMemoryLimit(math.MaxInt64); got != 512<<20 {
+		t.Errorf("memory limit %d with GOMEMLIMIT=512MiB, want it left at %d", got, 512<<20)
+	}
+	// And so does their GOGC.
 	t.Setenv("GOGC", "50")
 	debug.SetGCPercent(50)
 	relaxGC()
 	if got := debug.SetGCPercent(100); got != 50 {
 		t.Errorf("GC target %d with GOGC=50, want it left at 50", got)
 	}
+}
+
+func TestOneCore(t *testing.T) {
+	n := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(n)
+	runtime.GOMAXPROCS(3)
+	t.Setenv("GOMAXPROCS", "")
+	restore := oneCore()
+	if got := runtime.GOMAXPROCS(0); got != 1 {
+		t.Errorf("GOMAXPROCS %d after oneCore, want 1", got)
+	}
+	restore()
+	restore()
+	if got := runtime.GOMAXPROCS(0); got != 3 {
+		t.Errorf("GOMAXPROCS %d after restoring, want 3", got)
+	}
+	// The user's own GOMAXPROCS stands.
+	t.Setenv("GOMAXPROCS", "3")
+	restore = oneCore()
+	if got := runtime.GOMAXPROCS(0); got != 3 {
+		t.Errorf("GOMAXPROCS %d with GOMAXPROCS=3 set, want it left at 3", got)
+	}
+	restore()
 }
 
 // A large stream that goes quiet calls idle once, between two reads, with
