@@ -306,11 +306,13 @@ func (p *pacedReader) poll() (int, int16) {
 // The REJECTs are fed in as soon as they are in and the nat stream pauses
 // (see pacedReader), or else at the nat table's COMMIT, where the services
 // are assembled (and when sel selects them all, collected) while the save
-// exits. With oneShot, Go code runs on one core until then (see
-// ServicesOptions.OneShot), and on all of them for the assembly.
+// exits. With oneShot (see ServicesOptions.OneShot) the collector is
+// turned off, and Go code runs on one core until then, on all of them for
+// the assembly.
 func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, sel *serviceSelector, waitSeconds int, oneShot bool) error {
 	allCores := func() {}
 	if oneShot {
+		relaxGC()
 		allCores = oneCore()
 		defer allCores()
 	}

@@ -391,9 +391,6 @@ func (r *servicesRead) readIPTables(b Backend) error {
 			}
 		}
 		if !done {
-			if r.o.OneShot {
-				relaxGC()
-			}
 			if err := r.c.readIPTablesFull(ib, p, pr, r.sel, r.o.WaitSeconds, r.o.OneShot); err != nil {
 				return err
 			}

@@ -4,9 +4,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -369,12 +372,23 @@ func kubeProxyText(n, e, none int) string {
 // A full read of a dump large enough to be paced (the filter REJECTs fed
 // where the nat stream pauses, the services linked there and assembled at
 // the nat COMMIT, while the save exits) gives what a plain parse of the
-// same saves gives, nat table then filter table.
+// same saves gives, nat table then filter table. The legacy read is a
+// one-shot one (the collector off, one core while streaming): the
+// process's cores are all back after it.
 func TestServicesFullReadLarge(t *testing.T) {
 	const n, e, none = 3000, 5, 40
 	text := kubeProxyText(n, e, none)
 	for _, b := range []Backend{BackendIPTablesLegacy, BackendIPTablesNFT} {
 		t.Run(string(b), func(t *testing.T) {
+			oneShot := b == BackendIPTablesLegacy
+			if oneShot {
+				defer debug.SetGCPercent(debug.SetGCPercent(100))
+				defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
+				t.Setenv("GOGC", "")
+				t.Setenv("GOMEMLIMIT", "")
+				t.Setenv("GOMAXPROCS", "")
+			}
+			cores := runtime.GOMAXPROCS(0)
 			l, c := servicesLab(t)
 			ib := iptablesFor(b, 4)
 			if _, err := l.Exec(text, ib.cmd+"-restore"); err != nil {
@@ -385,8 +399,16 @@ func TestServicesFullReadLarge(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := newIPTParser(4, false)
-			if err := c.readIPTablesFull(ib, p, pr, nil, 5, false); err != nil {
+			if err := c.readIPTablesFull(ib, p, pr, nil, 5, oneShot); err != nil {
 				t.Fatal(err)
+			}
+			if got := runtime.GOMAXPROCS(0); got != cores {
+				t.Errorf("GOMAXPROCS %d after the read, want %d back", got, cores)
+			}
+			if oneShot {
+				if gc := debug.SetGCPercent(-1); gc != -1 {
+					t.Errorf("GC target %d after a one-shot read, want -1 (off)", gc)
+				}
 			}
 			got := newServicesResult(b)
 			p.into(got, nil)
