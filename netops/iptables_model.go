@@ -31,7 +31,7 @@ func (p *iptParser) finish(backend Backend, sel *serviceSelector) (svcs []Servic
 	p.ready = nil
 	if r != nil && r.lines == p.lines && r.backend == backend {
 		p.readyKept++
-		if r.collected && sel == nil {
+		if r.svcs != nil && sel == nil {
 			p.readyCollected++
 			return r.svcs, r.unknown
 		}
@@ -157,17 +157,15 @@ func (p *iptParser) refill(sp *iptSpec) int {
 const endpointSlab = 4096
 
 // iptReady is an assembly made when a dump's table was complete, and the
-// parser's line count then. collected: every service was wanted, and svcs
-// and unknown are collect's result.
+// parser's line count then. svcs and unknown are collect's result when
+// every service was wanted (svcs is never nil then), else nil.
 type iptReady struct {
 	lines   int
 	backend Backend
 	builds  []*svcBuild
 	sorted  bool
-
-	collected bool
-	svcs      []Service
-	unknown   []string
+	svcs    []Service
+	unknown []string
 }
 
 // prepare assembles the services read so far, for finish to take if no
@@ -183,7 +181,6 @@ func (p *iptParser) prepare(backend Backend, sel *serviceSelector) {
 	r := &iptReady{lines: p.lines, backend: backend, builds: builds, sorted: sorted}
 	if sel == nil {
 		r.svcs, r.unknown = p.collect(builds, sorted, nil)
-		r.collected = true
 	}
 	p.ready = r
 }
