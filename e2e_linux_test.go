@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -267,4 +268,65 @@ func TestE2EWaitBridge(t *testing.T) {
 	if !hairpinOf(t, l, "vlate") {
 		t.Error("vlate: hairpin off after waiting for late0 and enabling")
 	}
+}
+
+// A typed --netns beats $HAIRPINCTL_NETNS wherever it is typed, before the
+// command name or after it; the variable alone names the namespace.
+func TestE2ENetnsFlagBeatsEnv(t *testing.T) {
+	a := newLab(t, lab.Options{Pods: 1, Restore: "none"})
+	b := newLab(t, lab.Options{Pods: 1, Restore: "none"})
+	env := []string{"HAIRPINCTL_NETNS=" + a.Node}
+	off := func() {
+		t.Helper()
+		for _, l := range []*lab.Lab{a, b} {
+			lk, err := l.Handle().LinkByName("veth1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Handle().LinkSetHairpin(lk, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, args := range [][]string{
+		{"--netns", b.Node, "enable", "--all"},
+		{"enable", "--all", "--netns", b.Node},
+		{"enable", "--netns", b.Node, "--all"},
+		{"enable", "veth1", "--netns=" + b.Node},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			off()
+			r := runCmd(t, nil, env, args...)
+			if r.code != 0 {
+				t.Fatalf("%+v", r)
+			}
+			if hairpinOf(t, a, "veth1") {
+				t.Errorf("acted on $HAIRPINCTL_NETNS (%s), not on --netns %s", a.Node, b.Node)
+			}
+			if !hairpinOf(t, b, "veth1") {
+				t.Errorf("--netns %s: veth1 still off", b.Node)
+			}
+		})
+	}
+	t.Run("variable alone", func(t *testing.T) {
+		off()
+		if r := runCmd(t, nil, env, "enable", "--all"); r.code != 0 {
+			t.Fatalf("%+v", r)
+		}
+		if !hairpinOf(t, a, "veth1") || hairpinOf(t, b, "veth1") {
+			t.Errorf("$HAIRPINCTL_NETNS=%s alone: a on %v, b on %v", a.Node, hairpinOf(t, a, "veth1"), hairpinOf(t, b, "veth1"))
+		}
+	})
+	t.Run("watch", func(t *testing.T) {
+		off()
+		ready := filepath.Join(t.TempDir(), "ready")
+		p := startBin(t, nil, env, bin, "--netns", b.Node, "watch", "--all", "--ready-file", ready)
+		waitFile(t, p, ready)
+		if code := p.stop(t, syscall.SIGTERM); code != 0 {
+			t.Errorf("exit %d: %s", code, p.stderr.String())
+		}
+		if !strings.Contains(p.stdout.String(), "in netns "+b.Node+":") || hairpinOf(t, a, "veth1") || !hairpinOf(t, b, "veth1") {
+			t.Errorf("watch followed the variable, not --netns %s:\n%s", b.Node, p.stdout.String())
+		}
+	})
 }

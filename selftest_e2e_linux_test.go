@@ -90,6 +90,23 @@ func TestE2ESelftest(t *testing.T) {
 	}
 }
 
+// $HAIRPINCTL_NETNS, exported for the other commands, does not stop
+// selftest: it says it ignores it and runs. A typed --netns is refused
+// (TestE2ESelftestDiffers/bad_input).
+func TestE2ESelftestIgnoresNetnsEnv(t *testing.T) {
+	prefix := selftestPrefix(t)
+	r := runCmd(t, nil, []string{"HAIRPINCTL_NETNS=no-such-ns-x"}, "selftest", "--prefix", prefix, "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("exit %d, want 0\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "selftest: ignoring HAIRPINCTL_NETNS=no-such-ns-x: selftest builds namespaces of its own") {
+		t.Errorf("stderr does not say the variable is ignored:\n%s", r.stderr)
+	}
+	if left := leftNamespaces(t, prefix); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
 func TestE2ESelftestJSONLegacy(t *testing.T) {
 	prefix := selftestPrefix(t)
 	r := run(t, "selftest", "--prefix", prefix, "-o", "json", "--backend", "iptables-legacy")
@@ -236,6 +253,7 @@ func TestE2ESelftestDiffers(t *testing.T) {
 			{"selftest", "--backend", "ipvs"},
 			{"selftest", "extra"},
 			{"--netns", "x", "selftest"},
+			{"selftest", "--netns", "x"},
 			{"selftest", "--prefix", "Bad/Name"},
 		} {
 			r := run(t, args...)

@@ -198,7 +198,7 @@ func netnsOf(words []string) string {
 			return strings.TrimPrefix(w, "--netns=")
 		}
 	}
-	return os.Getenv("HAIRPINCTL_NETNS")
+	return os.Getenv(netnsEnv)
 }
 
 func livePortList(words []string) []netops.Port {

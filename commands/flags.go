@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/hairpinctl/hairpinctl/netops"
@@ -13,11 +14,17 @@ import (
 // Flag constructors: each command gets its own flag values, so building the
 // app twice (as the tests do) shares no state.
 
+// netnsEnv names the namespace when no --netns is typed.
+const netnsEnv = "HAIRPINCTL_NETNS"
+
+// netnsFlag is --netns. It reads no environment variable itself: declared
+// on the app and on each command, a variable read by the command's copy
+// would count as set there and beat a --netns typed before the command
+// name. netnsName applies the variable, after every typed flag.
 func netnsFlag() cli.Flag {
 	return &cli.StringFlag{
-		Name:    "netns",
-		Usage:   "work in network namespace `NAME|PATH`: a name under /run/netns, or a path such as /proc/PID/ns/net",
-		EnvVars: []string{"HAIRPINCTL_NETNS"},
+		Name:  "netns",
+		Usage: "work in network namespace `NAME|PATH`: a name under /run/netns, or a path such as /proc/PID/ns/net [$" + netnsEnv + "]",
 	}
 }
 
@@ -50,6 +57,21 @@ func lineageString(c *cli.Context, name string) string {
 	return c.String(name)
 }
 
+// netnsName is the namespace to work in: --netns as typed, wherever it
+// was typed (the innermost wins), else $HAIRPINCTL_NETNS. fromEnv says the
+// variable supplied it.
+func netnsName(c *cli.Context) (name string, fromEnv bool) {
+	for _, ctx := range c.Lineage() {
+		if ctx.IsSet("netns") {
+			return ctx.String("netns"), false
+		}
+	}
+	if v := os.Getenv(netnsEnv); v != "" {
+		return v, true
+	}
+	return "", false
+}
+
 // outputFormat validates -o.
 func outputFormat(c *cli.Context) (string, error) {
 	switch f := lineageString(c, "output"); f {
@@ -62,7 +84,8 @@ func outputFormat(c *cli.Context) (string, error) {
 
 // openClient opens a netops client for --netns.
 func openClient(c *cli.Context) (*netops.Client, error) {
-	cl, err := netops.Open(lineageString(c, "netns"))
+	name, _ := netnsName(c)
+	cl, err := netops.Open(name)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.Command.Name, err)
 	}

@@ -48,13 +48,18 @@ func runSelftest(c *cli.Context) error {
 	if c.Args().Present() {
 		return usageErrorf("selftest: takes no arguments, got %q", c.Args().First())
 	}
-	if lineageString(c, "netns") != "" {
+	ns, fromEnv := netnsName(c)
+	if ns != "" && !fromEnv {
 		return usageErrorf("selftest: builds namespaces of its own: --netns does not apply")
 	}
 	switch b := c.String("backend"); b {
 	case "auto", string(netops.BackendIPTablesNFT), string(netops.BackendIPTablesLegacy):
 	default:
 		return usageErrorf("selftest: --backend %q: use auto, iptables-nft or iptables-legacy", b)
+	}
+	if fromEnv {
+		// Exported for the other commands; selftest's node is its own.
+		fmt.Fprintf(c.App.ErrWriter, "selftest: ignoring %s=%s: selftest builds namespaces of its own\n", netnsEnv, ns)
 	}
 
 	// A signal cancels the run; the namespaces are removed before it
