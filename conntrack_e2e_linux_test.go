@@ -420,17 +420,20 @@ func TestE2EConntrackBounds(t *testing.T) {
 		t.Errorf("--count 3: exit %d, %d events in %q", p.code, events, out)
 	}
 
-	// SIGTERM, like Ctrl-C, ends a follow within a second.
-	p = startCT(t, "conntrack", "10.96.0.10", "--netns", l.Node)
-	p.waitLine(t, "the existing flow", 10*time.Second, nil, func(s string) bool { return strings.Contains(s, "existing") })
-	start = time.Now()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	p.wait(t, 5*time.Second)
-	if d := time.Since(start); d > time.Second || p.code != 0 {
-		t.Errorf("SIGTERM: exit %d after %v", p.code, d)
-	}
-	if f, _, _ := summary(t, p.stderr.String()); f == 0 || f != len(p.seen)-1 {
-		t.Errorf("SIGTERM summary %q after %d rows", p.stderr.String(), len(p.seen)-1)
+	// SIGTERM and SIGHUP (an SSH session dropping), like Ctrl-C, end a
+	// follow within a second, with the summary.
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGHUP} {
+		p = startCT(t, "conntrack", "10.96.0.10", "--netns", l.Node)
+		p.waitLine(t, "the existing flow", 10*time.Second, nil, func(s string) bool { return strings.Contains(s, "existing") })
+		start = time.Now()
+		_ = p.cmd.Process.Signal(sig)
+		p.wait(t, 5*time.Second)
+		if d := time.Since(start); d > time.Second || p.code != 0 {
+			t.Errorf("%v: exit %d after %v", sig, p.code, d)
+		}
+		if f, _, _ := summary(t, p.stderr.String()); f == 0 || f != len(p.seen)-1 {
+			t.Errorf("%v: summary %q after %d rows", sig, p.stderr.String(), len(p.seen)-1)
+		}
 	}
 }
 

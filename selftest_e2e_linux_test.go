@@ -162,6 +162,8 @@ func TestE2ESelftestInterrupted(t *testing.T) {
 		{"SIGINT once built", "selftest: ok: build namespaces", syscall.SIGINT},
 		{"SIGINT while building", "selftest: created namespace", syscall.SIGINT},
 		{"SIGTERM while connecting", "selftest: ok: pod2 -> svc, hairpin off", syscall.SIGTERM},
+		// An SSH session that drops sends SIGHUP.
+		{"SIGHUP once built", "selftest: ok: build namespaces", syscall.SIGHUP},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -191,7 +193,7 @@ func TestE2ESelftestInterrupted(t *testing.T) {
 			}
 			lines := strings.Split(strings.TrimRight(p.stderr.String(), "\n"), "\n")
 			last := lines[len(lines)-1]
-			want := "hairpinctl: selftest: interrupted by " + map[syscall.Signal]string{syscall.SIGINT: "SIGINT", syscall.SIGTERM: "SIGTERM"}[tt.sig] + ": removed the namespaces it created"
+			want := "hairpinctl: selftest: interrupted by " + map[syscall.Signal]string{syscall.SIGINT: "SIGINT", syscall.SIGTERM: "SIGTERM", syscall.SIGHUP: "SIGHUP"}[tt.sig] + ": removed the namespaces it created"
 			if last != want {
 				t.Errorf("last stderr line %q, want %q", last, want)
 			}

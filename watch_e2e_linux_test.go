@@ -264,6 +264,24 @@ func TestE2EWatchText(t *testing.T) {
 	}
 }
 
+// SIGHUP (an SSH session dropping) stops watch as SIGTERM does: exit 0,
+// the ready file removed, the "stopped" line printed.
+func TestE2EWatchSIGHUP(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 1, Restore: "none"})
+	ready := filepath.Join(t.TempDir(), "ready")
+	p := startBin(t, nil, nil, bin, "watch", "--bridge", "cni0", "--netns", l.Node, "--ready-file", ready, "-o", "json")
+	waitFile(t, p, ready)
+	if code := p.stop(t, syscall.SIGHUP); code != 0 {
+		t.Errorf("exit %d after SIGHUP, want 0; stderr: %s", code, p.stderr.String())
+	}
+	if _, err := os.Stat(ready); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ready file left after SIGHUP: %v", err)
+	}
+	if !strings.HasSuffix(p.stdout.String(), `"kind":"stopped","cause":"SIGHUP"}`+"\n") {
+		t.Errorf("no stopped line for SIGHUP:\n%s", p.stdout.String())
+	}
+}
+
 func TestE2EWatchBadInput(t *testing.T) {
 	l := newLab(t, lab.Options{Pods: 1, Restore: "none"})
 	ns := l.Node

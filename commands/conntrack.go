@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
@@ -70,7 +67,7 @@ func runConntrack(c *cli.Context) error {
 	}
 	defer cl.Close()
 
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	ctx, _, stop := signalContext()
 	defer stop()
 	if d := c.Duration("timeout"); d > 0 {
 		var cancel context.CancelFunc

@@ -23,8 +23,9 @@ with the host's own iptables backend) and checks, step by step:
    hairpin on, set the way "hairpinctl enable" sets it;
    pod 1 then reaches itself, and pod 2 still reaches the Service.
 
-Then it removes everything it created, also when interrupted (Ctrl-C). It
-needs no Kubernetes, only root, iptables and the br_netfilter module.
+Then it removes everything it created, also when interrupted (Ctrl-C,
+SIGTERM, or SIGHUP when an SSH session drops). It needs no Kubernetes,
+only root, iptables and the br_netfilter module.
 Progress goes to stderr as it happens, a result table to stdout at the end.
 Exit 0 when the kernel behaves as expected, 1 otherwise, naming what differed.
 

@@ -28,8 +28,8 @@ none is missed. Host side only: it never enters a pod.
 
 One line per action on stdout (JSON Lines with -o json), without timestamps
 under journald. With --ready-file, the file is written once the initial pass
-is done and notifications are followed, and removed on exit. SIGTERM or
-SIGINT stops it with exit 0.
+is done and notifications are followed, and removed on exit. SIGTERM,
+SIGINT or SIGHUP stops it with exit 0.
 
 EXAMPLES:
    hairpinctl watch --bridge cni0
@@ -124,13 +124,15 @@ func runWatch(c *cli.Context) error {
 	return nil
 }
 
-// unixSignalName names the two signals watch stops on.
+// unixSignalName names the signals watch and selftest stop on.
 func unixSignalName(s syscall.Signal) string {
 	switch s {
 	case syscall.SIGTERM:
 		return "SIGTERM"
 	case syscall.SIGINT:
 		return "SIGINT"
+	case syscall.SIGHUP:
+		return "SIGHUP"
 	}
 	return s.String()
 }
