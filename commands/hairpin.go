@@ -79,7 +79,11 @@ func hairpinAction(on bool) cli.ActionFunc {
 			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s has no ports: nothing to do\n", cmd, where)
 		}
 		res := cl.SetHairpin(ports, on, dry)
-		res.Failed = append(fails, res.Failed...)
+		if len(fails) > 0 {
+			// Not unconditionally: appending to a nil fails would turn
+			// an empty Failed into JSON null.
+			res.Failed = append(fails, res.Failed...)
+		}
 		switch {
 		case format == "json":
 			err = writeJSON(c.App.Writer, res)

@@ -38,6 +38,9 @@ func (c *Client) ListPorts(o ListOptions) ([]Port, error) {
 	if err != nil {
 		return nil, err
 	}
+	if ports == nil {
+		ports = []Port{} // no bridge ports: JSON [], not null
+	}
 	if len(keep) > 0 {
 		kept := ports[:0]
 		for _, p := range ports {
