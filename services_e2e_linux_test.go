@@ -172,7 +172,7 @@ func TestE2EServicesSplitBrain(t *testing.T) {
 	l := newLab(t, lab.Options{Pods: 1, Restore: "iptables-nft-restore", Prefix: "hpsve"})
 	loadServices(t, l, "iptables-legacy-restore", "iptables-modern.rules")
 	r := run(t, "services", "--netns", l.Node, "-4", "-o", "json")
-	if r.code != 0 || !strings.Contains(r.stderr, "split brain: kube-proxy rules in both iptables-nft (2 rules in KUBE-SERVICES) and iptables-legacy (13)") {
+	if r.code != 0 || !strings.Contains(r.stderr, "split brain: kube-proxy rules in both iptables-nft (2 rules in KUBE-SERVICES) and iptables-legacy (13 rules); showing iptables-legacy, which has more;") {
 		t.Fatalf("%+v", r)
 	}
 	if svcs := decodeServices(t, r); len(svcs) != 9 || svcs[0].Backend != "iptables-legacy" {

@@ -301,13 +301,9 @@ func (r *servicesRead) run(backend string) error {
 		chosen = BackendIPTablesNFT
 		if legacyHas {
 			res.BackendsWithRules = append(res.BackendsWithRules, BackendIPTablesLegacy)
-			other := BackendIPTablesLegacy
-			if legN > nftN {
-				chosen, other = BackendIPTablesLegacy, BackendIPTablesNFT
-			}
-			res.Warnings = append(res.Warnings, fmt.Sprintf(
-				"split brain: kube-proxy rules in both iptables-nft (%d rules in KUBE-SERVICES) and iptables-legacy (%d); showing %s, the larger; the other is likely stale or written by a second kube-proxy (see: hairpinctl services --backend %s)",
-				nftN, legN, chosen, other))
+			var warning string
+			chosen, warning = splitBrain(nftN, legN)
+			res.Warnings = append(res.Warnings, warning)
 		}
 	case hasNFT:
 		chosen = BackendIPTablesNFT
