@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hairpinctl/hairpinctl/commands"
 	"github.com/hairpinctl/hairpinctl/netops/lab"
 	"github.com/vishvananda/netlink"
 	"sigs.k8s.io/yaml"
@@ -441,6 +442,13 @@ func TestSystemdUnits(t *testing.T) {
 			if got := unitValue(t, enable, kv[0], kv[1]); got != kv[2] {
 				t.Errorf("[%s] %s=%s, want %s", kv[0], kv[1], got, kv[2])
 			}
+		}
+		// One pod churning at boot (a port gone mid-way) is exit 3,
+		// partial: every other port was set, so the unit has succeeded.
+		if ok := unitValues(enable, "Service", "SuccessExitStatus"); !slices.ContainsFunc(ok, func(v string) bool {
+			return slices.Contains(strings.Fields(v), strconv.Itoa(commands.ExitPartial))
+		}) {
+			t.Errorf("SuccessExitStatus=%q lacks %d (partial): a port deleted at boot would mark the unit failed", ok, commands.ExitPartial)
 		}
 		i := slices.Index(argv, "--wait-bridge")
 		if i < 0 || i+1 >= len(argv) || !slices.Contains(argv, "--bridge") {
