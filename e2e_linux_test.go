@@ -209,7 +209,7 @@ func TestE2EBadInput(t *testing.T) {
 		{"names and --all", nil, []string{"enable", "veth1", "--all", "--netns", ns}, 2, "not both"},
 		{"bad output", nil, []string{"ports", "-o", "yaml", "--netns", ns}, 2, `unknown output format "yaml"`},
 		{"bad hairpin filter", nil, []string{"ports", "--hairpin", "maybe"}, 2, "use on or off"},
-		{"bad flag", nil, []string{"enable", "--bogus"}, 2, "flag provided but not defined"},
+		{"bad flag", nil, []string{"enable", "--bogus"}, 2, "enable: unknown flag --bogus (see: hairpinctl enable --help)"},
 		{"wait without bridge", nil, []string{"enable", "--all", "--wait-bridge", "1s"}, 2, "--wait-bridge needs --bridge"},
 		{"version with an argument", nil, []string{"version", "extra"}, 2, `version: takes no arguments (got "extra")`},
 		{"services -4 and -6", nil, []string{"services", "-4", "-6"}, 2, "-4 and -6 exclude each other"},

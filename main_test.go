@@ -182,3 +182,36 @@ func TestVersionAndHelp(t *testing.T) {
 	}
 	oneLineErr(t, r, `unknown command "nosuchcommand"`)
 }
+
+// Parse errors say, in the words of the command line, what is wrong and
+// what to type instead; a misspelt command or flag gets a suggestion.
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"conntrack", "10.96.0.10", "--timeout", "5"}, `conntrack: invalid value "5" for --timeout: use a duration such as 5s (see: hairpinctl conntrack --help)`},
+		{[]string{"enable", "--all", "--wait-bridge", "2"}, `enable: invalid value "2" for --wait-bridge: use a duration such as 2s (see: hairpinctl enable --help)`},
+		{[]string{"watch", "--all", "--resync=soon"}, `watch: invalid value "soon" for --resync: use a duration such as 5s or 2m (see: hairpinctl watch --help)`},
+		{[]string{"conntrack", "10.96.0.10", "-c", "x"}, `conntrack: invalid value "x" for -c: use a whole number (see: hairpinctl conntrack --help)`},
+		{[]string{"enable", "--dry-run=maybe", "veth1"}, `enable: invalid value "maybe" for --dry-run: it takes no value (--dry-run, or --dry-run=false) (see: hairpinctl enable --help)`},
+		{[]string{"ports", "--hairpin"}, `ports: --hairpin needs a value (see: hairpinctl ports --help)`},
+		{[]string{"-o", "json", "--output", "table", "ports"}, `-o and --output are the same flag: give it once (see: hairpinctl --help)`},
+		{[]string{"ports", "-o", "json", "--output", "table"}, `ports: -o and --output are the same flag: give it once (see: hairpinctl ports --help)`},
+		{[]string{"port"}, `unknown command "port": did you mean ports? (see: hairpinctl --help)`},
+		{[]string{"enabel", "--all"}, `unknown command "enabel": did you mean enable? (see: hairpinctl --help)`},
+		{[]string{"xyzzy"}, `unknown command "xyzzy" (see: hairpinctl --help)`},
+		{[]string{"enable", "--brigde", "cni0"}, `enable: unknown flag --brigde: did you mean --bridge? (see: hairpinctl enable --help)`},
+		{[]string{"ports", "--quite"}, `ports: unknown flag --quite: did you mean --quiet? (see: hairpinctl ports --help)`},
+		{[]string{"--netsn", "x", "ports"}, `unknown flag --netsn: did you mean --netns? (see: hairpinctl --help)`},
+		{[]string{"enable", "--bogus"}, `enable: unknown flag --bogus (see: hairpinctl enable --help)`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			r := run(t, tt.args...)
+			if r.code != 2 || r.stdout != "" || r.stderr != "hairpinctl: "+tt.msg+"\n" {
+				t.Errorf("exit %d, stdout %q, stderr %q\nwant exit 2, stderr %q", r.code, r.stdout, r.stderr, "hairpinctl: "+tt.msg+"\n")
+			}
+		})
+	}
+}

@@ -40,11 +40,15 @@ follows conntrack, and diagnoses the whole chain.`,
 		// Exit codes are decided once, in main, from the returned error.
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
-			return usageErrorf("%v (see: hairpinctl --help)", err)
+			return usageErrorf("%s (see: hairpinctl --help)", usageMessage(c.App.Flags, err))
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
-				return usageErrorf("unknown command %q (see: hairpinctl --help)", c.Args().First())
+				name := c.Args().First()
+				if sug := suggest(name, commandNames(c.App.Commands)); sug != "" {
+					return usageErrorf("unknown command %q: did you mean %s? (see: hairpinctl --help)", name, sug)
+				}
+				return usageErrorf("unknown command %q (see: hairpinctl --help)", name)
 			}
 			return cli.ShowAppHelp(c)
 		},
@@ -60,5 +64,5 @@ follows conntrack, and diagnoses the whole chain.`,
 }
 
 func commandUsageError(c *cli.Context, err error, _ bool) error {
-	return usageErrorf("%s: %v (see: hairpinctl %s --help)", c.Command.Name, err, c.Command.Name)
+	return usageErrorf("%s: %s (see: hairpinctl %s --help)", c.Command.Name, usageMessage(c.Command.Flags, err), c.Command.Name)
 }
