@@ -205,6 +205,7 @@ func TestParseErrors(t *testing.T) {
 		{[]string{"ports", "--quite"}, `ports: unknown flag --quite: did you mean --quiet? (see: hairpinctl ports --help)`},
 		{[]string{"--netsn", "x", "ports"}, `unknown flag --netsn: did you mean --netns? (see: hairpinctl --help)`},
 		{[]string{"enable", "--bogus"}, `enable: unknown flag --bogus (see: hairpinctl enable --help)`},
+		{[]string{"services", "--wait", "5x"}, `services: invalid value "5x" for --wait: use a duration such as 5s`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

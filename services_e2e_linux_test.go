@@ -190,12 +190,17 @@ func TestE2EServicesXtablesLock(t *testing.T) {
 	l := newLab(t, lab.Options{Pods: 1, Restore: "iptables-nft-restore", Prefix: "hpsve"})
 	loadServices(t, l, "iptables-legacy-restore", "iptables-modern.rules")
 	lock := labtest.HoldXtablesLock(t)
-	start := time.Now()
-	r := runWithEnv(t, []string{"XTABLES_LOCKFILE=" + lock}, "services", "--netns", l.Node, "--wait", "1")
-	if d := time.Since(start); r.code != 1 || d > 10*time.Second {
-		t.Errorf("exit %d after %v: %+v", r.code, d, r)
+	// --wait takes a duration like every other option, and whole
+	// seconds as iptables -w does.
+	for _, wait := range []string{"1", "1s", "2s"} {
+		start := time.Now()
+		r := runWithEnv(t, []string{"XTABLES_LOCKFILE=" + lock}, "services", "--netns", l.Node, "--wait", wait)
+		if d := time.Since(start); r.code != 1 || d > 10*time.Second {
+			t.Errorf("--wait %s: exit %d after %v: %+v", wait, r.code, d, r)
+		}
+		secs := strings.TrimSuffix(wait, "s")
+		oneLineErr(t, r, "another process holds the xtables lock ("+lock+"); gave up after "+secs+"s: retry, or raise --wait")
 	}
-	oneLineErr(t, r, "another process holds the xtables lock ("+lock+"); gave up after 1s: retry, or raise --wait")
 }
 
 func TestE2EServicesBadInput(t *testing.T) {
@@ -215,6 +220,7 @@ func TestE2EServicesBadInput(t *testing.T) {
 		{"empty port", nil, nil, []string{"services", "default/web:", "--netns", full.Node}, 2, "the port after ':' is empty"},
 		{"bad backend", nil, nil, []string{"services", "--backend", "ipvs", "--netns", full.Node}, 2, `--backend "ipvs": use auto, iptables, iptables-nft, iptables-legacy or nftables`},
 		{"bad wait", nil, nil, []string{"services", "--wait", "0", "--netns", full.Node}, 2, "--wait 0: give at least 1 second"},
+		{"wait not a duration", nil, nil, []string{"services", "--wait", "5x", "--netns", full.Node}, 2, `services: invalid value "5x" for --wait: use a duration such as 5s`},
 		{"bad output", nil, nil, []string{"services", "-o", "yaml", "--netns", full.Node}, 2, `unknown output format "yaml"`},
 		{"no such service", nil, nil, []string{"services", "10.96.9.9", "--netns", full.Node}, 2, "no service matches 10.96.9.9 in iptables-nft"},
 		{"no rules anywhere", nil, nil, []string{"services", "--netns", empty.Node}, 1, "no kube-proxy rules found in netns " + empty.Node + " (IPv4 and IPv6, checked: iptables-nft, iptables-legacy, nftables)"},

@@ -44,7 +44,9 @@ EXAMPLES:
 		&cli.BoolFlag{Name: "ipv4", Aliases: []string{"4"}, Usage: "IPv4 only"},
 		&cli.BoolFlag{Name: "ipv6", Aliases: []string{"6"}, Usage: "IPv6 only"},
 		&cli.BoolFlag{Name: "raw", Usage: "print the selected services' rules verbatim"},
-		&cli.IntFlag{Name: "wait", Aliases: []string{"w"}, Value: 5, Usage: "wait at most `SECONDS` for the xtables lock, then fail"},
+		// A string, read by parseWait: a duration like every other
+		// option, or whole seconds as iptables -w takes them.
+		&cli.StringFlag{Name: "wait", Aliases: []string{"w"}, Value: "5s", Usage: "wait at most `DURATION` (or whole seconds) for the xtables lock, then fail"},
 		outputFlag(),
 		netnsFlag(),
 	},
@@ -56,14 +58,15 @@ func runServices(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	o := netops.ServicesOptions{Backend: c.String("backend"), Raw: c.Bool("raw"), WaitSeconds: c.Int("wait"), OneShot: true}
+	wait, err := parseWait("--wait", c.String("wait"))
+	if err != nil {
+		return usageErrorf("services: %v", err)
+	}
+	o := netops.ServicesOptions{Backend: c.String("backend"), Raw: c.Bool("raw"), WaitSeconds: wait, OneShot: true}
 	switch o.Backend {
 	case netops.BackendAuto, netops.BackendIPTables, string(netops.BackendIPTablesNFT), string(netops.BackendIPTablesLegacy), string(netops.BackendNFTables):
 	default:
 		return usageErrorf("services: --backend %q: use auto, iptables, iptables-nft, iptables-legacy or nftables", o.Backend)
-	}
-	if o.WaitSeconds < 1 {
-		return usageErrorf("services: --wait %d: give at least 1 second", o.WaitSeconds)
 	}
 	switch v4, v6 := c.Bool("ipv4"), c.Bool("ipv6"); {
 	case v4 && v6:

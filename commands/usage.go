@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 )
@@ -157,4 +158,22 @@ func editDistance(a, b string) int {
 		}
 	}
 	return d[len(ra)][len(rb)]
+}
+
+// parseWait reads a --wait value: a duration (5s, 1m), or whole seconds
+// as iptables -w takes them. It returns whole seconds, rounded up, since
+// iptables waits in seconds.
+func parseWait(flag, value string) (int, error) {
+	d, err := time.ParseDuration(value)
+	if err != nil {
+		n, nerr := strconv.Atoi(value)
+		if nerr != nil {
+			return 0, fmt.Errorf("invalid value %q for %s: use a duration such as 5s", value, flag)
+		}
+		d = time.Duration(n) * time.Second
+	}
+	if d < time.Second {
+		return 0, fmt.Errorf("%s %s: give at least 1 second", flag, value)
+	}
+	return int((d + time.Second - 1) / time.Second), nil
 }

@@ -24,3 +24,26 @@ func TestSuggest(t *testing.T) {
 		t.Errorf("suggest(port) = %q, want ports", got)
 	}
 }
+
+func TestParseWait(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int
+		err  bool
+	}{
+		{"5", 5, false},
+		{"5s", 5, false},
+		{"1m", 60, false},
+		{"1500ms", 2, false}, // iptables waits in whole seconds: rounded up
+		{"0", 0, true},
+		{"500ms", 0, true},
+		{"-1s", 0, true},
+		{"five", 0, true},
+	}
+	for _, tt := range tests {
+		got, err := parseWait("--wait", tt.in)
+		if got != tt.want || (err != nil) != tt.err {
+			t.Errorf("parseWait(%q) = %d, %v; want %d, error %v", tt.in, got, err, tt.want, tt.err)
+		}
+	}
+}
