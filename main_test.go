@@ -216,3 +216,31 @@ func TestParseErrors(t *testing.T) {
 		})
 	}
 }
+
+// --version prints what the version command prints; a bare hairpinctl is
+// a usage error (exit 2) with the help on stderr and nothing on stdout.
+func TestVersionFlagAndBareCommand(t *testing.T) {
+	want := run(t, "version")
+	for _, args := range [][]string{{"--version"}, {"--netns", "x", "--version"}} {
+		if r := run(t, args...); r.code != 0 || r.stdout != want.stdout || r.stderr != "" {
+			t.Errorf("%v: %+v, want %q", args, r, want.stdout)
+		}
+	}
+	wantJSON := run(t, "version", "-o", "json")
+	if r := run(t, "-o", "json", "--version"); r.code != 0 || r.stdout != wantJSON.stdout {
+		t.Errorf("-o json --version: %+v, want %q", r, wantJSON.stdout)
+	}
+
+	for _, args := range [][]string{nil, {"-o", "json"}} {
+		r := run(t, args...)
+		if r.code != 2 || r.stdout != "" {
+			t.Errorf("%v: exit %d, stdout %q; want 2 and nothing on stdout", args, r.code, r.stdout)
+		}
+		if !strings.Contains(r.stderr, "USAGE:") || !strings.HasSuffix(r.stderr, "\nhairpinctl: no command given (see: hairpinctl --help)\n") {
+			t.Errorf("%v: stderr %q, want the help then the error", args, r.stderr)
+		}
+	}
+	if r := run(t, "--help"); r.code != 0 || !strings.Contains(r.stdout, "USAGE:") || !strings.Contains(r.stdout, "--version") {
+		t.Errorf("--help: %+v", r)
+	}
+}

@@ -34,13 +34,28 @@ follows conntrack, and diagnoses the whole chain.`,
 			completeCommand,
 		},
 		// --netns and -o are accepted before the command name too.
-		Flags:                []cli.Flag{netnsFlag(), outputFlag()},
+		Flags: []cli.Flag{
+			netnsFlag(),
+			outputFlag(),
+			&cli.BoolFlag{Name: "version", Usage: "print the version (as hairpinctl version) and exit"},
+		},
+		// urfave/cli's own --version prints another format than the
+		// version command: ours prints the same, -o json included.
 		HideVersion:          true,
 		EnableBashCompletion: true,
 		// Exit codes are decided once, in main, from the returned error.
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
 			return usageErrorf("%s (see: hairpinctl --help)", usageMessage(c.App.Flags, err))
+		},
+		Before: func(c *cli.Context) error {
+			if !c.Bool("version") {
+				return nil
+			}
+			if err := printVersion(c); err != nil {
+				return err
+			}
+			return silentExit(ExitOK)
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
@@ -50,7 +65,17 @@ follows conntrack, and diagnoses the whole chain.`,
 				}
 				return usageErrorf("unknown command %q (see: hairpinctl --help)", name)
 			}
-			return cli.ShowAppHelp(c)
+			// No command is a usage error like any other (exit 2): a
+			// script's empty "$cmd" must not pass for success. The help
+			// goes to stderr, so stdout stays empty.
+			w := c.App.Writer
+			c.App.Writer = c.App.ErrWriter
+			err := cli.ShowAppHelp(c)
+			c.App.Writer = w
+			if err != nil {
+				return err
+			}
+			return usageErrorf("no command given (see: hairpinctl --help)")
 		},
 		CustomAppHelpTemplate: cli.AppHelpTemplate + "\n" + exitCodeHelp + "\n",
 	}

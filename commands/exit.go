@@ -25,7 +25,7 @@ const (
 const exitCodeHelp = `EXIT STATUS:
    0  success
    1  runtime error (kernel, permission, timeout)
-   2  usage error or invalid input (bad flag, malformed name, a single unknown interface)
+   2  usage error or invalid input (no command, bad flag, malformed name, a single unknown interface)
    3  partial: some of several requested items failed while the others were done
    4  doctor: at least one check FAILed`
 
