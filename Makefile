@@ -21,7 +21,14 @@ GOFLAGS_BUILD := -trimpath -tags $(GOTAGS) -ldflags "-s -w -X main.version=$(VER
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME ?= 10s
 
-.PHONY: all build test test-deps test-deb lint fuzz bench install uninstall deb clean help
+.PHONY: all build test test-deps test-deb test-kube kube-lab kube-goldens kube-build lint fuzz bench install uninstall deb clean help
+
+# The real Kubernetes lab (test/kube, its own Go module): binaries built from
+# the Go module proxy are cached in KUBE_LAB_CACHE, outside the work tree.
+KUBE_LAB_CACHE ?= /var/cache/hairpinctl-kube-lab
+export KUBE_LAB_CACHE
+KUBE_RELEASE ?=
+KUBE_MODE ?=
 
 all: build ## Build bin/hairpinctl (default)
 
@@ -39,6 +46,22 @@ test: test-deps ## go vet, every test with the race detector, a short fuzz run, 
 
 test-deb: deb ## Inspect the .deb, install it with dpkg, use it, remove it (root)
 	scripts/test-deb.sh dist/hairpinctl_$(DEB_VERSION)_$(shell $(GO) env GOARCH).deb
+
+test-kube: ## The live tests on the real kube-proxy, apiserver and CNI plugin (root; builds them once, minutes)
+	scripts/test-deps.sh kube
+	cd test/kube && $(GO) run ./cmd/kubelab build --release $(or $(KUBE_RELEASE),v1.37.2)
+	cd test/kube && $(GO) vet ./... && $(GO) test -count=1 -timeout 40m -v ./...
+
+kube-lab: ## A real one-node lab to work in by hand (KUBE_RELEASE=v1.37.2 KUBE_MODE=iptables-nft|iptables-legacy|nftables)
+	scripts/test-deps.sh kube
+	cd test/kube && $(GO) run ./cmd/kubelab up $(if $(KUBE_RELEASE),--release $(KUBE_RELEASE)) $(if $(KUBE_MODE),--mode $(KUBE_MODE))
+
+kube-goldens: ## Capture what every kube-proxy release writes, with the truth, into test/kube/testdata (root; builds each release once)
+	scripts/test-deps.sh kube
+	cd test/kube && $(GO) run ./cmd/kubelab goldens --out testdata $(if $(KUBE_RELEASE),--release $(KUBE_RELEASE)) $(if $(KUBE_MODE),--mode $(KUBE_MODE))
+
+kube-build: ## Build (or find in the cache) every binary the lab and the goldens use
+	cd test/kube && $(GO) run ./cmd/kubelab build
 
 fuzz: ## Fuzz every parser briefly (FUZZTIME=10s each)
 	@set -e; for pkg in $$($(GO) list ./...); do \

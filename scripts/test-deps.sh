@@ -19,6 +19,14 @@ have fish || need+=(fish)
 have systemd-analyze || need+=(systemd)
 [ -f /usr/share/bash-completion/bash_completion ] || need+=(bash-completion)
 have gcc || need+=(gcc)
+# The kube-proxy goldens: nfacct objects their iptables rules count into.
+have nfacct || need+=(nfacct)
+if [ "${1:-}" = kube ]; then
+  # The kube lab: the real CNI plugins, and nsenter for its components.
+  [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+  have nsenter || need+=(util-linux)
+  have modprobe || need+=(kmod)
+fi
 if [ "${1:-}" = bench ]; then
   have hyperfine || need+=(hyperfine)
   [ -x /usr/bin/time ] || need+=(time)
