@@ -62,7 +62,7 @@ func runServices(c *cli.Context) error {
 	if err != nil {
 		return usageErrorf("services: %v", err)
 	}
-	o := netops.ServicesOptions{Backend: c.String("backend"), Raw: c.Bool("raw"), WaitSeconds: wait, OneShot: true}
+	o := netops.ServicesOptions{Backend: c.String("backend"), Raw: c.Bool("raw"), WaitSeconds: wait}
 	switch o.Backend {
 	case netops.BackendAuto, netops.BackendIPTables, string(netops.BackendIPTablesNFT), string(netops.BackendIPTablesLegacy), string(netops.BackendNFTables):
 	default:

@@ -1,7 +1,6 @@
 package netops
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -11,10 +10,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/coreos/go-iptables/iptables"
-	"golang.org/x/sys/unix"
 )
 
 // iptBackend names the binaries of one iptables backend and family.
@@ -129,14 +126,12 @@ func firstLine(s string) string {
 
 // streamSave runs `<backend>-save -t table` in the client's namespace and
 // hands its stdout to read as it is produced; saves take no xtables lock.
-// idle, if not nil, is called once if a large output goes quiet (see
-// pacedReader).
-func (c *Client) streamSave(ib iptBackend, table string, read func(io.Reader) error, idle func(quiet func() bool)) error {
+func (c *Client) streamSave(ib iptBackend, table string, read func(io.Reader) error) error {
 	bin, err := ib.saveBinary()
 	if err != nil {
 		return err
 	}
-	stderr, werr, rerr := c.streamCmd(bin, []string{"-t", table}, read, idle)
+	stderr, werr, rerr := c.streamCmd(bin, []string{"-t", table}, read, nil)
 	if werr != nil {
 		if isStartError(werr) {
 			return fmt.Errorf("%s: %w", ib.save, werr)
@@ -162,168 +157,45 @@ func (e startError) Unwrap() error { return e.err }
 func isStartError(err error) bool { return errors.As(err, new(startError)) }
 
 // streamCmd runs bin with args in the client's namespace and hands its
-// stdout to read as it arrives, through streamPipe's pipe and a
-// pacedReader (idle is its hook, or nil). Whatever read leaves unread (it
-// failed, or stopped early) is drained so the child is not left blocked
-// on a full pipe. It returns the child's stderr, the error of starting or
-// waiting for it (a startError when it did not start), and read's error.
-func (c *Client) streamCmd(bin string, args []string, read func(io.Reader) error, idle func(quiet func() bool)) (stderr string, waitErr, readErr error) {
+// stdout to read as it arrives. Whatever read leaves unread (it failed, or
+// stopped early) is drained so the child is not left blocked on a full
+// pipe. It returns the child's stderr, the error of starting or waiting
+// for it (a startError when it did not start), and read's error.
+//
+// The last argument is unused: streamNFT still passes nil there. Drop it
+// with that caller.
+func (c *Client) streamCmd(bin string, args []string, read func(io.Reader) error, _ any) (stderr string, waitErr, readErr error) {
 	cmd := exec.Command(bin, args...)
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
-	out, w, size, err := streamPipe()
+	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return "", startError{err}, nil
 	}
-	defer out.Close()
-	cmd.Stdout = w
-	err = c.in(cmd.Start)
-	w.Close()
-	if err != nil {
+	if err := c.in(cmd.Start); err != nil {
 		return "", startError{err}, nil
 	}
-	readErr = read(&pacedReader{r: out, fd: int(out.Fd()), pace: size >= pacePipe, idle: idle})
+	readErr = read(out)
 	_, _ = io.Copy(io.Discard, out)
 	waitErr = cmd.Wait()
 	return strings.TrimSpace(errb.String()), waitErr, readErr
 }
 
-// streamPipe returns a pipe for a child's stdout, whose read end blocks,
-// and its capacity: 1 MiB (the unprivileged maximum by default) unless
-// the user's pipe allowance is spent. A save of 10,000 services writes
-// 25 MB in 4 KiB writes:
-//   - with the default 64 KiB a pause of a millisecond in the reader (a GC
-//     cycle, the other core busy) stalls the writer;
-//   - a read end in Go's poller (os.Pipe, exec's StdoutPipe) is woken on
-//     every write, where since Linux 5.16 a blocked reader of a pipe never
-//     polled is woken only when the pipe was empty.
-func streamPipe() (r, w *os.File, size int, err error) {
-	var fds [2]int
-	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
-		return nil, nil, 0, fmt.Errorf("pipe: %w", err)
-	}
-	size, err = unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, pacePipe)
-	if err != nil {
-		size, _ = unix.FcntlInt(uintptr(fds[0]), unix.F_GETPIPE_SZ, 0)
-	}
-	// os.NewFile keeps a blocking descriptor out of the poller.
-	return os.NewFile(uintptr(fds[0]), "|0"), os.NewFile(uintptr(fds[1]), "|1"), size, nil
-}
-
-// Pacing: once a stream has passed paceAfter bytes, a read that found the
-// pipe less than half as full as asked makes the next read wait paceWait, so
-// a large dump is read in pieces of about 100 KiB instead of one wakeup
-// per 4 KiB write. Only a pipe of pacePipe bytes paces: it holds 8 ms of
-// a save's output, where the default 64 KiB would stall the writer.
-const (
-	pacePipe  = 1 << 20
-	paceAfter = 1 << 20
-	paceWait  = time.Millisecond
-)
-
-// pacedReader reads a child's output from the pipe fd, pacing the reads of
-// a large one when pace is set.
-//
-// idle, if not nil, is called once, on the reading goroutine between two
-// reads, when a paced stream has gone quiet: the pipe was empty before a
-// read and still was idleWait later. iptables-legacy-save goes quiet
-// for about 15 ms before its last 4 KiB, while it frees its cache; the
-// reader can use the time. quiet, its argument, reports whether the pipe
-// is still empty, for work done in pieces.
-type pacedReader struct {
-	r    io.Reader
-	fd   int
-	pace bool
-	idle func(quiet func() bool)
-	read int
-	// owed: the last read was short, so the next one waits first, unless
-	// the writer is gone by then. The wait comes after the caller has used
-	// what was read: a save's last bytes (its COMMIT) are parsed at once,
-	// and its end is not waited for once it is there.
-	owed bool
-	// pauses counts the waits, for the tests.
-	pauses int
-}
-
-// idleWait is how long a paced stream must stay empty to be called
-// quiet: a save streams 128 KiB a millisecond.
-const idleWait = 2 * time.Millisecond
-
-func (p *pacedReader) Read(b []byte) (int, error) {
-	if p.owed {
-		p.owed = false
-		if !p.hungUp() {
-			p.pauses++
-			time.Sleep(paceWait)
-		}
-	}
-	if p.idle != nil && p.pace && p.read > paceAfter && p.empty() {
-		time.Sleep(idleWait)
-		if p.empty() {
-			idle := p.idle
-			p.idle = nil
-			idle(p.empty)
-		}
-	}
-	n, err := p.r.Read(b)
-	p.read += n
-	p.owed = p.pace && err == nil && p.read > paceAfter && n < len(b)/2
-	return n, err
-}
-
-// empty reports whether the pipe holds nothing to read and is still open.
-func (p *pacedReader) empty() bool {
-	n, _ := p.poll()
-	return n == 0
-}
-
-// hungUp reports whether the pipe's writer has closed it.
-func (p *pacedReader) hungUp() bool {
-	_, ev := p.poll()
-	return ev&unix.POLLHUP != 0
-}
-
-// poll returns how many descriptors poll found ready (-1 on an error, or
-// when fd is -1, for a reader of no pipe) and the pipe's events.
-func (p *pacedReader) poll() (int, int16) {
-	if p.fd < 0 {
-		return -1, 0
-	}
-	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
-	if err != nil {
-		return -1, 0
-	}
-	return n, fds[0].Revents
-}
-
 // readIPTablesFull dumps the nat table with ONE iptables-save and parses it
-// as it streams; the filter table's REJECTs ("has no endpoints") are read
-// at the same time on the other core: with -S of the two chains on
-// iptables-nft (a filter dump there would list the whole ruleset), with a
-// filter save on iptables-legacy (saves take no lock; the table is small).
-//
-// The REJECTs are fed in as soon as they are in and the nat stream pauses
-// (see pacedReader), or else at the nat table's COMMIT, where the services
-// are assembled (and when sel selects them all, collected) while the save
-// exits. With oneShot (see ServicesOptions.OneShot) the collector is
-// turned off, and Go code runs on one core until then, on all of them for
-// the assembly.
-func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, sel *serviceSelector, waitSeconds int, oneShot bool) error {
-	allCores := func() {}
-	if oneShot {
-		relaxGC()
-		allCores = oneCore()
-		defer allCores()
-	}
+// as it streams, then feeds the filter table's REJECTs ("has no
+// endpoints"), read meanwhile by another process: with -S of the two
+// chains on iptables-nft (a filter dump there would list the whole
+// ruleset), with a filter save on iptables-legacy (saves take no lock; the
+// table is small).
+func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, waitSeconds int) error {
 	var (
-		started, fed bool
-		filterDone   = make(chan struct{})
-		flines       []string
-		ftext        []byte
-		ferr         error
-		legacyF      = ib.backend == BackendIPTablesLegacy && probe.legacyFilter
-		nftF         = ib.backend == BackendIPTablesNFT && probe.nftFilter
+		started    bool
+		filterDone = make(chan struct{})
+		flines     []string
+		ftext      []byte
+		ferr       error
+		legacyF    = ib.backend == BackendIPTablesLegacy && probe.legacyFilter
+		nftF       = ib.backend == BackendIPTablesNFT && probe.nftFilter
 	)
 	startFilter := func() {
 		if started || !legacyF && !nftF {
@@ -337,7 +209,7 @@ func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, 
 					var err error
 					ftext, err = io.ReadAll(r)
 					return err
-				}, nil)
+				})
 				return
 			}
 			ipt, err := ib.golang(waitSeconds)
@@ -355,60 +227,21 @@ func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, 
 			}
 		}()
 	}
-	// feedFilter feeds the REJECTs once they are in: at once if wait is
-	// set, else only if they already are.
-	feedFilter := func(wait bool) {
-		if fed || !started {
-			return
-		}
-		select {
-		case <-filterDone:
-		default:
-			if !wait {
-				return
-			}
-			<-filterDone
-		}
-		fed = true
-		if ferr == nil {
-			p.interject(ftext, "filter", flines)
-		}
-	}
 	read := func(r io.Reader) error {
 		if legacyF {
 			// iptables-legacy copies a table out of the kernel under the
 			// family's xtables mutex, and a filter save started alongside
-			// spins on that mutex on the other core for as long as the nat
-			// copy takes (235 ms of a 570 ms dump of 10,000 services). The
+			// spins on that mutex for as long as the nat copy takes. The
 			// nat save prints only once its copy is done: start the filter
 			// save then.
 			r = &onFirstRead{r: r, fn: startFilter}
 		}
-		br := bufio.NewReaderSize(r, lineBuffer)
-		committed, err := p.feedTable(br)
-		if err != nil {
-			return err
-		}
-		if committed {
-			feedFilter(true)
-			allCores()
-			if ferr == nil {
-				p.prepare(ib.backend, sel)
-			}
-		}
-		return p.feed(br)
+		return p.feed(r)
 	}
 	if !legacyF {
 		startFilter()
 	}
-	// While the save goes quiet before its last lines, the services read
-	// so far are linked and filled; finish keeps that work if the last
-	// lines change nothing it read (speculate does nothing once the table
-	// is assembled at its COMMIT).
-	err := c.streamSave(ib, "nat", read, func(quiet func() bool) {
-		feedFilter(false)
-		p.speculate(ib.backend, quiet)
-	})
+	err := c.streamSave(ib, "nat", read)
 	if err == nil {
 		startFilter() // the nat save printed nothing at all
 	}
@@ -421,7 +254,10 @@ func (c *Client) readIPTablesFull(ib iptBackend, p *iptParser, probe *famProbe, 
 	if ferr != nil {
 		return ferr
 	}
-	feedFilter(true) // when the nat save printed no COMMIT
+	if ftext != nil {
+		_ = p.feed(bytes.NewReader(ftext))
+	}
+	p.feedLines("filter", flines)
 	return nil
 }
 

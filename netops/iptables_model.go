@@ -4,10 +4,8 @@ import (
 	"cmp"
 	"math"
 	"net/netip"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 )
 
 // svcBuild is a service being assembled, with what its raw form needs.
@@ -17,34 +15,24 @@ type svcBuild struct {
 	chains []string
 	// entries index the parser's entries that belong to the service.
 	entries []int
-	// filledName: the name came from a chain's comments, when filling the
-	// endpoints; filling again (after a speculation) looks again.
-	filledName bool
 }
 
 // finish assembles the services that sel selects, in serviceOrder, and
 // lists the rules not understood that belong to no service (those inside
-// a service's chains are in its Raw). It takes the assembly made at the
-// dump's COMMIT when no line followed it.
+// a service's chains are in its Raw).
 func (p *iptParser) finish(backend Backend, sel *serviceSelector) (svcs []Service, unknown []string) {
-	r := p.ready
-	p.ready = nil
-	if r != nil && r.lines == p.lines && r.backend == backend {
-		p.readyKept++
-		if r.svcs != nil && sel == nil {
-			p.readyCollected++
-			return r.svcs, r.unknown
-		}
-		return p.collect(r.builds, r.sorted, sel)
+	builds := p.link(backend)
+	var slab []Endpoint
+	for _, b := range builds {
+		p.fillEndpoints(b, &slab)
 	}
-	builds, sorted := p.assemble(backend)
-	return p.collect(builds, sorted, sel)
+	return p.collect(builds, sel)
 }
 
 // collect copies the assembled services that sel selects into a slice in
-// serviceOrder, each once, into its place (the order is found over the
-// builds), and lists the rules not understood that belong to no service.
-func (p *iptParser) collect(builds []*svcBuild, sorted bool, sel *serviceSelector) (svcs []Service, unknown []string) {
+// serviceOrder, each once, and lists the rules not understood that belong
+// to no service.
+func (p *iptParser) collect(builds []*svcBuild, sel *serviceSelector) (svcs []Service, unknown []string) {
 	var owned map[string]bool
 	if p.keepRaw {
 		owned = make(map[string]bool)
@@ -67,21 +55,15 @@ func (p *iptParser) collect(builds []*svcBuild, sorted bool, sel *serviceSelecto
 		}
 		picked = append(picked, b)
 	}
-	if !sorted {
-		picked = inOrder(picked, serviceOrder(len(picked), func(i int) *Service { return &picked[i].svc }))
+	order := serviceOrder(len(picked), func(i int) *Service { return &picked[i].svc })
+	svcs = make([]Service, len(order))
+	for i, k := range order {
+		svcs[i] = picked[k].svc
 	}
-	// The copy is split over the cores (10,000 services: 1.75 -> 1.35 ms,
-	// medians of ten runs).
-	svcs = make([]Service, len(picked))
-	parallel(len(picked), 2000, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			svcs[i] = picked[i].svc
-		}
-	})
 	if !p.keepRaw {
 		return svcs, nil
 	}
-	unknown = append(append(unknown, p.foreignUnknown...), p.laterUnknown...)
+	unknown = append(unknown, p.foreignUnknown...)
 	var chained []string
 	for name, rc := range p.raws {
 		if !owned[name] {
@@ -94,177 +76,20 @@ func (p *iptParser) collect(builds []*svcBuild, sorted bool, sel *serviceSelecto
 	return svcs, append(unknown, chained...)
 }
 
-// assemble links entries and chains into services (or takes a
-// speculative link that still holds), then fills in their endpoints (those
-// a speculative fill left, or whose chains changed since).
-// sorted reports that the builds are already in serviceOrder.
-func (p *iptParser) assemble(backend Backend) (builds []*svcBuild, sorted bool) {
-	var fill []*svcBuild
-	if sp := p.spec; sp != nil && sp.shape == p.shape && sp.backend == backend {
-		builds = sp.builds
-		fill = builds[p.refill(sp):]
-		if sp.order != nil {
-			builds, sorted = inOrder(builds, sp.order), true
-			p.specSorted++
-		}
-		p.specKept++
-	} else {
-		builds, _, _ = p.link(backend)
-		fill = builds
-	}
-	p.spec = nil
-
-	// 4. Endpoints, from the service's dispatch chain: read-only lookups,
-	// so large tables are split over the cores.
-	parallel(len(fill), 2000, func(lo, hi int) {
-		var slab []Endpoint
-		for _, b := range fill[lo:hi] {
-			p.fillEndpoints(b, &slab)
-		}
-	})
-	return builds, sorted
-}
-
-// inOrder returns builds in order (indexes into builds).
-func inOrder(builds []*svcBuild, order []int) []*svcBuild {
-	out := make([]*svcBuild, len(order))
-	for i, k := range order {
-		out[i] = builds[k]
-	}
-	return out
-}
-
-// refill fills again the services of a kept speculation whose chains
-// changed after it, and returns how many of its builds (in link order)
-// are filled: none when an endpoint chain changed, as the builds that read
-// one are not indexed, or when so many changed (a speculation made early
-// in the dump) that filling them all again on every core is quicker.
-func (p *iptParser) refill(sp *iptSpec) int {
-	if sp.filled == 0 || sp.sepTouched || len(sp.touched) > sp.filled/8 {
-		return 0
-	}
-	var slab []Endpoint
-	for _, ch := range sp.touched {
-		if b := sp.owner[ch]; b != nil {
-			p.fillEndpoints(b, &slab)
-			p.specRefilled++
-		}
-	}
-	return sp.filled
-}
-
 // endpointSlab is how many endpoints endpoints allocates room for at once.
 const endpointSlab = 4096
-
-// iptReady is an assembly made when a dump's table was complete, and the
-// parser's line count then. svcs and unknown are collect's result when
-// every service was wanted (svcs is never nil then), else nil.
-type iptReady struct {
-	lines   int
-	backend Backend
-	builds  []*svcBuild
-	sorted  bool
-	svcs    []Service
-	unknown []string
-}
-
-// prepare assembles the services read so far, for finish to take if no
-// line follows. A save's table is complete at its COMMIT, but the save
-// goes on for milliseconds before its output ends: iptables-legacy-save
-// of 10,000 services spends 4-5 ms unmapping its 200 MiB cache. Assembling
-// meanwhile overlaps the two. When every service is wanted (sel is nil),
-// they are also copied into the result then, the last step before the
-// output: with a selector, collect records which filters matched, and that
-// waits for the end of the dump.
-func (p *iptParser) prepare(backend Backend, sel *serviceSelector) {
-	builds, sorted := p.assemble(backend)
-	r := &iptReady{lines: p.lines, backend: backend, builds: builds, sorted: sorted}
-	if sel == nil {
-		r.svcs, r.unknown = p.collect(builds, sorted, nil)
-	}
-	p.ready = r
-}
-
-// iptSpec is a link of the services read so far, made while a dump
-// paused, and the parser's shape then. order is their serviceOrder when
-// every service was named by then (filling endpoints names only the
-// unnamed), or nil.
-//
-// The first filled builds also have their endpoints. Filling reads a
-// build's own chains (owner maps each to the one build that reads it) and
-// endpoint chains: the service chains touched by rules read after the
-// speculation are listed, an endpoint chain touched is only noted.
-type iptSpec struct {
-	shape   int
-	backend Backend
-	builds  []*svcBuild
-	order   []int
-
-	filled     int
-	owner      map[string]*svcBuild
-	touched    []string
-	sepTouched bool
-}
-
-// touch notes a rule read after the speculation in a service chain (a
-// dump lists a chain's rules together: one entry per run of them).
-func (sp *iptSpec) touch(chain string, kind chainKind) {
-	switch {
-	case kind == kindSep:
-		sp.sepTouched = true
-	case len(sp.touched) == 0 || sp.touched[len(sp.touched)-1] != chain:
-		sp.touched = append(sp.touched, chain)
-	}
-}
-
-// fillBatch is how many services a speculative fill fills between two
-// looks at whether the dump is still quiet (a variable for the tests).
-var fillBatch = 256
-
-// speculate links and orders the services read so far, for assemble to
-// keep if nothing it reads changes before the dump ends, then fills their
-// endpoints for as long as quiet (nil: never) reports the dump still
-// quiet. It only reads the parser's state.
-func (p *iptParser) speculate(backend Backend, quiet func() bool) {
-	if p.ready != nil {
-		// The table is assembled already (the dump went quiet after its
-		// COMMIT, while the save exits).
-		return
-	}
-	builds, owner, shared := p.link(backend)
-	sp := &iptSpec{shape: p.shape, backend: backend, builds: builds}
-	if !slices.ContainsFunc(builds, func(b *svcBuild) bool { return b.svc.Name == "" }) {
-		sp.order = serviceOrder(len(builds), func(i int) *Service { return &builds[i].svc })
-	}
-	p.spec = sp
-	if shared || quiet == nil {
-		// A chain read by two services cannot be refilled through owner.
-		return
-	}
-	sp.owner = owner
-	var slab []Endpoint
-	for sp.filled < len(builds) && quiet() {
-		end := min(sp.filled+fillBatch, len(builds))
-		for _, b := range builds[sp.filled:end] {
-			p.fillEndpoints(b, &slab)
-		}
-		sp.filled = end
-	}
-}
 
 // link makes a service of each cluster-IP entry and links the other
 // entries and the service chains to it, without endpoints. Chains are
 // mapped to services through the jumps only (KUBE-SERVICES → KUBE-SVC,
 // KUBE-EXT → KUBE-SVC, ...), never through comments; the shared hash
 // suffix of a service's chains is the last resort for a chain reached from
-// nowhere else. It reads only entries, links and local shapes (what
-// p.shape counts). owner maps each service chain to its service; shared
-// reports a chain that two services' cluster IPs jump to (owner then
-// names only one).
-func (p *iptParser) link(backend Backend) (builds []*svcBuild, owner map[string]*svcBuild, shared bool) {
+// nowhere else.
+func (p *iptParser) link(backend Backend) []*svcBuild {
 	n := len(p.entries)
-	builds = make([]*svcBuild, 0, n)
-	owner = make(map[string]*svcBuild, n)
+	builds := make([]*svcBuild, 0, n)
+	// owner maps each service chain to its service.
+	owner := make(map[string]*svcBuild, n)
 	byKey := make(map[serviceKey]*svcBuild, n)
 	// One allocation for all builds: a service per entry at most.
 	slab := make([]svcBuild, 0, n)
@@ -298,9 +123,6 @@ func (p *iptParser) link(backend Backend) (builds []*svcBuild, owner map[string]
 		b := newBuild(e)
 		b.entries = append(b.entries, i)
 		b.svc.Chain = e.target
-		if owner[e.target] != nil {
-			shared = true
-		}
 		owner[e.target] = b
 		b.chains = append(b.chains, e.target)
 		if classifyChain(e.target) == kindSvl {
@@ -399,7 +221,7 @@ func (p *iptParser) link(backend Backend) (builds []*svcBuild, owner map[string]
 			b.svc.ExternalIPs = appendUnique(b.svc.ExternalIPs, e.ip)
 		}
 	}
-	return builds, owner, shared
+	return builds
 }
 
 func (p *iptParser) fillEndpoints(b *svcBuild, slab *[]Endpoint) {
@@ -410,13 +232,8 @@ func (p *iptParser) fillEndpoints(b *svcBuild, slab *[]Endpoint) {
 	if c == nil {
 		return
 	}
-	if b.filledName {
-		b.svc.Namespace, b.svc.Name, b.svc.PortName = "", "", ""
-		b.filledName = false
-	}
 	if b.svc.Name == "" && c.svcName != "" {
 		setName(&b.svc, c.svcName)
-		b.filledName = true
 	}
 	b.svc.SessionAffinitySeconds = c.affinitySeconds
 	b.svc.Endpoints = p.endpoints(c, slab)
@@ -424,35 +241,10 @@ func (p *iptParser) fillEndpoints(b *svcBuild, slab *[]Endpoint) {
 		for _, ch := range b.chains {
 			if cc := p.chains[ch]; cc != nil && cc.svcName != "" {
 				setName(&b.svc, cc.svcName)
-				b.filledName = true
 				break
 			}
 		}
 	}
-}
-
-// parallel runs fn over [0, n) in up to GOMAXPROCS parts of at least min
-// items each.
-func parallel(n, minPart int, fn func(lo, hi int)) {
-	parts := max(1, min(runtime.GOMAXPROCS(0), n/minPart))
-	if parts == 1 {
-		fn(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	per := (n + parts - 1) / parts
-	for lo := 0; lo < n; lo += per {
-		hi := lo + per
-		if hi > n {
-			hi = n
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(lo, hi)
-		}()
-	}
-	wg.Wait()
 }
 
 // resolve finds the service a chain belongs to, following its jumps

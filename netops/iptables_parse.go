@@ -222,24 +222,8 @@ type iptParser struct {
 	// declared counts a dump's nat chain declarations by kind, to size
 	// the maps before its rules arrive.
 	declaredSeps, declaredChains int
-	// shape counts changes to what linking services reads (entries, links
-	// between service chains, local shapes), so that a speculative link
-	// (spec) is kept only while it still holds.
-	shape int
-	spec  *iptSpec
-	// lines counts the lines read other than comments, so that an
-	// assembly made at a dump's COMMIT (ready) is kept only if nothing
-	// followed.
-	lines int
-	ready *iptReady
-	// specKept and specSorted count speculative links assemble kept, and
-	// kept in order; specRefilled their services filled again;
-	// readyKept the assemblies finish took, and readyCollected those it
-	// took copied already; for the tests.
-	specKept, specSorted, specRefilled, readyKept, readyCollected int
-	// foreignUnknown are rules not understood outside any service chain;
-	// laterUnknown those of an interjected table, listed after them.
-	foreignUnknown, laterUnknown []string
+	// foreignUnknown are rules not understood outside any service chain.
+	foreignUnknown []string
 	// hasServices: a KUBE-SERVICES chain was seen in the nat table.
 	hasServices bool
 
@@ -306,35 +290,6 @@ func (p *iptParser) feed(r io.Reader) error {
 	return eachLine(r, func() { p.unparsed++ }, p.line)
 }
 
-// feedTable reads a one-table dump (iptables-save -t TABLE) up to and
-// including its COMMIT, or to the end of r; committed reports the COMMIT.
-// The caller reads on from br.
-func (p *iptParser) feedTable(br *bufio.Reader) (committed bool, err error) {
-	err = eachLineUntil(br, func() { p.unparsed++ }, func(line []byte) bool {
-		p.line(line)
-		committed = bytes.Equal(bytes.TrimSpace(line), []byte("COMMIT"))
-		return !committed
-	})
-	return committed, err
-}
-
-// interject feeds another table between two lines of a dump: a filter
-// save's text, or `iptables -t table -S` lines. The dump then goes on in
-// its own table. The other table's rules not understood are listed after
-// the dump's, as if it had been read after the dump, wherever it came.
-func (p *iptParser) interject(text []byte, table string, lines []string) {
-	t, n := p.table, len(p.foreignUnknown)
-	if len(text) > 0 {
-		_ = p.feed(bytes.NewReader(text))
-	}
-	if len(lines) > 0 {
-		p.feedLines(table, lines)
-	}
-	p.table = t
-	p.laterUnknown = append(p.laterUnknown, p.foreignUnknown[n:]...)
-	p.foreignUnknown = p.foreignUnknown[:n]
-}
-
 // lineBuffer is the size of the buffered reader over a dump.
 const lineBuffer = 256 << 10
 
@@ -342,15 +297,7 @@ const lineBuffer = 256 << 10
 // buffer reused for the next line; a line over maxRuleLine calls tooLong
 // instead. It returns only a read error.
 func eachLine(r io.Reader, tooLong func(), fn func(line []byte)) error {
-	return eachLineUntil(bufio.NewReaderSize(r, lineBuffer), tooLong, func(line []byte) bool {
-		fn(line)
-		return true
-	})
-}
-
-// eachLineUntil is eachLine over br, stopping after a line for which fn
-// returns false.
-func eachLineUntil(br *bufio.Reader, tooLong func(), fn func(line []byte) bool) error {
+	br := bufio.NewReaderSize(r, lineBuffer)
 	var buf []byte
 	for {
 		line, b, err := readLine(br, buf)
@@ -363,9 +310,7 @@ func eachLineUntil(br *bufio.Reader, tooLong func(), fn func(line []byte) bool) 
 		case err != nil:
 			return err
 		default:
-			if !fn(line) {
-				return nil
-			}
+			fn(line)
 		}
 	}
 }
@@ -383,7 +328,6 @@ func (p *iptParser) line(line []byte) {
 	if len(line) == 0 || line[0] == '#' {
 		return
 	}
-	p.lines++
 	switch line[0] {
 	case '*':
 		p.table = string(line[1:])
@@ -458,9 +402,6 @@ func (p *iptParser) line(line []byte) {
 		case kindSep:
 			p.sep(chain)
 			serviceChain = true
-		}
-		if serviceChain && p.spec != nil {
-			p.spec.touch(chain, kind)
 		}
 	}
 	known := ok && !r.extra && p.handle(kind, chain, &r, line)
@@ -596,7 +537,6 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 			return true
 		case kind == kindXlb && (tkind == kindSvc || tkind == kindSvl):
 			c.links = append(c.links, string(target))
-			p.shape++
 			return true
 		}
 	case kindExt, kindFw:
@@ -611,10 +551,8 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 		case tkind == kindSvc || tkind == kindSvl || tkind == kindExt || tkind == kindXlb:
 			if kind == kindExt && r.srcLocal == 1 {
 				c.localShape = true
-				p.shape++
 			}
 			c.links = appendUnique(c.links, string(target))
-			p.shape++
 			return true
 		}
 	case kindSep:
@@ -681,7 +619,6 @@ func (p *iptParser) handleEntry(kind chainKind, r *iptRule, line []byte) bool {
 			return false
 		}
 		p.entries = append(p.entries, e)
-		p.shape++
 		return true
 	}
 	if p.table != "nat" {
@@ -723,7 +660,6 @@ func (p *iptParser) handleEntry(kind chainKind, r *iptRule, line []byte) bool {
 		e.target = string(r.target)
 	}
 	p.entries = append(p.entries, e)
-	p.shape++
 	return true
 }
 

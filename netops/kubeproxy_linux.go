@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"runtime"
-	"runtime/debug"
 	"strings"
-	"sync"
 )
 
 // famProbe is what a quick look found for one address family, without
@@ -387,7 +384,7 @@ func (r *servicesRead) readIPTables(b Backend) error {
 			}
 		}
 		if !done {
-			if err := r.c.readIPTablesFull(ib, p, pr, r.sel, r.o.WaitSeconds, r.o.OneShot); err != nil {
+			if err := r.c.readIPTablesFull(ib, p, pr, r.o.WaitSeconds); err != nil {
 				return err
 			}
 		}
@@ -424,33 +421,4 @@ func appendUniqueBackend(s []Backend, b Backend) []Backend {
 		}
 	}
 	return append(s, b)
-}
-
-// gcBackstop is the heap at which the collector, turned off by relaxGC,
-// runs after all. 10,000 services take about 50 MiB; a table that needs a
-// gigabyte is far beyond what kube-proxy's iptables mode is run with.
-// nftables mode is left alone: its parse makes garbage.
-const gcBackstop = 1 << 30
-
-// relaxGC turns the collector off (see ServicesOptions.OneShot), unless the
-// user set GOGC; the heap is bounded by gcBackstop unless GOMEMLIMIT is set.
-func relaxGC() {
-	if os.Getenv("GOGC") != "" {
-		return
-	}
-	debug.SetGCPercent(-1)
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(gcBackstop)
-	}
-}
-
-// oneCore runs the process's Go code on one core until restore is called
-// (once or more), unless the user set GOMAXPROCS.
-func oneCore() (restore func()) {
-	if os.Getenv("GOMAXPROCS") != "" {
-		return func() {}
-	}
-	n := runtime.GOMAXPROCS(1)
-	var once sync.Once
-	return func() { once.Do(func() { runtime.GOMAXPROCS(n) }) }
 }

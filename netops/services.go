@@ -32,15 +32,6 @@ type ServicesOptions struct {
 	// FullRead dumps the whole nat table even for a filtered lookup, which
 	// on iptables-nft otherwise lists only the chains it needs.
 	FullRead bool
-	// OneShot tunes the Go runtime for a whole iptables dump, for a process
-	// that exits once it has the result. Nearly all a dump's parse allocates
-	// is kept, so collecting only rescans it: the collector is turned off,
-	// unless GOGC is set, and stays off (up to a heap of gcBackstop, unless
-	// GOMEMLIMIT is set). And while the dump streams, Go code runs on one
-	// core, unless GOMAXPROCS is set: the save needs the other, and a second
-	// Go thread (a GC worker, an idle one spinning for work) took turns on
-	// its core.
-	OneShot bool
 }
 
 // ServicesResult is kube-proxy's Service NAT as read from one backend.

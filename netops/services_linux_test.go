@@ -4,12 +4,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"reflect"
-	"runtime"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -369,26 +366,14 @@ func kubeProxyText(n, e, none int) string {
 	return filter.String() + decl.String() + nat.String()
 }
 
-// A full read of a dump large enough to be paced (the filter REJECTs fed
-// where the nat stream pauses, the services linked there and assembled at
-// the nat COMMIT, while the save exits) gives what a plain parse of the
-// same saves gives, nat table then filter table. The legacy read is a
-// one-shot one (the collector off, one core while streaming): the
-// process's cores are all back after it.
+// A full read of a large dump (the nat save streamed, the filter table's
+// REJECTs read beside it) gives what a plain parse of the same saves
+// gives, nat table then filter table.
 func TestServicesFullReadLarge(t *testing.T) {
 	const n, e, none = 3000, 5, 40
 	text := kubeProxyText(n, e, none)
 	for _, b := range []Backend{BackendIPTablesLegacy, BackendIPTablesNFT} {
 		t.Run(string(b), func(t *testing.T) {
-			oneShot := b == BackendIPTablesLegacy
-			if oneShot {
-				defer debug.SetGCPercent(debug.SetGCPercent(100))
-				defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
-				t.Setenv("GOGC", "")
-				t.Setenv("GOMEMLIMIT", "")
-				t.Setenv("GOMAXPROCS", "")
-			}
-			cores := runtime.GOMAXPROCS(0)
 			l, c := servicesLab(t)
 			ib := iptablesFor(b, 4)
 			if _, err := l.Exec(text, ib.cmd+"-restore"); err != nil {
@@ -399,25 +384,11 @@ func TestServicesFullReadLarge(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := newIPTParser(4, false)
-			if err := c.readIPTablesFull(ib, p, pr, nil, 5, oneShot); err != nil {
+			if err := c.readIPTablesFull(ib, p, pr, 5); err != nil {
 				t.Fatal(err)
-			}
-			if got := runtime.GOMAXPROCS(0); got != cores {
-				t.Errorf("GOMAXPROCS %d after the read, want %d back", got, cores)
-			}
-			if oneShot {
-				if gc := debug.SetGCPercent(-1); gc != -1 {
-					t.Errorf("GC target %d after a one-shot read, want -1 (off)", gc)
-				}
 			}
 			got := newServicesResult(b)
 			p.into(got, nil)
-			if p.readyKept != 1 || p.readyCollected != 1 {
-				t.Errorf("the assembly made at the nat COMMIT was not taken (kept %d, copied then %d)", p.readyKept, p.readyCollected)
-			}
-			// Whether the save paused long enough to link in is up to the
-			// machine's load: not asserted.
-			t.Logf("speculative link kept %d times", p.specKept)
 
 			var saved string
 			for _, table := range []string{"nat", "filter"} {
@@ -431,8 +402,8 @@ func TestServicesFullReadLarge(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(want.Services) != n || len(saved) < 2*paceAfter {
-				t.Fatalf("fixture read back as %d services in %d bytes, want %d in over %d", len(want.Services), len(saved), n, 2*paceAfter)
+			if len(want.Services) != n {
+				t.Fatalf("fixture read back as %d services, want %d", len(want.Services), n)
 			}
 			noEndpoints := 0
 			for _, s := range got.Services {
