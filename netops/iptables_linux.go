@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/coreos/go-iptables/iptables"
 )
@@ -353,7 +352,6 @@ func (c *Client) readIPTablesTargeted(ib iptBackend, p *iptParser, probe *famPro
 			return false, err
 		}
 		if viaNFT != nil {
-			nftLookupReads.Add(1)
 			p.feedLines("nat", viaNFT)
 		} else if err := list(services); err != nil {
 			return false, err
@@ -438,10 +436,6 @@ func (c *Client) readIPTablesTargeted(ib iptBackend, p *iptParser, probe *famPro
 	}
 	return true, nil
 }
-
-// nftLookupReads counts the lookups whose KUBE-SERVICES was read over
-// netlink rather than listed by iptables: tests check the fast path ran.
-var nftLookupReads atomic.Int64
 
 // chainHash is the part of a kube-proxy chain name after its prefix
 // ("KUBE-SVC-XPGD46QRK7WJZT7O" → "XPGD46QRK7WJZT7O"), shared by one
