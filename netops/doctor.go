@@ -527,6 +527,11 @@ func checkMasquerade(f *doctorFacts) Check {
 	markChain, postChain, hook := "KUBE-MARK-MASQ", "KUBE-POSTROUTING", "POSTROUTING"
 	if f.services.Backend == BackendNFTables {
 		markChain, postChain, hook = "mark-for-masquerade", "masquerading", "nat-postrouting"
+		if m.HairpinSet {
+			// Releases with the hairpin-connections set have no
+			// mark-for-masquerade chain: the rules set the mark themselves.
+			markChain = "the services and external chains"
+		}
 	}
 	mark := m.Mark
 	if mark == "" {
@@ -541,6 +546,9 @@ func checkMasquerade(f *doctorFacts) Check {
 	}
 	if !m.PostroutingHooked {
 		missing = append(missing, fmt.Sprintf("%s does not jump to %s, so its masquerade rule never runs", hook, postChain))
+	}
+	if m.HairpinSet {
+		c.Details = append(c.Details, fmt.Sprintf("%s masquerades the hairpin-connections set: yes", postChain))
 	}
 	c.Details = append(c.Details,
 		fmt.Sprintf("%s sets the mark: %s", markChain, yesNo(m.MarkMasq)),
@@ -637,8 +645,9 @@ func (f *doctorFacts) judgeService(s Service, idx portIndex) serviceVerdict {
 	v := serviceVerdict{status: StatusPass}
 	label := serviceLabel(s)
 	if s.NoEndpoints || len(s.Endpoints) == 0 {
-		v.status = StatusWarn
-		v.problems = append(v.problems, label+" has no endpoints: kube-proxy rejects its connections")
+		// Not a hairpin problem, and a permanent WARN would be noise in
+		// every metrics scrape: a detail only.
+		v.details = append(v.details, label+" has no endpoints: kube-proxy rejects its connections")
 		return v
 	}
 	n := len(s.Endpoints)
@@ -654,10 +663,24 @@ func (f *doctorFacts) judgeService(s Service, idx portIndex) serviceVerdict {
 		if a, err := netip.ParseAddr(ep.IP); err == nil {
 			ref, local = idx[a.Unmap()]
 		}
+		// kube-proxy's nftables mode lists only this node's endpoints in
+		// hairpin-connections: another node's endpoint needs no hairpin
+		// masquerade here (its own node masquerades it), so it is judged
+		// only when it sits behind a port of this node. iptables mode writes
+		// the rule for every endpoint, so a missing one is a fault anywhere.
+		applies := local || !f.services.Masquerade.HairpinSet
+		if !ep.HairpinMasq && !applies {
+			v.details = append(v.details, fmt.Sprintf("%s: not behind a bridge port of this node: the hairpin masquerade does not apply here", epLabel))
+			continue
+		}
 		if !ep.HairpinMasq {
 			v.status = StatusFail
 			v.restart = true
-			v.problems = append(v.problems, fmt.Sprintf("%s has no hairpin masquerade rule (-s %s -j KUBE-MARK-MASQ): it cannot reach itself through this Service (%s)", head, ep.IP, hang))
+			rule := fmt.Sprintf("-s %s -j KUBE-MARK-MASQ", ep.IP)
+			if f.services.Masquerade.HairpinSet {
+				rule = fmt.Sprintf("%s . %s . %s . %d in the hairpin-connections set", ep.IP, ep.IP, strings.ToLower(s.Protocol), ep.Port)
+			}
+			v.problems = append(v.problems, fmt.Sprintf("%s has no hairpin masquerade rule (%s): it cannot reach itself through this Service (%s)", head, rule, hang))
 		}
 		switch {
 		case !local:
@@ -767,8 +790,12 @@ func (f *doctorFacts) allServices(idx portIndex, note []string) Check {
 	var enable []string
 	restart := false
 	endpoints, local := 0, 0
+	var quiet []string // Services without endpoints: said, not judged
 	for _, s := range f.services.Services {
 		v := f.judgeService(s, idx)
+		if len(s.Endpoints) == 0 {
+			quiet = append(quiet, v.details...)
+		}
 		endpoints += len(s.Endpoints)
 		for _, ep := range s.Endpoints {
 			if a, err := netip.ParseAddr(ep.IP); err == nil {
@@ -788,6 +815,7 @@ func (f *doctorFacts) allServices(idx portIndex, note []string) Check {
 	}
 	problems := append(fails, warns...)
 	c.Details = append(c.Details, problems...)
+	c.Details = append(c.Details, quiet...)
 	c.Details = append(c.Details, note...)
 	switch {
 	case len(fails) > 0:
@@ -803,7 +831,7 @@ func (f *doctorFacts) allServices(idx portIndex, note []string) Check {
 		c.Fix = f.serviceFix(enable, restart)
 		return c
 	}
-	c.Finding = fmt.Sprintf("%s, %s: each has its hairpin masquerade rule; the %d behind this node's bridge ports have hairpin on",
+	c.Finding = fmt.Sprintf("%s, %s: the hairpin masquerade is in place wherever it applies; the %d behind this node's bridge ports have hairpin on",
 		plural(len(f.services.Services), "service port", "service ports"), plural(endpoints, "endpoint", "endpoints"), local)
 	return c
 }

@@ -220,8 +220,14 @@ func TestDoctorServiceEndpointVerdicts(t *testing.T) {
 	f := healthyFacts()
 	f.services.Services[0].Endpoints = nil
 	f.services.Services[0].NoEndpoints = true
-	if c := checkServices(f)[0]; c.Status != StatusWarn || !strings.Contains(c.Finding, "has no endpoints") {
-		t.Errorf("no endpoints: %s %q", c.Status, c.Finding)
+	// Not a hairpin problem: said once, in the details, and no WARN.
+	if c := checkServices(f)[0]; c.Status != StatusPass || strings.Contains(c.Finding, "has no endpoints") ||
+		strings.Count(strings.Join(c.Details, "\n"), "has no endpoints") != 1 {
+		t.Errorf("no endpoints: %s %q %q", c.Status, c.Finding, c.Details)
+	}
+	f.selectors = []string{"default/web"}
+	if c := checkServices(f)[0]; c.Status != StatusPass || strings.Count(strings.Join(c.Details, "\n"), "has no endpoints") != 1 {
+		t.Errorf("no endpoints, selected: %s %q %q", c.Status, c.Finding, c.Details)
 	}
 	// Pod IPs that could not be learnt are said, since the join misses them.
 	f = healthyFacts()
@@ -463,5 +469,39 @@ func TestDoctorGolden(t *testing.T) {
 	}
 	if got := strings.Join(ids, " "); got != "bridge-hairpin br-netfilter ip-forward kube-proxy masquerade services cni-config conntrack" {
 		t.Errorf("checks in order %s", got)
+	}
+}
+
+// kube-proxy's nftables mode since 1.36 masquerades hairpin connections
+// through the hairpin-connections set, which lists this node's endpoints
+// only: another node's endpoint without an entry is no fault, a local one
+// is, and the finding names the set, not an iptables rule.
+func TestDoctorHairpinSet(t *testing.T) {
+	f := healthyFacts()
+	f.services.Backend = BackendNFTables
+	f.services.BackendsWithRules = []Backend{BackendNFTables}
+	f.services.Masquerade = MasqueradePlumbing{MarkMasq: true, PostroutingMasquerade: true, PostroutingHooked: true, HairpinSet: true, Mark: "0x4000"}
+	f.services.Services = []Service{{Namespace: "default", Name: "web", PortName: "http", Protocol: "TCP", ClusterIP: "10.96.0.10", Port: 80,
+		Endpoints: []Endpoint{
+			{IP: "10.244.0.11", Port: 8080, HairpinMasq: true},
+			{IP: "10.244.1.7", Port: 8080}, // another node's
+		}}}
+	if c := checkMasquerade(f); c.Status != StatusPass || !strings.Contains(strings.Join(c.Details, "\n"), "hairpin-connections") {
+		t.Errorf("masquerade with the hairpin set: %s %q %q", c.Status, c.Finding, c.Details)
+	}
+	if c := checkServices(f)[0]; c.Status != StatusPass {
+		t.Errorf("a remote endpoint outside the hairpin set: %s %q", c.Status, c.Finding)
+	}
+	f.services.Services[0].Endpoints[0].HairpinMasq = false
+	c := checkServices(f)[0]
+	if c.Status != StatusFail || !strings.Contains(c.Finding, "10.244.0.11 . 10.244.0.11 . tcp . 8080 in the hairpin-connections set") {
+		t.Errorf("a local endpoint outside the hairpin set: %s %q", c.Status, c.Finding)
+	}
+	// iptables mode writes the rule for every endpoint: a remote one
+	// without it is still a fault.
+	f = healthyFacts()
+	f.services.Services[0].Endpoints = append(f.services.Services[0].Endpoints, Endpoint{IP: "10.244.1.7", Port: 8080})
+	if c := checkServices(f)[0]; c.Status != StatusFail {
+		t.Errorf("iptables mode, remote endpoint without its rule: %s %q", c.Status, c.Finding)
 	}
 }

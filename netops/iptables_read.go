@@ -49,6 +49,7 @@ func mergeMasquerade(res *ServicesResult, m MasqueradePlumbing, family int) {
 		res.Masquerade.MarkMasq = res.Masquerade.MarkMasq && m.MarkMasq
 		res.Masquerade.PostroutingMasquerade = res.Masquerade.PostroutingMasquerade && m.PostroutingMasquerade
 		res.Masquerade.PostroutingHooked = res.Masquerade.PostroutingHooked && m.PostroutingHooked
+		res.Masquerade.HairpinSet = res.Masquerade.HairpinSet && m.HairpinSet
 		if res.Masquerade.Mark == "" {
 			res.Masquerade.Mark = m.Mark
 		}

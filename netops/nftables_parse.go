@@ -18,17 +18,28 @@ import (
 // ClusterIP . proto . port to a service-HASH-ns/name/proto/port chain (or
 // local-… with internalTrafficPolicy Local), external and load-balancer
 // IPs to external-…, and service-nodeports sends proto . port to
-// external-…; a service chain picks an endpoint with "numgen random mod N
-// vmap { 0 : goto endpoint-…, … }"; an endpoint chain marks traffic from
-// the endpoint itself for masquerade ("ip saddr X jump
-// mark-for-masquerade", the hairpin rule) and DNATs. Services without
-// endpoints are elements of no-endpoint-services.
+// external-…. Services without endpoints are elements of
+// no-endpoint-services. How a service chain reaches its endpoints changed
+// between releases, and both shapes are read:
+//   - endpoint chains: the service chain picks one with "numgen random mod N
+//     vmap { 0 : goto endpoint-…, … }"; the endpoint chain marks traffic from
+//     the endpoint itself for masquerade ("ip saddr X jump
+//     mark-for-masquerade", the hairpin rule) and DNATs. Releases since then
+//     keep endpoint chains only for ClientIP affinity.
+//   - inline DNAT: "dnat ip to numgen random mod N map { 0 : IP . PORT, … }",
+//     or "dnat to IP:PORT" for one endpoint. The hairpin masquerade is then
+//     the hairpin-connections set (podIP . podIP . proto . port, this node's
+//     endpoints only) that the masquerading chain matches with
+//     "ct status dnat ip saddr . ip daddr . meta l4proto . th dport
+//     @hairpin-connections masquerade".
 
 // nftChain summarises one chain of the kube-proxy table.
 type nftChain struct {
 	name string
-	// Service and local chains: endpoint chain → numgen slots, in order.
+	// Service and local chains: endpoint chain → numgen slots, in order,
+	// or endpoints DNATed to inline (no endpoint chains).
 	slots   []nftSlot
+	inline  []nftInline
 	modulus int
 	// affinitySets are the affinity-… sets the chain checks.
 	affinitySets []string
@@ -47,6 +58,14 @@ type nftChain struct {
 type nftSlot struct {
 	chain string
 	n     int
+}
+
+// nftInline is an endpoint a service chain DNATs to itself, with its
+// numgen slots.
+type nftInline struct {
+	ip   string
+	port int
+	n    int
 }
 
 // nftElem is one element of a kube-proxy map.
@@ -73,7 +92,13 @@ type nftParser struct {
 	clusterIPs map[string]bool
 	setTimeout map[string]int
 	masq       MasqueradePlumbing
-	unparsed   int
+	// hairpin holds the hairpin-connections elements whose source and
+	// destination are the same endpoint, keyed "ip proto port".
+	hairpin map[string]bool
+	// markSet: some rule outside mark-for-masquerade sets the masquerade
+	// mark itself; markChain: a mark-for-masquerade chain exists.
+	markSet, markChain bool
+	unparsed           int
 	foreign    []string
 	hasTable   bool
 }
@@ -85,7 +110,12 @@ func newNFTParser(family int, keepRaw bool) *nftParser {
 		chains:     make(map[string]*nftChain),
 		clusterIPs: make(map[string]bool),
 		setTimeout: make(map[string]int),
+		hairpin:    make(map[string]bool),
 	}
+}
+
+func hairpinKey(ip, proto string, port int) string {
+	return ip + " " + strings.ToLower(proto) + " " + strconv.Itoa(port)
 }
 
 // parseNFTList reads `nft list table ip|ip6 kube-proxy` text the way
@@ -269,6 +299,9 @@ func (p *nftParser) chain(name string) *nftChain {
 	c := p.chains[name]
 	if c == nil {
 		c = &nftChain{name: name}
+		if name == "mark-for-masquerade" {
+			p.markChain = true
+		}
 		p.chains[name] = c
 		p.chainOrder = append(p.chainOrder, name)
 	}
@@ -401,6 +434,16 @@ func (p *nftParser) ruleKnown(kind chainKind, c *nftChain, f []string) bool {
 		}
 	}
 	jumpMasq := len(f) >= 2 && f[len(f)-2] == "jump" && last == "mark-for-masquerade"
+	setsMark := false
+	if i := has("set"); i >= 1 && f[i-1] == "mark" && (has("|") > i || has("or") > i) {
+		setsMark = true
+		if kind != kindMarkMasq {
+			p.markSet = true
+			if p.masq.Mark == "" {
+				p.masq.Mark = normaliseMark(f[len(f)-1])
+			}
+		}
+	}
 	switch kind {
 	case kindBuiltin:
 		if len(f) >= 2 && f[len(f)-2] == "jump" && last == "masquerading" {
@@ -418,6 +461,9 @@ func (p *nftParser) ruleKnown(kind chainKind, c *nftChain, f []string) bool {
 		}
 	case kindPostrouting:
 		switch {
+		case has("masquerade") >= 0 && has("@hairpin-connections") >= 0 && has("dnat") > has("status"):
+			p.masq.HairpinSet = true
+			return true
 		case has("masquerade") >= 0:
 			p.masq.PostroutingMasquerade = true
 			return true
@@ -425,8 +471,11 @@ func (p *nftParser) ruleKnown(kind chainKind, c *nftChain, f []string) bool {
 			return true
 		}
 	case kindSvc, kindSvl:
-		if jumpMasq {
+		if jumpMasq || setsMark {
 			return true
+		}
+		if i := has("dnat"); i >= 0 {
+			return p.inlineDNAT(c, f[i+1:])
 		}
 		if i := has("numgen"); i >= 0 {
 			return p.numgen(c, f[i:])
@@ -442,7 +491,7 @@ func (p *nftParser) ruleKnown(kind chainKind, c *nftChain, f []string) bool {
 			// own traffic ("fib saddr type local").
 			c.localShape = true
 		}
-		if jumpMasq {
+		if jumpMasq || setsMark {
 			return true
 		}
 		if len(f) >= 2 && f[len(f)-2] == "goto" {
@@ -475,6 +524,64 @@ func (p *nftParser) ruleKnown(kind chainKind, c *nftChain, f []string) bool {
 		}
 	}
 	return false
+}
+
+// inlineDNAT reads what follows "dnat": "ip to numgen random mod N map {
+// 0 : IP . PORT , … }" (ip6 alike; a key may be a range), or "to IP:PORT".
+func (p *nftParser) inlineDNAT(c *nftChain, f []string) bool {
+	if len(f) > 0 && (f[0] == "ip" || f[0] == "ip6") {
+		f = f[1:]
+	}
+	if len(f) < 2 || f[0] != "to" {
+		return false
+	}
+	f = f[1:]
+	if len(f) == 1 {
+		ip, port, ok := splitHostPort(f[0])
+		if !ok || port == 0 {
+			return false
+		}
+		c.inline, c.modulus = []nftInline{{ip: ip, port: port, n: 1}}, 1
+		return true
+	}
+	if len(f) < 7 || f[0] != "numgen" || f[1] != "random" || f[2] != "mod" || f[4] != "map" || f[5] != "{" {
+		return false
+	}
+	mod, err := strconv.Atoi(f[3])
+	if err != nil || mod <= 0 {
+		return false
+	}
+	c.modulus = mod
+	c.inline = c.inline[:0]
+	rest := f[6:]
+	for len(rest) > 0 && rest[0] != "}" {
+		if rest[0] == "," {
+			rest = rest[1:]
+			continue
+		}
+		// "0 : 10.244.0.2 . 8080"
+		if len(rest) < 5 || rest[1] != ":" || rest[3] != "." {
+			return false
+		}
+		lo, hi, ok := parseSlotRange(rest[0])
+		port, okPort := atoiPort(rest[4])
+		if !ok || !okPort {
+			return false
+		}
+		n := hi - lo + 1
+		found := false
+		for i := range c.inline {
+			if c.inline[i].ip == rest[2] && c.inline[i].port == port {
+				c.inline[i].n += n
+				found = true
+			}
+		}
+		if !found {
+			c.inline = append(c.inline, nftInline{ip: rest[2], port: port, n: n})
+		}
+		rest = rest[5:]
+	}
+	return len(rest) > 0
 }
 
 // numgen reads "numgen random mod N vmap { 0 : goto A , 1 : goto B }";
@@ -571,6 +678,16 @@ func (p *nftParser) element(mapName string, f []string) {
 			p.clusterIPs[f[0]] = true
 		}
 		return
+	case "hairpin-connections":
+		// "10.244.0.2 . 10.244.0.2 . tcp . 8080"
+		if len(f) >= 7 && f[1] == "." && f[3] == "." && f[5] == "." && f[0] == f[2] {
+			if port, ok := atoiPort(f[6]); ok {
+				p.hairpin[hairpinKey(f[0], f[4], port)] = true
+				return
+			}
+		}
+		p.unparsed++
+		return
 	case "service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports", "firewall-ips":
 	default:
 		return
@@ -664,6 +781,9 @@ func (p *nftParser) into(res *ServicesResult, sel *serviceSelector) {
 	svcs, unknown := p.finish(sel)
 	res.Unparsed += p.unparsed
 	res.UnparsedRules = append(res.UnparsedRules, unknown...)
+	if !p.markChain && p.markSet {
+		p.masq.MarkMasq = true
+	}
 	mergeMasquerade(res, p.masq, p.family)
 	addServices(res, svcs, false)
 }
@@ -837,7 +957,14 @@ func (p *nftParser) finish(sel *serviceSelector) ([]Service, []string) {
 		if c == nil {
 			continue
 		}
-		b.svc.Endpoints = make([]Endpoint, 0, len(c.slots))
+		b.svc.Endpoints = make([]Endpoint, 0, len(c.slots)+len(c.inline))
+		for _, in := range c.inline {
+			ep := Endpoint{IP: in.ip, Port: in.port, Weight: in.n}
+			ep.Share = roundShare(float64(in.n) / float64(c.modulus))
+			ep.Probability = ep.Share
+			ep.HairpinMasq = p.masq.HairpinSet && p.hairpin[hairpinKey(in.ip, b.svc.Protocol, in.port)]
+			b.svc.Endpoints = append(b.svc.Endpoints, ep)
+		}
 		for _, s := range c.slots {
 			ep := Endpoint{Chain: s.chain, Weight: s.n}
 			if c.modulus > 0 {
@@ -847,7 +974,8 @@ func (p *nftParser) finish(sel *serviceSelector) ([]Service, []string) {
 			if e := p.chains[s.chain]; e != nil {
 				ep.IP, ep.Port = e.ip, e.port
 				ep.SessionAffinity = e.affinity
-				ep.HairpinMasq = e.hairpinSrc != "" && sameIP(e.hairpinSrc, e.ip)
+				ep.HairpinMasq = e.hairpinSrc != "" && sameIP(e.hairpinSrc, e.ip) ||
+					p.masq.HairpinSet && p.hairpin[hairpinKey(e.ip, b.svc.Protocol, e.port)]
 			}
 			b.svc.Endpoints = append(b.svc.Endpoints, ep)
 			b.chains = appendUnique(b.chains, s.chain)

@@ -65,7 +65,8 @@ type ServicesResult struct {
 // marked packets: without it a hairpin connection's reply bypasses the node.
 type MasqueradePlumbing struct {
 	// MarkMasq: the KUBE-MARK-MASQ chain sets the masquerade mark
-	// (nftables: the mark-for-masquerade chain).
+	// (nftables: the mark-for-masquerade chain, or, in releases without it,
+	// the rules that set the mark themselves).
 	MarkMasq bool `json:"markMasq"`
 	// PostroutingMasquerade: KUBE-POSTROUTING masquerades marked packets
 	// (nftables: the masquerading chain).
@@ -76,6 +77,12 @@ type MasqueradePlumbing struct {
 	// (nftables: nat-postrouting jumps to masquerading); without the jump
 	// the masquerade rule never runs.
 	PostroutingHooked bool `json:"postroutingHooked"`
+	// HairpinSet (nftables mode, releases without endpoint chains): the
+	// masquerading chain masquerades DNATed connections listed in the
+	// hairpin-connections set, which holds podIP . podIP . proto . port for
+	// each of this node's endpoints. There the hairpin masquerade needs no
+	// mark, and mark-for-masquerade does not exist.
+	HairpinSet bool `json:"hairpinSet,omitempty"`
 }
 
 // Service is one service port as kube-proxy programmed it.
