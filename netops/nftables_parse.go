@@ -99,8 +99,8 @@ type nftParser struct {
 	// mark itself; markChain: a mark-for-masquerade chain exists.
 	markSet, markChain bool
 	unparsed           int
-	foreign    []string
-	hasTable   bool
+	foreign            []string
+	hasTable           bool
 }
 
 func newNFTParser(family int, keepRaw bool) *nftParser {
