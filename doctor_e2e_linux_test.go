@@ -127,6 +127,13 @@ func TestE2EDoctor(t *testing.T) {
 	if st != "FAIL" || finding != headline || fix != "hairpinctl enable veth1 --netns "+l.Node {
 		t.Errorf("service check %s %q %q", st, finding, fix)
 	}
+	// The selectors services takes, doctor takes: the port by number, IP:PORT.
+	for _, sel := range []string{"default/web:80", "10.96.0.10:80"} {
+		d, r := doctorRun(t, sel, "--netns", l.Node, "--cni-conf-dir", cni)
+		if st, _, _ := d.check(t, "service:default/web:http"); r.code != 4 || st != "FAIL" {
+			t.Errorf("doctor %s: exit %d, service check %s", sel, r.code, st)
+		}
+	}
 	runHairpinctlFix(t, fix)
 	d, _ = doctorRun(t, "default/web:http", "--netns", l.Node, "--cni-conf-dir", cni)
 	if st, _, _ := d.check(t, "service:default/web:http"); st != "PASS" {

@@ -112,6 +112,17 @@ func TestE2EServicesLab(t *testing.T) {
 				}
 			}
 
+			// Selectors as the table prints them: IP:PORT, NS/NAME:PORT by number.
+			for _, sel := range []string{"10.96.0.10:80", "default/web:80", "10.96.0.10:http"} {
+				r = run(t, "-o", "json", "services", "--netns", l.Node, sel)
+				if svcs := decodeServices(t, r); r.code != 0 || len(svcs) != 1 || svcs[0].Name != "web" {
+					t.Errorf("services %s: %+v", sel, r)
+				}
+			}
+			if r = run(t, "services", "--netns", l.Node, "10.96.0.10:81"); r.code != 2 || !strings.Contains(r.stderr, "no service matches 10.96.0.10:81") {
+				t.Errorf("services 10.96.0.10:81: %+v", r)
+			}
+
 			// --raw: the KUBE-SERVICES jump, the KUBE-SVC chain, the KUBE-SEP chain.
 			r = run(t, "services", "default/web", "--raw", "--netns", l.Node, "--backend", tt.backend)
 			for _, want := range []string{"-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp", "-j " + s.Chain, "-A " + s.Endpoints[0].Chain + " -s " + l.Pod(1).IP.String() + "/32", "--to-destination " + ep} {

@@ -14,7 +14,7 @@ import (
 var doctorCommand = &cli.Command{
 	Name:      "doctor",
 	Usage:     "diagnose hairpin failures, with a fix for each finding",
-	ArgsUsage: "[SERVICE-IP | NS/NAME[:PORT]]...",
+	ArgsUsage: "[IP[:PORT] | NS/NAME[:PORT]]...",
 	Description: `Runs the hairpin checklist on the node and joins what no single tool joins:
 which endpoint of a Service sits behind which bridge port, and whether that
 port has hairpin on. Each check says PASS, WARN, FAIL or SKIP, a one-line

@@ -16,14 +16,15 @@ var servicesCommand = &cli.Command{
 	Name:      "services",
 	Aliases:   []string{"svc"},
 	Usage:     "show kube-proxy's Service NAT: each service port, its endpoints, and the hairpin masquerade rule",
-	ArgsUsage: "[IP | NS/NAME[:PORT]]...",
+	ArgsUsage: "[IP[:PORT] | NS/NAME[:PORT]]...",
 	Description: `Reads the rules kube-proxy programs and shows, per service port, its
 ClusterIP:port, node ports, external and load-balancer IPs, and each endpoint
 with its probability, whether the endpoint's own traffic to the service is
 masqueraded (HAIRPIN-MASQ: kube-proxy's "-s podIP -j KUBE-MARK-MASQ" rule,
 without which a pod that reaches itself gets replies it drops), and session
-affinity. Filters select by ClusterIP (or external/LB IP) or by NS/NAME[:PORT],
-PORT being the port's name or number; several may be given.
+affinity. Filters select by ClusterIP (or external/LB IP) or by NS/NAME, either
+with an optional :PORT (the port's name or number; [IPv6]:PORT), as doctor's
+do and as the table prints them; several may be given.
 
 --backend auto looks at iptables-nft, iptables-legacy and nftables mode and
 reads the one holding kube-proxy's rules, warning on stderr when more than one
@@ -35,6 +36,7 @@ of service objects. Needs root (CAP_NET_ADMIN) to read the rules.
 EXAMPLES:
    hairpinctl services
    hairpinctl services 10.96.0.10
+   hairpinctl services 10.96.0.10:80
    hairpinctl services kube-system/kube-dns:dns-tcp -o json
    hairpinctl services default/web --raw
    hairpinctl services --backend iptables-legacy -6

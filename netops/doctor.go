@@ -117,24 +117,10 @@ type DoctorOptions struct {
 	Bridges []string
 	// CNIConfDir is the CNI configuration directory [DefaultCNIConfDir].
 	CNIConfDir string
-	// Services are Service selectors, each a ClusterIP or "ns/name" or
-	// "ns/name:port"; empty checks every Service kube-proxy programmed, in
+	// Services are Service selectors, as ParseServiceArg reads them (IP,
+	// IP:PORT, NS/NAME, NS/NAME:PORT); empty checks every Service kube-proxy programmed, in
 	// one check.
 	Services []string
-}
-
-// ValidateServiceSelector reports whether s can name a Service: an IP
-// address, "namespace/name" or "namespace/name:port".
-func ValidateServiceSelector(s string) error {
-	if _, err := netip.ParseAddr(s); err == nil {
-		return nil
-	}
-	ns, rest, ok := strings.Cut(s, "/")
-	name, port, hasPort := strings.Cut(rest, ":")
-	if !ok || ns == "" || name == "" || strings.Contains(rest, "/") || (hasPort && port == "") {
-		return errorf(ErrInvalid, "%q is neither a Service IP nor NAMESPACE/NAME[:PORT]", s)
-	}
-	return nil
 }
 
 // doctorFacts is everything doctor read from the kernel and the
@@ -583,24 +569,6 @@ func serviceName(s Service) string {
 	return n
 }
 
-// matchesSelector reports whether s is selected by sel (validated): an IP
-// selects by ClusterIP, external or load-balancer IP.
-func matchesSelector(s Service, sel string) bool {
-	if a, err := netip.ParseAddr(sel); err == nil {
-		ips := append(append([]string{s.ClusterIP}, s.ExternalIPs...), s.LoadBalancerIPs...)
-		for _, ip := range ips {
-			if b, err := netip.ParseAddr(ip); err == nil && a.Unmap() == b.Unmap() {
-				return true
-			}
-		}
-		return false
-	}
-	if strings.Contains(sel, ":") {
-		return sel == serviceName(s)
-	}
-	return sel == s.Namespace+"/"+s.Name
-}
-
 // portIndex finds the bridge port behind a pod IP.
 type portIndex map[netip.Addr]portRef
 
@@ -751,9 +719,13 @@ func checkServices(f *doctorFacts) []Check {
 	}
 	var out []Check
 	for _, sel := range f.selectors {
+		arg, err := parseServiceArg(sel)
+		if err != nil { // validated by Doctor
+			continue
+		}
 		found := false
 		for _, s := range f.services.Services {
-			if !matchesSelector(s, sel) {
+			if !arg.matches(&s) {
 				continue
 			}
 			found = true

@@ -159,7 +159,7 @@ func TestDoctorServiceSelectors(t *testing.T) {
 }
 
 func TestValidateServiceSelector(t *testing.T) {
-	for _, ok := range []string{"10.96.0.10", "fd00::10", "default/web", "default/web:http", "ns/name:8080"} {
+	for _, ok := range []string{"10.96.0.10", "fd00::10", "default/web", "default/web:http", "ns/name:8080", "10.96.0.10:80", "[::1]:80"} {
 		if err := ValidateServiceSelector(ok); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}

@@ -21,8 +21,9 @@ type ServicesOptions struct {
 	Backend string
 	// Family is 4, 6, or 0 for both.
 	Family int
-	// ClusterIPs and Names filter services; empty selects all. A name is
-	// "ns/name" or "ns/name:port".
+	// ClusterIPs and Names filter services; empty selects all. An address
+	// is "IP" or "IP:PORT", a name "ns/name" or "ns/name:port" (see
+	// ParseServiceArg).
 	ClusterIPs []string
 	Names      []string
 	// Raw keeps the rules of each selected service verbatim.

@@ -2,28 +2,92 @@ package netops
 
 import (
 	"cmp"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 )
 
-// ParseServiceArg reads one positional filter of `hairpinctl services`: an
-// IP address (a ClusterIP, external or load-balancer IP) or
-// NS/NAME[:PORT], PORT being the port's name or number. It returns the
-// normalised IP or name; a malformed one is ErrInvalid.
+// ParseServiceArg reads one positional filter of `hairpinctl services`
+// and `hairpinctl doctor`: an IP address (a ClusterIP, external or
+// load-balancer IP), IP:PORT ([IPv6]:PORT), NS/NAME or NS/NAME:PORT, PORT
+// being the port's name or number. It returns the normalised selector as
+// ip (the address forms) or name; a malformed one is ErrInvalid.
 func ParseServiceArg(arg string) (ip, name string, err error) {
-	if !strings.Contains(arg, "/") {
-		a, err := netip.ParseAddr(arg)
-		if err != nil || a.Zone() != "" {
-			return "", "", errorf(ErrInvalid, "%q is neither an IP address nor NS/NAME[:PORT]", arg)
-		}
-		return a.Unmap().String(), "", nil
-	}
-	if _, _, _, err := splitServiceName(arg); err != nil {
+	a, err := parseServiceArg(arg)
+	if err != nil {
 		return "", "", err
 	}
-	return "", arg, nil
+	if a.addr.IsValid() {
+		return a.arg, "", nil
+	}
+	return "", a.arg, nil
+}
+
+// ValidateServiceSelector reports whether s can select a Service, as
+// ParseServiceArg reads it.
+func ValidateServiceSelector(s string) error {
+	_, err := parseServiceArg(s)
+	return err
+}
+
+// serviceArg is one selector: by address (addr valid) or by ns/name, and
+// by port (name or number; "" = any).
+type serviceArg struct {
+	// arg is the selector, normalised, as reported when it matches nothing.
+	arg      string
+	addr     netip.Addr
+	ns, name string
+	port     string
+}
+
+// parseServiceArg reads IP, IP:PORT, [IPv6]:PORT, NS/NAME or NS/NAME:PORT.
+// A bare IPv6 address is an address even when it ends in ":digits"
+// ("::1:80"): a port needs the brackets, as in a URL.
+func parseServiceArg(arg string) (serviceArg, error) {
+	if strings.Contains(arg, "/") {
+		ns, name, port, err := splitServiceName(arg)
+		if err != nil {
+			return serviceArg{}, err
+		}
+		return serviceArg{arg: arg, ns: ns, name: name, port: port}, nil
+	}
+	bad := errorf(ErrInvalid, "%q is neither an IP address, IP:PORT, NS/NAME nor NS/NAME:PORT", arg)
+	host, port := strings.TrimSuffix(strings.TrimPrefix(arg, "["), "]"), ""
+	if _, err := netip.ParseAddr(host); err != nil || strings.HasPrefix(arg, "[") != strings.HasSuffix(arg, "]") {
+		h, p, err := net.SplitHostPort(arg)
+		if err != nil {
+			return serviceArg{}, bad
+		}
+		if !isPortName(p) {
+			return serviceArg{}, errorf(ErrInvalid, "%q: the port must be a port name (a-z, 0-9, '-', up to 15) or a number from 1 to 65535", arg)
+		}
+		host, port = h, p
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil || a.Zone() != "" {
+		return serviceArg{}, bad
+	}
+	a = a.Unmap()
+	norm := a.String()
+	if port != "" {
+		norm = net.JoinHostPort(norm, port)
+	}
+	return serviceArg{arg: norm, addr: a, port: port}, nil
+}
+
+// matches reports whether svc is selected: by any of its addresses or by
+// its namespace and name, and then by its port's name or number.
+func (a *serviceArg) matches(svc *Service) bool {
+	if a.addr.IsValid() {
+		if !addrIs(svc.ClusterIP, a.addr) && !anyAddrIs(svc.ExternalIPs, a.addr) && !anyAddrIs(svc.LoadBalancerIPs, a.addr) {
+			return false
+		}
+	} else if svc.Namespace != a.ns || svc.Name != a.name {
+		return false
+	}
+	return a.port == "" || a.port == svc.PortName || a.port == strconv.Itoa(svc.Port)
 }
 
 // splitServiceName validates "ns/name" or "ns/name:port" the way the API
@@ -71,34 +135,32 @@ func isPortName(s string) bool {
 // serviceSelector applies the positional filters and remembers which
 // matched something.
 type serviceSelector struct {
+	// ips are the addresses of the address selectors, for the lookups
+	// that narrow a read by address before selecting.
 	ips     []netip.Addr
-	ipArgs  []string
-	names   [][3]string // ns, name, port ("" = any port)
-	nmArgs  []string
+	args    []serviceArg
+	hasName bool
 	matched map[string]bool
 }
 
-// newServiceSelector validates the filters; nil selects everything.
+// newServiceSelector validates the filters (each list may hold any form
+// ParseServiceArg reads); nil selects everything.
 func newServiceSelector(ips, names []string) (*serviceSelector, error) {
 	if len(ips) == 0 && len(names) == 0 {
 		return nil, nil
 	}
 	s := &serviceSelector{matched: make(map[string]bool)}
-	for _, ip := range ips {
-		a, err := netip.ParseAddr(ip)
-		if err != nil {
-			return nil, errorf(ErrInvalid, "%q is not an IP address", ip)
-		}
-		s.ips = append(s.ips, a.Unmap())
-		s.ipArgs = append(s.ipArgs, ip)
-	}
-	for _, n := range names {
-		ns, name, port, err := splitServiceName(n)
+	for _, v := range append(append([]string(nil), ips...), names...) {
+		a, err := parseServiceArg(v)
 		if err != nil {
 			return nil, err
 		}
-		s.names = append(s.names, [3]string{ns, name, port})
-		s.nmArgs = append(s.nmArgs, n)
+		if a.addr.IsValid() {
+			s.ips = append(s.ips, a.addr)
+		} else {
+			s.hasName = true
+		}
+		s.args = append(s.args, a)
 	}
 	return s, nil
 }
@@ -114,25 +176,13 @@ func (s *serviceSelector) test(svc *Service, record bool) bool {
 		return true
 	}
 	hit := false
-	for i, a := range s.ips {
-		if addrIs(svc.ClusterIP, a) || anyAddrIs(svc.ExternalIPs, a) || anyAddrIs(svc.LoadBalancerIPs, a) {
+	for i := range s.args {
+		if s.args[i].matches(svc) {
 			if record {
-				s.matched[s.ipArgs[i]] = true
+				s.matched[s.args[i].arg] = true
 			}
 			hit = true
 		}
-	}
-	for i, n := range s.names {
-		if svc.Namespace != n[0] || svc.Name != n[1] {
-			continue
-		}
-		if n[2] != "" && n[2] != svc.PortName && n[2] != strconv.Itoa(svc.Port) {
-			continue
-		}
-		if record {
-			s.matched[s.nmArgs[i]] = true
-		}
-		hit = true
 	}
 	return hit
 }
@@ -143,16 +193,17 @@ func (s *serviceSelector) unmatched() []string {
 		return nil
 	}
 	var out []string
-	for _, a := range append(append([]string(nil), s.ipArgs...), s.nmArgs...) {
-		if !s.matched[a] {
-			out = append(out, a)
+	for _, a := range s.args {
+		if !s.matched[a.arg] {
+			out = append(out, a.arg)
 		}
 	}
 	return out
 }
 
-// addrOnly reports whether the filter selects by address alone.
-func (s *serviceSelector) addrOnly() bool { return s != nil && len(s.names) == 0 }
+// addrOnly reports whether the filter selects by address alone (a port
+// may narrow it further).
+func (s *serviceSelector) addrOnly() bool { return s != nil && !s.hasName }
 
 func addrIs(s string, a netip.Addr) bool {
 	b, err := netip.ParseAddr(s)
