@@ -2,7 +2,6 @@ package commands
 
 import (
 	"bytes"
-	"math"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -60,7 +59,7 @@ func fill(t *testing.T, v reflect.Value, r *rand.Rand, zeroes bool) {
 	}
 }
 
-// The hand-written encoder must print exactly what encoding/json prints,
+// The services encoder must print exactly what encoding/json prints,
 // whatever the field values.
 func TestServicesJSONMatchesEncodingJSON(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
@@ -95,45 +94,6 @@ func TestServicesJSONMatchesEncodingJSON(t *testing.T) {
 	_ = writeServicesJSON(&got, []netops.Service{s})
 	if got.String() != want.String() {
 		t.Fatalf("full service:\n got %s\nwant %s", got.String(), want.String())
-	}
-}
-
-// The memo spells every float as appendJSONFloat does, through slot
-// reuse: the pool is larger than the memo, and holds both zeroes.
-func TestFloatMemo(t *testing.T) {
-	r := rand.New(rand.NewPCG(5, 6))
-	pool := make([]float64, 300)
-	for i := range pool {
-		pool[i] = r.Float64()
-	}
-	pool[0], pool[1], pool[2], pool[3] = 0, math.Copysign(0, -1), 1e-7, 1
-	var m floatMemo
-	hits := 0
-	for range 20000 {
-		f := pool[r.IntN(len(pool))]
-		if _, ok := m.holds(f); ok {
-			hits++
-		}
-		got, want := m.append([]byte("x"), f), appendJSONFloat([]byte("x"), f)
-		if !bytes.Equal(got, want) {
-			t.Fatalf("%v spelled %q, want %q", f, got, want)
-		}
-	}
-	if hits == 0 {
-		t.Error("the memo never answered: the test reaches only the formatting path")
-	}
-	// The probabilities of a service of five endpoints, and its shares,
-	// each keep a slot of their own: after the first service, every one
-	// is answered from the memo.
-	var m2 floatMemo
-	common := []float64{0.20000000019, 0.25, 0.33333333349, 0.5, 1, 0.2, 0}
-	for round := range 3 {
-		for _, f := range common {
-			if i, ok := m2.holds(f); round > 0 && !ok {
-				t.Errorf("%v is evicted by another common value (slot %d)", f, i)
-			}
-			m2.append(nil, f)
-		}
 	}
 }
 
