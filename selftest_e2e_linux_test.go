@@ -51,7 +51,7 @@ func TestE2ESelftest(t *testing.T) {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
 	steps := []string{
-		"iptables backend", "br_netfilter", "build namespaces",
+		"kube-proxy rules", "br_netfilter", "build namespaces",
 		"pod2 -> svc, hairpin off", "pod1 -> own svc, hairpin off", "set hairpin on veth1",
 		"pod1 -> own svc, hairpin on", "pod2 -> svc, hairpin on", "clean up",
 	}
@@ -135,7 +135,7 @@ func TestE2ESelftestJSONLegacy(t *testing.T) {
 	}
 	for _, s := range rep.Steps {
 		// The backend step wants one found and names it.
-		if !s.OK || s.Got != s.Want && s.Name != "iptables backend" {
+		if !s.OK || s.Got != s.Want && s.Name != "kube-proxy rules" {
 			t.Errorf("step %+v", s)
 		}
 	}
@@ -240,12 +240,15 @@ func TestE2ESelftestDiffers(t *testing.T) {
 			t.Errorf("left behind: %v", left)
 		}
 	})
-	t.Run("no iptables", func(t *testing.T) {
-		r := runEnv(t, cmdEnv(t.TempDir()), "selftest", "--prefix", prefix)
+	// Without iptables, auto falls back to nftables mode
+	// (TestE2ESelftestWithoutIptables); a backend asked for by name is not
+	// replaced by another.
+	t.Run("chosen backend missing", func(t *testing.T) {
+		r := runEnv(t, cmdEnv(t.TempDir()), "selftest", "--prefix", prefix, "--backend", "iptables-legacy")
 		if r.code != 1 {
 			t.Fatalf("exit %d, want 1: %+v", r.code, r)
 		}
-		oneLineErrLast(t, r.stderr, "hairpinctl: selftest: 1 step differed: iptables backend: want found, got not found")
+		oneLineErrLast(t, r.stderr, "hairpinctl: selftest: 1 step differed: kube-proxy rules: want found, got not found")
 		if !strings.Contains(r.stderr, "install iptables") {
 			t.Errorf("stderr does not say what to do:\n%s", r.stderr)
 		}
@@ -286,5 +289,34 @@ func oneLineErrLast(t *testing.T, stderr, want string) {
 	lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
 	if last := lines[len(lines)-1]; last != want {
 		t.Errorf("last stderr line %q, want %q", last, want)
+	}
+}
+
+// On a machine without iptables (a fresh Debian, a minimal image) selftest
+// programs the Service as kube-proxy's nftables mode does, over netlink,
+// says so, and still proves hairpin: the README's first command works.
+func TestE2ESelftestWithoutIptables(t *testing.T) {
+	prefix := selftestPrefix(t)
+	empty := t.TempDir() // a PATH with no iptables, nft or ip
+	r := runCmd(t, nil, []string{"PATH=" + empty}, "selftest", "--prefix", prefix, "-o", "json")
+	var rep struct {
+		Passed           bool
+		Backend, Restore string
+		Steps            []struct{ Name, Got, Detail string }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("exit %d, not JSON: %v\n%s\n%s", r.code, err, r.stdout, r.stderr)
+	}
+	if r.code != 0 || !rep.Passed || rep.Backend != "nftables" || rep.Restore != "nftables" {
+		t.Fatalf("exit %d, passed %v, backend %q, restore %q:\n%s\n%s", r.code, rep.Passed, rep.Backend, rep.Restore, r.stdout, r.stderr)
+	}
+	if s := rep.Steps[0]; s.Name != "kube-proxy rules" || !strings.Contains(s.Detail, "no iptables command") || !strings.Contains(s.Detail, "over netlink") {
+		t.Errorf("first step does not say which it used: %+v", s)
+	}
+	if strings.Count(r.stderr, "iptables") > 1 {
+		t.Errorf("stderr repeats itself:\n%s", r.stderr)
+	}
+	if left := leftNamespaces(t, prefix); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
 	}
 }

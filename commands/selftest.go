@@ -16,7 +16,9 @@ var selftestCommand = &cli.Command{
 	Usage: "show on this node's kernel that hairpin mode is what a pod needs to reach itself through its Service",
 	Description: `Builds throwaway network namespaces on this node (a node with bridge cni0,
 two pods, and a kube-proxy-style ClusterIP Service backed by pod 1, loaded
-with the host's own iptables backend) and checks, step by step:
+with the host's own iptables backend, or, on a machine without iptables,
+programmed over netlink the way kube-proxy's nftables mode does) and checks,
+step by step:
 
    pod 2 reaches the Service;
    pod 1 cannot reach itself through it while its port's hairpin is off;
@@ -25,16 +27,17 @@ with the host's own iptables backend) and checks, step by step:
 
 Then it removes everything it created, also when interrupted (Ctrl-C,
 SIGTERM, or SIGHUP when an SSH session drops). It needs no Kubernetes,
-only root, iptables and the br_netfilter module.
+only root, nf_tables and the br_netfilter module (iptables if it is there).
 Progress goes to stderr as it happens, a result table to stdout at the end.
 Exit 0 when the kernel behaves as expected, 1 otherwise, naming what differed.
 
 EXAMPLES:
    sudo hairpinctl selftest
    sudo hairpinctl selftest -o json | jq '.steps[] | select(.ok | not)'
-   sudo hairpinctl selftest --backend iptables-legacy`,
+   sudo hairpinctl selftest --backend iptables-legacy
+   sudo hairpinctl selftest --backend nftables`,
 	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "load the Service with `BACKEND`: auto (what the host's iptables uses), iptables-nft or iptables-legacy"},
+		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "program the Service with `BACKEND`: auto (what the host's iptables uses; nftables mode when there is no iptables), iptables-nft, iptables-legacy or nftables (kube-proxy's nftables mode, over netlink)"},
 		&cli.StringFlag{Name: "prefix", Value: "hpselftest", Usage: "start the names of the namespaces it creates with `PREFIX`"},
 		outputFlag(),
 	},
@@ -54,9 +57,9 @@ func runSelftest(c *cli.Context) error {
 		return usageErrorf("selftest: builds namespaces of its own: --netns does not apply")
 	}
 	switch b := c.String("backend"); b {
-	case "auto", string(netops.BackendIPTablesNFT), string(netops.BackendIPTablesLegacy):
+	case "auto", string(netops.BackendIPTablesNFT), string(netops.BackendIPTablesLegacy), string(netops.BackendNFTables):
 	default:
-		return usageErrorf("selftest: --backend %q: use auto, iptables-nft or iptables-legacy", b)
+		return usageErrorf("selftest: --backend %q: use auto, iptables-nft, iptables-legacy or nftables", b)
 	}
 	if fromEnv {
 		// Exported for the other commands; selftest's node is its own.

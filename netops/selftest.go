@@ -4,9 +4,10 @@ package netops
 type SelftestOptions struct {
 	// Prefix starts the name of every namespace Selftest creates [hpselftest].
 	Prefix string
-	// Backend is the iptables backend that loads the Service: "auto" (or
-	// empty) for the one the host's `iptables` command uses,
-	// "iptables-nft" or "iptables-legacy".
+	// Backend is how the Service is programmed: "auto" (or empty) for the
+	// backend the host's `iptables` command uses, or nftables mode over
+	// netlink when there is no iptables command; "iptables-nft",
+	// "iptables-legacy" or "nftables".
 	Backend string
 	// Step, when set, is called as each step ends.
 	Step func(SelftestStep)
@@ -40,9 +41,12 @@ type SelftestReport struct {
 	Passed bool `json:"passed"`
 	// Kernel is the running kernel's release (uname -r).
 	Kernel string `json:"kernel"`
-	// Backend is the iptables backend the Service was loaded with.
+	// Backend is how the Service was programmed: iptables-nft,
+	// iptables-legacy, or nftables (kube-proxy's nftables mode, over
+	// netlink).
 	Backend Backend `json:"backend"`
-	// Restore is the iptables-restore binary that loaded it.
+	// Restore is the iptables-restore binary that loaded it, or "nftables"
+	// when it was programmed over netlink.
 	Restore string `json:"restore"`
 	// Namespaces are the namespaces Selftest created under /run/netns and
 	// removed again.

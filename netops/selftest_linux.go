@@ -48,9 +48,9 @@ func Selftest(ctx context.Context, o SelftestOptions) (*SelftestReport, error) {
 		return nil, err
 	}
 	switch o.Backend {
-	case "", "auto", string(BackendIPTablesNFT), string(BackendIPTablesLegacy):
+	case "", "auto", string(BackendIPTablesNFT), string(BackendIPTablesLegacy), string(BackendNFTables):
 	default:
-		return nil, errorf(ErrInvalid, "backend %q: use auto, iptables-nft or iptables-legacy", o.Backend)
+		return nil, errorf(ErrInvalid, "backend %q: use auto, iptables-nft, iptables-legacy or nftables", o.Backend)
 	}
 	if !hasCapability(unix.CAP_SYS_ADMIN) || !hasCapability(unix.CAP_NET_ADMIN) {
 		return nil, errorf(ErrPermission, "creating network namespaces needs CAP_SYS_ADMIN and CAP_NET_ADMIN: run as root")
@@ -90,7 +90,7 @@ func (t *selftest) record(s SelftestStep, start time.Time) bool {
 func (t *selftest) run() {
 	start := time.Now()
 	backend, restore, detail, err := detectIptables(t.o.Backend)
-	s := SelftestStep{Name: "iptables backend", Want: "found", Got: string(backend), OK: err == nil, Detail: detail}
+	s := SelftestStep{Name: "kube-proxy rules", Want: "found", Got: string(backend), OK: err == nil, Detail: detail}
 	if err != nil {
 		s.Got, s.Detail = "not found", err.Error()
 	}
@@ -258,10 +258,15 @@ func (t *selftest) cleanup() {
 // since iptables 1.8 ("(nf_tables)" or "(legacy)"; older ones are legacy).
 func detectIptables(want string) (b Backend, restore, detail string, err error) {
 	switch want {
+	case string(BackendNFTables):
+		return BackendNFTables, lab.RestoreNFTables, "chosen with --backend; kube-proxy's nftables-mode rules programmed over netlink", nil
 	case "", "auto":
 		out, err := exec.Command("iptables", "-V").CombinedOutput()
 		if err != nil {
-			return "", "", "", errorf(ErrNotFound, "iptables -V: %v: install iptables (kube-proxy's iptables mode uses it) or pick --backend", err)
+			// No iptables tools (a fresh machine, a minimal image):
+			// program the Service as kube-proxy's nftables mode does,
+			// which needs nothing but nf_tables in the kernel.
+			return BackendNFTables, lab.RestoreNFTables, "no iptables command on this machine: kube-proxy's nftables-mode rules programmed over netlink", nil
 		}
 		detail = strings.TrimSpace(string(out))
 		b = BackendIPTablesLegacy

@@ -48,7 +48,9 @@ type Options struct {
 	Endpoints []int
 	// Restore is the iptables-restore binary that loads the Service rules:
 	// "iptables-restore" (the host's default backend), "iptables-nft-restore"
-	// or "iptables-legacy-restore"; "none" loads no rules [iptables-restore].
+	// or "iptables-legacy-restore"; RestoreNFTables programs kube-proxy's
+	// nftables mode over netlink, needing no binary; "none" loads no rules
+	// [iptables-restore].
 	Restore string
 	// Hairpin is the initial hairpin mode of every pod port [off].
 	Hairpin bool
@@ -169,7 +171,13 @@ func New(o Options) (l *Lab, err error) {
 			return l, err
 		}
 	}
-	if o.Restore != "none" {
+	switch o.Restore {
+	case "none":
+	case RestoreNFTables:
+		if err = l.programNFTables(); err != nil {
+			return l, err
+		}
+	default:
 		l.Rules = ServiceRules(l.ServiceName, l.ServiceIP.String(), o.ServicePort, l.endpointIPs(), o.TargetPort)
 		if err = l.Restore(o.Restore, l.Rules); err != nil {
 			return l, err
