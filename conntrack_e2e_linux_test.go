@@ -293,7 +293,7 @@ func TestE2EConntrackDump(t *testing.T) {
 		}
 	}
 
-	r = run(t, "-o", "json", "conntrack", "--netns", l.Node, "--no-follow", "--port", "80", "--proto", "tcp", "10.96.0.10")
+	r = run(t, "-o", "json", "conntrack", "--netns", l.Node, "--no-follow", "--port", "80", "--proto", "TCP", "10.96.0.10") // as the table prints it
 	if r.code != 0 {
 		t.Fatalf("json: %+v", r)
 	}

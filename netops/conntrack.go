@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ti-mo/conntrack"
@@ -32,9 +33,11 @@ const (
 	ProtoSCTP uint8 = 132
 )
 
-// ParseConntrackProto turns tcp, udp or sctp into its IP protocol number.
+// ParseConntrackProto turns tcp, udp or sctp (in any case) into its IP
+// protocol number.
 func ParseConntrackProto(s string) (uint8, error) {
-	switch s {
+	// Any case: the tables print TCP, conntrack(8) prints tcp.
+	switch strings.ToLower(s) {
 	case "tcp":
 		return ProtoTCP, nil
 	case "udp":

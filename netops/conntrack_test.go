@@ -247,13 +247,14 @@ func TestDecodeFlowTruncated(t *testing.T) {
 	}
 }
 
+// Any case: the protocol as the tables print it (TCP) is conntrack(8)'s tcp.
 func TestParseConntrackProto(t *testing.T) {
-	for s, want := range map[string]uint8{"tcp": 6, "udp": 17, "sctp": 132} {
+	for s, want := range map[string]uint8{"tcp": 6, "udp": 17, "sctp": 132, "TCP": 6, "Udp": 17, "SCTP": 132} {
 		if got, err := ParseConntrackProto(s); err != nil || got != want {
 			t.Errorf("%s: %d, %v", s, got, err)
 		}
 	}
-	for _, s := range []string{"", "TCP", "icmp", "6"} {
+	for _, s := range []string{"", "icmp", "6", "tcp "} {
 		if _, err := ParseConntrackProto(s); err == nil {
 			t.Errorf("%q accepted", s)
 		}
