@@ -131,6 +131,32 @@ func TestE2EPorts(t *testing.T) {
 	}
 }
 
+// A port is selected by its pod's IP, as the POD-IPS column prints it.
+func TestE2EPortsByPodIP(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 3, Restore: "none"})
+	ip1, ip2 := l.Pod(1).IP.String(), l.Pod(2).IP.String()
+	if r := run(t, "ports", "-q", ip2, "--netns", l.Node); r.code != 0 || r.stdout != "veth2\n" {
+		t.Errorf("ports -q %s: %+v", ip2, r)
+	}
+	// The same port by name and by IP is set once.
+	r := run(t, "enable", ip1, "veth1", "--netns", l.Node, "-o", "json")
+	var res struct{ Changed, Unchanged []string }
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 0 {
+		t.Fatalf("enable %s: %v %+v", ip1, err, r)
+	}
+	if !slices.Equal(res.Changed, []string{"veth1"}) || len(res.Unchanged) != 0 || !hairpinOf(t, l, "veth1") {
+		t.Errorf("enable %s veth1 = %+v", ip1, res)
+	}
+	if hairpinOf(t, l, "veth2") || hairpinOf(t, l, "veth3") {
+		t.Error("enable by pod IP set another port")
+	}
+	r = run(t, "disable", "10.244.9.9", "--netns", l.Node)
+	if r.code != 2 {
+		t.Errorf("unknown pod IP: exit %d, want 2", r.code)
+	}
+	oneLineErr(t, r, "10.244.9.9: no bridge port has a pod with this IP in netns "+l.Node)
+}
+
 func TestE2EEnableDisableBulk(t *testing.T) {
 	l := newLab(t, lab.Options{Pods: 3, Restore: "none"})
 

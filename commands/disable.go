@@ -5,7 +5,7 @@ import "github.com/urfave/cli/v2"
 var disableCommand = &cli.Command{
 	Name:      "disable",
 	Usage:     "turn hairpin mode off, per port or in bulk",
-	ArgsUsage: "[IFACE...]",
+	ArgsUsage: "[IFACE | POD-IP]...",
 	Description: `Turns hairpin mode off, with the same selection as enable. Ports already
 off are reported unchanged and not written.
 

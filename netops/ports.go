@@ -1,5 +1,7 @@
 package netops
 
+import "net/netip"
+
 // Port is one bridge port (a device enslaved to a Linux bridge) and its
 // hairpin state.
 type Port struct {
@@ -85,4 +87,34 @@ func stpStateName(s uint8) string {
 		return stpStates[s]
 	}
 	return "unknown"
+}
+
+// PortArgAddr reads a port argument that names the pod behind a port by
+// one of its IP addresses, as the POD-IPS column prints them, rather than
+// by the port's interface name.
+func PortArgAddr(s string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// ValidatePortArg accepts an interface name or a pod IP address.
+func ValidatePortArg(s string) error {
+	if _, ok := PortArgAddr(s); ok {
+		return nil
+	}
+	return ValidateIfName(s)
+}
+
+// PortArgsNeedPodIPs reports whether an argument selects by pod IP, so
+// that the ports must be listed with their pod IPs.
+func PortArgsNeedPodIPs(args []string) bool {
+	for _, a := range args {
+		if _, ok := PortArgAddr(a); ok {
+			return true
+		}
+	}
+	return false
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"sort"
 	"strconv"
@@ -92,10 +93,12 @@ func (c *Client) Bridge(name string) (netlink.Link, error) {
 	return l, nil
 }
 
-// SelectPorts picks the named ports out of ports, in the order named. A
-// name that is not among them is a Failure: ErrNotFound when no such
-// interface exists, ErrNotBridgePort when it exists but is no port (of the
-// selected bridges).
+// SelectPorts picks the named ports out of ports, in the order named, each
+// once. A name may be a pod IP (PortArgAddr): it picks the port whose
+// PodIPs hold it (list the ports with ListOptions.PodIPs). A name that is
+// not among them is a Failure: ErrNotFound when no such interface or pod IP
+// exists, ErrNotBridgePort when it exists but is no port (of the selected
+// bridges).
 func (c *Client) SelectPorts(ports []Port, names []string) ([]Port, []Failure) {
 	byName := make(map[string]int, len(ports))
 	for i, p := range ports {
@@ -103,24 +106,51 @@ func (c *Client) SelectPorts(ports []Port, names []string) ([]Port, []Failure) {
 	}
 	sel := make([]Port, 0, len(names))
 	fails := []Failure{}
-	seen := map[string]bool{}
+	seen, picked := map[string]bool{}, map[int]bool{}
+	pick := func(i int) {
+		if !picked[i] {
+			picked[i] = true
+			sel = append(sel, ports[i])
+		}
+	}
 	for _, n := range names {
 		if seen[n] {
 			continue
 		}
 		seen[n] = true
+		if a, ok := PortArgAddr(n); ok {
+			if i := portOfPodIP(ports, a); i >= 0 {
+				pick(i)
+				continue
+			}
+			err := errorf(ErrNotFound, "%s: no bridge port has a pod with this IP in netns %s (see: hairpinctl ports)", n, c.NetnsLabel())
+			fails = append(fails, Failure{Name: n, Error: err.Error(), err: err})
+			continue
+		}
 		if err := ValidateIfName(n); err != nil {
 			fails = append(fails, Failure{Name: n, Error: err.Error(), err: err})
 			continue
 		}
 		if i, ok := byName[n]; ok {
-			sel = append(sel, ports[i])
+			pick(i)
 			continue
 		}
 		err := c.classifyMissing(n)
 		fails = append(fails, Failure{Name: n, Error: err.Error(), err: err})
 	}
 	return sel, fails
+}
+
+// portOfPodIP is the index of the port whose pod has address a, or -1.
+func portOfPodIP(ports []Port, a netip.Addr) int {
+	for i, p := range ports {
+		for _, ip := range p.PodIPs {
+			if b, err := netip.ParseAddr(ip); err == nil && b.Unmap() == a {
+				return i
+			}
+		}
+	}
+	return -1
 }
 
 func (c *Client) classifyMissing(name string) error {
