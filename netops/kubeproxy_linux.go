@@ -405,8 +405,8 @@ func (r *servicesRead) readNFTables() error {
 		if !r.probe(fam).nftables {
 			continue
 		}
-		p := newNFTParser(fam, r.o.Raw)
-		if err := r.c.streamNFT(fam, p.feed); err != nil {
+		p, err := r.c.readNFTKernel(fam, r.o.Raw)
+		if err != nil {
 			return err
 		}
 		p.into(r.res, r.sel)

@@ -3,8 +3,6 @@ package netops
 import (
 	"errors"
 	"fmt"
-	"io"
-	"os/exec"
 	"strings"
 
 	"github.com/google/nftables"
@@ -96,28 +94,4 @@ func nftFamilyName(family int) string {
 		return "ip6"
 	}
 	return "ip"
-}
-
-// streamNFT runs `nft list table ip|ip6 kube-proxy` in the client's
-// namespace and parses its output as it arrives.
-func (c *Client) streamNFT(family int, read func(io.Reader) error) error {
-	bin, err := exec.LookPath("nft")
-	if err != nil {
-		return fmt.Errorf("nft not found in PATH: install the nftables package to read kube-proxy's nftables mode, or pick another --backend")
-	}
-	stderr, werr, rerr := c.streamCmd(bin, []string{"list", "table", nftFamilyName(family), "kube-proxy"}, read, nil)
-	if werr != nil {
-		if isStartError(werr) {
-			return fmt.Errorf("nft: %w", werr)
-		}
-		msg := firstLine(stderr)
-		if strings.Contains(msg, "Operation not permitted") {
-			return errorf(ErrPermission, "nft: permission denied: run as root")
-		}
-		return fmt.Errorf("nft list table %s kube-proxy: %v: %s", nftFamilyName(family), werr, msg)
-	}
-	if rerr != nil {
-		return fmt.Errorf("read nft output: %w", rerr)
-	}
-	return nil
 }

@@ -1,0 +1,110 @@
+package netops
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/hairpinctl/hairpinctl/netops/lab"
+)
+
+// nftFixtures are kube-proxy tables to load with `nft -f`: the real
+// kube-proxy's of the kube lab (every release there), and the older
+// releases' shapes of testdata/services.
+func nftFixtures(t *testing.T) map[string][]string {
+	t.Helper()
+	out := make(map[string][]string)
+	dirs, _ := filepath.Glob(filepath.Join("..", "test", "kube", "testdata", "*", "nftables"))
+	for _, d := range dirs {
+		for _, f := range []string{"nft-ip.txt", "nft-ip6.txt"} {
+			if _, err := os.Stat(filepath.Join(d, f)); err == nil {
+				name := filepath.Base(filepath.Dir(d))
+				out[name] = append(out[name], filepath.Join(d, f))
+			}
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no nftables goldens under ../test/kube/testdata")
+	}
+	nft, _ := filepath.Glob(filepath.Join(servicesTestdata, "*.nft"))
+	for _, f := range nft {
+		out[filepath.Base(f)] = []string{f}
+	}
+	return out
+}
+
+// loadNFTFixture loads files into a fresh lab node and returns a client
+// for it.
+func loadNFTFixture(t *testing.T, files []string) (*lab.Lab, *Client) {
+	t.Helper()
+	l := newLab(t, lab.Options{Pods: 1, Restore: "none", Prefix: "hpnft"})
+	for _, f := range files {
+		text, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Exec(string(text), "nft", "-f", "-"); err != nil {
+			t.Fatalf("load %s: %v", f, err)
+		}
+	}
+	return l, openLab(t, l)
+}
+
+// The netlink reader gives exactly what parsing `nft list table` of the
+// same kernel gives: services, masquerade plumbing, unparsed counts and,
+// with --raw, every rule and element in nft's own text.
+func TestReadNFTKernelMatchesText(t *testing.T) {
+	for name, files := range nftFixtures(t) {
+		t.Run(name, func(t *testing.T) {
+			l, c := loadNFTFixture(t, files)
+			for _, fam := range []int{4, 6} {
+				for _, raw := range []bool{false, true} {
+					text, err := l.Exec("", "nft", "list", "table", nftFamilyName(fam), "kube-proxy")
+					if err != nil {
+						if strings.Contains(err.Error(), "No such file") {
+							continue
+						}
+						t.Fatal(err)
+					}
+					want, err := parseNFTList(strings.NewReader(text), fam, raw, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					p, err := c.readNFTKernel(fam, raw)
+					if err != nil {
+						t.Fatalf("family %d: %v", fam, err)
+					}
+					got := newServicesResult(BackendNFTables)
+					p.into(got, nil)
+					if len(want.Services) == 0 {
+						t.Fatalf("family %d: the text path found no services", fam)
+					}
+					compareNFTResults(t, fam, raw, want, got)
+				}
+			}
+		})
+	}
+}
+
+func compareNFTResults(t *testing.T, fam int, raw bool, want, got *ServicesResult) {
+	t.Helper()
+	if len(got.Services) != len(want.Services) {
+		t.Errorf("family %d raw %v: %d services, text path %d", fam, raw, len(got.Services), len(want.Services))
+	}
+	for i := range min(len(got.Services), len(want.Services)) {
+		if !reflect.DeepEqual(got.Services[i], want.Services[i]) {
+			g, _ := json.MarshalIndent(got.Services[i], "", "  ")
+			w, _ := json.MarshalIndent(want.Services[i], "", "  ")
+			t.Errorf("family %d raw %v: service %d differs:\nnetlink: %s\ntext:    %s", fam, raw, i, g, w)
+		}
+	}
+	if got.Masquerade != want.Masquerade {
+		t.Errorf("family %d: masquerade %+v, text path %+v", fam, got.Masquerade, want.Masquerade)
+	}
+	if got.Unparsed != want.Unparsed || !reflect.DeepEqual(got.UnparsedRules, want.UnparsedRules) {
+		t.Errorf("family %d raw %v: unparsed %d %q, text path %d %q", fam, raw, got.Unparsed, got.UnparsedRules, want.Unparsed, want.UnparsedRules)
+	}
+}
