@@ -72,11 +72,12 @@ func ExitCode(err error) int {
 }
 
 // ErrorMessage is what main prints for err after "hairpinctl: ", or "" for
-// nothing.
+// nothing; a control character in it (an interface name's, say) is
+// escaped, never sent to the terminal.
 func ErrorMessage(err error) string {
 	var ee *exitError
 	if errors.As(err, &ee) && ee.silent {
 		return ""
 	}
-	return err.Error()
+	return termSafeText(err.Error())
 }

@@ -46,7 +46,7 @@ func hairpinAction(on bool) cli.ActionFunc {
 			return usageErrorf("%s: --wait-bridge needs --bridge BR, the bridge to wait for", cmd)
 		}
 		for _, n := range names {
-			if err := netops.ValidatePortArg(n); err != nil {
+			if err := netops.ValidateIfName(n); err != nil {
 				return fmt.Errorf("%s: %w", cmd, err)
 			}
 		}
@@ -64,7 +64,7 @@ func hairpinAction(on bool) cli.ActionFunc {
 				return fmt.Errorf("%s: %w", cmd, err)
 			}
 		}
-		ports, err := cl.ListPorts(netops.ListOptions{Bridges: brs, PodIPs: netops.PortArgsNeedPodIPs(names)})
+		ports, err := cl.ListPorts(netops.ListOptions{Bridges: brs})
 		if err != nil {
 			return fmt.Errorf("%s: %w", cmd, err)
 		}
@@ -111,13 +111,13 @@ func printSetResult(w io.Writer, r *netops.SetResult, on bool) error {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "PORT\tRESULT\tDETAIL")
 	for _, n := range r.Changed {
-		fmt.Fprintf(tw, "%s\t%s\thairpin %s -> %s\n", n, pal.good(changed), from, to)
+		fmt.Fprintf(tw, "%s\t%s\thairpin %s -> %s\n", termSafe(n), pal.good(changed), from, to)
 	}
 	for _, n := range r.Unchanged {
-		fmt.Fprintf(tw, "%s\t%s\talready %s\n", n, pal.dim("unchanged"), to)
+		fmt.Fprintf(tw, "%s\t%s\talready %s\n", termSafe(n), pal.dim("unchanged"), to)
 	}
 	for _, f := range r.Failed {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Name, pal.bad("failed"), f.Error)
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", termSafe(f.Name), pal.bad("failed"), termSafeText(f.Error))
 	}
 	return tw.Flush()
 }

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
@@ -15,8 +17,9 @@ import (
 // (a cell ends at a tab; a line's last cell is not aligned; a column's
 // width is the widest cell of the run of consecutive lines that have it),
 // but measures a cell by what a terminal shows: colour escapes take no
-// columns. tabwriter counts the bytes of escapes, so a coloured cell
-// pushed its row out of line (and an uncoloured header off its column). Colour is thus
+// columns, a wide (CJK) character two, a combining mark none. tabwriter
+// counts bytes of escapes and one column per rune, so a coloured cell or
+// a non-ASCII interface name pushed its row out of line. Colour is thus
 // added after alignment: the palette's escapes never count as width.
 // Trailing blanks are dropped, so copied output stays clean.
 type table struct {
@@ -106,7 +109,8 @@ func (t *table) Flush() error {
 }
 
 // displayWidth is how many terminal columns s takes: SGR/CSI escapes
-// none, every character one.
+// none, combining marks and other zero-width characters none, East Asian
+// wide and fullwidth characters two, everything else one.
 func displayWidth(s string) int {
 	n := 0
 	for i := 0; i < len(s); {
@@ -126,7 +130,121 @@ func displayWidth(s string) int {
 	return n
 }
 
-func runeWidth(r rune) int { return 1 }
+func runeWidth(r rune) int {
+	switch {
+	case r == utf8.RuneError:
+		return 1
+	case r < 0x20 || r == 0x7f:
+		return 0
+	case unicode.In(r, unicode.Mn, unicode.Me, unicode.Cf):
+		return 0
+	case isWide(r):
+		return 2
+	}
+	return 1
+}
+
+// wideRanges are the East Asian Wide and Fullwidth blocks (UAX #11) and
+// the emoji that terminals draw two columns wide.
+var wideRanges = [][2]rune{
+	{0x1100, 0x115f}, {0x231a, 0x231b}, {0x2329, 0x232a}, {0x23e9, 0x23ec},
+	{0x2e80, 0x303e}, {0x3041, 0x33ff}, {0x3400, 0x4dbf}, {0x4e00, 0x9fff},
+	{0xa000, 0xa4cf}, {0xa960, 0xa97f}, {0xac00, 0xd7a3}, {0xf900, 0xfaff},
+	{0xfe10, 0xfe19}, {0xfe30, 0xfe6f}, {0xff00, 0xff60}, {0xffe0, 0xffe6},
+	{0x1f300, 0x1f64f}, {0x1f900, 0x1f9ff}, {0x20000, 0x3fffd},
+}
+
+func isWide(r rune) bool {
+	for _, w := range wideRanges {
+		if r < w[0] {
+			return false
+		}
+		if r <= w[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// termSafe returns s, a name from the kernel or from a user (Linux allows
+// almost any byte in an interface name), fit to print on a terminal:
+// control characters (C0, DEL, C1), invalid UTF-8, and the invisible
+// characters that reorder or hide text (bidi controls, zero-width
+// joiners) become Go-style escapes such as \x1b or \u202e, so an escape
+// sequence in a name cannot recolour or rewrite the screen; a backslash
+// is doubled, so that an escape is never ambiguous. Printable text,
+// non-ASCII included, is kept as it is.
+func termSafe(s string) string { return escapeText(s, true) }
+
+// termSafeText is termSafe for a message, whose backslashes are its own
+// (Go-quoted names in it are already escaped): they are kept.
+func termSafeText(s string) string { return escapeText(s, false) }
+
+func escapeText(s string, backslash bool) string {
+	clean := true
+	for _, r := range s {
+		if (backslash && r == '\\') || r == utf8.RuneError || !printable(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case backslash && r == '\\':
+			b.WriteString(`\\`)
+		case r == utf8.RuneError && size == 1:
+			b.WriteString(`\x`)
+			b.WriteString(hex2(s[i]))
+		case r < 0x80 && !printable(r):
+			b.WriteString(`\x`)
+			b.WriteString(hex2(byte(r)))
+		case !printable(r):
+			q := strconv.QuoteRuneToASCII(r) // '\u202e'
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+func printable(r rune) bool {
+	return unicode.IsPrint(r) && !unicode.Is(unicode.Cf, r)
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func hex2(c byte) string {
+	const digits = "0123456789abcdef"
+	return string([]byte{digits[c>>4], digits[c&0xf]})
+}
+
+// utf8Locale reports whether the locale's character set is UTF-8, as
+// setlocale(LC_CTYPE, "") would find it: LC_ALL, else LC_CTYPE, else
+// LANG; unset (the C locale) is not.
+func utf8Locale() bool {
+	for _, v := range []string{"LC_ALL", "LC_CTYPE", "LANG"} {
+		if s := os.Getenv(v); s != "" {
+			s = strings.ToLower(s)
+			return strings.Contains(s, "utf-8") || strings.Contains(s, "utf8")
+		}
+	}
+	return false
+}
 
 // palette colours words on a terminal.
 type palette struct{ on bool }
@@ -139,12 +257,7 @@ func colours(w io.Writer) palette {
 	if os.Getenv("NO_COLOR") != "" || os.Getenv("TERM") == "dumb" {
 		return palette{}
 	}
-	f, ok := w.(*os.File)
-	if !ok {
-		return palette{}
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return palette{on: err == nil}
+	return palette{on: isTerminal(w)}
 }
 
 func (p palette) paint(code, s string) string {

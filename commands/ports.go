@@ -14,20 +14,18 @@ var portsCommand = &cli.Command{
 	Name:      "ports",
 	Aliases:   []string{"ls"},
 	Usage:     "list bridge ports with their hairpin state and the pod behind each",
-	ArgsUsage: "[IFACE | POD-IP]...",
+	ArgsUsage: "[IFACE...]",
 	Description: `Lists every port of every bridge (or of --bridge BR), one row each:
 bridge, port, ifindex, STP state, operational state, hairpin mode, MAC, and
 the IPs of the pod behind the port, learnt from the veth peer's namespace or
-from the bridge's neighbour and FDB tables (empty when unknown). Ports may be
-named by interface or by the IP of the pod behind them. Works without
-privileges.
+from the bridge's neighbour and FDB tables (empty when unknown). Works
+without privileges.
 
 EXAMPLES:
    hairpinctl ports
    hairpinctl ports --bridge cni0 --hairpin off
    for i in $(hairpinctl ports -q --hairpin off); do echo "$i"; done
-   hairpinctl ports veth1 -o json
-   hairpinctl ports 10.244.0.11`,
+   hairpinctl ports veth1 -o json`,
 	Flags: []cli.Flag{
 		bridgeFlag("only ports of bridge `BR` (repeatable)"),
 		&cli.StringFlag{Name: "hairpin", Usage: "only ports whose hairpin mode is `on|off`"},
@@ -58,7 +56,7 @@ func runPorts(c *cli.Context) error {
 	}
 	names := c.Args().Slice()
 	for _, n := range names {
-		if err := netops.ValidatePortArg(n); err != nil {
+		if err := netops.ValidateIfName(n); err != nil {
 			return fmt.Errorf("ports: %w", err)
 		}
 	}
@@ -68,7 +66,7 @@ func runPorts(c *cli.Context) error {
 	}
 	defer cl.Close()
 	quiet := c.Bool("quiet")
-	ports, err := cl.ListPorts(netops.ListOptions{Bridges: brs, PodIPs: !quiet || netops.PortArgsNeedPodIPs(names)})
+	ports, err := cl.ListPorts(netops.ListOptions{Bridges: brs, PodIPs: !quiet})
 	if err != nil {
 		return fmt.Errorf("ports: %w", err)
 	}
@@ -116,7 +114,7 @@ func failuresError(c *cli.Context, fails []netops.Failure, done int) error {
 		return fmt.Errorf("%s: %w", cmd, fails[0].Err())
 	}
 	for _, f := range fails {
-		fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s\n", cmd, f.Error)
+		fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s\n", cmd, termSafeText(f.Error))
 	}
 	if done == 0 {
 		code := ExitUsage
@@ -130,10 +128,16 @@ func failuresError(c *cli.Context, fails []netops.Failure, done int) error {
 	return &exitError{code: ExitPartial, err: fmt.Errorf("%s: %d of %d items failed (the others were done)", cmd, len(fails), len(fails)+done)}
 }
 
+// printPortNames prints the names as they are for a script's loop, or
+// escaped (see termSafe) when a person reads them on a terminal.
 func printPortNames(w io.Writer, ports []netops.Port) error {
+	name := func(s string) string { return s }
+	if isTerminal(w) {
+		name = termSafe
+	}
 	var b strings.Builder
 	for _, p := range ports {
-		b.WriteString(p.Name)
+		b.WriteString(name(p.Name))
 		b.WriteByte('\n')
 	}
 	_, err := io.WriteString(w, b.String())
@@ -155,7 +159,7 @@ func printPortsTable(w io.Writer, ports []netops.Port) error {
 		if len(p.PodIPs) > 0 {
 			first = p.PodIPs[0]
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Bridge, p.Name, strconv.Itoa(p.Index), p.State, p.OperState, hp, p.MAC, first)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", termSafe(p.Bridge), termSafe(p.Name), strconv.Itoa(p.Index), p.State, p.OperState, hp, p.MAC, first)
 		for _, ip := range p.PodIPs[min(1, len(p.PodIPs)):] {
 			fmt.Fprintf(tw, "\t\t\t\t\t\t\t%s\n", ip)
 		}
