@@ -46,7 +46,7 @@ func hairpinAction(on bool) cli.ActionFunc {
 			return usageErrorf("%s: --wait-bridge needs --bridge BR, the bridge to wait for", cmd)
 		}
 		for _, n := range names {
-			if err := netops.ValidateIfName(n); err != nil {
+			if err := netops.ValidatePortArg(n); err != nil {
 				return fmt.Errorf("%s: %w", cmd, err)
 			}
 		}
@@ -64,7 +64,7 @@ func hairpinAction(on bool) cli.ActionFunc {
 				return fmt.Errorf("%s: %w", cmd, err)
 			}
 		}
-		ports, err := cl.ListPorts(netops.ListOptions{Bridges: brs})
+		ports, err := cl.ListPorts(netops.ListOptions{Bridges: brs, PodIPs: netops.PortArgsNeedPodIPs(names)})
 		if err != nil {
 			return fmt.Errorf("%s: %w", cmd, err)
 		}

@@ -14,18 +14,20 @@ var portsCommand = &cli.Command{
 	Name:      "ports",
 	Aliases:   []string{"ls"},
 	Usage:     "list bridge ports with their hairpin state and the pod behind each",
-	ArgsUsage: "[IFACE...]",
+	ArgsUsage: "[IFACE | POD-IP]...",
 	Description: `Lists every port of every bridge (or of --bridge BR), one row each:
 bridge, port, ifindex, STP state, operational state, hairpin mode, MAC, and
 the IPs of the pod behind the port, learnt from the veth peer's namespace or
-from the bridge's neighbour and FDB tables (empty when unknown). Works
-without privileges.
+from the bridge's neighbour and FDB tables (empty when unknown). Ports may be
+named by interface or by the IP of the pod behind them. Works without
+privileges.
 
 EXAMPLES:
    hairpinctl ports
    hairpinctl ports --bridge cni0 --hairpin off
    for i in $(hairpinctl ports -q --hairpin off); do echo "$i"; done
-   hairpinctl ports veth1 -o json`,
+   hairpinctl ports veth1 -o json
+   hairpinctl ports 10.244.0.11`,
 	Flags: []cli.Flag{
 		bridgeFlag("only ports of bridge `BR` (repeatable)"),
 		&cli.StringFlag{Name: "hairpin", Usage: "only ports whose hairpin mode is `on|off`"},
@@ -56,7 +58,7 @@ func runPorts(c *cli.Context) error {
 	}
 	names := c.Args().Slice()
 	for _, n := range names {
-		if err := netops.ValidateIfName(n); err != nil {
+		if err := netops.ValidatePortArg(n); err != nil {
 			return fmt.Errorf("ports: %w", err)
 		}
 	}
@@ -66,7 +68,7 @@ func runPorts(c *cli.Context) error {
 	}
 	defer cl.Close()
 	quiet := c.Bool("quiet")
-	ports, err := cl.ListPorts(netops.ListOptions{Bridges: brs, PodIPs: !quiet})
+	ports, err := cl.ListPorts(netops.ListOptions{Bridges: brs, PodIPs: !quiet || netops.PortArgsNeedPodIPs(names)})
 	if err != nil {
 		return fmt.Errorf("ports: %w", err)
 	}
