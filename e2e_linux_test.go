@@ -157,6 +157,36 @@ func TestE2EPortsByPodIP(t *testing.T) {
 	oneLineErr(t, r, "10.244.9.9: no bridge port has a pod with this IP in netns "+l.Node)
 }
 
+// Names and --bridge add up: veth1 is on cni0, --bridge names another.
+func TestE2EEnableNamesAndBridge(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 2, Restore: "none"})
+	h := l.Handle()
+	br2 := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br2"}}
+	if err := h.LinkAdd(br2); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vethb2", MasterIndex: br2.Attrs().Index}, PeerName: "vethb2p"}); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, "enable", "--bridge", "br2", "veth1", "--bridge", "br2", "--netns", l.Node, "-o", "json")
+	var res struct{ Changed []string }
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 0 {
+		t.Fatalf("enable --bridge br2 veth1: %v %+v", err, r)
+	}
+	if !slices.Equal(res.Changed, []string{"veth1", "vethb2"}) || !hairpinOf(t, l, "veth1") || !hairpinOf(t, l, "vethb2") {
+		t.Errorf("enable --bridge br2 veth1 changed %v, want veth1 and vethb2", res.Changed)
+	}
+	if hairpinOf(t, l, "veth2") {
+		t.Error("veth2, on no bridge named, was set")
+	}
+	// A --bridge that does not exist is still an error beside names.
+	r = run(t, "enable", "--bridge", "nobr0", "veth2", "--netns", l.Node)
+	if r.code != 2 {
+		t.Errorf("enable --bridge nobr0 veth2: exit %d, want 2", r.code)
+	}
+	oneLineErr(t, r, "bridge nobr0 not found")
+}
+
 func TestE2EEnableDisableBulk(t *testing.T) {
 	l := newLab(t, lab.Options{Pods: 3, Restore: "none"})
 
@@ -233,6 +263,7 @@ func TestE2EBadInput(t *testing.T) {
 		{"missing netns path", nil, []string{"enable", "--all", "--netns", "/proc/999999999/ns/net"}, 2, "does not exist"},
 		{"nothing selected", nil, []string{"enable", "--netns", ns}, 2, "name the interfaces, or use --bridge BR or --all"},
 		{"names and --all", nil, []string{"enable", "veth1", "--all", "--netns", ns}, 2, "not both"},
+		{"--bridge and --all", nil, []string{"enable", "--all", "--bridge", "cni0", "--netns", ns}, 2, "not both"},
 		{"bad output", nil, []string{"ports", "-o", "yaml", "--netns", ns}, 2, `unknown output format "yaml"`},
 		{"bad hairpin filter", nil, []string{"ports", "--hairpin", "maybe"}, 2, "use on or off"},
 		{"bad flag", nil, []string{"enable", "--bogus"}, 2, "enable: unknown flag --bogus (see: hairpinctl enable --help)"},

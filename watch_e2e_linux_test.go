@@ -265,6 +265,20 @@ func TestE2EWatchText(t *testing.T) {
 	}
 }
 
+// A bridge named twice is watched, and said, once.
+func TestE2EWatchBridgeOnce(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 1, Restore: "none", Hairpin: true})
+	ready := filepath.Join(t.TempDir(), "ready")
+	p := startBin(t, nil, nil, bin, "watch", "--bridge", "cni0", "--bridge", "cni0,cni0", "--netns", l.Node, "--ready-file", ready)
+	waitFile(t, p, ready)
+	if code := p.stop(t, syscall.SIGTERM); code != 0 {
+		t.Errorf("exit %d after SIGTERM", code)
+	}
+	if want := "watching bridge cni0 in netns " + l.Node + ": 1 port\n"; !strings.Contains(p.stdout.String(), want) {
+		t.Errorf("output:\n%s\nwant a line %q", p.stdout.String(), want)
+	}
+}
+
 // SIGHUP (an SSH session dropping) stops watch as SIGTERM does: exit 0,
 // the ready file removed, the "stopped" line printed.
 func TestE2EWatchSIGHUP(t *testing.T) {

@@ -8,9 +8,9 @@ var enableCommand = &cli.Command{
 	ArgsUsage: "[IFACE | POD-IP]...",
 	Description: `Turns hairpin mode on for the named ports (by interface name, or by the IP
 of the pod behind the port, as ports prints it), every port of --bridge BR,
-or every port of every bridge with --all. Ports already on are reported
-unchanged and not written. A port that fails (deleted mid-way) is reported
-and the rest are still set: exit 3.
+or every port of every bridge with --all (alone). Names and --bridge add up.
+Ports already on are reported unchanged and not written. A port that fails
+(deleted mid-way) is reported and the rest are still set: exit 3.
 
 EXAMPLES:
    hairpinctl enable veth1

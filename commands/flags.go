@@ -92,15 +92,17 @@ func openClient(c *cli.Context) (*netops.Client, error) {
 	return cl, nil
 }
 
-// bridges returns --bridge values, validated.
+// bridges returns --bridge values, validated, each once.
 func bridges(c *cli.Context) ([]string, error) {
 	var out []string
+	seen := map[string]bool{}
 	for _, b := range c.StringSlice("bridge") {
 		// Accept --bridge a,b as well as repeated flags.
 		for _, s := range strings.Split(b, ",") {
-			if s == "" {
+			if s == "" || seen[s] {
 				continue
 			}
+			seen[s] = true
 			if err := netops.ValidateIfName(s); err != nil {
 				return nil, fmt.Errorf("%s: --bridge: %w", c.Command.Name, err)
 			}

@@ -3,6 +3,7 @@ package commands
 import (
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/urfave/cli/v2"
@@ -11,7 +12,7 @@ import (
 // hairpinFlags are enable's and disable's flags.
 func hairpinFlags() []cli.Flag {
 	return []cli.Flag{
-		bridgeFlag("every port of bridge `BR` (repeatable)"),
+		bridgeFlag("every port of bridge `BR`, besides any named (repeatable)"),
 		&cli.BoolFlag{Name: "all", Usage: "every port of every bridge"},
 		&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "report what would change, write nothing"},
 		&cli.DurationFlag{Name: "wait-bridge", Usage: "wait up to `DURATION` for the --bridge bridges to exist (at boot cni0 appears with the first pod)"},
@@ -38,8 +39,9 @@ func hairpinAction(on bool) cli.ActionFunc {
 		switch {
 		case len(names) == 0 && len(brs) == 0 && !all:
 			return usageErrorf("%s: name the interfaces, or use --bridge BR or --all (see: hairpinctl %s --help)", cmd, cmd)
-		case len(names) > 0 && all:
-			return usageErrorf("%s: give interface names or --all, not both", cmd)
+		case all && (len(names) > 0 || len(brs) > 0):
+			// As watch: --all is every port of every bridge already.
+			return usageErrorf("%s: give interface names and --bridge, or --all, not both", cmd)
 		case wait < 0:
 			return usageErrorf("%s: --wait-bridge %s is negative", cmd, wait)
 		case wait > 0 && len(brs) == 0:
@@ -64,13 +66,25 @@ func hairpinAction(on bool) cli.ActionFunc {
 				return fmt.Errorf("%s: %w", cmd, err)
 			}
 		}
-		ports, err := cl.ListPorts(netops.ListOptions{Bridges: brs, PodIPs: netops.PortArgsNeedPodIPs(names)})
+		// Names and --bridge add up: a name is looked for on every bridge.
+		listed := brs
+		if len(names) > 0 {
+			listed = nil
+			for _, b := range brs {
+				if _, err := cl.Bridge(b); err != nil {
+					return fmt.Errorf("%s: %w", cmd, err)
+				}
+			}
+		}
+		ports, err := cl.ListPorts(netops.ListOptions{Bridges: listed, PodIPs: netops.PortArgsNeedPodIPs(names)})
 		if err != nil {
 			return fmt.Errorf("%s: %w", cmd, err)
 		}
 		var fails []netops.Failure
 		if len(names) > 0 {
-			ports, fails = cl.SelectPorts(ports, names)
+			var sel []netops.Port
+			sel, fails = cl.SelectPorts(ports, names)
+			ports = addBridgePorts(sel, ports, brs)
 		} else if len(ports) == 0 {
 			where := "any bridge in netns " + cl.NetnsLabel()
 			if len(brs) > 0 {
@@ -96,6 +110,22 @@ func hairpinAction(on bool) cli.ActionFunc {
 		}
 		return failuresError(c, res.Failed, len(res.Changed)+len(res.Unchanged))
 	}
+}
+
+// addBridgePorts appends to sel every port of ports on one of brs that
+// sel does not hold yet.
+func addBridgePorts(sel, ports []netops.Port, brs []string) []netops.Port {
+	have := make(map[string]bool, len(sel))
+	for _, p := range sel {
+		have[p.Name] = true
+	}
+	for _, p := range ports {
+		if !have[p.Name] && slices.Contains(brs, p.Bridge) {
+			have[p.Name] = true
+			sel = append(sel, p)
+		}
+	}
+	return sel
 }
 
 func printSetResult(w io.Writer, r *netops.SetResult, on bool) error {
