@@ -306,6 +306,7 @@ func TestE2EWatchBadInput(t *testing.T) {
 		{"both", nil, []string{"watch", "--all", "--bridge", "cni0", "--netns", ns}, 2, "not both"},
 		{"arguments", nil, []string{"watch", "veth1", "--bridge", "cni0"}, 2, "takes no arguments"},
 		{"negative resync", nil, []string{"watch", "--all", "--resync", "-1s"}, 2, "--resync -1s is negative"},
+		{"resync below the floor", nil, []string{"watch", "--all", "--resync", "1ms"}, 2, "--resync 1ms is below the floor of 1s"},
 		{"not a bridge", nil, []string{"watch", "--bridge", "veth1", "--netns", ns}, 2, "veth1 is a veth device, not a bridge"},
 		{"bad output", nil, []string{"watch", "--all", "-o", "yaml"}, 2, `unknown output format "yaml"`},
 		{"no CAP_NET_ADMIN", nobody, []string{"watch", "--all"}, 1, "watch needs CAP_NET_ADMIN: run as root"},

@@ -40,12 +40,15 @@ EXAMPLES:
 		bridgeFlag("keep hairpin on for the ports of bridge `BR` (repeatable)"),
 		&cli.BoolFlag{Name: "all", Usage: "keep hairpin on for the ports of every bridge"},
 		&cli.StringFlag{Name: "ready-file", Usage: "write `PATH` once watching (for a readiness probe); removed on exit"},
-		&cli.DurationFlag{Name: "resync", Value: 5 * time.Minute, Usage: "also re-list every port every `DURATION` as a safety net; 0 never"},
+		&cli.DurationFlag{Name: "resync", Value: 5 * time.Minute, Usage: "also re-list every port every `DURATION` (1s or more) as a safety net; 0 never"},
 		outputFlag(),
 		netnsFlag(),
 	},
 	Action: runWatch,
 }
+
+// minResync is the shortest --resync taken.
+const minResync = time.Second
 
 // watchStopped is the kind of the line watch prints when a signal stops it.
 const watchStopped = "stopped"
@@ -70,6 +73,10 @@ func runWatch(c *cli.Context) error {
 		return usageErrorf("watch: give --bridge or --all, not both")
 	case resync < 0:
 		return usageErrorf("watch: --resync %s is negative", resync)
+	case resync > 0 && resync < minResync:
+		// Each resync re-lists every port of every bridge: at 1ms that
+		// is a busy loop, not a safety net.
+		return usageErrorf("watch: --resync %s is below the floor of %s: use %s or more, or 0 for never", resync, minResync, minResync)
 	}
 	if !netops.HasNetAdmin() {
 		return netops.Errorf(netops.ErrPermission, "watch needs CAP_NET_ADMIN: run as root")
