@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,6 +38,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build hairpinctl: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	kubelab.CloseAllOnSignal()
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -297,4 +299,84 @@ func known(mode, check string) bool {
 		}
 	}
 	return false
+}
+
+// A lab stood up by hand (make kube-lab) is torn down whole when its SSH
+// session drops (SIGHUP): no namespace, no component, no directory left.
+func TestLabTornDownOnSIGHUP(t *testing.T) {
+	kl := filepath.Join(t.TempDir(), "kubelab")
+	if out, err := exec.Command("go", "build", "-o", kl, "./cmd/kubelab").CombinedOutput(); err != nil {
+		t.Fatalf("build kubelab: %v\n%s", err, out)
+	}
+	cmd := exec.Command(kl, "up", "--mode", kubelab.NFTables)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	up := make(chan string, 1)
+	go func() {
+		var all strings.Builder
+		buf := make([]byte, 4096)
+		for {
+			n, err := stdout.Read(buf)
+			all.Write(buf[:n])
+			if strings.Contains(all.String(), "tears it down") {
+				up <- all.String()
+				return
+			}
+			if err != nil {
+				up <- ""
+				return
+			}
+		}
+	}()
+	var banner string
+	select {
+	case banner = <-up:
+	case <-time.After(3 * time.Minute):
+		_ = cmd.Process.Signal(syscall.SIGTERM) // it tears itself down
+		_ = cmd.Wait()
+		t.Fatalf("the lab never came up:\n%s", stderr.String())
+	}
+	if banner == "" {
+		_ = cmd.Wait()
+		t.Fatalf("kubelab up ended early:\n%s", stderr.String())
+	}
+	var node, dir string
+	for _, f := range strings.Fields(banner) {
+		if strings.HasPrefix(f, "klnode-") && node == "" {
+			node = f
+		}
+		if strings.HasPrefix(f, os.TempDir()+"/kubelab-") {
+			dir = f
+		}
+	}
+	id := strings.TrimPrefix(node, "klnode-")
+	if id == "" || dir == "" {
+		t.Fatalf("no node namespace or directory in the banner:\n%s", banner)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 129 {
+		t.Errorf("exit after SIGHUP: %v, want 129\n%s", err, stderr.String())
+	}
+	ents, _ := os.ReadDir("/run/netns")
+	for _, e := range ents {
+		if strings.Contains(e.Name(), id) {
+			t.Errorf("namespace %s left behind", e.Name())
+		}
+	}
+	if out, _ := exec.Command("pgrep", "-af", dir).Output(); len(out) > 0 {
+		t.Errorf("components left running:\n%s", out)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("lab directory %s left behind", dir)
+	}
 }

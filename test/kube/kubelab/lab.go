@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -146,6 +147,20 @@ func Binary(component, version string, log func(string, ...any)) (string, error)
 	return strings.TrimSpace(string(out)), nil
 }
 
+// Cached returns the path of a component already in the cache, without
+// building it.
+func Cached(component, version string) (string, bool) {
+	cache := os.Getenv("KUBE_LAB_CACHE")
+	if cache == "" {
+		cache = "/var/cache/hairpinctl-kube-lab"
+	}
+	p := filepath.Join(cache, version, component)
+	if _, err := os.Stat(p); err != nil {
+		return "", false
+	}
+	return p, true
+}
+
 type logWriter struct{ log func(string, ...any) }
 
 func (w logWriter) Write(b []byte) (int, error) {
@@ -153,6 +168,34 @@ func (w logWriter) Write(b []byte) (int, error) {
 		w.log("%s", l)
 	}
 	return len(b), nil
+}
+
+// live are the labs not yet closed, for CloseAllOnSignal.
+var (
+	liveMu sync.Mutex
+	live   = map[*Lab]bool{}
+)
+
+// CloseAllOnSignal closes every open lab and exits with 128+signal on
+// SIGINT, SIGTERM or SIGHUP (an SSH session dropping), so that an
+// interrupted test or lab leaves no namespace or process behind.
+func CloseAllOnSignal() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		sig := <-ch
+		liveMu.Lock()
+		labs := make([]*Lab, 0, len(live))
+		for l := range live {
+			labs = append(labs, l)
+		}
+		liveMu.Unlock()
+		for _, l := range labs {
+			_ = l.Close()
+		}
+		fmt.Fprintf(os.Stderr, "kubelab: %v: %d lab(s) torn down\n", sig, len(labs))
+		os.Exit(128 + int(sig.(syscall.Signal)))
+	}()
 }
 
 // Start builds (or finds) the binaries and stands the lab up. On failure it
@@ -173,6 +216,9 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 	}
 	l = &Lab{Dir: dir, opts: o, id: id, NodeName: "kubelab-node", binPath: map[string]string{},
 		ControlPlane: "klcp-" + id, Node: "klnode-" + id}
+	liveMu.Lock()
+	live[l] = true
+	liveMu.Unlock()
 	defer func() {
 		if err != nil {
 			l.failed = true
@@ -510,6 +556,9 @@ func (l *Lab) Close() error {
 	l.closed = true
 	procs := l.procs
 	l.mu.Unlock()
+	liveMu.Lock()
+	delete(live, l)
+	liveMu.Unlock()
 	var errs []error
 	for i := len(procs) - 1; i >= 0; i-- {
 		p := procs[i]

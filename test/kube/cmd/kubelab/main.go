@@ -8,10 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/test/kube/kubelab"
@@ -40,8 +38,9 @@ func main() {
 	out := fs.String("out", "testdata", "goldens: the directory to write RELEASE/MODE/ into")
 	hairpin := fs.Bool("hairpin", false, "up: make pods with the bridge plugin's hairpinMode on")
 	_ = fs.Parse(os.Args[2:])
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
+	// A signal tears every lab down and exits, whatever step is running.
+	kubelab.CloseAllOnSignal()
+	ctx := context.Background()
 	var err error
 	switch os.Args[1] {
 	case "up":
@@ -86,7 +85,11 @@ func up(ctx context.Context, release, mode string, hairpin bool) error {
 		return err
 	}
 	defer l.Close()
-	kubectl, _ := kubelab.Binary("kubectl", kubelab.Newest, logf)
+	// kubectl is a convenience: use it when built, never wait for it.
+	kubectl, ok := kubelab.Cached("kubectl", kubelab.Newest)
+	if !ok {
+		kubectl = "kubectl (build it: test/kube/build.sh kubectl " + kubelab.Newest + ")"
+	}
 	fmt.Printf(`The lab is up. Reach it with:
   a shell on the node:   ip netns exec %[1]s bash
   hairpinctl:            hairpinctl --netns %[1]s ports   (or doctor, services, ...)
@@ -97,8 +100,7 @@ func up(ctx context.Context, release, mode string, hairpin bool) error {
 		fmt.Printf("%s/%s %s on %s (netns %s)  ", p.Namespace, p.Name, p.IP, p.HostVeth, p.Netns)
 	}
 	fmt.Println("\nCtrl-C (or SIGTERM, SIGHUP) tears it down.")
-	<-ctx.Done()
-	return nil
+	select {}
 }
 
 func goldens(ctx context.Context, out string, releases, modes []string) error {
