@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
 	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
@@ -191,20 +190,29 @@ func (p *ctProc) wait(t *testing.T, timeout time.Duration) []string {
 	return p.seen
 }
 
-var summaryRE = regexp.MustCompile(`^hairpinctl: conntrack: (\d+) flows shown, (\d+) overflows \((\d+) events lost\)$`)
+var summaryRE = regexp.MustCompile(`^hairpinctl: conntrack: (\d+) flows? in (\d+) lines?, (\d+) overflows \((\d+) events lost\)$`)
 
 // summary checks that the last stderr line is the one-line summary and
-// returns its numbers.
-func summary(t *testing.T, stderr string) (flows, overflows, lost int) {
+// returns its numbers: lines printed (entries and events), overflows,
+// events lost.
+func summary(t *testing.T, stderr string) (lines, overflows, lost int) {
 	t.Helper()
-	lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
-	m := summaryRE.FindStringSubmatch(lines[len(lines)-1])
+	_, lines, overflows, lost = summaryAll(t, stderr)
+	return
+}
+
+// summaryAll is summary with the number of flows (connections) first.
+func summaryAll(t *testing.T, stderr string) (flows, lines, overflows, lost int) {
+	t.Helper()
+	ls := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+	m := summaryRE.FindStringSubmatch(ls[len(ls)-1])
 	if m == nil {
 		t.Fatalf("stderr does not end with the summary: %q", stderr)
 	}
 	flows, _ = strconv.Atoi(m[1])
-	overflows, _ = strconv.Atoi(m[2])
-	lost, _ = strconv.Atoi(m[3])
+	lines, _ = strconv.Atoi(m[2])
+	overflows, _ = strconv.Atoi(m[3])
+	lost, _ = strconv.Atoi(m[4])
 	return
 }
 
@@ -256,40 +264,66 @@ func TestE2EConntrackDump(t *testing.T) {
 	otherPort := ctHold(t, l, other)
 	selfPort := ctHold(t, l, self)
 
-	r := run(t, "conntrack", "10.96.0.10", "--no-follow", "--netns", l.Node)
+	// Under the C locale, as cron and many units run: plain ASCII.
+	r := runCmd(t, nil, []string{"LC_ALL=C"}, "conntrack", "10.96.0.10", "--no-follow", "--netns", l.Node)
 	if r.code != 0 {
 		t.Fatalf("table: %+v", r)
 	}
 	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
-	if len(lines) != 3 || !strings.HasPrefix(lines[0], "TIME     EVENT    PROTO STATE") {
+	if len(lines) != 3 || lines[0] != "EVENT    SERVICE  STATE       CLIENT            ENDPOINT    SNAT       FLAGS" {
 		t.Fatalf("table:\n%s", r.stdout)
 	}
-	if f, _, _ := summary(t, r.stderr); f != 2 {
-		t.Errorf("summary says %d flows, want 2", f)
+	if f, n, _, _ := summaryAll(t, r.stderr); f != 2 || n != 2 {
+		t.Errorf("summary says %d flows in %d lines, want 2 in 2", f, n)
 	}
 	for _, ln := range lines {
-		if n := utf8.RuneCountInString(ln); n > 80 {
+		if n := len(ln); n > 80 {
 			t.Errorf("%d columns, over 80: %q", n, ln)
 		}
+		for _, c := range []byte(ln) {
+			if c >= 0x80 {
+				t.Errorf("not ASCII under LC_ALL=C: %q", ln)
+				break
+			}
+		}
 	}
+	// The node's address on cni0: what a masqueraded pod appears as.
+	gw := ""
 	for _, ln := range lines[1:] {
-		// TIME EVENT PROTO STATE CLIENT → ENDPOINT [FLAGS]
+		// EVENT SERVICE STATE CLIENT ENDPOINT SNAT [FLAGS]
 		fields := strings.Fields(ln)
-		if len(fields) < 7 || fields[1] != "existing" || fields[2] != "tcp" || fields[5] != "→" || fields[6] != self.IP.String()+":8080" {
+		if len(fields) < 6 || fields[0] != "existing" || fields[1] != "80/tcp" || fields[4] != self.IP.String() {
 			t.Errorf("row %q", ln)
 			continue
 		}
-		switch fields[4] {
+		switch fields[3] {
 		case fmt.Sprintf("%s:%d", other.IP, otherPort):
-			if strings.Contains(ln, "HAIRPIN") || strings.Contains(ln, "SNAT") {
-				t.Errorf("other pod's flow marked: %q", ln)
+			if len(fields) != 6 || fields[5] != "-" {
+				t.Errorf("other pod's flow masqueraded or marked: %q", ln)
 			}
 		case fmt.Sprintf("%s:%d", self.IP, selfPort):
-			if !strings.HasSuffix(ln, " HAIRPIN") || strings.Contains(ln, "NO-SNAT") {
-				t.Errorf("self flow not marked HAIRPIN (masqueraded): %q", ln)
+			if len(fields) != 7 || fields[6] != "HAIRPIN" || fields[5] == "-" || fields[5] == "missing" {
+				t.Errorf("self flow not marked HAIRPIN with its SNAT address: %q", ln)
 			}
+			gw = fields[5]
 		default:
 			t.Errorf("row from an unknown client: %q", ln)
+		}
+	}
+
+	// -o wide adds the time and the endpoint's port.
+	r = run(t, "conntrack", "10.96.0.10", "--no-follow", "-o", "wide", "--netns", l.Node)
+	lines = strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
+	if r.code != 0 || len(lines) != 3 || !strings.HasPrefix(lines[0], "TIME     EVENT    SERVICE  STATE") {
+		t.Fatalf("-o wide: %+v", r)
+	}
+	for _, ln := range lines[1:] {
+		fields := strings.Fields(ln)
+		if len(fields) < 7 || len(fields[0]) != 8 || fields[5] != self.IP.String()+":8080" {
+			t.Errorf("wide row %q", ln)
+		}
+		if strings.HasPrefix(fields[4], self.IP.String()+":") && (fields[6] != gw || fields[7] != "HAIRPIN") {
+			t.Errorf("wide self row %q, want SNAT %s", ln, gw)
 		}
 	}
 
@@ -378,9 +412,14 @@ func TestE2EConntrackFollow(t *testing.T) {
 	if p.code != 0 {
 		t.Errorf("exit %d after Ctrl-C; stderr %q", p.code, p.stderr.String())
 	}
-	flows, overflows, _ := summary(t, p.stderr.String())
-	if flows != len(out) || overflows != 0 {
-		t.Errorf("summary %d flows %d overflows; printed %d lines", flows, overflows, len(out))
+	// A flow is a connection, however many events it had.
+	conns := map[ctTuple]bool{}
+	for _, ln := range out {
+		conns[*parseCT(t, ln).Orig] = true
+	}
+	flows, lines, overflows, _ := summaryAll(t, p.stderr.String())
+	if flows != len(conns) || lines != len(out) || overflows != 0 || flows >= lines {
+		t.Errorf("summary %d flows in %d lines, %d overflows; printed %d lines of %d connections", flows, lines, overflows, len(out), len(conns))
 	}
 	if strings.Count(p.stderr.String(), "\n") != 1 {
 		t.Errorf("stderr is not one line: %q", p.stderr.String())
@@ -397,7 +436,7 @@ func TestE2EConntrackBounds(t *testing.T) {
 	if d := time.Since(start); r.code != 0 || d < 700*time.Millisecond || d > 3*time.Second {
 		t.Errorf("--timeout 700ms: exit %d after %v (%+v)", r.code, d, r)
 	}
-	if f, _, _ := summary(t, r.stderr); f != 0 || r.stdout != "TIME     EVENT    PROTO STATE       CLIENT → ENDPOINT                    FLAGS\n" {
+	if f, _, _ := summary(t, r.stderr); f != 0 || r.stdout != "EVENT    SERVICE  STATE       CLIENT            ENDPOINT    SNAT       FLAGS\n" {
 		t.Errorf("--timeout with nothing to show: %+v", r)
 	}
 

@@ -19,20 +19,23 @@ var conntrackCommand = &cli.Command{
 	ArgsUsage: "SERVICE-IP",
 	Description: `Lists the conntrack entries whose original destination is SERVICE-IP, then
 follows the NEW, UPDATE and DESTROY events for it until Ctrl-C, --count
-events or --timeout. A line per flow: time, event, protocol, state, the
-original tuple (client → Service), the endpoint it was DNATed to, SNAT when
-the client was masqueraded, and HAIRPIN when the endpoint is the client
-itself (reply source = original source): the traffic that breaks when the
-port's hairpin mode is off. -o json prints JSON Lines.
+events or --timeout. A line per entry or event: the event, the Service port
+and protocol, the state, the client, the endpoint it was DNATed to, the
+address it was masqueraded to (SNAT; "missing" on a hairpin flow that was
+not), and HAIRPIN when the endpoint is the client itself (reply source =
+original source): the traffic that breaks when the port's hairpin mode is
+off. -o wide adds the time and the endpoint's port; -o json prints JSON
+Lines.
 
 If events come faster than they are read, the kernel drops some: each
 overflow is reported on stderr (and as an "overflow" line with -o json),
 then the table is dumped again to resynchronise. At the end stderr gets a
-summary: flows shown, overflows, events lost. Needs CAP_NET_ADMIN.
+summary: flows (connections) seen, lines printed, overflows, events lost.
+Needs CAP_NET_ADMIN.
 
 EXAMPLES:
    hairpinctl conntrack 10.96.0.10
-   hairpinctl conntrack 10.96.0.10 --port 80 --proto tcp --no-dump
+   hairpinctl conntrack 10.96.0.10 --port 80 --proto tcp --no-dump -o wide
    hairpinctl conntrack 10.96.0.10 --no-follow -o json | jq 'select(.hairpin)'
    hairpinctl conntrack 10.96.0.10 --count 20 --timeout 30s -o json`,
 	Flags: []cli.Flag{
@@ -43,16 +46,19 @@ EXAMPLES:
 		&cli.IntFlag{Name: "count", Aliases: []string{"c"}, Usage: "exit after `N` events (flows listed from the table do not count)", DefaultText: "no limit"},
 		&cli.DurationFlag{Name: "timeout", Usage: "exit after `DURATION`", DefaultText: "no limit"},
 		&cli.IntFlag{Name: "rcvbuf", Hidden: true, Usage: "event socket receive buffer in `BYTES`"},
-		outputFlag(),
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "output `FORMAT`: table, wide (adds the time and the endpoint's port) or json"},
 		netnsFlag(),
 	},
 	Action: runConntrack,
 }
 
 func runConntrack(c *cli.Context) error {
-	format, err := outputFormat(c)
-	if err != nil {
-		return err
+	format := "wide"
+	if lineageString(c, "output") != "wide" {
+		var err error
+		if format, err = outputFormat(c); err != nil {
+			return err
+		}
 	}
 	o, count, err := conntrackOptions(c)
 	if err != nil {
@@ -76,11 +82,20 @@ func runConntrack(c *cli.Context) error {
 	}
 
 	p := newFlowPrinter(c.App.Writer, format)
+	// A connection shows up once listed and again with each event: the
+	// summary counts connections by their original tuple.
+	type flowKey struct {
+		proto    string
+		src, dst netip.Addr
+		sp, dp   uint16
+	}
+	flows := map[flowKey]struct{}{}
 	events := 0
 	o.Flow = func(f netops.ConntrackFlow) error {
 		if err := p.flow(f); err != nil {
 			return err
 		}
+		flows[flowKey{f.Proto, f.Orig.Src, f.Orig.Dst, f.Orig.SPort, f.Orig.DPort}] = struct{}{}
 		if f.Event != netops.ConntrackExisting {
 			events++
 			if count > 0 && events >= count {
@@ -114,7 +129,8 @@ func runConntrack(c *cli.Context) error {
 	if st.Cut {
 		cut = "; stopped with events still queued"
 	}
-	fmt.Fprintf(c.App.ErrWriter, "hairpinctl: conntrack: %d flows shown, %d overflows (%d events lost)%s\n", st.Flows, st.Overflows, st.Lost, cut)
+	fmt.Fprintf(c.App.ErrWriter, "hairpinctl: conntrack: %s in %s, %d overflows (%d events lost)%s\n",
+		plural(len(flows), "flow"), plural(st.Flows, "line"), st.Overflows, st.Lost, cut)
 	if err != nil {
 		return fmt.Errorf("conntrack: %w", err)
 	}
@@ -165,21 +181,26 @@ func conntrackOptions(c *cli.Context) (netops.ConntrackOptions, int, error) {
 // whenever the event socket is drained, so a burst costs a few writes and
 // a quiet stream still shows each event at once.
 type flowPrinter struct {
-	w    *bufio.Writer
-	json bool
-	pal  palette
-	line []byte
+	w      *bufio.Writer
+	json   bool
+	layout *ctLayout
+	pal    palette
+	line   []byte
 }
 
 func newFlowPrinter(w io.Writer, format string) *flowPrinter {
-	return &flowPrinter{w: bufio.NewWriterSize(w, 64<<10), json: format == "json", pal: colours(w)}
+	layout := &ctNarrow
+	if format == "wide" {
+		layout = &ctWide
+	}
+	return &flowPrinter{w: bufio.NewWriterSize(w, 64<<10), json: format == "json", layout: layout, pal: colours(w)}
 }
 
 func (p *flowPrinter) header() error {
 	if p.json {
 		return nil
 	}
-	p.line = appendFlowHeader(p.line[:0])
+	p.line = p.layout.header(p.line[:0])
 	_, err := p.w.Write(p.line)
 	return err
 }
@@ -188,7 +209,7 @@ func (p *flowPrinter) flow(f netops.ConntrackFlow) error {
 	if p.json {
 		p.line = appendFlowJSON(p.line[:0], &f)
 	} else {
-		p.line = appendFlowRow(p.line[:0], &f, p.pal)
+		p.line = p.layout.row(p.line[:0], &f, p.pal)
 	}
 	_, err := p.w.Write(p.line)
 	return err

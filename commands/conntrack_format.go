@@ -9,33 +9,49 @@ import (
 	"github.com/hairpinctl/hairpinctl/netops"
 )
 
-// A stream cannot be measured before it is printed (tabwriter buffers
-// until Flush), so conntrack rows use fixed columns sized for IPv4 pod
-// traffic to fit 80 columns; a longer field pushes the rest of its row
-// right. The Service IP is the command's argument, so a row shows the
-// client and the endpoint it was DNATed to (the reply's source).
-const (
-	ctColEvent = 9               // after TIME (8)
-	ctColProto = ctColEvent + 9  // after EVENT (existing)
-	ctColState = ctColProto + 6  // after PROTO
-	ctColFlow  = ctColState + 12 // after STATE (ESTABLISHED)
-	ctColFlags = ctColFlow + 37  // after 10.244.0.12:45678 → 10.244.0.11:8080
-	ctArrow    = " → "
-	// ctArrowExtra is how many more bytes than columns the arrow takes.
-	ctArrowExtra = len(ctArrow) - 3
+// A stream cannot be measured before it is printed, so conntrack rows use
+// fixed columns sized for IPv4 pod traffic; a longer field pushes the rest
+// of its row right. The Service IP is the command's argument, so a row
+// shows the Service port, the client, the endpoint it was DNATed to (the
+// reply's source) and the address it was masqueraded to (the reply's
+// destination). The default fits 80 columns by leaving out the time and
+// the endpoint's port (the Service's target port); -o wide shows them.
+type ctLayout struct {
+	wide bool
+	// cols are the start columns of EVENT, SERVICE, STATE, CLIENT,
+	// ENDPOINT, SNAT and FLAGS.
+	cols [7]int
+}
+
+var (
+	// EVENT (existing) SERVICE (8080/tcp) STATE (ESTABLISHED) CLIENT
+	// (10.244.0.12:45678) ENDPOINT (10.244.0.11) SNAT (10.244.0.1) FLAGS.
+	ctNarrow = ctLayout{cols: [7]int{0, 9, 18, 30, 48, 60, 71}}
+	// TIME first, and ENDPOINT with its port (10.244.0.11:8080).
+	ctWide = ctLayout{wide: true, cols: [7]int{9, 18, 27, 39, 57, 74, 85}}
 )
 
-// ctRow builds one fixed-column line; cols counts display columns, which
-// differ from bytes only by the arrow.
+// ctRow builds one fixed-column line of ASCII text; extra counts the
+// bytes of colour escapes, which take no columns.
 type ctRow struct {
 	b     []byte
 	start int
 	extra int
 }
 
+// painted appends s coloured by paint, counting the colour as no width.
+func (r *ctRow) painted(paint func(string) string, s string) {
+	c := paint(s)
+	r.b = append(r.b, c...)
+	r.extra += len(c) - len(s)
+}
+
 // to pads the row to column col, or adds one space when it is already past.
 func (r *ctRow) to(col int) {
 	at := len(r.b) - r.start - r.extra
+	if col == 0 {
+		return
+	}
 	if at >= col {
 		r.b = append(r.b, ' ')
 		return
@@ -45,65 +61,79 @@ func (r *ctRow) to(col int) {
 	}
 }
 
-func appendFlowHeader(b []byte) []byte {
+func (l *ctLayout) header(b []byte) []byte {
 	r := ctRow{b: b, start: len(b)}
-	r.b = append(r.b, "TIME"...)
-	r.to(ctColEvent)
-	r.b = append(r.b, "EVENT"...)
-	r.to(ctColProto)
-	r.b = append(r.b, "PROTO"...)
-	r.to(ctColState)
-	r.b = append(r.b, "STATE"...)
-	r.to(ctColFlow)
-	r.b = append(r.b, "CLIENT"...)
-	r.b = append(r.b, ctArrow...)
-	r.extra += ctArrowExtra
-	r.b = append(r.b, "ENDPOINT"...)
-	r.to(ctColFlags)
-	r.b = append(r.b, "FLAGS\n"...)
-	return r.b
+	if l.wide {
+		r.b = append(r.b, "TIME"...)
+	}
+	for i, h := range []string{"EVENT", "SERVICE", "STATE", "CLIENT", "ENDPOINT", "SNAT", "FLAGS"} {
+		r.to(l.cols[i])
+		r.b = append(r.b, h...)
+	}
+	return append(r.b, '\n')
 }
 
-// appendFlowRow appends a table line: CLIENT → ENDPOINT is the original
-// source and where the Service IP was DNATed to (the Service IP itself
-// when it was not); EVENT says "resync" for a flow re-listed after an
-// overflow. FLAGS: HAIRPIN for a pod reaching itself (masqueraded, as it
-// must be), HAIRPIN NO-SNAT when that masquerade is missing (the reply
-// will not come back through the node), SNAT for other masqueraded flows.
-func appendFlowRow(b []byte, f *netops.ConntrackFlow, pal palette) []byte {
+// row appends a table line. SERVICE is the Service port and protocol the
+// client asked for; CLIENT the original source; ENDPOINT where the Service
+// IP was DNATed to (the Service IP itself when it was not); SNAT the
+// address the client was masqueraded to, "-" when it was not, and
+// "missing" on a hairpin flow that was not, whose reply will not come back
+// through the node. EVENT says "resync" for a flow re-listed after an
+// overflow. FLAGS: HAIRPIN for a pod reaching itself.
+func (l *ctLayout) row(b []byte, f *netops.ConntrackFlow, pal palette) []byte {
 	r := ctRow{b: b, start: len(b)}
-	r.b = f.Time.AppendFormat(r.b, time.TimeOnly)
-	r.to(ctColEvent)
+	if l.wide {
+		r.b = f.Time.AppendFormat(r.b, time.TimeOnly)
+	}
+	r.to(l.cols[0])
 	if f.Resync {
 		r.b = append(r.b, "resync"...)
 	} else {
 		r.b = append(r.b, f.Event...)
 	}
-	r.to(ctColProto)
+	r.to(l.cols[1])
+	r.b = strconv.AppendUint(r.b, uint64(f.Orig.DPort), 10)
+	r.b = append(r.b, '/')
 	r.b = append(r.b, f.Proto...)
-	r.to(ctColState)
+	r.to(l.cols[2])
 	if f.State == "" {
 		r.b = append(r.b, '-')
 	} else {
 		r.b = append(r.b, f.State...)
 	}
-	r.to(ctColFlow)
+	r.to(l.cols[3])
 	r.b = netip.AddrPortFrom(f.Orig.Src, f.Orig.SPort).AppendTo(r.b)
-	r.b = append(r.b, ctArrow...)
-	r.extra += ctArrowExtra
-	r.b = netip.AddrPortFrom(f.Reply.Src, f.Reply.SPort).AppendTo(r.b)
+	r.to(l.cols[4])
+	if l.wide {
+		r.b = netip.AddrPortFrom(f.Reply.Src, f.Reply.SPort).AppendTo(r.b)
+	} else {
+		r.b = f.Reply.Src.AppendTo(r.b)
+	}
+	r.to(l.cols[5])
 	switch {
-	case f.Hairpin && f.SNAT:
-		r.to(ctColFlags)
-		r.b = append(r.b, pal.warn("HAIRPIN")...)
-	case f.Hairpin:
-		r.to(ctColFlags)
-		r.b = append(r.b, pal.bad("HAIRPIN NO-SNAT")...)
 	case f.SNAT:
-		r.to(ctColFlags)
-		r.b = append(r.b, "SNAT"...)
+		r.b = f.Reply.Dst.AppendTo(r.b)
+	case f.Hairpin:
+		r.painted(pal.bad, "missing")
+	default:
+		r.b = append(r.b, '-')
+	}
+	if f.Hairpin {
+		r.to(l.cols[6])
+		if f.SNAT {
+			r.painted(pal.warn, "HAIRPIN")
+		} else {
+			r.painted(pal.bad, "HAIRPIN")
+		}
 	}
 	return append(r.b, '\n')
+}
+
+// appendFlowHeader and appendFlowRow are the default layout's.
+func appendFlowHeader(b []byte) []byte { return ctNarrow.header(b) }
+
+func appendFlowRow(b []byte, f *netops.ConntrackFlow, pal palette) []byte {
+	return ctNarrow.row(b, f, pal)
 }
 
 // appendFlowJSON appends f as one JSON line, byte for byte what

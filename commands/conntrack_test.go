@@ -3,10 +3,10 @@ package commands
 import (
 	"encoding/json"
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/hairpinctl/hairpinctl/netops"
 )
@@ -54,73 +54,82 @@ func TestConntrackJSONMatchesEncodingJSON(t *testing.T) {
 }
 
 // Rows line up under the header and fit 80 columns for IPv4 pod traffic:
-// CLIENT → ENDPOINT (the Service IP itself when it was not DNATed), EVENT
-// "resync" for a re-listed flow, FLAGS HAIRPIN (masqueraded, as it must
-// be), HAIRPIN NO-SNAT when the masquerade is missing, SNAT otherwise.
+// SERVICE port/proto, CLIENT, ENDPOINT (the Service IP itself when it was
+// not DNATed), SNAT the masquerade address ("missing" on a hairpin flow
+// without one), EVENT "resync" for a re-listed flow, FLAGS HAIRPIN. -o
+// wide adds TIME and the endpoint's port.
 func TestConntrackRows(t *testing.T) {
-	header := string(appendFlowHeader(nil))
-	cols := map[string]int{}
-	names := []string{"TIME", "EVENT", "PROTO", "STATE", "CLIENT", "FLAGS"}
-	for _, h := range names {
-		cols[h] = utf8.RuneCountInString(header[:strings.Index(header, h)])
-	}
 	flows := ctFlows()
 	noSNAT := flows[1]
 	noSNAT.SNAT = false
 	noSNAT.Resync = false
 	flows = append(flows, noSNAT)
 	last := len(flows) - 1
+	names := []string{"TIME", "EVENT", "SERVICE", "STATE", "CLIENT", "ENDPOINT", "SNAT", "FLAGS"}
 	wantRows := []struct {
 		row    int
-		fields []string // EVENT PROTO STATE CLIENT→ENDPOINT FLAGS
+		fields []string // TIME EVENT SERVICE STATE CLIENT ENDPOINT SNAT FLAGS
 	}{
-		{0, []string{"new", "tcp", "SYN_SENT", "10.244.0.12:41472 → 10.244.0.11:8080", ""}},
-		{1, []string{"resync", "tcp", "ESTABLISHED", "10.244.0.11:37404 → 10.244.0.11:8080", "HAIRPIN"}},
-		{2, []string{"destroy", "udp", "-", "10.244.0.12:5000 → 10.96.0.10:53", ""}},
-		{last, []string{"existing", "tcp", "ESTABLISHED", "10.244.0.11:37404 → 10.244.0.11:8080", "HAIRPIN NO-SNAT"}},
+		{0, []string{"05:06:07", "new", "80/tcp", "SYN_SENT", "10.244.0.12:41472", "10.244.0.11:8080", "-", ""}},
+		{1, []string{"06:06:07", "resync", "80/tcp", "ESTABLISHED", "10.244.0.11:37404", "10.244.0.11:8080", "10.244.0.1", "HAIRPIN"}},
+		{2, []string{"05:06:07", "destroy", "53/udp", "-", "10.244.0.12:5000", "10.96.0.10:53", "-", ""}},
+		{last, []string{"06:06:07", "existing", "80/tcp", "ESTABLISHED", "10.244.0.11:37404", "10.244.0.11:8080", "missing", "HAIRPIN"}},
 	}
-	for _, w := range wantRows {
-		i := w.row
-		row := strings.TrimSuffix(string(appendFlowRow(nil, &flows[i], palette{})), "\n")
-		r := []rune(row)
-		at := func(col string) string {
-			// Columns are counted in runes: the arrow is one column.
-			start := cols[col]
-			if start >= len(r) {
-				return ""
+	for _, layout := range []*ctLayout{&ctNarrow, &ctWide} {
+		header := strings.TrimSuffix(string(layout.header(nil)), "\n")
+		if n := len(header); n > 80 && !layout.wide {
+			t.Errorf("header is %d columns", n)
+		}
+		cols := map[string]int{}
+		for _, h := range names {
+			cols[h] = strings.Index(header, h)
+		}
+		for _, w := range wantRows {
+			i := w.row
+			row := strings.TrimSuffix(string(layout.row(nil, &flows[i], palette{})), "\n")
+			at := func(col string) string {
+				start := cols[col]
+				if start < 0 || start >= len(row) {
+					return ""
+				}
+				end := len(row)
+				for _, next := range names {
+					if c := cols[next]; c > start && c < end {
+						end = c
+					}
+				}
+				return strings.TrimSpace(row[start:end])
 			}
-			end := len(r)
-			for _, next := range names {
-				if c := cols[next]; c > start && c < end {
-					end = c
+			for j, col := range names {
+				want := w.fields[j]
+				switch {
+				case col == "TIME" && !layout.wide:
+					want = ""
+				case col == "ENDPOINT" && !layout.wide:
+					want, _, _ = strings.Cut(want, ":")
+				}
+				if got := at(col); got != want {
+					t.Errorf("wide=%v row %d %s = %q, want %q\n%s\n%s", layout.wide, i, col, got, want, header, row)
 				}
 			}
-			return strings.TrimSpace(string(r[start:end]))
-		}
-		if got := at("TIME"); got != flows[i].Time.Format(time.TimeOnly) {
-			t.Errorf("row %d TIME %q", i, got)
-		}
-		for j, col := range names[1:] {
-			if got := at(col); got != w.fields[j] {
-				t.Errorf("row %d %s = %q, want %q\n%s\n%s", i, col, got, w.fields[j], header, row)
+			if n := len(row); n > 80 && !layout.wide {
+				t.Errorf("row %d is %d columns, over 80: %q", i, n, row)
 			}
 		}
-		if n := len(r); n > 80 && w.fields[4] != "HAIRPIN NO-SNAT" {
-			t.Errorf("row %d is %d columns, over 80: %q", i, n, row)
-		}
-	}
-	if n := utf8.RuneCountInString(strings.TrimSuffix(header, "\n")); n > 80 {
-		t.Errorf("header is %d columns", n)
 	}
 	// IPv6 pushes its row right but keeps every field.
 	row := string(appendFlowRow(nil, &flows[3], palette{}))
-	for _, want := range []string{"update", "132", "COOKIE_WAIT", "[fd00::5]:40000 → [fd00::5]:8443", "HAIRPIN\n"} {
+	for _, want := range []string{"update", "443/132", "COOKIE_WAIT", "[fd00::5]:40000", "fd00::5 ", "fd00::1", "HAIRPIN\n"} {
 		if !strings.Contains(row, want) {
 			t.Errorf("IPv6 row lacks %q: %q", want, row)
 		}
 	}
-	// On a terminal HAIRPIN is coloured.
-	if row := string(appendFlowRow(nil, &flows[1], palette{on: true})); !strings.Contains(row, "\x1b[33mHAIRPIN\x1b[0m") {
-		t.Errorf("coloured row %q", row)
+	// On a terminal HAIRPIN is coloured, and the colour takes no column.
+	plain := string(appendFlowRow(nil, &flows[last], palette{}))
+	row = string(appendFlowRow(nil, &flows[last], palette{on: true}))
+	if !strings.Contains(row, "\x1b[31mHAIRPIN\x1b[0m") || sgrRE.ReplaceAllString(row, "") != plain {
+		t.Errorf("coloured row %q, plain %q", row, plain)
 	}
 }
+
+var sgrRE = regexp.MustCompile(`\x1b\[[0-9;]*m`)

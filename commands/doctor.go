@@ -138,11 +138,11 @@ func printDoctor(w io.Writer, rep *netops.DoctorReport) error {
 	fmt.Fprintf(&b, "%-*s%s\n", doctorIndent, "STATUS", "CHECK / FINDING")
 	for _, ch := range rep.Checks {
 		fmt.Fprintf(&b, "%s%s%s\n", paintStatus(pal, ch.Status), strings.Repeat(" ", doctorIndent-len(ch.Status)), ch.ID)
-		for _, ln := range wrapText(ch.Finding, doctorWidth-doctorIndent, "") {
+		for _, ln := range wrapText(termSafeText(ch.Finding), doctorWidth-doctorIndent, "") {
 			b.WriteString(pad + ln + "\n")
 		}
 		if ch.Fix != "" {
-			for _, ln := range wrapText("Fix: "+ch.Fix, doctorWidth-doctorIndent, "     ") {
+			for _, ln := range wrapText("Fix: "+termSafeText(ch.Fix), doctorWidth-doctorIndent, "     ") {
 				b.WriteString(pad + ln + "\n")
 			}
 		}
@@ -154,7 +154,7 @@ func printDoctor(w io.Writer, rep *netops.DoctorReport) error {
 				fmt.Fprintf(&b, "%s%s\n", pad, pal.dim(fmt.Sprintf("… %d more (see -o json)", len(ch.Details)-i)))
 				break
 			}
-			for _, ln := range wrapText("- "+d, doctorWidth-doctorIndent, "  ") {
+			for _, ln := range wrapText("- "+termSafeText(d), doctorWidth-doctorIndent, "  ") {
 				b.WriteString(pad + pal.dim(ln) + "\n")
 			}
 		}
@@ -162,7 +162,7 @@ func printDoctor(w io.Writer, rep *netops.DoctorReport) error {
 	s := rep.Summary
 	fmt.Fprintf(&b, "\n%s: %d fail, %d warn, %d pass, %d skip (netns %s)\n",
 		paintStatus(pal, s.Status), s.Fail, s.Warn, s.Pass, s.Skip, s.Netns)
-	_, err := io.WriteString(w, b.String())
+	_, err := io.WriteString(w, asciiText(b.String()))
 	return err
 }
 

@@ -51,6 +51,7 @@ func TestPrintDoctor(t *testing.T) {
 		},
 		Summary: netops.DoctorSummary{Status: netops.StatusFail, Pass: 1, Fail: 1, Skip: 1, Netns: "host"},
 	}
+	t.Setenv("LC_ALL", "C.UTF-8")
 	var b bytes.Buffer
 	if err := printDoctor(&b, rep); err != nil {
 		t.Fatal(err)
@@ -80,5 +81,24 @@ func TestPrintDoctor(t *testing.T) {
 	}
 	if !strings.HasSuffix(out, "\nFAIL: 1 fail, 0 warn, 1 pass, 1 skip (netns host)\n") {
 		t.Errorf("summary line:\n%s", out)
+	}
+
+	// Under the C locale: ASCII only, the arrow and ellipsis spelt out.
+	// A name with an escape sequence is escaped in any locale.
+	t.Setenv("LC_ALL", "C")
+	rep.Checks[1].Details[0] = "veth\x1b[2J is odd"
+	b.Reset()
+	if err := printDoctor(&b, rep); err != nil {
+		t.Fatal(err)
+	}
+	out = b.String()
+	for i := 0; i < len(out); i++ {
+		if out[i] >= 0x80 || out[i] == 0x1b {
+			t.Fatalf("byte %#x under LC_ALL=C:\n%s", out[i], out)
+		}
+	}
+	flat = strings.Join(strings.Fields(out), " ")
+	if !strings.Contains(flat, "10.96.0.10:80 -> endpoint") || !strings.Contains(out, "... 4 more") || !strings.Contains(out, `veth\x1b[2J is odd`) {
+		t.Errorf("under LC_ALL=C:\n%s", out)
 	}
 }

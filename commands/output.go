@@ -246,6 +246,18 @@ func utf8Locale() bool {
 	return false
 }
 
+// asciiText replaces the few non-ASCII symbols hairpinctl prints (arrows,
+// ellipses) with ASCII when the locale is not UTF-8 (LC_ALL=C in cron, a
+// unit, a script), where a terminal would show them as mojibake.
+func asciiText(s string) string {
+	if utf8Locale() {
+		return s
+	}
+	return asciiReplacer.Replace(s)
+}
+
+var asciiReplacer = strings.NewReplacer("→", "->", "←", "<-", "…", "...", "×", "x", "—", "--")
+
 // palette colours words on a terminal.
 type palette struct{ on bool }
 
