@@ -130,7 +130,7 @@ func (c *Client) streamSave(ib iptBackend, table string, read func(io.Reader) er
 	if err != nil {
 		return err
 	}
-	stderr, werr, rerr := c.streamCmd(bin, []string{"-t", table}, read, nil)
+	stderr, werr, rerr := c.streamCmd(bin, []string{"-t", table}, read)
 	if werr != nil {
 		if isStartError(werr) {
 			return fmt.Errorf("%s: %w", ib.save, werr)
@@ -160,10 +160,7 @@ func isStartError(err error) bool { return errors.As(err, new(startError)) }
 // stopped early) is drained so the child is not left blocked on a full
 // pipe. It returns the child's stderr, the error of starting or waiting
 // for it (a startError when it did not start), and read's error.
-//
-// The last argument is unused: streamNFT still passes nil there. Drop it
-// with that caller.
-func (c *Client) streamCmd(bin string, args []string, read func(io.Reader) error, _ any) (stderr string, waitErr, readErr error) {
+func (c *Client) streamCmd(bin string, args []string, read func(io.Reader) error) (stderr string, waitErr, readErr error) {
 	cmd := exec.Command(bin, args...)
 	var errb bytes.Buffer
 	cmd.Stderr = &errb

@@ -23,7 +23,7 @@ func TestStreamCmdLargeOutput(t *testing.T) {
 			}
 		}
 		return sc.Err()
-	}, nil)
+	})
 	if werr != nil || rerr != nil {
 		t.Fatalf("seq: wait: %v, read: %v", werr, rerr)
 	}
@@ -46,7 +46,7 @@ func TestStreamCmdDrainsWhatReadLeaves(t *testing.T) {
 			_, werr, rerr = c.streamCmd("seq", []string{"1000000"}, func(r io.Reader) error {
 				_, _ = io.ReadFull(r, make([]byte, 10))
 				return want
-			}, nil)
+			})
 		}()
 		select {
 		case <-done:
