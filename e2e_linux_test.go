@@ -325,6 +325,36 @@ func TestE2EWaitBridge(t *testing.T) {
 	if !hairpinOf(t, l, "vlate") {
 		t.Error("vlate: hairpin off after waiting for late0 and enabling")
 	}
+
+	// At boot the bridge plugin creates the bridge, then attaches the first
+	// pod's veth: the wait lasts until the port joins.
+	early := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "early0"}}
+	if err := h.LinkAdd(early); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		renamed <- h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vearly", MasterIndex: early.Attrs().Index}, PeerName: "vearlyp"})
+	}()
+	r = run(t, "enable", "--bridge", "early0", "--wait-bridge", "20s", "--netns", l.Node)
+	if err := <-renamed; err != nil {
+		t.Fatalf("attach vearly: %v", err)
+	}
+	if r.code != 0 || !strings.Contains(r.stdout, "vearly") || !hairpinOf(t, l, "vearly") {
+		t.Fatalf("wait for the first port, then enable: %+v", r)
+	}
+
+	// A bridge with no port when the wait ends: nothing to do, said with
+	// the bridge's name.
+	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "empty0"}}); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	r = run(t, "enable", "--bridge", "empty0", "--wait-bridge", "300ms", "--netns", l.Node)
+	if r.code != 0 || time.Since(start) < 300*time.Millisecond {
+		t.Errorf("empty bridge: %+v after %v", r, time.Since(start))
+	}
+	oneLineErr(t, r, "enable: bridge empty0 has no ports: nothing to do")
 }
 
 // A typed --netns beats $HAIRPINCTL_NETNS wherever it is typed, before the

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/urfave/cli/v2"
@@ -15,7 +16,7 @@ func hairpinFlags() []cli.Flag {
 		bridgeFlag("every port of bridge `BR`, besides any named (repeatable)"),
 		&cli.BoolFlag{Name: "all", Usage: "every port of every bridge"},
 		&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "report what would change, write nothing"},
-		&cli.DurationFlag{Name: "wait-bridge", Usage: "wait up to `DURATION` for the --bridge bridges to exist (at boot cni0 appears with the first pod)"},
+		&cli.DurationFlag{Name: "wait-bridge", Usage: "wait up to `DURATION` for the --bridge bridges to exist and have a port (at boot cni0 appears with the first pod)"},
 		outputFlag(),
 		netnsFlag(),
 	}
@@ -86,11 +87,14 @@ func hairpinAction(on bool) cli.ActionFunc {
 			sel, fails = cl.SelectPorts(ports, names)
 			ports = addBridgePorts(sel, ports, brs)
 		} else if len(ports) == 0 {
-			where := "any bridge in netns " + cl.NetnsLabel()
-			if len(brs) > 0 {
-				where = fmt.Sprint(brs)
+			where := "any bridge in netns " + cl.NetnsLabel() + " has no ports"
+			switch {
+			case len(brs) == 1:
+				where = "bridge " + brs[0] + " has no ports"
+			case len(brs) > 1:
+				where = "bridges " + strings.Join(brs, ", ") + " have no ports"
 			}
-			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s has no ports: nothing to do\n", cmd, where)
+			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s: nothing to do\n", cmd, where)
 		}
 		res := cl.SetHairpin(ports, on, dry)
 		if len(fails) > 0 {

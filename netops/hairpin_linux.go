@@ -153,9 +153,12 @@ func setError(name string, err error) error {
 }
 
 // WaitForBridges blocks until every named bridge exists in the client's
-// namespace or timeout passes. At boot cni0 appears with the first pod.
-// It subscribes to link updates before looking, so a bridge created in
-// between is not missed.
+// namespace and has a port, or timeout passes. At boot the bridge plugin
+// creates cni0 for the first pod and attaches its veth a moment later:
+// returning when the bridge appears would find no port to set. When time
+// runs out, a bridge that exists without ports is not an error (a node
+// with no pods yet); one that does not exist is ErrTimeout. It subscribes
+// to link updates before looking, so a change in between is not missed.
 func (c *Client) WaitForBridges(names []string, timeout time.Duration) error {
 	missing := map[string]bool{}
 	for _, n := range names {
@@ -190,15 +193,34 @@ func (c *Client) WaitForBridges(names []string, timeout time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("subscribe to link updates in netns %s: %w", c.NetnsLabel(), err)
 	}
+	present := map[string]bool{} // exists, without a port yet
 	check := func() error {
+		links, err := c.h.LinkList()
+		if err != nil {
+			return fmt.Errorf("list links in netns %s: %w", c.NetnsLabel(), err)
+		}
+		bridges, masters := map[string]int{}, map[int]bool{}
+		for _, l := range links {
+			a := l.Attrs()
+			if l.Type() == "bridge" {
+				bridges[a.Name] = a.Index
+			}
+			if a.MasterIndex != 0 {
+				masters[a.MasterIndex] = true
+			}
+		}
 		for n := range missing {
-			_, err := c.Bridge(n)
-			switch {
-			case err == nil:
+			i, ok := bridges[n]
+			if !ok {
+				// Absent, or there but no bridge: that is an error.
+				if _, err := c.Bridge(n); err != nil && !errors.Is(err, ErrNotFound) {
+					return err
+				}
+				continue
+			}
+			present[n] = true
+			if masters[i] {
 				delete(missing, n)
-			case errors.Is(err, ErrNotFound):
-			default:
-				return err
 			}
 		}
 		return nil
@@ -219,13 +241,23 @@ func (c *Client) WaitForBridges(names []string, timeout time.Duration) error {
 				recv = nil
 				continue
 			}
-			if !missing[u.Attrs().Name] {
+			// A bridge of ours appearing, or any port joining a bridge.
+			if a := u.Attrs(); !missing[a.Name] && a.MasterIndex == 0 {
 				continue
 			}
 		case <-subErr:
 		case <-poll.C:
 		case <-deadline.C:
-			return errorf(ErrTimeout, "bridge %s did not appear in netns %s within %s", setString(missing), c.NetnsLabel(), timeout)
+			absent := map[string]bool{}
+			for n := range missing {
+				if !present[n] {
+					absent[n] = true
+				}
+			}
+			if len(absent) == 0 {
+				return nil // there, without ports yet: nothing to set
+			}
+			return errorf(ErrTimeout, "bridge %s did not appear in netns %s within %s", setString(absent), c.NetnsLabel(), timeout)
 		}
 		if err := check(); err != nil {
 			return err

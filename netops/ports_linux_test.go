@@ -359,12 +359,30 @@ func TestWaitForBridges(t *testing.T) {
 	if !errors.Is(err, ErrTimeout) || time.Since(start) < 300*time.Millisecond {
 		t.Fatalf("missing bridge: %v after %v", err, time.Since(start))
 	}
+	// The bridge appears, and its first port joins later (the bridge
+	// plugin's order): the wait ends with the port, not the bridge.
+	joined := make(chan time.Time, 1)
 	go func() {
 		time.Sleep(200 * time.Millisecond)
-		_ = l.Handle().LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "late0"}})
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "late0"}}
+		_ = l.Handle().LinkAdd(br)
+		time.Sleep(300 * time.Millisecond)
+		joined <- time.Now()
+		_ = l.Handle().LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vlate0", MasterIndex: br.Attrs().Index}, PeerName: "vlate0p"})
 	}()
 	if err := c.WaitForBridges([]string{"late0"}, 10*time.Second); err != nil {
 		t.Fatalf("bridge created while waiting: %v", err)
+	}
+	if at := <-joined; time.Now().Before(at) {
+		t.Fatal("returned before the bridge had a port")
+	}
+	// A bridge that stays empty: the wait ends at the deadline, no error.
+	if err := l.Handle().LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "empty0"}}); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	if err := c.WaitForBridges([]string{"empty0"}, 300*time.Millisecond); err != nil || time.Since(start) < 300*time.Millisecond {
+		t.Fatalf("empty bridge: %v after %v, want nil after the whole wait", err, time.Since(start))
 	}
 	if err := c.WaitForBridges([]string{"veth1"}, time.Second); !errors.Is(err, ErrNotBridge) {
 		t.Fatalf("veth1 as bridge: %v", err)
