@@ -214,6 +214,7 @@ func live(t *testing.T, mode string) {
 	if toSelf == 0 {
 		t.Errorf("hairpin on: none of 20 connections reached pod-1 itself")
 	}
+	checkConntrack(t, l, web, self, l.Pods[1], toSelf)
 
 	// Healthy node: no FAIL.
 	if rep, r := doctor(t, l); r.code != 0 || failNames(rep, "") {
@@ -378,5 +379,42 @@ func TestLabTornDownOnSIGHUP(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); err == nil {
 		t.Errorf("lab directory %s left behind", dir)
+	}
+}
+
+// checkConntrack reads the flows to the Service with hairpinctl conntrack
+// and compares its flags with what the connections were: pod-1's flows
+// answered by pod-1 are hairpin and masqueraded (kube-proxy's hairpin
+// masquerade), its flows answered by pod-2 are not hairpin.
+func checkConntrack(t *testing.T, l *kubelab.Lab, web kubelab.TruthService, self, other *kubelab.Pod, toSelf int) {
+	t.Helper()
+	r := run(t, "--netns", l.Node, "conntrack", web.ClusterIP, "--port", fmt.Sprint(web.Port), "--no-follow", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("conntrack: %+v", r)
+	}
+	type tuple struct{ Src, Dst string }
+	hairpin := 0
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		var f struct {
+			Orig, Reply   tuple
+			Hairpin, SNAT bool
+		}
+		if err := json.Unmarshal([]byte(line), &f); err != nil || f.Orig.Src != self.IP.String() {
+			continue
+		}
+		switch f.Reply.Src {
+		case self.IP.String():
+			hairpin++
+			if !f.Hairpin || !f.SNAT || f.Reply.Dst == self.IP.String() {
+				t.Errorf("pod-1 → itself: hairpin %v, snat %v (reply to %s); want both, to the node", f.Hairpin, f.SNAT, f.Reply.Dst)
+			}
+		case other.IP.String():
+			if f.Hairpin {
+				t.Errorf("pod-1 → pod-2 flagged hairpin: %s", line)
+			}
+		}
+	}
+	if hairpin != toSelf {
+		t.Errorf("conntrack shows %d hairpin flows of pod-1, %d of its connections reached itself:\n%s", hairpin, toSelf, r.stdout)
 	}
 }
