@@ -273,6 +273,7 @@ func TestE2EBadInput(t *testing.T) {
 		{"doctor missing CNI dir", nil, []string{"doctor", "--cni-conf-dir", "/nonexistent/cni", "--netns", ns}, 2, "--cni-conf-dir /nonexistent/cni is not a directory"},
 		{"no CAP_NET_ADMIN", nobody, []string{"enable", "veth1"}, 1, "enable needs CAP_NET_ADMIN: run as root"},
 		{"no CAP_NET_ADMIN disable", nobody, []string{"disable", "--all"}, 1, "disable needs CAP_NET_ADMIN: run as root"},
+		{"no privilege for --netns", nobody, []string{"ports", "--netns", ns}, 1, "ports: entering netns " + ns + " needs CAP_SYS_ADMIN: run as root"},
 	}
 	checkBadInput(t, tests)
 

@@ -76,15 +76,26 @@ func Open(spec string) (*Client, error) {
 	c.h, err = netlink.NewHandleAt(target, unix.NETLINK_ROUTE)
 	if err != nil {
 		c.ns.Close()
-		return nil, fmt.Errorf("netlink socket in netns %s: %w", c.NetnsLabel(), err)
+		return nil, c.socketError(err)
 	}
 	c.raw, err = openRawConn(target, 64<<10)
 	if err != nil {
 		c.h.Close()
 		c.ns.Close()
-		return nil, fmt.Errorf("netlink socket in netns %s: %w", c.NetnsLabel(), err)
+		return nil, c.socketError(err)
 	}
 	return c, nil
+}
+
+// socketError explains a socket that could not be opened in the client's
+// namespace. Opening one in another namespace enters it (setns), which
+// needs CAP_SYS_ADMIN; the netlink library reports that failure as text
+// only, so the capability is checked here.
+func (c *Client) socketError(err error) error {
+	if !c.own && !hasCap(unix.CAP_SYS_ADMIN) {
+		return errorf(ErrPermission, "entering netns %s needs CAP_SYS_ADMIN: run as root", c.NetnsLabel())
+	}
+	return fmt.Errorf("netlink socket in netns %s: %w", c.NetnsLabel(), err)
 }
 
 // isNetns reports whether fd refers to a network namespace: a file of
