@@ -77,12 +77,14 @@ follows conntrack, and diagnoses the whole chain.`,
 			}
 			return usageErrorf("no command given (see: hairpinctl --help)")
 		},
-		CustomAppHelpTemplate: cli.AppHelpTemplate + "\n" + exitCodeHelp + "\n",
+		// The exit codes are said once, here and in the man page.
+		CustomAppHelpTemplate: appHelpTemplate,
 	}
+	cli.HelpPrinter = printHelp
 	for _, cmd := range app.Commands {
 		cmd.OnUsageError = commandUsageError
 		if cmd.CustomHelpTemplate == "" {
-			cmd.CustomHelpTemplate = cli.CommandHelpTemplate + "\n" + exitCodeHelp + "\n"
+			cmd.CustomHelpTemplate = commandHelpTemplate
 		}
 	}
 	return app

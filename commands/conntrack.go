@@ -36,7 +36,7 @@ Needs CAP_NET_ADMIN.
 EXAMPLES:
    hairpinctl conntrack 10.96.0.10
    hairpinctl conntrack 10.96.0.10 --port 80 --proto tcp --no-dump -o wide
-   hairpinctl conntrack 10.96.0.10 --no-follow -o json | jq 'select(.hairpin)'
+   hairpinctl ct 10.96.0.10 --no-follow -o json | jq 'select(.hairpin)'
    hairpinctl conntrack 10.96.0.10 --count 20 --timeout 30s -o json`,
 	Flags: []cli.Flag{
 		&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Usage: "only flows to Service port `N`", DefaultText: "any"},

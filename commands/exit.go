@@ -21,13 +21,16 @@ const (
 	ExitFindings = 4
 )
 
-// exitCodeHelp is the EXIT STATUS text shared by --help, the README and the man page.
+// exitCodeHelp is the EXIT STATUS block of the top-level --help; the
+// README and the man page say the same.
 const exitCodeHelp = `EXIT STATUS:
    0  success
    1  runtime error (kernel, permission, timeout)
-   2  usage error or invalid input (no command, bad flag, malformed name, a single unknown interface)
-   3  partial: some of several requested items failed while the others were done
-   4  doctor: at least one check FAILed`
+   2  usage error or invalid input: no command, bad flag, malformed name, a
+      single unknown interface, unknown bridge or namespace
+   3  partial: some of several requested items failed while the others
+      were done
+   4  doctor found at least one FAIL`
 
 // exitError carries an exit code; a silent one prints nothing (the command
 // has already said everything on stdout/stderr).
