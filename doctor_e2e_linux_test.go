@@ -391,6 +391,53 @@ func TestE2EMetrics(t *testing.T) {
 	}
 }
 
+// --textfile - prints the same text on stdout, with hairpinctl_up 1 and
+// the time of this run.
+func TestE2EMetricsStdout(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 2, Restore: "iptables-nft-restore"})
+	before := time.Now()
+	r := run(t, "metrics", "--textfile", "-", "--netns", l.Node, "--cni-conf-dir", cniDir(t, "10-flannel.conflist"))
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("metrics --textfile -: %+v", r)
+	}
+	fams := readMetrics(t, []byte(r.stdout))
+	if got := gauge(t, fams, "hairpinctl_up", nil); got != 1 {
+		t.Errorf("hairpinctl_up = %v, want 1", got)
+	}
+	if got := gauge(t, fams, "hairpinctl_last_success_timestamp_seconds", nil); got < float64(before.Unix()) || got > float64(time.Now().Unix()+1) {
+		t.Errorf("last success %v, not this run (%v)", got, before.Unix())
+	}
+	if got := gauge(t, fams, "hairpinctl_bridge_ports", map[string]string{"bridge": "cni0", "hairpin": "off"}); got != 2 {
+		t.Errorf("ports off = %v, want 2", got)
+	}
+}
+
+// Without CAP_NET_ADMIN metrics says so and fails, and the file says
+// hairpinctl_up 0 rather than a column of SKIPs.
+func TestE2EMetricsUnprivileged(t *testing.T) {
+	dir, err := os.MkdirTemp("", "hairpinctl-metrics-") // t.TempDir's parent is 0700
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	r := runAs(t, &syscall.Credential{Uid: 65534, Gid: 65534}, "metrics", "--textfile", dir)
+	if r.code != 1 {
+		t.Errorf("exit %d, want 1: %+v", r.code, r)
+	}
+	oneLineErr(t, r, "metrics needs CAP_NET_ADMIN")
+	b, err := os.ReadFile(filepath.Join(dir, "hairpinctl.prom"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fams := readMetrics(t, b)
+	if got := gauge(t, fams, "hairpinctl_up", nil); got != 0 || len(fams) != 1 {
+		t.Errorf("hairpinctl_up = %v with %d families, want 0 alone:\n%s", got, len(fams), b)
+	}
+}
+
 // What the systemd unit grants is enough: root with only CAP_NET_ADMIN
 // and CAP_NET_RAW, in the node's namespace (no setns), reads kube-proxy's
 // rules and conntrack.

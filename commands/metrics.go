@@ -3,13 +3,16 @@ package commands
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 	"github.com/urfave/cli/v2"
 )
 
@@ -28,17 +31,25 @@ node_exporter's --collector.textfile.directory:
        ports of each bridge by hairpin state
    hairpinctl_doctor_check_status{check,status="pass"|"warn"|"fail"|"skip"}
        1 for each check's verdict, 0 for the other three
+   hairpinctl_up
+       1 when every check could run; 0 (and nothing else) without
+       CAP_NET_ADMIN, when the rules and conntrack cannot be read
+   hairpinctl_last_success_timestamp_seconds
+       when this file was last written with hairpinctl_up 1
 
-A systemd timer (hairpinctl-metrics.timer) runs it every minute. FAILs do
-not change the exit status: they are what the metrics report.
+--textfile - writes the same text to stdout. A systemd timer
+(hairpinctl-metrics.timer) runs it every minute. FAILs do not change the
+exit status: they are what the metrics report. Without CAP_NET_ADMIN it
+writes hairpinctl_up 0, says so on stderr and exits 1.
 
 EXAMPLES:
    hairpinctl metrics --textfile /var/lib/node_exporter/textfile_collector
    hairpinctl metrics --textfile /tmp/m --bridge cni0 --netns node1
    cat /tmp/m/` + metricsFile + `
+   hairpinctl metrics --textfile - --netns node1
    # alert: hairpinctl_doctor_check_status{status="fail"} == 1`,
 	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "textfile", Usage: "write " + metricsFile + " into `DIR`, node_exporter's textfile directory"},
+		&cli.StringFlag{Name: "textfile", Usage: "write " + metricsFile + " into `DIR`, node_exporter's textfile directory; - for stdout"},
 		bridgeFlag("only bridge `BR` (repeatable; default: every bridge)"),
 		cniConfDirFlag(),
 		netnsFlag(),
@@ -51,20 +62,38 @@ func runMetrics(c *cli.Context) error {
 		return usageErrorf("metrics: unexpected argument %q (see: hairpinctl metrics --help)", c.Args().First())
 	}
 	dir := c.String("textfile")
-	if dir == "" {
-		return usageErrorf("metrics: --textfile DIR is required (node_exporter's --collector.textfile.directory)")
-	}
-	if st, err := os.Stat(dir); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return usageErrorf("metrics: --textfile %s does not exist: create it or name node_exporter's textfile directory", dir)
+	switch {
+	case dir == "":
+		return usageErrorf("metrics: --textfile DIR is required (node_exporter's --collector.textfile.directory, or - for stdout)")
+	case dir == "-":
+	default:
+		if err := checkTextfileDir(dir); err != nil {
+			return err
 		}
-		return fmt.Errorf("metrics: --textfile %s: %w", dir, err)
-	} else if !st.IsDir() {
-		return usageErrorf("metrics: --textfile %s is not a directory", dir)
 	}
 	o, err := doctorOptions(c, nil)
 	if err != nil {
 		return err
+	}
+	write := func(reg *prometheus.Registry) error {
+		if dir == "-" {
+			return writeMetrics(c.App.Writer, reg)
+		}
+		path := filepath.Join(dir, metricsFile)
+		// WriteToTextfile writes a temporary file in dir and renames it
+		// over path, so node_exporter never reads a partial file.
+		if err := prometheus.WriteToTextfile(path, reg); err != nil {
+			return fmt.Errorf("metrics: write %s: %w", path, err)
+		}
+		return nil
+	}
+	// Without CAP_NET_ADMIN half the checks SKIP: a file of SKIPs would
+	// read as "nothing to report". Say it is down instead, and fail.
+	if !netops.HasNetAdmin() {
+		if err := write(upRegistry(0)); err != nil {
+			return err
+		}
+		return netops.Errorf(netops.ErrPermission, "metrics needs CAP_NET_ADMIN to read kube-proxy's rules and conntrack: run as root (wrote hairpinctl_up 0 only)")
 	}
 	cl, err := openClient(c)
 	if err != nil {
@@ -75,23 +104,65 @@ func runMetrics(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	reg, err := metricsRegistry(rep)
+	reg, err := metricsRegistry(rep, time.Now())
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	path := filepath.Join(dir, metricsFile)
-	// WriteToTextfile writes a temporary file in dir and renames it over
-	// path, so node_exporter never reads a partial file.
-	if err := prometheus.WriteToTextfile(path, reg); err != nil {
-		return fmt.Errorf("metrics: write %s: %w", path, err)
+	return write(reg)
+}
+
+// checkTextfileDir validates --textfile DIR.
+func checkTextfileDir(dir string) error {
+	if st, err := os.Stat(dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return usageErrorf("metrics: --textfile %s does not exist: create it or name node_exporter's textfile directory", dir)
+		}
+		return fmt.Errorf("metrics: --textfile %s: %w", dir, err)
+	} else if !st.IsDir() {
+		return usageErrorf("metrics: --textfile %s is not a directory", dir)
 	}
 	return nil
 }
 
-// metricsRegistry turns a doctor report into gauges on a registry of
-// their own (no Go runtime metrics: node_exporter has the node's).
-func metricsRegistry(rep *netops.DoctorReport) (*prometheus.Registry, error) {
+// writeMetrics writes reg in the text format node_exporter reads.
+func writeMetrics(w io.Writer, reg *prometheus.Registry) error {
+	fams, err := reg.Gather()
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	for _, f := range fams {
+		if _, err := expfmt.MetricFamilyToText(w, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// upRegistry holds hairpinctl_up alone.
+func upRegistry(up float64) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "hairpinctl_up",
+		Help: "1 when hairpinctl metrics could run every check, 0 when it lacked the privileges to.",
+	})
+	g.Set(up)
+	reg.MustRegister(g)
+	return reg
+}
+
+// metricsRegistry turns a doctor report made at now into gauges on a
+// registry of their own (no Go runtime metrics: node_exporter has the
+// node's).
+func metricsRegistry(rep *netops.DoctorReport, now time.Time) (*prometheus.Registry, error) {
+	reg := upRegistry(1)
+	last := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "hairpinctl_last_success_timestamp_seconds",
+		Help: "Unix time of the last complete hairpinctl metrics run.",
+	})
+	last.Set(float64(now.UnixNano()) / 1e9)
+	if err := reg.Register(last); err != nil {
+		return nil, err
+	}
 	ports := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "hairpinctl_bridge_ports",
 		Help: "Bridge ports by bridge and hairpin mode (on reflects a pod's traffic back to it).",

@@ -3,6 +3,7 @@ package commands
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
 	dto "github.com/prometheus/client_model/go"
@@ -25,19 +26,14 @@ func TestMetricsRegistry(t *testing.T) {
 			{Bridge: "cni0", Name: "veth3", Hairpin: false},
 		},
 	}
-	reg, err := metricsRegistry(rep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mfs, err := reg.Gather()
+	now := time.Unix(1765000000, 500_000_000)
+	reg, err := metricsRegistry(rep, now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var text bytes.Buffer
-	for _, mf := range mfs {
-		if _, err := expfmt.MetricFamilyToText(&text, mf); err != nil {
-			t.Fatal(err)
-		}
+	if err := writeMetrics(&text, reg); err != nil {
+		t.Fatal(err)
 	}
 	// Legacy names: what every node_exporter accepts.
 	p := expfmt.NewTextParser(model.LegacyValidation)
@@ -65,6 +61,12 @@ func TestMetricsRegistry(t *testing.T) {
 	}
 	if len(checks) != 8 {
 		t.Errorf("%d check series, want 2 checks × 4 verdicts", len(checks))
+	}
+	if got := fams["hairpinctl_up"].GetMetric()[0].GetGauge().GetValue(); got != 1 {
+		t.Errorf("hairpinctl_up = %v, want 1", got)
+	}
+	if got := fams["hairpinctl_last_success_timestamp_seconds"].GetMetric()[0].GetGauge().GetValue(); got != 1765000000.5 {
+		t.Errorf("hairpinctl_last_success_timestamp_seconds = %v, want 1765000000.5", got)
 	}
 }
 
