@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
 )
@@ -106,5 +107,75 @@ func compareNFTResults(t *testing.T, fam int, raw bool, want, got *ServicesResul
 	}
 	if got.Unparsed != want.Unparsed || !reflect.DeepEqual(got.UnparsedRules, want.UnparsedRules) {
 		t.Errorf("family %d raw %v: unparsed %d %q, text path %d %q", fam, raw, got.Unparsed, got.UnparsedRules, want.Unparsed, want.UnparsedRules)
+	}
+}
+
+// kube-proxy rewrites its table while it is read: every read that
+// succeeds is one consistent ruleset (the churning Service whole or
+// absent, never half-written), and one that cannot be made says so.
+func TestReadNFTKernelChurn(t *testing.T) {
+	l, c := loadNFTFixture(t, []string{filepath.Join("..", "test", "kube", "testdata", "v1.37.2", "nftables", "nft-ip.txt")})
+	const chain = "service-ZZZZZZZZ-churn/svc/tcp/http"
+	add := "add chain ip kube-proxy " + chain + "\n" +
+		"add rule ip kube-proxy " + chain + " meta l4proto tcp dnat to 10.244.9.9:8080\n" +
+		"add element ip kube-proxy cluster-ips { 10.96.99.99 }\n" +
+		"add element ip kube-proxy service-ips { 10.96.99.99 . tcp . 80 : goto " + chain + " }\n"
+	del := "delete element ip kube-proxy service-ips { 10.96.99.99 . tcp . 80 }\n" +
+		"delete element ip kube-proxy cluster-ips { 10.96.99.99 }\n" +
+		"flush chain ip kube-proxy " + chain + "\ndelete chain ip kube-proxy " + chain + "\n"
+	stop := make(chan struct{})
+	churned := make(chan int)
+	go func() {
+		n := 0
+		defer func() { churned <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			text := add
+			if n%2 == 1 {
+				text = del
+			}
+			if _, err := l.Exec(text, "nft", "-f", "-"); err != nil {
+				t.Errorf("churn: %v", err)
+				return
+			}
+			n++
+		}
+	}()
+	var reads, seen, changing int
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		p, err := c.readNFTKernel(4, false)
+		if err != nil {
+			if !strings.Contains(err.Error(), "kept changing") {
+				t.Fatalf("read %d: %v", reads, err)
+			}
+			changing++
+			continue
+		}
+		reads++
+		res := newServicesResult(BackendNFTables)
+		p.into(res, nil)
+		for _, s := range res.Services {
+			if s.ClusterIP != "10.96.99.99" {
+				continue
+			}
+			seen++
+			if len(s.Endpoints) != 1 || s.Endpoints[0].IP != "10.244.9.9" {
+				t.Fatalf("read %d: half-written service %+v", reads, s)
+			}
+		}
+		if res.Unparsed != 0 {
+			t.Fatalf("read %d: %d unparsed", reads, res.Unparsed)
+		}
+	}
+	close(stop)
+	n := <-churned
+	t.Logf("%d commits, %d reads (%d with the churning service), %d gave up as changing", n, reads, seen, changing)
+	if n < 10 || reads < 10 {
+		t.Errorf("only %d commits and %d reads: the test proved nothing", n, reads)
 	}
 }
