@@ -197,7 +197,7 @@ func TestE2EDoctorUsage(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"doctor", "web"}, `doctor: "web" is neither a Service IP nor NAMESPACE/NAME[:PORT]`},
+		{[]string{"doctor", "web"}, `doctor: "web" is neither an IP address, IP:PORT, NS/NAME nor NS/NAME:PORT`},
 		{[]string{"doctor", "-o", "yaml"}, `unknown output format "yaml"`},
 		{[]string{"doctor", "--bridge", "nosuchbr0"}, "bridge nosuchbr0 not found"},
 		{[]string{"doctor", "--netns", "hp-no-such-ns"}, "netns hp-no-such-ns does not exist"},
@@ -213,7 +213,8 @@ func TestE2EDoctorUsage(t *testing.T) {
 	}
 	for _, cmd := range []string{"doctor", "metrics"} {
 		r := run(t, cmd, "--help")
-		if r.code != 0 || !strings.Contains(r.stdout, "EXAMPLES:") || !strings.Contains(r.stdout, "4  doctor: at least one check FAILed") {
+		// The exit codes are said once, in the top-level help.
+		if r.code != 0 || !strings.Contains(r.stdout, "EXAMPLES:") {
 			t.Errorf("%s --help: %+v", cmd, r)
 		}
 	}

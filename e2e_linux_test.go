@@ -168,7 +168,8 @@ func TestE2EEnableNamesAndBridge(t *testing.T) {
 	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vethb2", MasterIndex: br2.Attrs().Index}, PeerName: "vethb2p"}); err != nil {
 		t.Fatal(err)
 	}
-	r := run(t, "enable", "--bridge", "br2", "veth1", "--bridge", "br2", "--netns", l.Node, "-o", "json")
+	// vethb2's peer stays in the node: not a pod's port, so --any-port.
+	r := run(t, "enable", "--bridge", "br2", "veth1", "--bridge", "br2", "--any-port", "--netns", l.Node, "-o", "json")
 	var res struct{ Changed []string }
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 0 {
 		t.Fatalf("enable --bridge br2 veth1: %v %+v", err, r)
@@ -308,7 +309,7 @@ func TestE2EWaitBridge(t *testing.T) {
 	if err := h.LinkAdd(tmp); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vlate", MasterIndex: tmp.Attrs().Index}, PeerName: "vlatep"}); err != nil {
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vlate", MasterIndex: tmp.Attrs().Index}, PeerName: "vlatep", PeerNamespace: netlink.NsFd(int(l.Pod(1).Ns))}); err != nil {
 		t.Fatal(err)
 	}
 	renamed := make(chan error, 1)
@@ -335,7 +336,7 @@ func TestE2EWaitBridge(t *testing.T) {
 	}
 	go func() {
 		time.Sleep(500 * time.Millisecond)
-		renamed <- h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vearly", MasterIndex: early.Attrs().Index}, PeerName: "vearlyp"})
+		renamed <- h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vearly", MasterIndex: early.Attrs().Index}, PeerName: "vearlyp", PeerNamespace: netlink.NsFd(int(l.Pod(1).Ns))})
 	}()
 	r = run(t, "enable", "--bridge", "early0", "--wait-bridge", "20s", "--netns", l.Node)
 	if err := <-renamed; err != nil {

@@ -22,7 +22,7 @@ func TestE2EOddInterfaceNames(t *testing.T) {
 	}
 	escName, wideName := "ev\x1b[2Jred", "vé网"
 	for i, name := range []string{escName, wideName} {
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, MasterIndex: br.Attrs().Index}, PeerName: "oddpeer" + string(rune('0'+i))}
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, MasterIndex: br.Attrs().Index}, PeerName: "oddpeer" + string(rune('0'+i)), PeerNamespace: netlink.NsFd(int(l.Pod(1).Ns))}
 		if err := l.Handle().LinkAdd(veth); err != nil {
 			t.Fatalf("add veth %q: %v", name, err)
 		}

@@ -162,7 +162,7 @@ func TestE2EWatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Handle().LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vnew", MasterIndex: br.Attrs().Index}, PeerName: "vnewp"}); err != nil {
+	if err := l.Handle().LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vnew", MasterIndex: br.Attrs().Index}, PeerName: "vnewp", PeerNamespace: netlink.NsFd(int(l.Pod(1).Ns))}); err != nil {
 		t.Fatal(err)
 	}
 	waitHairpin(t, l, "vnew", true)

@@ -37,6 +37,11 @@ func outputFlag() cli.Flag {
 	}
 }
 
+// anyPortFlag lets --bridge and --all act on uplinks too.
+func anyPortFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "any-port", Usage: "with --bridge or --all, act on every port, uplinks (NIC, vxlan, tap) included, not only pods' ports"}
+}
+
 func bridgeFlag(usage string) cli.Flag {
 	return &cli.StringSliceFlag{
 		Name:    "bridge",

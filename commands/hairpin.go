@@ -14,7 +14,8 @@ import (
 func hairpinFlags() []cli.Flag {
 	return []cli.Flag{
 		bridgeFlag("every port of bridge `BR`, besides any named (repeatable)"),
-		&cli.BoolFlag{Name: "all", Usage: "every port of every bridge"},
+		&cli.BoolFlag{Name: "all", Usage: "every pod port of every bridge"},
+		anyPortFlag(),
 		&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "report what would change, write nothing"},
 		&cli.DurationFlag{Name: "wait-bridge", Usage: "wait up to `DURATION` for the --bridge bridges to exist and have a port (at boot cni0 appears with the first pod)"},
 		outputFlag(),
@@ -77,15 +78,28 @@ func hairpinAction(on bool) cli.ActionFunc {
 				}
 			}
 		}
-		ports, err := cl.ListPorts(netops.ListOptions{Bridges: listed, PodIPs: netops.PortArgsNeedPodIPs(names)})
+		anyPort := c.Bool("any-port")
+		ports, err := cl.ListPorts(netops.ListOptions{Bridges: listed, PodIPs: netops.PortArgsNeedPodIPs(names), Kinds: !anyPort})
 		if err != nil {
 			return fmt.Errorf("%s: %w", cmd, err)
 		}
 		var fails []netops.Failure
+		skipped := []netops.Skipped{}
 		if len(names) > 0 {
+			// A named port is acted on whatever it is; the ports a
+			// --bridge adds are pods' ports only.
 			var sel []netops.Port
 			sel, fails = cl.SelectPorts(ports, names)
-			ports = addBridgePorts(sel, ports, brs)
+			bulk := addBridgePorts(nil, ports, brs)
+			bulk = slices.DeleteFunc(bulk, func(p netops.Port) bool {
+				return slices.ContainsFunc(sel, func(q netops.Port) bool { return q.Name == p.Name })
+			})
+			if !anyPort {
+				bulk, skipped = netops.SplitPodPorts(bulk)
+			}
+			ports = append(sel, bulk...)
+		} else if !anyPort && len(ports) > 0 {
+			ports, skipped = netops.SplitPodPorts(ports)
 		} else if len(ports) == 0 {
 			where := "any bridge in netns " + cl.NetnsLabel() + " has no ports"
 			switch {
@@ -97,6 +111,7 @@ func hairpinAction(on bool) cli.ActionFunc {
 			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s: nothing to do\n", cmd, where)
 		}
 		res := cl.SetHairpin(ports, on, dry)
+		res.Skipped = skipped
 		if len(fails) > 0 {
 			// Not unconditionally: appending to a nil fails would turn
 			// an empty Failed into JSON null.
@@ -105,7 +120,7 @@ func hairpinAction(on bool) cli.ActionFunc {
 		switch {
 		case format == "json":
 			err = writeJSON(c.App.Writer, res)
-		case len(res.Changed)+len(res.Unchanged) > 0:
+		case len(res.Changed)+len(res.Unchanged)+len(res.Skipped) > 0:
 			// With nothing done the failures alone are said, on stderr.
 			err = printSetResult(c.App.Writer, res, on)
 		}
@@ -149,6 +164,9 @@ func printSetResult(w io.Writer, r *netops.SetResult, on bool) error {
 	}
 	for _, n := range r.Unchanged {
 		fmt.Fprintf(tw, "%s\t%s\talready %s\n", termSafe(n), pal.dim("unchanged"), to)
+	}
+	for _, sk := range r.Skipped {
+		fmt.Fprintf(tw, "%s\t%s\t%s (name it, or use --any-port)\n", termSafe(sk.Name), pal.dim("skipped"), sk.Reason)
 	}
 	for _, f := range r.Failed {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", termSafe(f.Name), pal.bad("failed"), termSafeText(f.Error))

@@ -68,7 +68,7 @@ func runPorts(c *cli.Context) error {
 	}
 	defer cl.Close()
 	quiet := c.Bool("quiet")
-	ports, err := cl.ListPorts(netops.ListOptions{Bridges: brs, PodIPs: !quiet || netops.PortArgsNeedPodIPs(names)})
+	ports, err := cl.ListPorts(netops.ListOptions{Bridges: brs, PodIPs: !quiet || netops.PortArgsNeedPodIPs(names), Kinds: !quiet})
 	if err != nil {
 		return fmt.Errorf("ports: %w", err)
 	}

@@ -37,8 +37,9 @@ EXAMPLES:
    hairpinctl watch --bridge cni0 --ready-file /run/hairpinctl/ready   # as systemd and the DaemonSet run it
    hairpinctl watch --bridge cni0 --netns node1`,
 	Flags: []cli.Flag{
-		bridgeFlag("keep hairpin on for the ports of bridge `BR` (repeatable)"),
-		&cli.BoolFlag{Name: "all", Usage: "keep hairpin on for the ports of every bridge"},
+		bridgeFlag("keep hairpin on for the pods' ports of bridge `BR` (repeatable)"),
+		&cli.BoolFlag{Name: "all", Usage: "keep hairpin on for the pods' ports of every bridge"},
+		anyPortFlag(),
 		&cli.StringFlag{Name: "ready-file", Usage: "write `PATH` once watching (for a readiness probe); removed on exit"},
 		&cli.DurationFlag{Name: "resync", Value: 5 * time.Minute, Usage: "also re-list every port every `DURATION` (1s or more) as a safety net; 0 never"},
 		outputFlag(),
@@ -101,7 +102,7 @@ func runWatch(c *cli.Context) error {
 
 	p := newWatchPrinter(c.App.Writer, format, cl.NetnsLabel())
 	var readyErr error
-	err = cl.Watch(ctx, netops.WatchOptions{Bridges: brs, All: all, Resync: resync}, func(ev netops.WatchEvent) {
+	err = cl.Watch(ctx, netops.WatchOptions{Bridges: brs, All: all, Resync: resync, AnyPort: c.Bool("any-port")}, func(ev netops.WatchEvent) {
 		p.print(ev)
 		if ev.Kind == netops.WatchReady && readyFile != "" {
 			// Written whole or not at all (a file renamed into place): a
@@ -210,6 +211,8 @@ func (p *watchPrinter) text(ev netops.WatchEvent) string {
 		return fmt.Sprintf("%s %s (%s): %s", p.pal.good("hairpin on"), ev.Port, ev.Bridge, cause)
 	case netops.WatchFailed:
 		return fmt.Sprintf("%s %s (%s): %s", p.pal.bad("failed"), ev.Port, ev.Bridge, ev.Error)
+	case netops.WatchSkipped:
+		return fmt.Sprintf("%s %s (%s): %s (use --any-port to keep it on too)", p.pal.dim("skipped"), ev.Port, ev.Bridge, ev.Error)
 	case netops.WatchBridgeAdded:
 		return fmt.Sprintf("bridge %s appeared (ifindex %d)", ev.Bridge, ev.Index)
 	case netops.WatchBridgeRemoved:

@@ -343,33 +343,45 @@ func checkBridgeHairpin(f *doctorFacts) Check {
 	var failBridges, warnBridges []string
 	total := 0
 	for _, b := range f.bridges {
-		total += len(b.Ports)
-		var off []string
+		var off, ignored []string
+		judged := 0
 		for _, p := range b.Ports {
+			// Only a pod's port that can carry traffic is judged: hairpin
+			// on an uplink would reflect floods back out of it, and a down
+			// or STP-disabled port forwards nothing either way.
+			if why := portNotJudged(p); why != "" {
+				ignored = append(ignored, p.Name+" ("+why+")")
+				continue
+			}
+			judged++
 			if !p.Hairpin {
 				off = append(off, p.Name)
 			}
 		}
+		total += judged
+		if len(ignored) > 0 {
+			c.Details = append(c.Details, fmt.Sprintf("%s: not judged: %s", b.Name, strings.Join(ignored, ", ")))
+		}
 		switch {
-		case len(b.Ports) == 0:
-			c.Details = append(c.Details, fmt.Sprintf("%s: no ports yet", b.Name))
+		case judged == 0:
+			c.Details = append(c.Details, fmt.Sprintf("%s: no pod ports yet", b.Name))
 		case len(off) == 0:
-			c.Details = append(c.Details, fmt.Sprintf("%s: hairpin on for all %s", b.Name, plural(len(b.Ports), "port", "ports")))
+			c.Details = append(c.Details, fmt.Sprintf("%s: hairpin on for all %s", b.Name, plural(judged, "pod port", "pod ports")))
 		case b.Promisc && b.Dedup.Rule != "":
 			c.Details = append(c.Details,
 				fmt.Sprintf("%s: promiscuous (promiscuous-bridge mode) with duplicate suppression (%s: %s); %d of %d ports have hairpin off and rely on it: %s",
-					b.Name, b.Dedup.Where, b.Dedup.Rule, len(off), len(b.Ports), strings.Join(off, ", ")),
+					b.Name, b.Dedup.Where, b.Dedup.Rule, len(off), judged, strings.Join(off, ", ")),
 				fmt.Sprintf("%s: not checked: that the rule is reached from the bridge's OUTPUT hook and covers the whole pod range", b.Name),
 				fmt.Sprintf("%s: not checked: that this kernel carries hairpin traffic through a promiscuous bridge; with br_netfilter's bridged DNAT, Linux 6.18 in hairpinctl's lab does not (hairpin mode on the ports does)", b.Name))
 		case b.Promisc:
 			warn = append(warn, fmt.Sprintf("%s is promiscuous (promiscuous-bridge mode) but no duplicate-suppression rule was found: hairpin traffic gets through, duplicated", b.Name))
 			warnBridges = append(warnBridges, b.Name)
-			c.Details = append(c.Details, fmt.Sprintf("%s: promiscuous; %d of %d ports have hairpin off: %s", b.Name, len(off), len(b.Ports), strings.Join(off, ", ")))
+			c.Details = append(c.Details, fmt.Sprintf("%s: promiscuous; %d of %d pod ports have hairpin off: %s", b.Name, len(off), judged, strings.Join(off, ", ")))
 			for _, u := range b.Dedup.Unchecked {
 				c.Details = append(c.Details, fmt.Sprintf("%s: not checked: %s", b.Name, u))
 			}
 		default:
-			fail = append(fail, fmt.Sprintf("%d of %d ports of %s have hairpin off: %s", len(off), len(b.Ports), b.Name, listNames(off, 4)))
+			fail = append(fail, fmt.Sprintf("%d of %d pod ports of %s have hairpin off: %s", len(off), judged, b.Name, listNames(off, 4)))
 			failBridges = append(failBridges, b.Name)
 			c.Details = append(c.Details, fmt.Sprintf("%s: hairpin off: %s", b.Name, strings.Join(off, ", ")))
 		}
@@ -395,9 +407,22 @@ func checkBridgeHairpin(f *doctorFacts) Check {
 		for i, b := range f.bridges {
 			names[i] = b.Name
 		}
-		c.Finding = fmt.Sprintf("every port of %s reflects hairpin traffic (%s)", strings.Join(names, ", "), plural(total, "port", "ports"))
+		c.Finding = fmt.Sprintf("every pod port of %s reflects hairpin traffic (%s)", strings.Join(names, ", "), plural(total, "pod port", "pod ports"))
 	}
 	return c
+}
+
+// portNotJudged says why bridge-hairpin leaves p out, "" when it judges it.
+func portNotJudged(p Port) string {
+	switch {
+	case !p.PodPort:
+		return strings.TrimPrefix(NotPodPort(p), "not a pod's port: ")
+	case p.OperState == "down" || p.OperState == "lowerlayerdown":
+		return "down"
+	case p.State == "disabled":
+		return "STP disabled"
+	}
+	return ""
 }
 
 // Check 2: br_netfilter. Without it bridged frames skip iptables: a pod's

@@ -73,7 +73,7 @@ func (c *Client) readBridges(f *doctorFacts) {
 	if len(f.bridges) == 0 {
 		return
 	}
-	ports, err := c.ListPorts(ListOptions{Bridges: f.bridgesAsked, PodIPs: true})
+	ports, err := c.ListPorts(ListOptions{Bridges: f.bridgesAsked, PodIPs: true, Kinds: true})
 	if err != nil {
 		f.bridgesErr = err
 		f.bridges = nil

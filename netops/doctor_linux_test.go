@@ -87,7 +87,7 @@ func TestDoctorLabHairpinAndService(t *testing.T) {
 	o := DoctorOptions{Services: []string{l.ServiceIP.String()}}
 
 	checks := runDoctor(t, c, o)
-	wantCheck(t, checks, CheckBridgeHairpin, StatusFail, "3 of 3 ports of cni0 have hairpin off: veth1, veth2, veth3", "hairpinctl enable --bridge cni0 --netns "+l.Node)
+	wantCheck(t, checks, CheckBridgeHairpin, StatusFail, "3 of 3 pod ports of cni0 have hairpin off: veth1, veth2, veth3", "hairpinctl enable --bridge cni0 --netns "+l.Node)
 	svc := wantCheck(t, checks, "service:default/web:http", StatusFail,
 		"default/web:http 10.96.0.10:80 → endpoint 10.244.0.11:8080 is the pod behind veth1 on cni0, hairpin off: it cannot reach itself through this Service (1 in 2 of its connections will hang)",
 		"hairpinctl enable veth1 veth2 --netns "+l.Node)
@@ -105,10 +105,10 @@ func TestDoctorLabHairpinAndService(t *testing.T) {
 	checks = runDoctor(t, c, o)
 	wantCheck(t, checks, "service:default/web:http", StatusPass, "all 2 endpoints have their hairpin masquerade rule", "")
 	// veth3 is no endpoint, but still a pod port with hairpin off.
-	wantCheck(t, checks, CheckBridgeHairpin, StatusFail, "1 of 3 ports of cni0 have hairpin off: veth3", "")
+	wantCheck(t, checks, CheckBridgeHairpin, StatusFail, "1 of 3 pod ports of cni0 have hairpin off: veth3", "")
 	setHairpin(t, l, "veth3", true)
 	checks = runDoctor(t, c, o)
-	wantCheck(t, checks, CheckBridgeHairpin, StatusPass, "every port of cni0 reflects hairpin traffic (3 ports)", "")
+	wantCheck(t, checks, CheckBridgeHairpin, StatusPass, "every pod port of cni0 reflects hairpin traffic (3 pod ports)", "")
 	if got, err := l.ConnectService(l.Pod(1), 3*time.Second); err != nil {
 		t.Errorf("doctor passes but pod 1 cannot reach its Service: %q, %v", got, err)
 	}
@@ -293,7 +293,7 @@ func TestDoctorLabPromiscuousBridge(t *testing.T) {
 			t.Fatalf("%v: %s", err, out)
 		}
 	}
-	ch := wantCheck(t, runDoctor(t, c, DoctorOptions{}), CheckBridgeHairpin, StatusPass, "every port of cni0 reflects hairpin traffic", "")
+	ch := wantCheck(t, runDoctor(t, c, DoctorOptions{}), CheckBridgeHairpin, StatusPass, "every pod port of cni0 reflects hairpin traffic", "")
 	if d := strings.Join(ch.Details, "\n"); !strings.Contains(d, "duplicate suppression (nft table bridge filter chain KUBE-DEDUP") || !strings.Contains(d, "not checked") {
 		t.Errorf("details do not say which rule counted and what was not checked: %q", ch.Details)
 	}
@@ -301,7 +301,7 @@ func TestDoctorLabPromiscuousBridge(t *testing.T) {
 	if err := l.Handle().SetPromiscOff(br); err != nil {
 		t.Fatal(err)
 	}
-	wantCheck(t, runDoctor(t, c, DoctorOptions{}), CheckBridgeHairpin, StatusFail, "2 of 2 ports of cni0 have hairpin off", "hairpinctl enable --bridge cni0")
+	wantCheck(t, runDoctor(t, c, DoctorOptions{}), CheckBridgeHairpin, StatusFail, "2 of 2 pod ports of cni0 have hairpin off", "hairpinctl enable --bridge cni0")
 }
 
 // Without a bridge (a routed CNI) the bridge checks SKIP with the reason.

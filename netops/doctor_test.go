@@ -37,7 +37,7 @@ func port(bridge, name string, hairpin bool, ips ...string) Port {
 	if ips == nil {
 		ips = []string{}
 	}
-	return Port{Bridge: bridge, Name: name, Hairpin: hairpin, PodIPs: ips}
+	return Port{Bridge: bridge, Name: name, Hairpin: hairpin, PodIPs: ips, Kind: "veth", PodPort: true, OperState: "up", State: "forwarding"}
 }
 
 // healthyFacts is a node where everything passes.
@@ -251,18 +251,18 @@ func TestDoctorBridgeHairpin(t *testing.T) {
 		fix     string
 	}{
 		{name: "no bridge", status: StatusSkip, finding: "no Linux bridge in netns host: bridge hairpin does not apply (a routed CNI"},
-		{name: "empty bridge", bridges: []bridgeFacts{{Name: "cni0", Ports: []Port{}}}, status: StatusPass, finding: "every port of cni0 reflects hairpin traffic (0 ports)"},
+		{name: "empty bridge", bridges: []bridgeFacts{{Name: "cni0", Ports: []Port{}}}, status: StatusPass, finding: "every pod port of cni0 reflects hairpin traffic (0 pod ports)"},
 		{name: "many off", bridges: []bridgeFacts{many}, status: StatusFail,
-			finding: "8 of 9 ports of cni0 have hairpin off: veth1, veth2, veth3, veth4 and 4 more", fix: "hairpinctl enable --bridge cni0"},
+			finding: "8 of 9 pod ports of cni0 have hairpin off: veth1, veth2, veth3, veth4 and 4 more", fix: "hairpinctl enable --bridge cni0"},
 		{name: "two bridges", bridges: []bridgeFacts{
 			{Name: "cni0", Ports: []Port{port("cni0", "veth1", false)}},
 			{Name: "cbr0", Promisc: true, Ports: []Port{port("cbr0", "veth9", false)}, Dedup: dedupFacts{Looked: true, Unchecked: []string{"ebtables-legacy is not installed"}}},
 		}, status: StatusFail,
-			finding: "1 of 1 ports of cni0 have hairpin off: veth1; cbr0 is promiscuous", fix: "hairpinctl enable --bridge cni0 --bridge cbr0"},
+			finding: "1 of 1 pod ports of cni0 have hairpin off: veth1; cbr0 is promiscuous", fix: "hairpinctl enable --bridge cni0 --bridge cbr0"},
 		{name: "promiscuous, no dedup", bridges: []bridgeFacts{{Name: "cbr0", Promisc: true, Ports: []Port{port("cbr0", "veth9", false)}}},
 			status: StatusWarn, finding: "cbr0 is promiscuous (promiscuous-bridge mode) but no duplicate-suppression rule was found", fix: "hairpinctl enable --bridge cbr0"},
 		{name: "promiscuous with dedup", bridges: []bridgeFacts{{Name: "cbr0", Promisc: true, Ports: []Port{port("cbr0", "veth9", false)}, Dedup: dedupFacts{Looked: true, Rule: "-j DROP", Where: "ebtables"}}},
-			status: StatusPass, finding: "every port of cbr0 reflects hairpin traffic"},
+			status: StatusPass, finding: "every pod port of cbr0 reflects hairpin traffic"},
 		{name: "not permitted", err: Errorf(ErrPermission, "no"), status: StatusSkip, finding: "not permitted", fix: "run as root"},
 		{name: "error", err: errors.New("netlink: boom"), status: StatusWarn, finding: "could not check bridge ports: netlink: boom"},
 	}
@@ -503,5 +503,32 @@ func TestDoctorHairpinSet(t *testing.T) {
 	f.services.Services[0].Endpoints = append(f.services.Services[0].Endpoints, Endpoint{IP: "10.244.1.7", Port: 8080})
 	if c := checkServices(f)[0]; c.Status != StatusFail {
 		t.Errorf("iptables mode, remote endpoint without its rule: %s %q", c.Status, c.Finding)
+	}
+}
+
+// bridge-hairpin judges pods' ports that can carry traffic: an uplink with
+// hairpin off is right, and a down or STP-disabled pod port is not a fault.
+func TestDoctorBridgeHairpinPodPortsOnly(t *testing.T) {
+	f := healthyFacts()
+	nic := Port{Bridge: "cni0", Name: "enp1s0", PodIPs: []string{}, OperState: "up", State: "forwarding"}
+	vx := Port{Bridge: "cni0", Name: "vxlan0", Kind: "vxlan", PodIPs: []string{}, OperState: "up", State: "forwarding"}
+	down := port("cni0", "veth9", false)
+	down.OperState = "down"
+	disabled := port("cni0", "veth8", false)
+	disabled.State = "disabled"
+	f.bridges[0].Ports = append(f.bridges[0].Ports, nic, vx, down, disabled)
+	c := checkBridgeHairpin(f)
+	if c.Status != StatusPass {
+		t.Fatalf("uplinks and idle ports with hairpin off: %s %q", c.Status, c.Finding)
+	}
+	details := strings.Join(c.Details, "\n")
+	for _, want := range []string{"enp1s0 (a physical NIC (an uplink))", "vxlan0 (a vxlan uplink)", "veth9 (down)", "veth8 (STP disabled)"} {
+		if !strings.Contains(details, want) {
+			t.Errorf("details lack %q: %q", want, c.Details)
+		}
+	}
+	f.bridges[0].Ports[0].Hairpin = false
+	if c := checkBridgeHairpin(f); c.Status != StatusFail || !strings.Contains(c.Finding, "veth1") || strings.Contains(c.Finding, "enp1s0") {
+		t.Errorf("a pod port off: %s %q", c.Status, c.Finding)
 	}
 }

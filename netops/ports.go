@@ -29,9 +29,59 @@ type Port struct {
 	// "neigh" (bridge ARP/NDP + FDB), or "" when unknown.
 	PodIPSource string `json:"podIPSource,omitempty"`
 
+	// Kind is the port's link kind: "veth", "vxlan", "tun" (a tap), ...,
+	// "" for a physical NIC. PodPort is true for a pod's port: a veth whose
+	// peer is in another network namespace, which is how CNI plugins wire
+	// pods. Both are filled when listed with ListOptions.Kinds.
+	Kind    string `json:"kind"`
+	PodPort bool   `json:"podPort"`
+
 	bridgeIndex int
 	peerIndex   int
 	peerNetnsID int
+}
+
+// NotPodPort says why p is not a pod's port, "" when it is. Hairpin on an
+// uplink (a NIC, vxlan or tap port) reflects the bridge's floods back out
+// of it, so bulk changes leave such ports alone.
+func NotPodPort(p Port) string {
+	if p.PodPort {
+		return ""
+	}
+	what := "a " + p.Kind + " device"
+	switch p.Kind {
+	case "":
+		what = "a physical NIC (an uplink)"
+	case "vxlan", "geneve", "vlan", "macvlan", "bond":
+		what = "a " + p.Kind + " uplink"
+	case "tun":
+		what = "a tap device"
+	case "veth":
+		what = "a veth whose peer is in this namespace"
+	}
+	return "not a pod's port: " + what
+}
+
+// Skipped is a port a bulk change left alone, and why.
+type Skipped struct {
+	// Name is the port's interface name.
+	Name string `json:"name"`
+	// Reason says why, e.g. "not a pod's port: a vxlan uplink".
+	Reason string `json:"reason"`
+}
+
+// SplitPodPorts keeps the pods' ports of ports (listed with
+// ListOptions.Kinds) and says why each other one is skipped.
+func SplitPodPorts(ports []Port) (pods []Port, skipped []Skipped) {
+	skipped = []Skipped{}
+	for _, p := range ports {
+		if why := NotPodPort(p); why != "" {
+			skipped = append(skipped, Skipped{Name: p.Name, Reason: why})
+			continue
+		}
+		pods = append(pods, p)
+	}
+	return pods, skipped
 }
 
 // PortFilter selects ports. Empty fields select everything.
@@ -52,6 +102,9 @@ type SetResult struct {
 	Unchanged []string `json:"unchanged"`
 	// Failed lists the ports that could not be set, with the reason.
 	Failed []Failure `json:"failed"`
+	// Skipped lists the ports of the selected bridges that are not pods'
+	// ports (uplinks), left alone unless named or --any-port is given.
+	Skipped []Skipped `json:"skipped"`
 	// DryRun is true when nothing was written.
 	DryRun bool `json:"dryRun"`
 }
@@ -71,7 +124,7 @@ func (f Failure) Err() error { return f.err }
 
 // NewSetResult returns a SetResult with empty, non-nil slices.
 func NewSetResult() *SetResult {
-	return &SetResult{Changed: []string{}, Unchanged: []string{}, Failed: []Failure{}}
+	return &SetResult{Changed: []string{}, Unchanged: []string{}, Failed: []Failure{}, Skipped: []Skipped{}}
 }
 
 // Fail records a failure.

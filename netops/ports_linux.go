@@ -21,6 +21,9 @@ type ListOptions struct {
 	Bridges []string
 	// PodIPs asks for the addresses of the pod behind each port.
 	PodIPs bool
+	// Kinds asks for each port's link kind and whether it is a pod's port
+	// (Port.Kind, Port.PodPort).
+	Kinds bool
 }
 
 // ListPorts returns the bridge ports of the namespace, sorted by bridge and
@@ -64,6 +67,11 @@ func (c *Client) ListPorts(o ListOptions) ([]Port, error) {
 			return nil, err
 		}
 		c.resolvePodIPs(ports, peers, addrs)
+	}
+	if o.Kinds && len(ports) > 0 {
+		if err := c.classifyPorts(ports); err != nil {
+			return nil, err
+		}
 	}
 	sort.SliceStable(ports, func(i, j int) bool {
 		if ports[i].Bridge != ports[j].Bridge {
@@ -529,4 +537,56 @@ func (c *Client) BridgeNames() ([]string, error) {
 	}
 	sort.Strings(names)
 	return names, nil
+}
+
+// classifyPorts fills Kind and PodPort with one AF_UNSPEC RTM_GETLINK dump
+// per bridge, filtered by the kernel to its ports (IFLA_MASTER) and without
+// statistics: the AF_BRIDGE dump carries neither the link kind
+// (IFLA_LINKINFO) nor where a veth's peer lives (IFLA_LINK_NETNSID).
+func (c *Client) classifyPorts(ports []Port) error {
+	type kind struct {
+		kind    string
+		otherNs bool
+	}
+	kinds := map[int]kind{}
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if seen[p.bridgeIndex] {
+			continue
+		}
+		seen[p.bridgeIndex] = true
+		req := c.raw.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+		req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+		req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
+		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(p.bridgeIndex))))
+		err := req.Stream(unix.RTM_NEWLINK, func(m []byte) {
+			if len(m) < unix.SizeofIfInfomsg {
+				return
+			}
+			ifi := nl.DeserializeIfInfomsg(m)
+			var k kind
+			forEachAttr(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
+				switch typ {
+				case unix.IFLA_LINK_NETNSID:
+					k.otherNs = len(val) >= 4
+				case unix.IFLA_LINKINFO:
+					forEachAttr(val, func(t uint16, v []byte) {
+						if t == nl.IFLA_INFO_KIND {
+							k.kind = nl.BytesToString(v)
+						}
+					})
+				}
+			})
+			kinds[int(ifi.Index)] = k
+		})
+		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return fmt.Errorf("dump bridge port kinds in netns %s: %w", c.NetnsLabel(), err)
+		}
+	}
+	for i := range ports {
+		k := kinds[ports[i].Index]
+		ports[i].Kind = k.kind
+		ports[i].PodPort = k.kind == "veth" && k.otherNs
+	}
+	return nil
 }

@@ -13,6 +13,10 @@ type WatchOptions struct {
 	// Resync re-lists every port this often as a safety net for anything
 	// the notifications did not say; 0 never does.
 	Resync time.Duration
+	// AnyPort keeps every port on, uplinks (NIC, vxlan, tap) included;
+	// without it only pods' ports are (see NotPodPort), and each other port
+	// is reported once as skipped.
+	AnyPort bool
 	// ReceiveBufferSize is the subscription socket's receive buffer in
 	// bytes; 0 asks for DefaultWatchReceiveBuffer. A small buffer makes the
 	// kernel drop notifications (ENOBUFS) sooner, which Watch survives by
@@ -46,6 +50,9 @@ const (
 	// WatchError: a transient error Watch recovers from (a failed
 	// resubscribe, a failed re-list); it retries.
 	WatchError = "error"
+	// WatchSkipped: Port, on a selected bridge, is not a pod's port and is
+	// left alone (Error says what it is); said once per port.
+	WatchSkipped = "skipped"
 )
 
 // Causes of a WatchEnabled event.
@@ -75,7 +82,7 @@ const (
 type WatchEvent struct {
 	// Time is when it happened.
 	Time time.Time `json:"time"`
-	// Kind is one of the Watch* kinds: ready, enabled, failed,
+	// Kind is one of the Watch* kinds: ready, enabled, failed, skipped,
 	// bridge-added, bridge-removed, bridge-missing, resync, error.
 	Kind string `json:"kind"`
 	// Port is the port's interface name.

@@ -52,14 +52,16 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions, emit func(WatchEvent
 		return errorf(ErrInvalid, "select bridges or all bridges, not both or neither")
 	}
 	w := &watcher{
-		c:      c,
-		o:      o,
-		emit:   emit,
-		want:   map[string]bool{},
-		brName: map[int]string{},
-		ports:  map[int]portState{},
-		todo:   map[int]queued{},
-		rcvbuf: o.ReceiveBufferSize,
+		c:       c,
+		o:       o,
+		emit:    emit,
+		want:    map[string]bool{},
+		brName:  map[int]string{},
+		kinds:   map[int]portClass{},
+		skipped: map[int]bool{},
+		ports:   map[int]portState{},
+		todo:    map[int]queued{},
+		rcvbuf:  o.ReceiveBufferSize,
 	}
 	if w.rcvbuf == 0 {
 		w.rcvbuf = DefaultWatchReceiveBuffer
@@ -152,6 +154,45 @@ type watcher struct {
 	// started is false during the first listing, whose bridge changes
 	// are not news.
 	started bool
+	// kinds caches what each port is (from AF_UNSPEC notifications and
+	// lookups); skipped holds the ports already reported as skipped.
+	kinds   map[int]portClass
+	skipped map[int]bool
+}
+
+// portClass is what watch knows of a link: its kind and whether its veth
+// peer is in another namespace.
+type portClass struct {
+	kind    string
+	otherNs bool
+}
+
+// skip reports whether p is left alone (not a pod's port, without
+// AnyPort), saying so once per port.
+func (w *watcher) skip(p Port) bool {
+	if w.o.AnyPort {
+		return false
+	}
+	cl, ok := w.kinds[p.Index]
+	if !ok || !(cl.kind == "veth" && cl.otherNs) {
+		// Not seen yet, or not a pod's port when last seen: a runtime may
+		// move the veth's peer away after creating it here, without a
+		// notification for this end, so ask the kernel now.
+		if l, err := w.c.h.LinkByIndex(p.Index); err == nil {
+			cl = portClass{kind: l.Type(), otherNs: l.Attrs().NetNsID >= 0}
+			if _, isDevice := l.(*netlink.Device); isDevice {
+				cl.kind = ""
+			}
+			w.kinds[p.Index] = cl
+		}
+	}
+	p.Kind, p.PodPort = cl.kind, cl.kind == "veth" && cl.otherNs
+	why := NotPodPort(p)
+	if why != "" && !w.skipped[p.Index] {
+		w.skipped[p.Index] = true
+		w.send(WatchEvent{Kind: WatchSkipped, Port: p.Name, Index: p.Index, Bridge: p.Bridge, Error: why})
+	}
+	return why != ""
 }
 
 func (w *watcher) send(ev WatchEvent) {
@@ -297,8 +338,11 @@ func (w *watcher) relist(cause string) (int, error) {
 		if !ok {
 			continue
 		}
-		n++
 		p.Bridge = br
+		if w.skip(p) {
+			continue
+		}
+		n++
 		believed[p.Index] = portState{master: p.bridgeIndex, on: p.Hairpin}
 		if !p.Hairpin {
 			w.queue(p, cause)
@@ -440,8 +484,12 @@ func (w *watcher) handlePort(u netlink.LinkUpdate) {
 	if known && st.on {
 		cause = CauseTurnedOff
 	}
+	p := Port{Name: a.Name, Index: idx, Bridge: br, bridgeIndex: a.MasterIndex, PodIPs: []string{}}
+	if w.skip(p) {
+		return
+	}
 	w.ports[idx] = portState{master: a.MasterIndex}
-	w.queue(Port{Name: a.Name, Index: idx, Bridge: br, bridgeIndex: a.MasterIndex, PodIPs: []string{}}, cause)
+	w.queue(p, cause)
 }
 
 // handleLink handles an AF_UNSPEC notification: it follows bridges by name
@@ -451,6 +499,8 @@ func (w *watcher) handleLink(u netlink.LinkUpdate) {
 	idx := a.Index
 	isBridge := u.Link.Type() == "bridge"
 	if u.Header.Type == unix.RTM_DELLINK {
+		delete(w.kinds, idx)
+		delete(w.skipped, idx)
 		delete(w.ports, idx)
 		w.unqueue(idx)
 		name, known := w.brName[idx]
@@ -464,6 +514,11 @@ func (w *watcher) handleLink(u netlink.LinkUpdate) {
 		return
 	}
 	if !isBridge {
+		cl := portClass{kind: u.Link.Type(), otherNs: a.NetNsID >= 0}
+		if _, isDevice := u.Link.(*netlink.Device); isDevice {
+			cl.kind = "" // no IFLA_INFO_KIND: a physical NIC
+		}
+		w.kinds[idx] = cl
 		return
 	}
 	name := a.Name

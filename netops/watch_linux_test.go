@@ -141,7 +141,10 @@ func addPort(t *testing.T, l *lab.Lab, br, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, MasterIndex: b.Attrs().Index}, PeerName: name + "p"}
+	// Its peer goes to pod 1's namespace: a pod's port, as a CNI plugin
+	// makes one, which is what watch keeps on.
+	v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, MasterIndex: b.Attrs().Index}, PeerName: name + "p",
+		PeerNamespace: netlink.NsFd(int(l.Pod(1).Ns))}
 	if err := l.Handle().LinkAdd(v); err != nil {
 		t.Fatalf("add %s to %s: %v", name, br, err)
 	}
@@ -393,6 +396,44 @@ func TestWatchBadOptions(t *testing.T) {
 			err := c.Watch(ctx, tt.o, nil)
 			if !errors.Is(err, tt.kind) {
 				t.Errorf("Watch(%+v) = %v, want %v", tt.o, err, tt.kind)
+			}
+		})
+	}
+}
+
+// Watch keeps pods' ports on and leaves an uplink alone, saying so once;
+// with AnyPort it keeps the uplink on too.
+func TestWatchSkipsUplinks(t *testing.T) {
+	for _, anyPort := range []bool{false, true} {
+		t.Run(fmt.Sprintf("AnyPort=%v", anyPort), func(t *testing.T) {
+			l := newLab(t, lab.Options{Pods: 1, Restore: "none"})
+			check := openLab(t, l)
+			br, err := l.Handle().LinkByName(l.Bridge)
+			if err != nil {
+				t.Fatal(err)
+			}
+			vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "vx0", MasterIndex: br.Attrs().Index}, VxlanId: 7, Port: 4789}
+			if err := l.Handle().LinkAdd(vx); err != nil {
+				t.Fatal(err)
+			}
+			w := startWatch(t, l, WatchOptions{Bridges: []string{l.Bridge}, AnyPort: anyPort})
+			addPort(t, l, l.Bridge, "vnew")
+			waitHairpinOn(t, check, "veth1", "vnew")
+			if anyPort {
+				waitHairpinOn(t, check, "vx0")
+				return
+			}
+			w.waitEvent(t, "vx0 skipped", func(ev WatchEvent) bool {
+				return ev.Kind == WatchSkipped && ev.Port == "vx0" && ev.Error == "not a pod's port: a vxlan uplink"
+			})
+			ports, err := check.ListPorts(ListOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range ports {
+				if p.Name == "vx0" && p.Hairpin {
+					t.Error("vx0, an uplink, has hairpin on")
+				}
 			}
 		})
 	}
