@@ -46,7 +46,9 @@ func TestServiceSelectorSharedByDoctor(t *testing.T) {
 	metrics := dns
 	metrics.PortName, metrics.Port = "metrics", 9153
 	all := []Service{web, web6, dns, metrics}
-	label := func(s Service) string { return fmt.Sprintf("%s/%s:%s@%s", s.Namespace, s.Name, s.PortName, s.ClusterIP) }
+	label := func(s Service) string {
+		return fmt.Sprintf("%s/%s:%s@%s", s.Namespace, s.Name, s.PortName, s.ClusterIP)
+	}
 	tests := []struct {
 		sel  string
 		want []Service
