@@ -778,3 +778,23 @@ func TestDaemonSet(t *testing.T) {
 		t.Errorf("%s is not in an emptyDir volume (the root filesystem is read-only)", filepath.Dir(ready))
 	}
 }
+
+// disable while a watch keeps the bridge is undone at once: disable says
+// so (and who), only for the namespace and bridge that watch keeps.
+func TestE2EDisableWarnsOfWatcher(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 1, Restore: "none"})
+	other := newLab(t, lab.Options{Pods: 1, Restore: "none"})
+	ready := filepath.Join(t.TempDir(), "ready")
+	p := startBin(t, nil, []string{"HAIRPINCTL_NETNS=" + l.Node}, bin, "watch", "--bridge", "cni0", "--ready-file", ready)
+	waitFile(t, p, ready)
+
+	r := run(t, "--netns", l.Node, "disable", "veth1")
+	want := fmt.Sprintf("hairpinctl: disable: hairpinctl watch (pid %d) keeps hairpin on for cni0 in this namespace", p.cmd.Process.Pid)
+	if r.code != 0 || !strings.Contains(r.stderr, want) {
+		t.Errorf("disable under a watcher: exit %d, stderr %q; want it to contain %q", r.code, r.stderr, want)
+	}
+	waitHairpin(t, l, "veth1", true) // as it said
+	if r := run(t, "--netns", other.Node, "disable", "--bridge", "cni0"); r.code != 0 || strings.Contains(r.stderr, "hairpinctl watch") {
+		t.Errorf("disable in another namespace: %+v", r)
+	}
+}

@@ -110,6 +110,9 @@ func hairpinAction(on bool) cli.ActionFunc {
 			}
 			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s: nothing to do\n", cmd, where)
 		}
+		if !on {
+			warnWatchers(c, cl, ports)
+		}
 		res := cl.SetHairpin(ports, on, dry)
 		res.Skipped = skipped
 		if len(fails) > 0 {
@@ -172,4 +175,21 @@ func printSetResult(w io.Writer, r *netops.SetResult, on bool) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", termSafe(f.Name), pal.bad("failed"), termSafeText(f.Error))
 	}
 	return tw.Flush()
+}
+
+// warnWatchers says when a running hairpinctl watch will undo a disable:
+// it turns hairpin back on for every port of the bridges it keeps.
+func warnWatchers(c *cli.Context, cl *netops.Client, ports []netops.Port) {
+	for _, w := range cl.Watchers() {
+		var brs []string
+		for _, p := range ports {
+			if w.Covers(p.Bridge) && !slices.Contains(brs, p.Bridge) {
+				brs = append(brs, p.Bridge)
+			}
+		}
+		if len(brs) > 0 {
+			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: hairpinctl watch (pid %d) keeps hairpin on for %s in this namespace and will turn these ports back on: stop it first (systemctl stop hairpinctl-watch, or kill %d)\n",
+				c.Command.Name, w.PID, strings.Join(brs, ", "), w.PID)
+		}
+	}
 }
