@@ -86,9 +86,9 @@ func TestE2EServicesLab(t *testing.T) {
 			}
 			lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
 			want := []string{
-				"SERVICE           ADDRESS            PROB  HAIRPIN-MASQ  AFFINITY",
-				"default/web:http  10.96.0.10:80/TCP                      -",
-				"  endpoint        " + ep + "   1     yes           -",
+				"SERVICE           ADDRESS            SHARE  HAIRPIN-MASQ  AFFINITY",
+				"default/web:http  10.96.0.10:80/TCP                       -",
+				"  endpoint        " + ep + "   1      yes           -",
 			}
 			if strings.Join(lines, "\n") != strings.Join(want, "\n") {
 				t.Errorf("table:\n%s\nwant:\n%s", r.stdout, strings.Join(want, "\n"))
@@ -226,7 +226,7 @@ func TestE2EServicesBadInput(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{"malformed IP", nil, nil, []string{"services", "10.96.0.300", "--netns", full.Node}, 2, `"10.96.0.300" is neither an IP address nor NS/NAME[:PORT]`},
+		{"malformed IP", nil, nil, []string{"services", "10.96.0.300", "--netns", full.Node}, 2, `"10.96.0.300" is neither an IP address, IP:PORT, NS/NAME nor NS/NAME:PORT`},
 		{"malformed name", nil, nil, []string{"services", "Default/web", "--netns", full.Node}, 2, `service name "Default/web": the namespace must be a DNS label`},
 		{"empty port", nil, nil, []string{"services", "default/web:", "--netns", full.Node}, 2, "the port after ':' is empty"},
 		{"bad backend", nil, nil, []string{"services", "--backend", "ipvs", "--netns", full.Node}, 2, `--backend "ipvs": use auto, iptables, iptables-nft, iptables-legacy or nftables`},

@@ -151,14 +151,14 @@ func TestColouredTablesAlign(t *testing.T) {
 		svcs := []netops.Service{{
 			Namespace: "default", Name: "web", ClusterIP: "10.96.0.10", Port: 80, Protocol: "TCP",
 			Endpoints: []netops.Endpoint{
-				{IP: "10.244.0.11", Port: 8080, Probability: 0.5, HairpinMasq: true, SessionAffinity: true},
-				{IP: "10.244.0.12", Port: 8080, Probability: 1},
+				{IP: "10.244.0.11", Port: 8080, Probability: 0.5, Share: 0.5, HairpinMasq: true, SessionAffinity: true},
+				{IP: "10.244.0.12", Port: 8080, Probability: 1, Share: 0.5},
 			},
 		}}
 		out := onTerminal(t, func(w io.Writer) error { return printServicesTable(w, svcs) })
 		checkColumns(t, out, map[string][]string{
-			"endpoint 10.244.0.11:8080": {"PROB=0.5", "HAIRPIN-MASQ=yes", "AFFINITY=yes"},
-			"endpoint 10.244.0.12:8080": {"PROB=1", "HAIRPIN-MASQ=no", "AFFINITY=-"},
+			"endpoint 10.244.0.11:8080": {"SHARE=0.5", "HAIRPIN-MASQ=yes", "AFFINITY=yes"},
+			"endpoint 10.244.0.12:8080": {"SHARE=0.5", "HAIRPIN-MASQ=no", "AFFINITY=-"},
 		})
 	})
 }

@@ -102,7 +102,7 @@ func runServices(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "hairpinctl: services: %s\n", w)
 	}
 	if len(res.Services) == 0 && len(res.Unmatched) > 0 {
-		return netops.Errorf(netops.ErrNotFound, "services: no service matches %s in %s (see: hairpinctl services)", strings.Join(res.Unmatched, ", "), res.Backend)
+		return netops.Errorf(netops.ErrNotFound, "services: no service matches %s in %s %s", strings.Join(res.Unmatched, ", "), res.Backend, cl.SeeHint("services"))
 	}
 	w := c.App.Writer
 	switch {
@@ -157,7 +157,7 @@ func printServicesTable(w io.Writer, svcs []netops.Service) error {
 	pal := colours(w)
 	var buf bytes.Buffer
 	tw := newTable(&buf)
-	fmt.Fprintln(tw, "SERVICE\tADDRESS\tPROB\tHAIRPIN-MASQ\tAFFINITY")
+	fmt.Fprintln(tw, "SERVICE\tADDRESS\tSHARE\tHAIRPIN-MASQ\tAFFINITY")
 	for i := range svcs {
 		s := &svcs[i]
 		proto := "/" + s.Protocol
@@ -194,7 +194,7 @@ func printServicesTable(w io.Writer, svcs []netops.Service) error {
 			if e.IP != "" {
 				addr = hostPort(e.IP, e.Port)
 			}
-			fmt.Fprintf(tw, "  endpoint\t%s\t%s\t%s\t%s\n", addr, formatProb(e.Probability), masq, eaff)
+			fmt.Fprintf(tw, "  endpoint\t%s\t%s\t%s\t%s\n", addr, formatProb(e.Share), masq, eaff)
 		}
 	}
 	if err := tw.Flush(); err != nil {

@@ -103,25 +103,26 @@ func TestServicesTable(t *testing.T) {
 			NodePorts: []int{30080}, ExternalIPs: []string{"192.168.99.1"}, LoadBalancerIPs: []string{"1.2.3.4"}, LocalPolicy: true,
 			SessionAffinitySeconds: 10800,
 			Endpoints: []netops.Endpoint{
-				{IP: "10.244.0.11", Port: 8080, Probability: 0.33333333349, HairpinMasq: true, SessionAffinity: true},
-				{IP: "10.244.0.12", Port: 8080, Probability: 1},
+				// iptables' conditional probabilities 1/3 then 1: shares 1/3 and 2/3.
+				{IP: "10.244.0.11", Port: 8080, Probability: 0.33333333349, Share: 0.3333, HairpinMasq: true, SessionAffinity: true},
+				{IP: "10.244.0.12", Port: 8080, Probability: 1, Share: 0.6667},
 			}},
 		{Namespace: "ns6", Name: "svc6", PortName: "p80", Protocol: "TCP", ClusterIP: "fd00:10:96::46", Port: 80, NoEndpoints: true, Endpoints: []netops.Endpoint{}},
 		{Chain: "KUBE-SVC-XPGD46QRK7WJZT7O", Protocol: "UDP", ClusterIP: "10.96.0.11", Port: 53,
-			Endpoints: []netops.Endpoint{{Probability: 1}}},
+			Endpoints: []netops.Endpoint{{Probability: 1, Share: 1}}},
 	}
 	var b bytes.Buffer
 	if err := printServicesTable(&b, svcs); err != nil {
 		t.Fatal(err)
 	}
-	want := `SERVICE           ADDRESS                  PROB    HAIRPIN-MASQ  AFFINITY
+	want := `SERVICE           ADDRESS                  SHARE   HAIRPIN-MASQ  AFFINITY
 default/web:http  10.96.0.10:80/TCP                              10800s
   node port       *:30080/TCP
   external IP     192.168.99.1:80/TCP
   load balancer   1.2.3.4:80/TCP
   traffic policy  Local
   endpoint        10.244.0.11:8080         0.3333  yes           yes
-  endpoint        10.244.0.12:8080         1       no            -
+  endpoint        10.244.0.12:8080         0.6667  no            -
 ns6/svc6:p80      [fd00:10:96::46]:80/TCP                        -
   no endpoints    kube-proxy rejects it
 (unnamed)         10.96.0.11:53/UDP                              -
