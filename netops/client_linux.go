@@ -148,6 +148,12 @@ func (c *Client) NetnsLabel() string {
 	return c.nsName
 }
 
+// SeeHint is the "(see: hairpinctl ARGS)" that ends a message, with the
+// --netns given, so that the command it suggests looks where this one did.
+func (c *Client) SeeHint(args string) string {
+	return "(see: " + hairpinctlCmd(c.nsName, args) + ")"
+}
+
 // Do runs fn on an OS thread that has entered the client's namespace, for
 // work that follows the calling thread's namespace: exec of iptables or nft
 // (a child inherits its parent thread's namespace), /proc/sys reads, and

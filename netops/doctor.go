@@ -256,10 +256,16 @@ func summarize(checks []Check, netns string) DoctorSummary {
 // hairpinctlCmd is a hairpinctl command line that acts on the namespace
 // doctor examined.
 func (f *doctorFacts) hairpinctlCmd(args string) string {
-	if f.netns == "" {
+	return hairpinctlCmd(f.netns, args)
+}
+
+// hairpinctlCmd is a hairpinctl command line, for a fix or a hint, that
+// acts on netns, the --netns value ("" for the caller's own namespace).
+func hairpinctlCmd(netns, args string) string {
+	if netns == "" {
 		return "hairpinctl " + args
 	}
-	return "hairpinctl " + args + " --netns " + shellQuote(f.netns)
+	return "hairpinctl " + args + " --netns " + shellQuote(netns)
 }
 
 // nsCmd is a shell command run in the namespace doctor examined.

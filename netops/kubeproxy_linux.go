@@ -299,7 +299,7 @@ func (r *servicesRead) run(backend string) error {
 		if legacyHas {
 			res.BackendsWithRules = append(res.BackendsWithRules, BackendIPTablesLegacy)
 			var warning string
-			chosen, warning = splitBrain(nftN, legN)
+			chosen, warning = splitBrain(nftN, legN, r.c.nsName)
 			res.Warnings = append(res.Warnings, warning)
 		}
 	case hasNFT:
@@ -336,7 +336,7 @@ func newServicesResultFrom(old *ServicesResult) *ServicesResult {
 
 func (r *servicesRead) warnNFTables(both bool) {
 	if both {
-		r.res.Warnings = append(r.res.Warnings, "kube-proxy rules in both iptables and nftables mode (table kube-proxy); showing iptables: kube-proxy removes the mode it does not use when it starts, so one is stale (see: hairpinctl services --backend nftables)")
+		r.res.Warnings = append(r.res.Warnings, "kube-proxy rules in both iptables and nftables mode (table kube-proxy); showing iptables: kube-proxy removes the mode it does not use when it starts, so one is stale "+r.c.SeeHint("services --backend nftables"))
 	}
 }
 

@@ -605,6 +605,7 @@ func (r *nftRenderer) rule(attrs []byte) (chain, line string, readable bool) {
 	for _, e := range exprs {
 		r.expr(e)
 	}
+	r.stmts = mergeL4Dependency(r.stmts)
 	if comment != "" {
 		r.stmts = append(r.stmts, `comment "`+comment+`"`)
 	}
@@ -1087,4 +1088,23 @@ func (r *nftRenderer) nat(e *expr.NAT) bool {
 	}
 	r.stmts = append(r.stmts, text+natFlags(e.Random, e.FullyRandom, e.Persistent))
 	return true
+}
+
+// mergeL4Dependency prints "meta l4proto tcp th dport 80" as nft does,
+// "tcp dport 80": a protocol match right before a transport-header match
+// is that match's dependency, which nft folds into the header's name.
+func mergeL4Dependency(stmts []string) []string {
+	out := stmts[:0]
+	for i := 0; i < len(stmts); i++ {
+		if proto, ok := strings.CutPrefix(stmts[i], "meta l4proto "); ok && i+1 < len(stmts) &&
+			!strings.ContainsAny(proto, " {") {
+			if rest, ok := strings.CutPrefix(stmts[i+1], "th "); ok {
+				out = append(out, proto+" "+rest)
+				i++
+				continue
+			}
+		}
+		out = append(out, stmts[i])
+	}
+	return out
 }

@@ -131,7 +131,7 @@ func (c *Client) SelectPorts(ports []Port, names []string) ([]Port, []Failure) {
 				pick(i)
 				continue
 			}
-			err := errorf(ErrNotFound, "%s: no bridge port has a pod with this IP in netns %s (see: hairpinctl ports)", n, c.NetnsLabel())
+			err := errorf(ErrNotFound, "%s: no bridge port has a pod with this IP in netns %s %s", n, c.NetnsLabel(), c.SeeHint("ports"))
 			fails = append(fails, Failure{Name: n, Error: err.Error(), err: err})
 			continue
 		}
@@ -164,14 +164,14 @@ func portOfPodIP(ports []Port, a netip.Addr) int {
 func (c *Client) classifyMissing(name string) error {
 	l, err := c.h.LinkByName(name)
 	if err != nil {
-		return errorf(ErrNotFound, "%s: no such interface in netns %s (see: hairpinctl ports)", name, c.NetnsLabel())
+		return errorf(ErrNotFound, "%s: no such interface in netns %s %s", name, c.NetnsLabel(), c.SeeHint("ports"))
 	}
 	if m := l.Attrs().MasterIndex; m != 0 {
 		if br, err := c.h.LinkByIndex(m); err == nil && br.Type() == "bridge" {
-			return errorf(ErrNotBridgePort, "%s is a port of %s, which was not selected (see: hairpinctl ports)", name, br.Attrs().Name)
+			return errorf(ErrNotBridgePort, "%s is a port of %s, which was not selected %s", name, br.Attrs().Name, c.SeeHint("ports"))
 		}
 	}
-	return errorf(ErrNotBridgePort, "%s is not attached to a bridge (see: hairpinctl ports)", name)
+	return errorf(ErrNotBridgePort, "%s is not attached to a bridge %s", name, c.SeeHint("ports"))
 }
 
 // dumpBridgePorts reads every bridge port with one AF_BRIDGE RTM_GETLINK

@@ -6,8 +6,9 @@ import "fmt"
 // are in both iptables-nft (nftN rules in KUBE-SERVICES) and
 // iptables-legacy (legN), and words the warning. The larger wins; a tie
 // goes to iptables-nft, as kube-proxy's own iptables-wrapper decides
-// (legacy only when it holds more rules).
-func splitBrain(nftN, legN int) (chosen Backend, warning string) {
+// (legacy only when it holds more rules). netns is the --netns value, for
+// the hint.
+func splitBrain(nftN, legN int, netns string) (chosen Backend, warning string) {
 	chosen, other := BackendIPTablesNFT, BackendIPTablesLegacy
 	why := "which has more"
 	switch {
@@ -17,8 +18,8 @@ func splitBrain(nftN, legN int) (chosen Backend, warning string) {
 		why = "as kube-proxy's iptables-wrapper does on a tie"
 	}
 	return chosen, fmt.Sprintf(
-		"split brain: kube-proxy rules in both iptables-nft (%s in KUBE-SERVICES) and iptables-legacy (%s); showing %s, %s; the other is likely stale or written by a second kube-proxy (see: hairpinctl services --backend %s)",
-		countRules(nftN), countRules(legN), chosen, why, other)
+		"split brain: kube-proxy rules in both iptables-nft (%s in KUBE-SERVICES) and iptables-legacy (%s); showing %s, %s; the other is likely stale or written by a second kube-proxy (see: %s)",
+		countRules(nftN), countRules(legN), chosen, why, hairpinctlCmd(netns, "services --backend "+string(other)))
 }
 
 // countRules is "1 rule" or "N rules".

@@ -1,6 +1,9 @@
 package netops
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestSplitBrainWarning(t *testing.T) {
 	const tail = "; the other is likely stale or written by a second kube-proxy (see: hairpinctl services --backend "
@@ -14,9 +17,13 @@ func TestSplitBrainWarning(t *testing.T) {
 		{13, 1, BackendIPTablesNFT, "split brain: kube-proxy rules in both iptables-nft (13 rules in KUBE-SERVICES) and iptables-legacy (1 rule); showing iptables-nft, which has more" + tail + "iptables-legacy)"},
 	}
 	for _, tt := range tests {
-		chosen, got := splitBrain(tt.nft, tt.leg)
+		chosen, got := splitBrain(tt.nft, tt.leg, "")
 		if chosen != tt.chosen || got != tt.want {
 			t.Errorf("splitBrain(%d, %d) = %s,\n%q\nwant %s,\n%q", tt.nft, tt.leg, chosen, got, tt.chosen, tt.want)
 		}
+	}
+	// The hint looks where the warning's command looked.
+	if _, got := splitBrain(1, 2, "node a"); !strings.HasSuffix(got, "(see: hairpinctl services --backend iptables-nft --netns 'node a')") {
+		t.Errorf("with --netns: %q", got)
 	}
 }

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/hairpinctl/hairpinctl/netops/lab"
+	"github.com/vishvananda/netlink"
+)
+
+// A "(see: hairpinctl ...)" hint is a command to paste: it looks where the
+// failing command looked, so it carries the --netns in use, also when that
+// came from HAIRPINCTL_NETNS.
+func TestE2EBadInputHintsCarryNetns(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 1, Endpoints: []int{1}, Restore: "iptables-nft-restore"})
+	h := l.Handle()
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "veth9"}, PeerName: "veth9p"}); err != nil {
+		t.Fatal(err)
+	}
+	ns := l.Node
+	see := "(see: hairpinctl ports --netns " + ns + ")"
+	tests := []badInput{
+		{"unknown interface", nil, []string{"enable", "nope0", "--netns", ns}, 2, "nope0: no such interface in netns " + ns + " " + see},
+		{"not a bridge port", nil, []string{"enable", "veth9", "--netns", ns}, 2, "veth9 is not attached to a bridge " + see},
+		{"unknown pod IP", nil, []string{"disable", "10.244.9.9", "--netns", ns}, 2, "10.244.9.9: no bridge port has a pod with this IP in netns " + ns + " " + see},
+		{"unknown port listed", nil, []string{"ports", "nope0", "--netns", ns}, 2, see},
+		{"port of a bridge not selected", nil, []string{"ports", "veth1", "--bridge", "br9", "--netns", ns}, 2, "veth1 is a port of cni0, which was not selected " + see},
+		{"no such service", nil, []string{"services", "10.96.9.9", "--netns", ns}, 2, "(see: hairpinctl services --netns " + ns + ")"},
+	}
+	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br9"}}); err != nil {
+		t.Fatal(err)
+	}
+	checkBadInput(t, tests)
+
+	t.Run("netns from the environment", func(t *testing.T) {
+		r := runCmd(t, nil, []string{"HAIRPINCTL_NETNS=" + ns}, "enable", "nope0")
+		if r.code != 2 {
+			t.Errorf("exit %d, want 2 (%+v)", r.code, r)
+		}
+		oneLineErr(t, r, "nope0: no such interface in netns "+ns+" "+see)
+	})
+	t.Run("no netns, no flag", func(t *testing.T) {
+		r := run(t, "enable", "nope0xyz")
+		oneLineErr(t, r, "nope0xyz: no such interface in netns host (see: hairpinctl ports)")
+	})
+}
