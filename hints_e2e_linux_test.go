@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os/exec"
 	"testing"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
@@ -42,4 +43,24 @@ func TestE2EBadInputHintsCarryNetns(t *testing.T) {
 		r := run(t, "enable", "nope0xyz")
 		oneLineErr(t, r, "nope0xyz: no such interface in netns host (see: hairpinctl ports)")
 	})
+}
+
+// enable --all where there is no bridge at all says so, rather than that
+// the bridges have no ports.
+func TestE2EEnableAllNoBridge(t *testing.T) {
+	ns := scratchNetns(t)
+	r := run(t, "enable", "--all", "--netns", ns)
+	if r.code != 0 {
+		t.Errorf("exit %d, want 0 (%+v)", r.code, r)
+	}
+	oneLineErr(t, r, "enable: no bridge in netns "+ns+": nothing to do")
+
+	if out, err := exec.Command("ip", "-n", ns, "link", "add", "br0", "type", "bridge").CombinedOutput(); err != nil {
+		t.Fatalf("ip link add: %v: %s", err, out)
+	}
+	r = run(t, "disable", "--all", "--netns", ns)
+	if r.code != 0 {
+		t.Errorf("exit %d, want 0 (%+v)", r.code, r)
+	}
+	oneLineErr(t, r, "disable: no bridge in netns "+ns+" has a port: nothing to do")
 }

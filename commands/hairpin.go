@@ -101,12 +101,16 @@ func hairpinAction(on bool) cli.ActionFunc {
 		} else if !anyPort && len(ports) > 0 {
 			ports, skipped = netops.SplitPodPorts(ports)
 		} else if len(ports) == 0 {
-			where := "any bridge in netns " + cl.NetnsLabel() + " has no ports"
+			where := "no bridge in netns " + cl.NetnsLabel() + " has a port"
 			switch {
 			case len(brs) == 1:
 				where = "bridge " + brs[0] + " has no ports"
 			case len(brs) > 1:
 				where = "bridges " + strings.Join(brs, ", ") + " have no ports"
+			default:
+				if names, err := cl.BridgeNames(); err == nil && len(names) == 0 {
+					where = "no bridge in netns " + cl.NetnsLabel()
+				}
 			}
 			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s: nothing to do\n", cmd, where)
 		}
