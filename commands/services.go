@@ -183,8 +183,11 @@ func printServicesTable(w io.Writer, svcs []netops.Service) error {
 		}
 		for _, e := range s.Endpoints {
 			masq := pal.bad("no")
-			if e.HairpinMasq {
+			switch {
+			case e.HairpinMasq:
 				masq = pal.good("yes")
+			case e.Local != nil && !*e.Local:
+				masq = "n/a" // another node's endpoint: its node masquerades it
 			}
 			eaff := "-"
 			if e.SessionAffinity {

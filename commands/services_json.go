@@ -168,6 +168,9 @@ func appendEndpointJSON(b []byte, e netops.Endpoint) []byte {
 	if e.Weight != 0 {
 		o.int("weight", e.Weight)
 	}
+	if e.Local != nil {
+		o.bool("local", *e.Local)
+	}
 	return o.end()
 }
 

@@ -33,6 +33,12 @@ func fill(t *testing.T, v reflect.Value, r *rand.Rand, zeroes bool) {
 			f.SetFloat(floats[r.IntN(len(floats))])
 		case reflect.Bool:
 			f.SetBool(r.IntN(2) == 0)
+		case reflect.Pointer:
+			if f.Type().Elem().Kind() != reflect.Bool {
+				t.Fatalf("fill: pointer to %s", f.Type().Elem().Kind())
+			}
+			b := r.IntN(2) == 0
+			f.Set(reflect.ValueOf(&b))
 		case reflect.Slice:
 			n := r.IntN(4)
 			if zeroes && r.IntN(2) == 0 {

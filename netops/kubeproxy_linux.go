@@ -200,6 +200,7 @@ func (c *Client) Services(o ServicesOptions) (*ServicesResult, error) {
 		return nil, err
 	}
 	res.Unmatched = sel.unmatched()
+	c.markLocal(res.Services)
 	if res.Unparsed > 0 {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("%d %s rules not understood (kept: see --raw)", res.Unparsed, res.Backend))
 	}

@@ -145,6 +145,13 @@ type Endpoint struct {
 	Share float64 `json:"share"`
 	// Weight is the endpoint's number of numgen slots (nftables mode only).
 	Weight int `json:"weight,omitempty"`
+	// Local: the endpoint is on this node (its address is in a subnet of
+	// one of the namespace's bridges), false when it is on another node;
+	// unset when the namespace has no bridge to tell by. HairpinMasq
+	// applies only to a local endpoint: kube-proxy's nftables mode
+	// (1.36+) writes the hairpin masquerade for this node's endpoints
+	// only, and another node's endpoint is masqueraded by its own node.
+	Local *bool `json:"local,omitempty"`
 }
 
 // BackendAuto and BackendIPTables are ServicesOptions.Backend values that

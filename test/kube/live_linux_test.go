@@ -215,6 +215,7 @@ func live(t *testing.T, mode string) {
 		t.Errorf("hairpin on: none of 20 connections reached pod-1 itself")
 	}
 	checkConntrack(t, l, web, self, l.Pods[1], toSelf)
+	checkLocality(t, l)
 
 	// Healthy node: no FAIL.
 	if rep, r := doctor(t, l); r.code != 0 || failNames(rep, "") {
@@ -416,5 +417,60 @@ func checkConntrack(t *testing.T, l *kubelab.Lab, web kubelab.TruthService, self
 	}
 	if hairpin != toSelf {
 		t.Errorf("conntrack shows %d hairpin flows of pod-1, %d of its connections reached itself:\n%s", hairpin, toSelf, r.stdout)
+	}
+}
+
+// checkLocality compares services' "local" with where the API objects put
+// each endpoint: this node's pods are local, the remote node's and the
+// apiserver's addresses are not; and every local endpoint ClusterIP
+// traffic reaches has its hairpin masquerade.
+func checkLocality(t *testing.T, l *kubelab.Lab) {
+	t.Helper()
+	tr, err := kubelab.ComputeTruth(context.Background(), l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, "--netns", l.Node, "services", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("services: %+v", r)
+	}
+	var got []struct {
+		ClusterIP string
+		Port      int
+		Protocol  string
+		Endpoints []struct {
+			IP          string
+			Port        int
+			HairpinMasq bool
+			Local       *bool
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+		t.Fatalf("services -o json: %v", err)
+	}
+	checked := 0
+	for _, want := range tr.Services {
+		for _, s := range got {
+			if net.ParseIP(s.ClusterIP).String() != net.ParseIP(want.ClusterIP).String() || s.Port != want.Port || !strings.EqualFold(s.Protocol, want.Protocol) {
+				continue
+			}
+			for _, e := range s.Endpoints {
+				for _, te := range want.Endpoints {
+					if net.ParseIP(te.IP).String() != net.ParseIP(e.IP).String() || te.Port != e.Port {
+						continue
+					}
+					checked++
+					if e.Local == nil || *e.Local != te.Local {
+						t.Errorf("%s/%s %s:%d endpoint %s: local %v, want %v", want.Namespace, want.Name, want.ClusterIP, want.Port, e.IP, e.Local, te.Local)
+					}
+					if te.Local && !e.HairpinMasq {
+						t.Errorf("%s/%s endpoint %s (this node's) without its hairpin masquerade", want.Namespace, want.Name, e.IP)
+					}
+				}
+			}
+		}
+	}
+	if checked < 20 {
+		t.Errorf("only %d endpoints compared", checked)
 	}
 }

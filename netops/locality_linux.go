@@ -1,0 +1,60 @@
+package netops
+
+import (
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+)
+
+// markLocal fills Endpoint.Local: an endpoint whose address is in a subnet
+// of one of this namespace's bridges (the node's pod CIDR: the CNI bridge
+// plugin gives the bridge its gateway address there) is on this node, any
+// other is not. Without a bridge with an address (a routed CNI, a scratch
+// namespace) nothing can be said and Local stays unset.
+func (c *Client) markLocal(svcs []Service) {
+	var nets []netip.Prefix
+	links, err := c.h.LinkList()
+	if err != nil {
+		return
+	}
+	for _, l := range links {
+		if l.Type() != "bridge" {
+			continue
+		}
+		addrs, err := c.h.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if a.IPNet == nil || a.IP.IsLinkLocalUnicast() {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if !ok {
+				continue
+			}
+			ones, _ := a.Mask.Size()
+			nets = append(nets, netip.PrefixFrom(ip.Unmap(), ones).Masked())
+		}
+	}
+	if len(nets) == 0 {
+		return
+	}
+	for i := range svcs {
+		for j := range svcs[i].Endpoints {
+			ep := &svcs[i].Endpoints[j]
+			a, err := netip.ParseAddr(ep.IP)
+			if err != nil {
+				continue
+			}
+			local := false
+			for _, n := range nets {
+				if n.Contains(a.Unmap()) {
+					local = true
+					break
+				}
+			}
+			ep.Local = &local
+		}
+	}
+}
