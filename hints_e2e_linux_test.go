@@ -1,7 +1,10 @@
 package main
 
 import (
+	"encoding/json"
+	"os"
 	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
@@ -63,4 +66,43 @@ func TestE2EEnableAllNoBridge(t *testing.T) {
 		t.Errorf("exit %d, want 0 (%+v)", r.code, r)
 	}
 	oneLineErr(t, r, "disable: no bridge in netns "+ns+" has a port: nothing to do")
+}
+
+// Run under `ip netns exec X`, doctor names X (its /run/netns bind mount
+// is the process's own namespace), and the kube-proxy restart fix names
+// this host's node rather than a literal NODE.
+func TestE2EDoctorUnderIPNetnsExec(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 1, Endpoints: []int{1}, Restore: "iptables-nft-restore", Hairpin: true})
+	// Break the masquerade plumbing: POSTROUTING no longer jumps to KUBE-POSTROUTING.
+	if out, err := l.Exec("", "iptables-nft", "-t", "nat", "-D", "POSTROUTING", "-m", "comment", "--comment", "kubernetes postrouting rules", "-j", "KUBE-POSTROUTING"); err != nil {
+		t.Fatalf("delete the POSTROUTING jump: %v: %s", err, out)
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host = strings.ToLower(host) // as kubelet registers it
+	const restart = "kubectl -n kube-system delete pod -l k8s-app=kube-proxy --field-selector spec.nodeName="
+
+	cmd := exec.Command("ip", "netns", "exec", l.Node, bin, "doctor", "-o", "json")
+	cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	out, err := cmd.Output()
+	var d doctorJSON
+	if jerr := json.Unmarshal(out, &d); jerr != nil {
+		t.Fatalf("ip netns exec doctor: %v, %v\n%s", err, jerr, out)
+	}
+	if d.Summary.Netns != l.Node {
+		t.Errorf("summary netns %q, want %q", d.Summary.Netns, l.Node)
+	}
+	st, _, fix := d.check(t, "masquerade")
+	if st != "FAIL" || !strings.Contains(fix, restart+host+" (this host's name; kubelet's --hostname-override may differ)") {
+		t.Errorf("masquerade %s, fix %q: want the node named %s", st, fix, host)
+	}
+
+	// With --netns the namespace may be another node's (a kind node, a
+	// lab): its name is not known, and the fix says what to put there.
+	d, _ = doctorRun(t, "--netns", l.Node)
+	if _, _, fix := d.check(t, "masquerade"); !strings.Contains(fix, restart+"NODE (NODE: the name of the Node whose namespace this is)") {
+		t.Errorf("--netns: fix %q", fix)
+	}
 }

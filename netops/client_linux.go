@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -27,6 +28,9 @@ type Client struct {
 	// raw is a NETLINK_ROUTE socket in the namespace for requests the netlink
 	// package has no bulk form of: the AF_BRIDGE link dump and pipelined RTM_SETLINK.
 	raw *rawConn
+	// ownLabel is the own namespace's name for messages, found once.
+	ownLabel     string
+	ownLabelOnce sync.Once
 }
 
 // ResolveNetns turns a --netns value into a path: a bare name is looked up
@@ -140,12 +144,37 @@ func (c *Client) Handle() *netlink.Handle { return c.h }
 // Netns is the client's namespace handle. The Client owns it.
 func (c *Client) Netns() netns.NsHandle { return c.ns }
 
-// NetnsLabel names the namespace for messages: the --netns value, or "host".
+// NetnsLabel names the namespace for messages: the --netns value; for the
+// caller's own namespace, its name under /run/netns when it has one (run
+// under `ip netns exec X`), else "host".
 func (c *Client) NetnsLabel() string {
-	if c.nsName == "" {
+	if c.nsName != "" {
+		return c.nsName
+	}
+	c.ownLabelOnce.Do(func() { c.ownLabel = c.boundName() })
+	return c.ownLabel
+}
+
+// boundName is the name under /run/netns of the client's namespace, or
+// "host". `ip netns exec X` enters X without telling the process; a
+// namespace is known by its nsfs inode (st_dev, st_ino), which the
+// handle taken from the calling thread and X's bind mount share.
+func (c *Client) boundName() string {
+	var self unix.Stat_t
+	if err := unix.Fstat(int(c.ns), &self); err != nil {
 		return "host"
 	}
-	return c.nsName
+	ents, err := os.ReadDir(NetnsDir)
+	if err != nil {
+		return "host"
+	}
+	for _, e := range ents {
+		var st unix.Stat_t
+		if unix.Stat(filepath.Join(NetnsDir, e.Name()), &st) == nil && st.Dev == self.Dev && st.Ino == self.Ino {
+			return e.Name()
+		}
+	}
+	return "host"
 }
 
 // SeeHint is the "(see: hairpinctl ARGS)" that ends a message, with the

@@ -93,7 +93,8 @@ type DoctorSummary struct {
 	Warn int `json:"warn"`
 	Fail int `json:"fail"`
 	Skip int `json:"skip"`
-	// Netns is the namespace examined: the --netns value, or "host".
+	// Netns is the namespace examined: the --netns value, else its name
+	// under /run/netns (run under `ip netns exec NAME`), else "host".
 	Netns string `json:"netns"`
 }
 
@@ -129,6 +130,12 @@ type DoctorOptions struct {
 type doctorFacts struct {
 	// netns is the --netns value, "" for the caller's own namespace.
 	netns string
+	// label names the namespace in findings (Client.NetnsLabel); "" is
+	// netns, or "host".
+	label string
+	// node is the name of the Node this namespace belongs to, "" when
+	// not known.
+	node string
 	// bridgesAsked is --bridge.
 	bridgesAsked []string
 	bridges      []bridgeFacts
@@ -226,7 +233,7 @@ func diagnose(f *doctorFacts) *DoctorReport {
 			r.Checks[i].Details = []string{}
 		}
 	}
-	r.Summary = summarize(r.Checks, f.netns)
+	r.Summary = summarize(r.Checks, f.netnsLabel())
 	return r
 }
 
@@ -327,6 +334,9 @@ func (f *doctorFacts) noBridgeReason(what string) string {
 }
 
 func (f *doctorFacts) netnsLabel() string {
+	if f.label != "" {
+		return f.label
+	}
 	if f.netns == "" {
 		return "host"
 	}
@@ -578,12 +588,21 @@ func checkMasquerade(f *doctorFacts) Check {
 	}
 	c.Status = StatusFail
 	c.Finding = strings.Join(missing, "; ") + ": a pod's connection to itself through a Service keeps its own source address, so it gets no reply"
-	c.Fix = kubeProxyRestart
+	c.Fix = f.kubeProxyRestart()
 	return c
 }
 
-// kubeProxyRestart is the fix for rules kube-proxy should have written.
-const kubeProxyRestart = "restart kube-proxy on this node so it rewrites its rules: kubectl -n kube-system delete pod -l k8s-app=kube-proxy --field-selector spec.nodeName=NODE"
+// kubeProxyRestart is the fix for rules kube-proxy should have written:
+// delete this node's kube-proxy pod, selected by its spec.nodeName. The
+// fix says where the name came from: kubelet registers the host's name
+// unless its --hostname-override says otherwise.
+func (f *doctorFacts) kubeProxyRestart() string {
+	node, whence := "NODE", "NODE: the name of the Node whose namespace this is"
+	if f.node != "" {
+		node, whence = shellQuote(f.node), "this host's name; kubelet's --hostname-override may differ"
+	}
+	return "restart kube-proxy on this node so it rewrites its rules: kubectl -n kube-system delete pod -l k8s-app=kube-proxy --field-selector spec.nodeName=" + node + " (" + whence + ")"
+}
 
 // serviceLabel names a service port the way the findings do:
 // "default/web:http 10.96.0.10:80".
@@ -721,7 +740,7 @@ func (f *doctorFacts) serviceFix(enable []string, restart bool) string {
 		fixes = append(fixes, f.hairpinctlCmd("enable "+strings.Join(ports, " ")))
 	}
 	if restart {
-		fixes = append(fixes, kubeProxyRestart)
+		fixes = append(fixes, f.kubeProxyRestart())
 	}
 	return strings.Join(fixes, "; ")
 }

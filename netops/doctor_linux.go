@@ -31,7 +31,16 @@ func (c *Client) Doctor(o DoctorOptions) (*DoctorReport, error) {
 			return nil, err
 		}
 	}
-	f := &doctorFacts{netns: c.nsName, bridgesAsked: o.Bridges, selectors: o.Services, cniDir: o.CNIConfDir}
+	f := &doctorFacts{netns: c.nsName, label: c.NetnsLabel(), bridgesAsked: o.Bridges, selectors: o.Services, cniDir: o.CNIConfDir}
+	if c.own {
+		// The namespace is this host's, and so is the UTS namespace
+		// whose name kubelet registers as the Node's by default,
+		// trimmed and lowercased (kubelet's GetHostname). Another
+		// namespace (--netns) may be another node's: a kind node, a lab.
+		if h, err := os.Hostname(); err == nil {
+			f.node = strings.ToLower(strings.TrimSpace(h))
+		}
+	}
 	if f.cniDir == "" {
 		f.cniDir = DefaultCNIConfDir
 	}

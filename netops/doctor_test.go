@@ -309,7 +309,7 @@ func TestDoctorKubeProxyAndMasquerade(t *testing.T) {
 		t.Errorf("nftables: %s %q", c.Status, c.Finding)
 	}
 	c := checkMasquerade(f)
-	if c.Status != StatusFail || c.Fix != kubeProxyRestart ||
+	if c.Status != StatusFail || c.Fix != f.kubeProxyRestart() ||
 		c.Finding != "mark-for-masquerade does not set the masquerade mark; nat-postrouting does not jump to masquerading, so its masquerade rule never runs: a pod's connection to itself through a Service keeps its own source address, so it gets no reply" {
 		t.Errorf("nftables masquerade: %s %q", c.Status, c.Finding)
 	}
@@ -324,6 +324,29 @@ func TestDoctorKubeProxyAndMasquerade(t *testing.T) {
 	f.servicesErr = Errorf(ErrPermission, "reading kube-proxy's rules needs CAP_NET_ADMIN: run as root")
 	if c := checkKubeProxy(f); c.Status != StatusSkip || c.Fix != "run as root" {
 		t.Errorf("not root: %s %q", c.Status, c.Fix)
+	}
+}
+
+// The kube-proxy restart fix names the node when it is known, and says
+// where the name came from; the summary names the namespace by its label.
+func TestDoctorKubeProxyRestartNamesNode(t *testing.T) {
+	const restart = "restart kube-proxy on this node so it rewrites its rules: kubectl -n kube-system delete pod -l k8s-app=kube-proxy --field-selector spec.nodeName="
+	f := healthyFacts()
+	f.services.Masquerade.PostroutingHooked = false
+	tests := []struct{ node, want string }{
+		{"", restart + "NODE (NODE: the name of the Node whose namespace this is)"},
+		{"worker-1", restart + "worker-1 (this host's name; kubelet's --hostname-override may differ)"},
+		{"odd name", restart + "'odd name' (this host's name; kubelet's --hostname-override may differ)"},
+	}
+	for _, tt := range tests {
+		f.node = tt.node
+		if c := checkMasquerade(f); c.Status != StatusFail || c.Fix != tt.want {
+			t.Errorf("node %q: %s %q, want %q", tt.node, c.Status, c.Fix, tt.want)
+		}
+	}
+	f.label = "node1"
+	if r := diagnose(f); r.Summary.Netns != "node1" {
+		t.Errorf("summary netns %q, want the label node1", r.Summary.Netns)
 	}
 }
 
