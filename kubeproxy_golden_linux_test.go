@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/rand"
+	"fmt"
 	"encoding/hex"
 	"encoding/json"
 	"net"
@@ -27,7 +28,8 @@ type goldenTruth struct {
 	Release, Mode, NodeName string
 	Services                []struct {
 		Namespace, Name, PortName, Protocol, Family, ClusterIP string
-		Port                                                   int
+		Port, NodePort                                         int
+		ExternalIPs, LoadBalancerIPs                           []string
 		ClusterEndpoints, HairpinEndpoints                     []string
 	}
 }
@@ -177,6 +179,8 @@ func goldenServices(t *testing.T, ns, mode string, truth goldenTruth) []string {
 	var got []struct {
 		Namespace, Name, PortName, Protocol, ClusterIP string
 		Port                                           int
+		NodePorts                                      []int
+		ExternalIPs, LoadBalancerIPs                   []string
 		Endpoints                                      []struct {
 			IP          string
 			Port        int
@@ -200,6 +204,33 @@ func goldenServices(t *testing.T, ns, mode string, truth goldenTruth) []string {
 			found = true
 			if s.Namespace != want.Namespace || s.Name != want.Name || s.PortName != want.PortName {
 				problems = append(problems, id+": named "+s.Namespace+"/"+s.Name+":"+s.PortName)
+			}
+			if len(want.ClusterEndpoints) > 0 {
+				// Where there are endpoints, kube-proxy programs the
+				// Service's other addresses too.
+				var np []int
+				if want.NodePort != 0 {
+					np = []int{want.NodePort}
+				}
+				if !slices.Equal(s.NodePorts, np) {
+					problems = append(problems, fmt.Sprintf("%s: node ports %v, want %v", id, s.NodePorts, np))
+				}
+				gotExt, gotLB := s.ExternalIPs, s.LoadBalancerIPs
+				wantExt, wantLB := want.ExternalIPs, want.LoadBalancerIPs
+				if mode == "nftables" {
+					// nftables mode sends external and load-balancer IPs
+					// alike; only source ranges (firewall-ips) set a
+					// load balancer apart, so compare them together
+					// (docs/json.md says so).
+					gotExt, gotLB = append(append([]string{}, gotExt...), gotLB...), nil
+					wantExt, wantLB = append(append([]string{}, wantExt...), wantLB...), nil
+				}
+				if !slices.Equal(canonIPs(gotExt), canonIPs(wantExt)) {
+					problems = append(problems, fmt.Sprintf("%s: external IPs %v, want %v", id, gotExt, wantExt))
+				}
+				if !slices.Equal(canonIPs(gotLB), canonIPs(wantLB)) {
+					problems = append(problems, fmt.Sprintf("%s: load-balancer IPs %v, want %v", id, gotLB, wantLB))
+				}
 			}
 			var eps, masq []string
 			for _, e := range s.Endpoints {
@@ -257,6 +288,15 @@ func canonIP(s string) string {
 }
 
 func sameAddr(a, b string) bool { return canonIP(a) == canonIP(b) }
+
+func canonIPs(ips []string) []string {
+	out := []string{}
+	for _, ip := range ips {
+		out = append(out, canonIP(ip))
+	}
+	sort.Strings(out)
+	return out
+}
 
 func canon(hps []string) []string {
 	out := make([]string, 0, len(hps))
