@@ -26,9 +26,6 @@ func renderIPTRule(family int, chain string, exprs []expr.Any) (rendered rendere
 		}
 		i += used
 	}
-	if r.verdict == "" {
-		return rendered, false // iptables-nft always ends a rule with its target
-	}
 	var b strings.Builder
 	b.WriteString("-A ")
 	b.WriteString(chain)
@@ -75,6 +72,9 @@ func (r *ruleText) take(e expr.Any, rest []expr.Any) (used int, ok bool) {
 	case *expr.Counter:
 		return 0, true
 	case *expr.Meta:
+		if e.Key == expr.MetaKeyMARK {
+			return r.mark(e, rest)
+		}
 		if len(rest) == 0 {
 			return 0, false
 		}
@@ -94,6 +94,8 @@ func (r *ruleText) take(e expr.Any, rest []expr.Any) (used int, ok bool) {
 		return 0, r.match(e)
 	case *expr.Verdict:
 		return 0, r.target(e)
+	case *expr.Target:
+		return 0, r.xtTarget(e)
 	}
 	return 0, false
 }
@@ -182,6 +184,9 @@ func (r *ruleText) payload(p *expr.Payload, rest []expr.Any) (used int, ok bool)
 
 // match renders the xt matches kube-proxy puts in KUBE-SERVICES.
 func (r *ruleText) match(m *expr.Match) bool {
+	if raw, ok := m.Info.(*xt.Unknown); ok {
+		return r.xtMatch(m.Name, m.Rev, *raw)
+	}
 	switch info := m.Info.(type) {
 	case *xt.Comment:
 		r.matches.WriteString(" -m comment --comment ")

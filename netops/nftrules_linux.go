@@ -2,11 +2,13 @@ package netops
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/google/nftables/expr"
+	"github.com/google/nftables/xt"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -231,10 +233,8 @@ func decodeExpr(fam byte, name []byte, data []byte) (expr.Any, error) {
 		e = &expr.Bitwise{}
 	case "counter":
 		e = &expr.Counter{}
-	case "match":
-		e = &expr.Match{}
-	case "target":
-		e = &expr.Target{}
+	case "match", "target":
+		return decodeXT(string(name), data)
 	case "immediate":
 		e = &expr.Immediate{}
 	default:
@@ -253,4 +253,35 @@ func decodeExpr(fam byte, name []byte, data []byte) (expr.Any, error) {
 		e = v
 	}
 	return e, nil
+}
+
+// decodeXT reads a compat match or target's name, revision and info
+// (NFTA_MATCH_* and NFTA_TARGET_* number alike) and keeps the info as the
+// kernel's struct, undecoded (an *xt.Unknown): google/nftables decodes a
+// few kinds, some with sizes of its own host's C types; the renderer reads
+// the structs itself.
+func decodeXT(kind string, data []byte) (expr.Any, error) {
+	var name string
+	var rev uint32
+	info := xt.Unknown{}
+	err := walkAttrs(data, func(typ uint16, v []byte) bool {
+		switch typ {
+		case unix.NFTA_MATCH_NAME:
+			name = nlString(v)
+		case unix.NFTA_MATCH_REV:
+			if len(v) == 4 {
+				rev = binary.BigEndian.Uint32(v)
+			}
+		case unix.NFTA_MATCH_INFO:
+			info = xt.Unknown(v)
+		}
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("decode nf_tables %s expression: %w", kind, err)
+	}
+	if kind == "match" {
+		return &expr.Match{Name: name, Rev: rev, Info: &info}, nil
+	}
+	return &expr.Target{Name: name, Rev: rev, Info: &info}, nil
 }

@@ -1,0 +1,221 @@
+package netops
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// iptables-nft keeps its tables in nf_tables (table ip nat, ip6 nat, ...),
+// so its backend is read from the kernel over netlink, not by running
+// iptables-nft-save: kube-proxy's DaemonSet image and many hosts have no
+// iptables binary. Each rule is rendered as iptables-save prints it (see
+// iptables_render_linux.go) and fed to the same iptParser the text path
+// uses: one reader of kube-proxy's shapes, one linker, and --raw in
+// iptables' own syntax.
+//
+// Rules are dumped chain by chain, as iptables-nft itself does: a rule
+// dump of a whole table makes the kernel walk every chain of the table
+// again for each datagram it fills, quadratic in the table's 60,000 chains
+// for 10,000 Services.
+
+// readIPTablesNFTKernel reads iptables-nft's nat table of family, and the
+// filter table's KUBE-SERVICES and KUBE-EXTERNAL-SERVICES ("has no
+// endpoints" REJECTs), into a new parser. As for nftables mode
+// (readNFTKernel), the generation id is read before and after and a read
+// that straddles a commit is retried, at most nftReadAttempts times.
+func (c *Client) readIPTablesNFTKernel(family int, keepRaw bool) (*iptParser, error) {
+	conn, err := openNetfilterConn(c.target())
+	if err != nil {
+		return nil, nftError("open nf_tables netlink socket", err)
+	}
+	defer conn.Close()
+	for attempt := 1; ; attempt++ {
+		p := newIPTParser(family, keepRaw)
+		err := readIPTNFTOnce(conn, family, p)
+		if err == nil {
+			return p, nil
+		}
+		if !errors.Is(err, errNFTChanged) {
+			return nil, err
+		}
+		if attempt == nftReadAttempts {
+			return nil, fmt.Errorf("read iptables-nft table %s nat: the rules kept changing during %d reads (kube-proxy syncing?): try again", nftFamilyName(family), attempt)
+		}
+	}
+}
+
+// readIPTNFTOnce reads one snapshot into p; errNFTChanged when the ruleset
+// changed meanwhile.
+func readIPTNFTOnce(conn *rawConn, family int, p *iptParser) error {
+	gen, err := nftGenID(conn)
+	if err != nil {
+		return err
+	}
+	chains, err := iptNFTChains(conn, family, "nat")
+	if err != nil {
+		return err
+	}
+	p.feedLines("nat", []string{"*nat"})
+	decl := make([]string, 0, len(chains))
+	for _, ch := range chains {
+		decl = append(decl, ":"+ch.name+" "+ch.policy+" [0:0]")
+	}
+	p.feedLines("nat", decl)
+	for _, ch := range chains {
+		if err := feedIPTNFTChain(conn, family, "nat", ch.name, p); err != nil {
+			return err
+		}
+	}
+	p.feedLines("nat", []string{"COMMIT"})
+	for _, ch := range []string{"KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"} {
+		if err := feedIPTNFTChain(conn, family, "filter", ch, p); err != nil {
+			return err
+		}
+	}
+	after, err := nftGenID(conn)
+	if err != nil {
+		return err
+	}
+	if after != gen {
+		return errNFTChanged
+	}
+	return nil
+}
+
+// iptNFTChain is a chain of an iptables-nft table and its policy as
+// iptables-save prints it ("-" for a user-defined chain).
+type iptNFTChain struct {
+	name, policy string
+	hook         int
+}
+
+// iptNFTChains lists table's chains in iptables-save's order: the built-in
+// (base) chains by hook, then the others by name.
+func iptNFTChains(conn *rawConn, family int, table string) ([]iptNFTChain, error) {
+	var chains []iptNFTChain
+	err := nftDump(conn, unix.NFT_MSG_GETCHAIN, byte(nftFamily(family)), nil, func(attrs []byte) {
+		ch := iptNFTChain{policy: "-", hook: -1}
+		var tab string
+		forEachAttr(attrs, func(typ uint16, v []byte) {
+			switch typ {
+			case unix.NFTA_CHAIN_TABLE:
+				tab = nlString(v)
+			case unix.NFTA_CHAIN_NAME:
+				ch.name = nlString(v)
+			case unix.NFTA_CHAIN_HOOK:
+				forEachAttr(v, func(t uint16, hv []byte) {
+					if t == unix.NFTA_HOOK_HOOKNUM && len(hv) == 4 {
+						ch.hook = int(binary.BigEndian.Uint32(hv))
+					}
+				})
+			case unix.NFTA_CHAIN_POLICY:
+				if len(v) == 4 && binary.BigEndian.Uint32(v) == 0 { // NF_DROP
+					ch.policy = "DROP"
+				} else {
+					ch.policy = "ACCEPT"
+				}
+			}
+		})
+		if tab == table {
+			if ch.hook >= 0 && ch.policy == "-" {
+				ch.policy = "ACCEPT"
+			}
+			chains = append(chains, ch)
+		}
+	})
+	if errors.Is(err, errDumpInterrupted) {
+		return nil, errNFTChanged
+	}
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return nil, nftError(fmt.Sprintf("dump nf_tables chains of %s %s", nftFamilyName(family), table), err)
+	}
+	slices.SortFunc(chains, func(a, b iptNFTChain) int {
+		switch {
+		case a.hook >= 0 && b.hook >= 0:
+			return a.hook - b.hook
+		case a.hook >= 0:
+			return -1
+		case b.hook >= 0:
+			return 1
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	return chains, nil
+}
+
+// feedIPTNFTChain dumps one chain's rules and feeds each to p as a line of
+// iptables-save. A rule the renderer cannot render is fed as a line that
+// names its expressions, which the parser keeps and counts as not
+// understood: never dropped, never rendered wrong.
+func feedIPTNFTChain(conn *rawConn, family int, table, chain string, p *iptParser) error {
+	fam := byte(nftFamily(family))
+	var lines []string
+	unrendered := 0
+	err := nftDump(conn, unix.NFT_MSG_GETRULE, fam, []*nl.RtAttr{
+		nl.NewRtAttr(unix.NFTA_RULE_TABLE, nl.ZeroTerminated(table)),
+		nl.NewRtAttr(unix.NFTA_RULE_CHAIN, nl.ZeroTerminated(chain)),
+	}, func(attrs []byte) {
+		l, ok := renderIPTNFTRule(fam, family, chain, attrs)
+		if !ok {
+			unrendered++
+		}
+		lines = append(lines, l)
+	})
+	switch {
+	case errors.Is(err, errDumpInterrupted):
+		return errNFTChanged
+	case errors.Is(err, unix.ENOENT):
+		// A chain removed since the chain list was read changed the
+		// generation too; a filter chain that does not exist is empty.
+		return nil
+	case err != nil:
+		return nftError(fmt.Sprintf("dump nf_tables rules of %s %s %s", nftFamilyName(family), table, chain), err)
+	}
+	p.feedLines(table, lines)
+	if k := classifyChain(chain); unrendered > 0 && (k == kindBuiltin || k == kindQuiet || k == kindForeign) {
+		// The parser passes over these chains' rules; one it could not
+		// see is still counted and kept.
+		p.unparsed += unrendered
+		if p.keepRaw {
+			for _, l := range lines {
+				if strings.Contains(l, unrenderedMark) {
+					p.foreignUnknown = append(p.foreignUnknown, "*"+table+" "+l)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// renderIPTNFTRule renders one dumped rule, or when it cannot, a line the
+// parser keeps as not understood.
+func renderIPTNFTRule(fam byte, family int, chain string, attrs []byte) (line string, rendered bool) {
+	r, err := locateRule(fam, attrs)
+	if err == nil {
+		rr, ok := func() (rr renderedRule, ok bool) {
+			defer func() {
+				if recover() != nil {
+					ok = false
+				}
+			}()
+			return renderNFTRule(family, chain, r)
+		}()
+		if ok {
+			return rr.line, true
+		}
+	}
+	names := make([]string, len(r.exprs))
+	for i, e := range r.exprs {
+		names[i] = string(e.name)
+	}
+	return "-A " + chain + " " + unrenderedMark + " [" + strings.Join(names, " ") + "]", false
+}
+
+// unrenderedMark starts what stands for a rule hairpinctl cannot render.
+const unrenderedMark = "--hairpinctl-cannot-render-nf_tables-rule"

@@ -1,0 +1,100 @@
+package netops
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// goldensDir holds what the real kube-proxy of each release wrote in the
+// kube lab (test/kube).
+const goldensDir = "../test/kube/testdata"
+
+// loadIPTGolden loads a golden's iptables-save text of family with
+// iptables-nft-restore, creating the nfacct objects it counts into first.
+func loadIPTGolden(t *testing.T, c *Client, exec func(stdin, name string, args ...string) (string, error), file string, family int) bool {
+	t.Helper()
+	text, err := os.ReadFile(file)
+	if os.IsNotExist(err) {
+		return false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(text), "\n") {
+		f := strings.Fields(line)
+		for i := 0; i+1 < len(f); i++ {
+			if f[i] == "--nfacct-name" {
+				if out, err := exec("", "nfacct", "add", f[i+1]); err != nil && !strings.Contains(out+err.Error(), "exists") && !strings.Contains(out+err.Error(), "busy") {
+					t.Fatalf("nfacct add %s: %v: %s", f[i+1], err, out)
+				}
+			}
+		}
+	}
+	tool := "iptables-nft-restore"
+	if family == 6 {
+		tool = "ip6tables-nft-restore"
+	}
+	if _, err := exec(string(text), tool); err != nil {
+		t.Fatalf("load %s: %v", file, err)
+	}
+	return true
+}
+
+// Every golden of kube-proxy's iptables mode on iptables-nft, read from the
+// kernel over netlink, gives exactly what iptables-nft-save's text gives:
+// the services, the masquerade plumbing, what was not understood, --raw.
+func TestIPTablesNFTKernelMatchesSave(t *testing.T) {
+	dirs, _ := filepath.Glob(filepath.Join(goldensDir, "v*", "iptables-nft"))
+	if len(dirs) == 0 {
+		t.Fatalf("no iptables-nft goldens under %s", goldensDir)
+	}
+	for _, dir := range dirs {
+		t.Run(filepath.Base(filepath.Dir(dir)), func(t *testing.T) {
+			l, c := servicesLab(t)
+			for _, family := range []int{4, 6} {
+				file := "iptables-save.txt"
+				if family == 6 {
+					file = "ip6tables-save.txt"
+				}
+				if !loadIPTGolden(t, c, l.Exec, filepath.Join(dir, file), family) {
+					continue
+				}
+				probe, err := c.probe(family)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, raw := range []bool{false, true} {
+					text := newIPTParser(family, raw)
+					if err := c.readIPTablesFull(iptablesFor(BackendIPTablesNFT, family), text, probe, 5); err != nil {
+						t.Fatal(err)
+					}
+					kern, err := c.readIPTablesNFTKernel(family, raw)
+					if err != nil {
+						t.Fatal(err)
+					}
+					want, got := newServicesResult(BackendIPTablesNFT), newServicesResult(BackendIPTablesNFT)
+					text.into(want, nil)
+					kern.into(got, nil)
+					if len(want.Services) == 0 {
+						t.Fatalf("IPv%d: the save path read no services", family)
+					}
+					wj, _ := json.MarshalIndent(want, "", " ")
+					gj, _ := json.MarshalIndent(got, "", " ")
+					t.Logf("IPv%d raw=%v: %d services, %d unparsed, %d JSON bytes", family, raw, len(got.Services), got.Unparsed, len(gj))
+					if string(wj) != string(gj) {
+						wl, gl := strings.Split(string(wj), "\n"), strings.Split(string(gj), "\n")
+						for i := range min(len(wl), len(gl)) {
+							if wl[i] != gl[i] {
+								t.Fatalf("IPv%d raw=%v: netlink differs from iptables-nft-save at line %d:\nsave:    %s\nnetlink: %s", family, raw, i, wl[i], gl[i])
+							}
+						}
+						t.Fatalf("IPv%d raw=%v: netlink gives %d lines of JSON, save %d", family, raw, len(gl), len(wl))
+					}
+				}
+			}
+		})
+	}
+}
