@@ -14,6 +14,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hairpinctl/hairpinctl/netops/lab"
 )
 
 // The goldens are what the real kube-proxy of each release wrote in the
@@ -163,6 +166,7 @@ func TestKubeProxyGoldens(t *testing.T) {
 			}
 			check("services", goldenServices(t, ns, mode, truth))
 			check("doctor", goldenDoctor(t, ns))
+			check("conntrack", goldenConntrack(t, dir, mode, truth))
 		})
 	}
 }
@@ -310,4 +314,69 @@ func canon(hps []string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// goldenConntrack sends real traffic through a golden's rules: a lab node
+// whose two pods have the addresses the kube lab's CNI plugin gave pod-1
+// and pod-2 (10.244.0.2 and .3, both endpoints of default/web), with
+// hairpin on, the golden loaded into it. pod-1 connects to web's ClusterIP;
+// conntrack must flag as hairpin exactly the flows pod-1 itself answered,
+// each masqueraded by the release's rules (no NO-SNAT).
+func goldenConntrack(t *testing.T, dir, mode string, truth goldenTruth) []string {
+	var web *struct {
+		Namespace, Name, PortName, Protocol, Family, ClusterIP string
+		Port, NodePort                                         int
+		ExternalIPs, LoadBalancerIPs                           []string
+		ClusterEndpoints, HairpinEndpoints                     []string
+	}
+	for i, s := range truth.Services {
+		if s.Namespace == "default" && s.Name == "web" && s.Family == "ipv4" {
+			web = &truth.Services[i]
+		}
+	}
+	if web == nil || !slices.Equal(web.ClusterEndpoints, []string{"10.244.0.2:8080", "10.244.0.3:8080"}) {
+		return []string{"the golden's default/web is not pod-1 and pod-2 (10.244.0.2 and .3): the catalogue changed"}
+	}
+	l := newLab(t, lab.Options{Pods: 2, PodIPBase: 1, Restore: "none", Hairpin: true, Prefix: "hpgct"})
+	loadGolden(t, l.Node, dir, mode)
+	self := l.Pod(1)
+	answered := 0
+	for i := 0; i < 12; i++ {
+		got, err := l.Connect(self, net.ParseIP(web.ClusterIP), web.Port, 2*time.Second)
+		if err != nil {
+			return []string{fmt.Sprintf("pod-1 → %s:%d with hairpin on: %v", web.ClusterIP, web.Port, err)}
+		}
+		if got == self.Name {
+			answered++
+		}
+	}
+	r := run(t, "--netns", l.Node, "conntrack", web.ClusterIP, "--no-follow", "-o", "json")
+	if r.code != 0 {
+		return []string{fmt.Sprintf("conntrack exit %d: %s", r.code, r.stderr)}
+	}
+	var problems []string
+	hairpin := 0
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		var f struct {
+			Orig, Reply   struct{ Src, Dst string }
+			Hairpin, SNAT bool
+		}
+		if json.Unmarshal([]byte(line), &f) != nil || f.Orig.Src != self.IP.String() {
+			continue
+		}
+		if f.Hairpin != (f.Reply.Src == self.IP.String()) {
+			problems = append(problems, "hairpin flag wrong: "+line)
+		}
+		if f.Hairpin {
+			hairpin++
+			if !f.SNAT {
+				problems = append(problems, "a hairpin flow without its masquerade: "+line)
+			}
+		}
+	}
+	if hairpin != answered {
+		problems = append(problems, fmt.Sprintf("%d hairpin flows, %d connections answered by pod-1 itself", hairpin, answered))
+	}
+	t.Logf("conntrack: %d of 12 connections answered by pod-1 itself, %d hairpin flows", answered, hairpin)
+	return problems
 }

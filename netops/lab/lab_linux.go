@@ -52,6 +52,10 @@ type Options struct {
 	// nftables mode over netlink, needing no binary; "none" loads no rules
 	// [iptables-restore].
 	Restore string
+	// PodIPBase numbers the pods' addresses: pod N is 10.244.0.(PodIPBase+N)
+	// [10]. 1 gives the addresses the CNI plugin's host-local gives in
+	// order (10.244.0.2, ...), as in the kube lab's goldens.
+	PodIPBase int
 	// Hairpin is the initial hairpin mode of every pod port [off].
 	Hairpin bool
 	// Created, when set, is called with each namespace's name right after
@@ -127,6 +131,9 @@ func (o *Options) defaults() {
 	}
 	if o.Restore == "" {
 		o.Restore = "iptables-restore"
+	}
+	if o.PodIPBase == 0 {
+		o.PodIPBase = 10
 	}
 }
 
@@ -299,7 +306,7 @@ func (l *Lab) setupNode() error {
 // the bridge, and a TCP server on the target port that answers its name.
 func (l *Lab) AddPod() (*Pod, error) {
 	n := len(l.Pods) + 1
-	p := &Pod{N: n, IP: net.IPv4(10, 244, 0, byte(10+n)).To4(), HostVeth: fmt.Sprintf("veth%d", n)}
+	p := &Pod{N: n, IP: net.IPv4(10, 244, 0, byte(l.opts.PodIPBase+n)).To4(), HostVeth: fmt.Sprintf("veth%d", n)}
 	p.Name = fmt.Sprintf("%s-pod%d-%s", l.opts.Prefix, n, strings.TrimPrefix(l.Node, l.opts.Prefix+"-node-"))
 	var err error
 	if p.Ns, err = l.newNamed(p.Name); err != nil {
