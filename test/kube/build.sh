@@ -86,8 +86,31 @@ IFS=. read -r major minor _ <<<"${ver#v}"
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$ver -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
 say "building $what $ver (several minutes the first time, 2 GB of memory)"
 start=$SECONDS
-(cd "$src" && $GO build -trimpath -ldflags "$ldflags" -o "$out.tmp" "k8s.io/kubernetes/cmd/$what") >"$src/build-$what.log" 2>&1 ||
-  { say "building $what $ver failed: $src/build-$what.log"; tail -20 "$src/build-$what.log" >&2; exit 1; }
+# The module proxy refuses a few staging modules' patch releases (seen:
+# k8s.io/kube-proxy v0.31.12-v0.31.14, its config types only). Such a
+# module is pinned to the newest patch of its minor that is served, and the
+# substitution is said and recorded beside the binary.
+for attempt in 1 2 3 4 5; do
+  if (cd "$src" && $GO build -trimpath -ldflags "$ldflags" -o "$out.tmp" "k8s.io/kubernetes/cmd/$what") >"$src/build-$what.log" 2>&1; then
+    break
+  fi
+  refused=$(grep -o 'k8s\.io/[a-z0-9-]*@v0\.[0-9]*\.[0-9]*: reading https://proxy.golang.org[^ ]* 403' "$src/build-$what.log" | head -1 | cut -d: -f1)
+  if [[ -z $refused || $attempt == 5 ]]; then
+    say "building $what $ver failed: $src/build-$what.log"; tail -20 "$src/build-$what.log" >&2; exit 1
+  fi
+  m=${refused%@*} v=${refused#*@}
+  minor=${v%.*}
+  alt=""
+  for cand in $(cd /tmp && $GO list -m -versions "$m" | tr ' ' '\n' | grep "^$minor\." | sort -Vr); do
+    [[ $cand == "$v" ]] && continue
+    if (cd /tmp && $GO mod download "$m@$cand") >/dev/null 2>&1; then alt=$cand; break; fi
+  done
+  [[ -n $alt ]] || { say "$m@$v is refused by the module proxy and no other $minor.x is served"; exit 1; }
+  say "$m@$v is refused by the module proxy: using $alt"
+  echo "$m $v -> $alt (refused by the module proxy)" >>"$CACHE/$ver/substitutions.txt"
+  sed -i "s|^\t$m => $m $v\$|\t$m => $m $alt|" "$src/go.mod"
+  (cd "$src" && $GO mod tidy -e >"$src/tidy.log" 2>&1)
+done
 mv "$out.tmp" "$out"
 say "$what $ver built in $((SECONDS - start)) s"
 echo "$out"

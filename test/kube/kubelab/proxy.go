@@ -161,6 +161,15 @@ func (l *Lab) Capture(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
+	// A staging module the module proxy refused was replaced by another
+	// patch of its minor (build.sh): say so beside the capture.
+	notes := filepath.Join(filepath.Dir(l.binPath["kube-proxy"]), "substitutions.txt")
+	if b, err := os.ReadFile(notes); err == nil {
+		text := "kube-proxy " + l.opts.Release + " was built with these staging modules replaced:\n" + string(b)
+		if err := os.WriteFile(filepath.Join(dir, "BUILD.txt"), []byte(text), 0o644); err != nil {
+			return err
+		}
+	}
 	return os.WriteFile(filepath.Join(dir, "truth.json"), t.JSON(), 0o644)
 }
 
