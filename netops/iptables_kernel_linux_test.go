@@ -51,22 +51,39 @@ func TestIPTablesNFTKernelMatchesSave(t *testing.T) {
 	if len(dirs) == 0 {
 		t.Fatalf("no iptables-nft goldens under %s", goldensDir)
 	}
+	type load struct {
+		family int
+		file   string
+	}
+	type tcase struct {
+		name  string
+		loads []load
+	}
+	var cases []tcase
 	for _, dir := range dirs {
-		t.Run(filepath.Base(filepath.Dir(dir)), func(t *testing.T) {
+		cases = append(cases, tcase{filepath.Base(filepath.Dir(dir)), []load{{4, filepath.Join(dir, "iptables-save.txt")}, {6, filepath.Join(dir, "ip6tables-save.txt")}}})
+	}
+	// The hand-made fixtures' older and odd forms.
+	for _, f := range []string{"iptables-modern.rules", "iptables-old.rules", "iptables-odd.rules", "ip6tables-modern.rules"} {
+		fam := 4
+		if strings.HasPrefix(f, "ip6") {
+			fam = 6
+		}
+		cases = append(cases, tcase{f, []load{{fam, filepath.Join(servicesTestdata, f)}}})
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
 			l, c := servicesLab(t)
-			for _, family := range []int{4, 6} {
-				file := "iptables-save.txt"
-				if family == 6 {
-					file = "ip6tables-save.txt"
-				}
-				if !loadIPTGolden(t, c, l.Exec, filepath.Join(dir, file), family) {
+			for _, ld := range tc.loads {
+				family := ld.family
+				if !loadIPTGolden(t, c, l.Exec, ld.file, family) {
 					continue
 				}
 				probe, err := c.probe(family)
 				if err != nil {
 					t.Fatal(err)
 				}
-				for _, raw := range []bool{false, true} {
+				for _, raw := range []bool{true, false} {
 					text := newIPTParser(family, raw)
 					if err := c.readIPTablesFull(iptablesFor(BackendIPTablesNFT, family), text, probe, 5); err != nil {
 						t.Fatal(err)

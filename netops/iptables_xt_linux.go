@@ -120,6 +120,27 @@ func (r *ruleText) xtMatch(name string, rev uint32, info []byte) bool {
 		// struct xt_nfacct_match_info_v1 { char name[32]; ... }
 		r.matches.WriteString(" -m nfacct --nfacct-name  " + xtablesQuote(cString(info[:32])))
 		return true
+	case name == "physdev" && rev == 0 && len(info) >= 66:
+		// struct xt_physdev_info { char physindev[16], in_mask[16],
+		// physoutdev[16], out_mask[16]; u8 invert, bitmask; }: the
+		// bridge-port tests, without device names.
+		invert, ops := info[64], info[65]
+		if ops == 0 || ops&^(4|8|16) != 0 || invert&^ops != 0 {
+			return false
+		}
+		r.matches.WriteString(" -m physdev")
+		for _, f := range []struct {
+			bit  byte
+			name string
+		}{{8, " --physdev-is-in"}, {16, " --physdev-is-out"}, {4, " --physdev-is-bridged"}} {
+			if ops&f.bit != 0 {
+				if invert&f.bit != 0 {
+					r.matches.WriteString(" !")
+				}
+				r.matches.WriteString(f.name)
+			}
+		}
+		return true
 	case name == "conntrack" && rev == 3 && len(info) >= 154:
 		// struct xt_conntrack_mtinfo3: eight 16-byte addresses and masks,
 		// u32 expires_min, expires_max, u16 l4proto, four ports,
@@ -265,6 +286,18 @@ func (r *ruleText) xtTarget(t *expr.Target) bool {
 			host = "[" + host + "]"
 		}
 		v = " -j DNAT --to-destination " + host + ":" + strconv.Itoa(int(minP))
+	case t.Name == "LOG" && t.Rev == 0 && len(info) >= 32:
+		// struct xt_log_info { u8 level, logflags; char prefix[30]; }
+		if info[1] != 0 {
+			return false
+		}
+		v = " -j LOG"
+		if p := cString(info[2:32]); p != "" {
+			v += " --log-prefix " + xtablesQuote(p)
+		}
+		if info[0] != 4 { // LOG_WARNING, iptables' default
+			v += " --log-level " + strconv.Itoa(int(info[0]))
+		}
 	case t.Name == "REJECT" && t.Rev == 0 && len(info) >= 4:
 		// struct ipt_reject_info / ip6t_reject_info { u32 with; }
 		names := rejectNames4

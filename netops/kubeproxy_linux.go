@@ -375,7 +375,7 @@ func (r *servicesRead) readIPTables(b Backend) error {
 		ib := iptablesFor(b, fam)
 		p := newIPTParser(fam, r.o.Raw)
 		done := false
-		if r.sel != nil && b == BackendIPTablesNFT && !r.o.FullRead {
+		if r.sel != nil && b == BackendIPTablesNFT && !r.o.FullRead && ib.hasCmd() {
 			ok, err := r.c.readIPTablesTargeted(ib, p, pr, r.sel, r.o.WaitSeconds)
 			if err != nil {
 				return err
@@ -384,7 +384,15 @@ func (r *servicesRead) readIPTables(b Backend) error {
 				p = newIPTParser(fam, r.o.Raw)
 			}
 		}
-		if !done {
+		switch {
+		case done:
+		case b == BackendIPTablesNFT:
+			// iptables-nft's tables are in nf_tables: read over netlink.
+			var err error
+			if p, err = r.c.readIPTablesNFTKernel(fam, r.o.Raw); err != nil {
+				return err
+			}
+		default:
 			if err := r.c.readIPTablesFull(ib, p, pr, r.o.WaitSeconds); err != nil {
 				return err
 			}
