@@ -14,7 +14,7 @@ Ports already on are reported unchanged and not written. A port that fails
 
 EXAMPLES:
    hairpinctl enable veth1
-   hairpinctl enable 10.244.0.11                        # the port of this pod
+   hairpinctl enable 10.244.0.11                       # the port of this pod
    hairpinctl enable --bridge cni0
    hairpinctl enable veth1 --dry-run
    hairpinctl enable --bridge cni0 --wait-bridge 2m     # at boot`,

@@ -55,15 +55,8 @@ func TestHelpFits80Columns(t *testing.T) {
 			continue
 		}
 		out := commandHelp(cmd)
-		inDescription := false
 		for _, ln := range strings.Split(out, "\n") {
-			switch {
-			case ln == "DESCRIPTION:":
-				inDescription = true
-			case ln != "" && !strings.HasPrefix(ln, " "):
-				inDescription = false
-			}
-			if n := displayWidth(ln); n > 80 && !inDescription {
+			if n := displayWidth(ln); n > 80 {
 				t.Errorf("%s --help: %d columns: %q", cmd.Name, n, ln)
 			}
 		}

@@ -29,7 +29,8 @@ Then it removes everything it created, also when interrupted (Ctrl-C,
 SIGTERM, or SIGHUP when an SSH session drops). It needs no Kubernetes,
 only root, nf_tables and the br_netfilter module (iptables if it is there).
 Progress goes to stderr as it happens, a result table to stdout at the end.
-Exit 0 when the kernel behaves as expected, 1 otherwise, naming what differed.
+Exit 0 when the kernel behaves as expected, 1 otherwise, naming what
+differed.
 
 EXAMPLES:
    sudo hairpinctl selftest

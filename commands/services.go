@@ -18,20 +18,23 @@ var servicesCommand = &cli.Command{
 	Usage:     "show kube-proxy's Service NAT: each service port, its endpoints, and the hairpin masquerade rule",
 	ArgsUsage: "[IP[:PORT] | NS/NAME[:PORT]]...",
 	Description: `Reads the rules kube-proxy programs and shows, per service port, its
-ClusterIP:port, node ports, external and load-balancer IPs, and each endpoint
-with its probability, whether the endpoint's own traffic to the service is
-masqueraded (HAIRPIN-MASQ: kube-proxy's "-s podIP -j KUBE-MARK-MASQ" rule,
-without which a pod that reaches itself gets replies it drops), and session
-affinity. Filters select by ClusterIP (or external/LB IP) or by NS/NAME, either
-with an optional :PORT (the port's name or number; [IPv6]:PORT), as doctor's
-do and as the table prints them; several may be given.
+ClusterIP:port, node ports, external and load-balancer IPs, and each
+endpoint with its share of new connections, whether its own connections to
+the Service are masqueraded (HAIRPIN-MASQ: iptables mode's "-s podIP -j
+KUBE-MARK-MASQ", nftables mode's hairpin-connections set; without it a pod
+that reaches itself gets replies it drops; n/a for another node's
+endpoint), and session affinity. Filters select by ClusterIP (or
+external/LB IP) or by NS/NAME, either with an optional :PORT (the port's
+name or number; [IPv6]:PORT), as doctor's do and as the table prints them;
+several may be given.
 
 --backend auto looks at iptables-nft, iptables-legacy and nftables mode and
-reads the one holding kube-proxy's rules, warning on stderr when more than one
-does (kube-proxy may use another iptables backend than the host's default).
---raw prints the selected services' rules verbatim (iptables-save syntax, or
-nft -f syntax in nftables mode) instead of the table. -o json prints an array
-of service objects. Needs root (CAP_NET_ADMIN) to read the rules.
+reads the one holding kube-proxy's rules, warning on stderr when more than
+one does (kube-proxy may use another iptables backend than the host's
+default). --raw prints the selected services' rules verbatim (iptables-save
+syntax, or nft -f syntax in nftables mode) instead of the table. -o json
+prints an array of service objects. Needs root (CAP_NET_ADMIN) to read the
+rules.
 
 EXAMPLES:
    hairpinctl services

@@ -34,7 +34,8 @@ SIGINT or SIGHUP stops it with exit 0.
 EXAMPLES:
    hairpinctl watch --bridge cni0
    hairpinctl watch --all -o json | jq -c 'select(.kind == "enabled")'
-   hairpinctl watch --bridge cni0 --ready-file /run/hairpinctl/ready   # as systemd and the DaemonSet run it
+   # as systemd and the DaemonSet run it:
+   hairpinctl watch --bridge cni0 --ready-file /run/hairpinctl/ready
    hairpinctl watch --bridge cni0 --netns node1`,
 	Flags: []cli.Flag{
 		bridgeFlag("keep hairpin on for the pods' ports of bridge `BR` (repeatable)"),
@@ -208,17 +209,17 @@ func (p *watchPrinter) text(ev netops.WatchEvent) string {
 		if cause == "" {
 			cause = ev.Cause
 		}
-		return fmt.Sprintf("%s %s (%s): %s", p.pal.good("hairpin on"), ev.Port, ev.Bridge, cause)
+		return fmt.Sprintf("%s %s (%s): %s", p.pal.good("hairpin on"), termSafe(ev.Port), termSafe(ev.Bridge), cause)
 	case netops.WatchFailed:
-		return fmt.Sprintf("%s %s (%s): %s", p.pal.bad("failed"), ev.Port, ev.Bridge, ev.Error)
+		return fmt.Sprintf("%s %s (%s): %s", p.pal.bad("failed"), termSafe(ev.Port), termSafe(ev.Bridge), termSafeText(ev.Error))
 	case netops.WatchSkipped:
-		return fmt.Sprintf("%s %s (%s): %s (use --any-port to keep it on too)", p.pal.dim("skipped"), ev.Port, ev.Bridge, ev.Error)
+		return fmt.Sprintf("%s %s (%s): %s (use --any-port to keep it on too)", p.pal.dim("skipped"), termSafe(ev.Port), termSafe(ev.Bridge), ev.Error)
 	case netops.WatchBridgeAdded:
-		return fmt.Sprintf("bridge %s appeared (ifindex %d)", ev.Bridge, ev.Index)
+		return fmt.Sprintf("bridge %s appeared (ifindex %d)", termSafe(ev.Bridge), ev.Index)
 	case netops.WatchBridgeRemoved:
-		return fmt.Sprintf("%s %s removed: waiting for it to come back", p.pal.warn("bridge"), ev.Bridge)
+		return fmt.Sprintf("%s %s removed: waiting for it to come back", p.pal.warn("bridge"), termSafe(ev.Bridge))
 	case netops.WatchBridgeMissing:
-		return fmt.Sprintf("%s %s does not exist yet: waiting for it", p.pal.warn("bridge"), ev.Bridge)
+		return fmt.Sprintf("%s %s does not exist yet: waiting for it", p.pal.warn("bridge"), termSafe(ev.Bridge))
 	case netops.WatchResync:
 		switch ev.Cause {
 		case netops.ResyncPeriodic:
