@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -25,20 +28,40 @@ import (
 // again for each datagram it fills, quadratic in the table's 60,000 chains
 // for 10,000 Services.
 
+// iptNFTReaders is how many netlink sockets dump chains at once. Each
+// chain's dump is a request and two answers, about 35 µs of system calls
+// whatever its size, so 60,000 chains take two seconds on one socket; the
+// kernel serves the sockets in parallel, as many as there are cores.
+var iptNFTReaders = min(runtime.NumCPU(), 4)
+
+// iptNFTBatch is how many consecutive chains a reader dumps in one go.
+const iptNFTBatch = 256
+
 // readIPTablesNFTKernel reads iptables-nft's nat table of family, and the
 // filter table's KUBE-SERVICES and KUBE-EXTERNAL-SERVICES ("has no
 // endpoints" REJECTs), into a new parser. As for nftables mode
 // (readNFTKernel), the generation id is read before and after and a read
 // that straddles a commit is retried, at most nftReadAttempts times.
 func (c *Client) readIPTablesNFTKernel(family int, keepRaw bool) (*iptParser, error) {
-	conn, err := openNetfilterConn(c.target())
-	if err != nil {
-		return nil, nftError("open nf_tables netlink socket", err)
+	conns := make([]*rawConn, iptNFTReaders)
+	for i := range conns {
+		conn, err := openNetfilterConn(c.target())
+		if err != nil {
+			for _, c := range conns[:i] {
+				c.Close()
+			}
+			return nil, nftError("open nf_tables netlink socket", err)
+		}
+		conns[i] = conn
 	}
-	defer conn.Close()
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
 	for attempt := 1; ; attempt++ {
 		p := newIPTParser(family, keepRaw)
-		err := readIPTNFTOnce(conn, family, p)
+		err := readIPTNFTOnce(conns, family, p)
 		if err == nil {
 			return p, nil
 		}
@@ -52,8 +75,10 @@ func (c *Client) readIPTablesNFTKernel(family int, keepRaw bool) (*iptParser, er
 }
 
 // readIPTNFTOnce reads one snapshot into p; errNFTChanged when the ruleset
-// changed meanwhile.
-func readIPTNFTOnce(conn *rawConn, family int, p *iptParser) error {
+// changed meanwhile. The readers dump batches of chains; p gets them in the
+// chains' order, as iptables-save prints them.
+func readIPTNFTOnce(conns []*rawConn, family int, p *iptParser) error {
+	conn := conns[0]
 	gen, err := nftGenID(conn)
 	if err != nil {
 		return err
@@ -68,16 +93,71 @@ func readIPTNFTOnce(conn *rawConn, family int, p *iptParser) error {
 		decl = append(decl, ":"+ch.name+" "+ch.policy+" [0:0]")
 	}
 	p.feedLines("nat", decl)
-	for _, ch := range chains {
-		if err := feedIPTNFTChain(conn, family, "nat", ch.name, p); err != nil {
-			return err
+
+	type batch struct {
+		chains []chainRules
+		err    error
+	}
+	nb := (len(chains) + iptNFTBatch - 1) / iptNFTBatch
+	results := make([]chan batch, nb)
+	for i := range results {
+		results[i] = make(chan batch, 1)
+	}
+	var next atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	// On an early return the readers finish their batch and stop before
+	// the sockets serve another attempt.
+	defer wg.Wait()
+	defer close(stop)
+	// A reader takes the next batch only while fewer than 2 per reader
+	// wait to be fed, so memory stays bounded.
+	window := make(chan struct{}, 2*len(conns))
+	for _, rc := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case window <- struct{}{}:
+				case <-stop:
+					return
+				}
+				i := int(next.Add(1)) - 1
+				if i >= nb {
+					return
+				}
+				part := chains[i*iptNFTBatch : min((i+1)*iptNFTBatch, len(chains))]
+				var b batch
+				for _, ch := range part {
+					cr, err := dumpIPTNFTChain(rc, family, "nat", ch.name)
+					if err != nil {
+						b.err = err
+						break
+					}
+					b.chains = append(b.chains, cr)
+				}
+				results[i] <- b
+			}
+		}()
+	}
+	for i := range results {
+		b := <-results[i]
+		<-window
+		if b.err != nil {
+			return b.err
+		}
+		for _, cr := range b.chains {
+			cr.feed(p, "nat")
 		}
 	}
 	p.feedLines("nat", []string{"COMMIT"})
 	for _, ch := range []string{"KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"} {
-		if err := feedIPTNFTChain(conn, family, "filter", ch, p); err != nil {
+		cr, err := dumpIPTNFTChain(conn, family, "filter", ch)
+		if err != nil {
 			return err
 		}
+		cr.feed(p, "filter")
 	}
 	after, err := nftGenID(conn)
 	if err != nil {
@@ -150,48 +230,64 @@ func iptNFTChains(conn *rawConn, family int, table string) ([]iptNFTChain, error
 	return chains, nil
 }
 
-// feedIPTNFTChain dumps one chain's rules and feeds each to p as a line of
-// iptables-save. A rule the renderer cannot render is fed as a line that
+// chainRules is one chain's rules as lines of iptables-save.
+type chainRules struct {
+	chain      string
+	lines      []string
+	unrendered int
+}
+
+// dumpIPTNFTChain dumps one chain's rules and renders them as lines of
+// iptables-save. A rule the renderer cannot render becomes a line that
 // names its expressions, which the parser keeps and counts as not
 // understood: never dropped, never rendered wrong.
-func feedIPTNFTChain(conn *rawConn, family int, table, chain string, p *iptParser) error {
+func dumpIPTNFTChain(conn *rawConn, family int, table, chain string) (chainRules, error) {
 	fam := byte(nftFamily(family))
-	var lines []string
-	unrendered := 0
-	err := nftDump(conn, unix.NFT_MSG_GETRULE, fam, []*nl.RtAttr{
-		nl.NewRtAttr(unix.NFTA_RULE_TABLE, nl.ZeroTerminated(table)),
-		nl.NewRtAttr(unix.NFTA_RULE_CHAIN, nl.ZeroTerminated(chain)),
-	}, func(attrs []byte) {
-		l, ok := renderIPTNFTRule(fam, family, chain, attrs)
-		if !ok {
-			unrendered++
+	cr := chainRules{chain: chain}
+	req := conn.newRequest(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETRULE, unix.NLM_F_DUMP)
+	req.AddData(&nl.Nfgenmsg{NfgenFamily: fam, Version: unix.NFNETLINK_V0})
+	req.AddData(nl.NewRtAttr(unix.NFTA_RULE_TABLE, nl.ZeroTerminated(table)))
+	req.AddData(nl.NewRtAttr(unix.NFTA_RULE_CHAIN, nl.ZeroTerminated(chain)))
+	// Each rule is rendered as it arrives: nothing of the receive buffer
+	// is kept, so nothing is copied.
+	err := req.Stream(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWRULE, func(payload []byte) {
+		if len(payload) < nl.SizeofNfgenmsg {
+			return
 		}
-		lines = append(lines, l)
+		l, ok := renderIPTNFTRule(fam, family, chain, payload[nl.SizeofNfgenmsg:])
+		if !ok {
+			cr.unrendered++
+		}
+		cr.lines = append(cr.lines, l)
 	})
 	switch {
 	case errors.Is(err, errDumpInterrupted):
-		return errNFTChanged
+		return cr, errNFTChanged
 	case errors.Is(err, unix.ENOENT):
 		// A chain removed since the chain list was read changed the
 		// generation too; a filter chain that does not exist is empty.
-		return nil
+		return cr, nil
 	case err != nil:
-		return nftError(fmt.Sprintf("dump nf_tables rules of %s %s %s", nftFamilyName(family), table, chain), err)
+		return cr, nftError(fmt.Sprintf("dump nf_tables rules of %s %s %s", nftFamilyName(family), table, chain), err)
 	}
-	p.feedLines(table, lines)
-	if k := classifyChain(chain); unrendered > 0 && (k == kindBuiltin || k == kindQuiet || k == kindForeign) {
+	return cr, nil
+}
+
+// feed hands the chain's lines to p.
+func (cr chainRules) feed(p *iptParser, table string) {
+	p.feedLines(table, cr.lines)
+	if k := classifyChain(cr.chain); cr.unrendered > 0 && (k == kindBuiltin || k == kindQuiet || k == kindForeign) {
 		// The parser passes over these chains' rules; one it could not
 		// see is still counted and kept.
-		p.unparsed += unrendered
+		p.unparsed += cr.unrendered
 		if p.keepRaw {
-			for _, l := range lines {
+			for _, l := range cr.lines {
 				if strings.Contains(l, unrenderedMark) {
 					p.foreignUnknown = append(p.foreignUnknown, "*"+table+" "+l)
 				}
 			}
 		}
 	}
-	return nil
 }
 
 // renderIPTNFTRule renders one dumped rule, or when it cannot, a line the

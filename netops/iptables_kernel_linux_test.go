@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // goldensDir holds what the real kube-proxy of each release wrote in the
@@ -113,5 +114,72 @@ func TestIPTablesNFTKernelMatchesSave(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Reads while the rules are rewritten, each rewrite one transaction as
+// kube-proxy's iptables-nft-restore is, see one whole ruleset or the
+// other, or give up saying the rules kept changing: never a half-written
+// Service.
+func TestIPTablesNFTKernelChurn(t *testing.T) {
+	const n = 300
+	l, c := servicesLab(t)
+	sets := []string{kubeProxyText(n, 2, 0), kubeProxyText(n, 3, 0)}
+	if _, err := l.Exec(sets[0], "iptables-nft-restore"); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	writes := 0
+	go func() {
+		for i := 1; ; i++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if _, err := l.Exec(sets[i%2], "iptables-nft-restore"); err != nil {
+				done <- err
+				return
+			}
+			writes++
+		}
+	}()
+	reads, changed := 0, 0
+	for deadline := time.Now().Add(4 * time.Second); time.Now().Before(deadline) || reads < 20; {
+		p, err := c.readIPTablesNFTKernel(4, false)
+		if err != nil {
+			if strings.Contains(err.Error(), "kept changing") {
+				changed++
+				continue
+			}
+			t.Fatal(err)
+		}
+		reads++
+		res := newServicesResult(BackendIPTablesNFT)
+		p.into(res, nil)
+		if len(res.Services) != n || res.Unparsed != 0 {
+			t.Fatalf("read %d: %d services, %d unparsed; want %d, 0", reads, len(res.Services), res.Unparsed, n)
+		}
+		want := len(res.Services[0].Endpoints)
+		for _, s := range res.Services {
+			if len(s.Endpoints) != want || want != 2 && want != 3 || !res.Masquerade.MarkMasq {
+				t.Fatalf("read %d: %s has %d endpoints, another %d (mark-masq %v): a half-written ruleset", reads, s.ClusterIP, len(s.Endpoints), want, res.Masquerade.MarkMasq)
+			}
+			for _, e := range s.Endpoints {
+				if !e.HairpinMasq {
+					t.Fatalf("read %d: %s endpoint %s without its hairpin rule", reads, s.ClusterIP, e.IP)
+				}
+			}
+		}
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d whole reads, %d gave up as changing, during %d rewrites", reads, changed, writes)
+	if writes < 5 {
+		t.Fatalf("only %d rewrites during the reads", writes)
 	}
 }

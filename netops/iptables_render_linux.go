@@ -19,6 +19,7 @@ import (
 // never half rendered.
 func renderIPTRule(family int, chain string, exprs []expr.Any) (rendered renderedRule, ok bool) {
 	r := ruleText{family: family}
+	r.matches.Grow(128)
 	for i := 0; i < len(exprs); i++ {
 		used, ok := r.take(exprs[i], exprs[i+1:])
 		if !ok {
@@ -27,6 +28,7 @@ func renderIPTRule(family int, chain string, exprs []expr.Any) (rendered rendere
 		i += used
 	}
 	var b strings.Builder
+	b.Grow(len(chain) + len(r.src) + len(r.dst) + r.matches.Len() + len(r.verdict) + 16)
 	b.WriteString("-A ")
 	b.WriteString(chain)
 	b.WriteString(r.src)
