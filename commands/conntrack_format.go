@@ -129,9 +129,7 @@ func (l *ctLayout) row(b []byte, f *netops.ConntrackFlow, pal palette) []byte {
 	return append(r.b, '\n')
 }
 
-// appendFlowHeader and appendFlowRow are the default layout's.
-func appendFlowHeader(b []byte) []byte { return ctNarrow.header(b) }
-
+// appendFlowRow is the default layout's row.
 func appendFlowRow(b []byte, f *netops.ConntrackFlow, pal palette) []byte {
 	return ctNarrow.row(b, f, pal)
 }
