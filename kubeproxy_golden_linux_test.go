@@ -37,30 +37,6 @@ type goldenTruth struct {
 	}
 }
 
-// knownFailures reads test/kube/known-failures.txt: "RELEASE MODE CHECK"
-// lines ("*" for any) naming what hairpinctl still gets wrong.
-func knownFailures(t *testing.T) func(release, mode, check string) bool {
-	t.Helper()
-	b, err := os.ReadFile("test/kube/known-failures.txt")
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	var rows [][]string
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(strings.SplitN(line, "#", 2)[0]); len(f) >= 3 {
-			rows = append(rows, f)
-		}
-	}
-	return func(release, mode, check string) bool {
-		for _, f := range rows {
-			if (f[0] == release || f[0] == "*") && (f[1] == mode || f[1] == "*") && f[2] == check {
-				return true
-			}
-		}
-		return false
-	}
-}
-
 // scratchNetns makes an empty named namespace, removed at cleanup.
 func scratchNetns(t *testing.T) string {
 	t.Helper()
@@ -138,7 +114,6 @@ func TestKubeProxyGoldens(t *testing.T) {
 	if len(dirs) == 0 {
 		t.Fatalf("no goldens under %s (make kube-goldens)", goldenDir)
 	}
-	isKnown := knownFailures(t)
 	for _, truthFile := range dirs {
 		dir := filepath.Dir(truthFile)
 		release, mode := filepath.Base(filepath.Dir(dir)), filepath.Base(dir)
@@ -153,15 +128,12 @@ func TestKubeProxyGoldens(t *testing.T) {
 			}
 			ns := scratchNetns(t)
 			loadGolden(t, ns, dir, mode)
+			// Every golden must read right: the list of known failures
+			// this test once kept is empty and gone.
 			check := func(name string, problems []string) {
 				t.Helper()
-				switch {
-				case len(problems) > 0 && isKnown(release, mode, name):
-					t.Logf("known failure (test/kube/known-failures.txt) %s: %d problems, first: %s", name, len(problems), problems[0])
-				case len(problems) > 0:
+				if len(problems) > 0 {
 					t.Errorf("%s: %d problems:\n  %s", name, len(problems), strings.Join(problems, "\n  "))
-				case isKnown(release, mode, name):
-					t.Errorf("%s %s %s passes now: remove it from test/kube/known-failures.txt", release, mode, name)
 				}
 			}
 			check("services", goldenServices(t, ns, mode, truth))

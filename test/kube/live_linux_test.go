@@ -219,13 +219,7 @@ func live(t *testing.T, mode string) {
 
 	// Healthy node: no FAIL.
 	if rep, r := doctor(t, l); r.code != 0 || failNames(rep, "") {
-		if known(mode, "doctor-healthy") {
-			t.Logf("known failure (test/kube/known-failures.txt): doctor on a healthy %s node: exit %d", mode, r.code)
-		} else {
-			t.Errorf("doctor on a healthy node: exit %d, want 0 and no FAIL:\n%s", r.code, r.stdout)
-		}
-	} else if known(mode, "doctor-healthy") {
-		t.Errorf("doctor-healthy %s passes now: remove it from test/kube/known-failures.txt", mode)
+		t.Errorf("doctor on a healthy node: exit %d, want 0 and no FAIL:\n%s", r.code, r.stdout)
 	}
 
 	// watch: a pod the CNI plugin adds while it runs has hairpin on within
@@ -280,23 +274,6 @@ func failNames(rep doctorReport, s string) bool {
 func contains(s []string, v string) bool {
 	for _, x := range s {
 		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
-// known reports whether known-failures.txt lists CHECK for the newest
-// release in MODE: the work the correctness issue has left, in one place.
-// A listed check that passes fails the test, so the list only shrinks.
-func known(mode, check string) bool {
-	b, err := os.ReadFile("known-failures.txt")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(strings.SplitN(line, "#", 2)[0])
-		if len(f) >= 3 && (f[0] == kubelab.Newest || f[0] == "*") && (f[1] == mode || f[1] == "*") && f[2] == check {
 			return true
 		}
 	}
