@@ -29,12 +29,15 @@ const goldenDir = "test/kube/testdata"
 // goldenTruth is test/kube's truth.json (kubelab.Truth).
 type goldenTruth struct {
 	Release, Mode, NodeName string
-	Services                []struct {
-		Namespace, Name, PortName, Protocol, Family, ClusterIP string
-		Port, NodePort                                         int
-		ExternalIPs, LoadBalancerIPs                           []string
-		ClusterEndpoints, HairpinEndpoints                     []string
-	}
+	Services                []goldenService
+}
+
+// goldenService is one Service port of truth.json (kubelab.TruthService).
+type goldenService struct {
+	Namespace, Name, PortName, Protocol, Family, ClusterIP string
+	Port, NodePort                                         int
+	ExternalIPs, LoadBalancerIPs                           []string
+	ClusterEndpoints, HairpinEndpoints                     []string
 }
 
 // scratchNetns makes an empty named namespace, removed at cleanup.
@@ -295,12 +298,7 @@ func canon(hps []string) []string {
 // conntrack must flag as hairpin exactly the flows pod-1 itself answered,
 // each masqueraded by the release's rules (no NO-SNAT).
 func goldenConntrack(t *testing.T, dir, mode string, truth goldenTruth) []string {
-	var web *struct {
-		Namespace, Name, PortName, Protocol, Family, ClusterIP string
-		Port, NodePort                                         int
-		ExternalIPs, LoadBalancerIPs                           []string
-		ClusterEndpoints, HairpinEndpoints                     []string
-	}
+	var web *goldenService
 	for i, s := range truth.Services {
 		if s.Namespace == "default" && s.Name == "web" && s.Family == "ipv4" {
 			web = &truth.Services[i]

@@ -79,7 +79,7 @@ func hairpinAction(on bool) cli.ActionFunc {
 			}
 		}
 		anyPort := c.Bool("any-port")
-		ports, err := cl.ListPorts(netops.ListOptions{Bridges: listed, PodIPs: netops.PortArgsNeedPodIPs(names), Kinds: !anyPort})
+		ports, err := cl.ListPorts(netops.ListOptions{Bridges: listed, PodIPs: netops.PortArgsNeedPodIPs(names), Kinds: !anyPort && (all || len(brs) > 0)})
 		if err != nil {
 			return fmt.Errorf("%s: %w", cmd, err)
 		}

@@ -1,12 +1,9 @@
 package netops
 
 import (
-	"os"
-	"strconv"
 	"testing"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
-	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
@@ -48,39 +45,19 @@ func iptBareDump(c *Client, family int) (int, error) {
 //
 //	go test -run '^$' -bench IPTablesNFTKernel -benchtime 5x ./netops
 func BenchmarkIPTablesNFTKernel(b *testing.B) {
-	n := 10000
-	if v, err := strconv.Atoi(os.Getenv("IPT_BENCH_SERVICES")); err == nil {
-		n = v
-	}
-	l := labtest.New(b, lab.Options{Pods: 1, Restore: "none", Prefix: "hpiptb"})
-	if _, err := l.Exec(kubeProxyText(n, 5, 0), "iptables-nft-restore"); err != nil {
-		b.Fatal(err)
-	}
-	c, err := Open(l.Node)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c.Close() })
-	b.Run("bare-dump", func(b *testing.B) {
-		for b.Loop() {
-			bytes, err := iptBareDump(c, 4)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.ReportMetric(float64(bytes)/1e6, "MB/op")
-		}
-	})
-	b.Run("services", func(b *testing.B) {
-		for b.Loop() {
+	benchNetlinkRead(b, "IPT_BENCH_SERVICES", "hpiptb",
+		func(l *lab.Lab, n int) error {
+			_, err := l.Exec(kubeProxyText(n, 5, 0), "iptables-nft-restore")
+			return err
+		},
+		func(c *Client) (int, error) { return iptBareDump(c, 4) },
+		func(c *Client) (*ServicesResult, error) {
 			p, err := c.readIPTablesNFTKernel(4, false)
 			if err != nil {
-				b.Fatal(err)
+				return nil, err
 			}
 			res := newServicesResult(BackendIPTablesNFT)
 			p.into(res, nil)
-			if len(res.Services) != n || res.Unparsed != 0 {
-				b.Fatalf("%d services, %d unparsed", len(res.Services), res.Unparsed)
-			}
-		}
-	})
+			return res, nil
+		})
 }

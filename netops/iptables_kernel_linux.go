@@ -59,19 +59,10 @@ func (c *Client) readIPTablesNFTKernel(family int, keepRaw bool) (*iptParser, er
 			c.Close()
 		}
 	}()
-	for attempt := 1; ; attempt++ {
+	return consistentRead("iptables-nft table "+nftFamilyName(family)+" nat", func() (*iptParser, error) {
 		p := newIPTParser(family, keepRaw)
-		err := readIPTNFTOnce(conns, family, p)
-		if err == nil {
-			return p, nil
-		}
-		if !errors.Is(err, errNFTChanged) {
-			return nil, err
-		}
-		if attempt == nftReadAttempts {
-			return nil, fmt.Errorf("read iptables-nft table %s nat: the rules kept changing during %d reads (kube-proxy syncing?): try again", nftFamilyName(family), attempt)
-		}
-	}
+		return p, readIPTNFTOnce(conns, family, p)
+	})
 }
 
 // readIPTNFTOnce reads one snapshot into p; errNFTChanged when the ruleset

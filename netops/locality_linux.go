@@ -13,12 +13,15 @@ import (
 // namespace) nothing can be said and Local stays unset.
 func (c *Client) markLocal(svcs []Service) {
 	var nets []netip.Prefix
-	links, err := c.h.LinkList()
+	// BridgeNames' dump is filtered by the kernel: on a node of 1,000 pods
+	// listing every link would cost more than the rest.
+	bridges, err := c.BridgeNames()
 	if err != nil {
 		return
 	}
-	for _, l := range links {
-		if l.Type() != "bridge" {
+	for _, name := range bridges {
+		l, err := c.h.LinkByName(name)
+		if err != nil {
 			continue
 		}
 		addrs, err := c.h.AddrList(l, netlink.FAMILY_ALL)

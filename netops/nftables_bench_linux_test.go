@@ -124,12 +124,31 @@ func nftBareDump(c *Client, family int, table string) (int, error) {
 //
 //	go test -run '^$' -bench NFTKernel -benchtime 20x ./netops
 func BenchmarkNFTKernel(b *testing.B) {
+	benchNetlinkRead(b, "NFT_BENCH_SERVICES", "hpnftb",
+		func(l *lab.Lab, n int) error { _, err := l.Exec(kube137Table(n, 5), "nft", "-f", "-"); return err },
+		func(c *Client) (int, error) { return nftBareDump(c, 4, "kube-proxy") },
+		func(c *Client) (*ServicesResult, error) {
+			p, err := c.readNFTKernel(4, false)
+			if err != nil {
+				return nil, err
+			}
+			res := newServicesResult(BackendNFTables)
+			p.into(res, nil)
+			return res, nil
+		})
+}
+
+// benchNetlinkRead loads a table of N (env, default 10,000) Services × 5
+// endpoints into a lab node and benchmarks a whole read against bare, the
+// dump without decoding that is its floor.
+func benchNetlinkRead(b *testing.B, env, prefix string, load func(*lab.Lab, int) error,
+	bare func(*Client) (int, error), read func(*Client) (*ServicesResult, error)) {
 	n := 10000
-	if v, err := strconv.Atoi(os.Getenv("NFT_BENCH_SERVICES")); err == nil {
+	if v, err := strconv.Atoi(os.Getenv(env)); err == nil {
 		n = v
 	}
-	l := labtest.New(b, lab.Options{Pods: 1, Restore: "none", Prefix: "hpnftb"})
-	if _, err := l.Exec(kube137Table(n, 5), "nft", "-f", "-"); err != nil {
+	l := labtest.New(b, lab.Options{Pods: 1, Restore: "none", Prefix: prefix})
+	if err := load(l, n); err != nil {
 		b.Fatal(err)
 	}
 	c, err := Open(l.Node)
@@ -139,7 +158,7 @@ func BenchmarkNFTKernel(b *testing.B) {
 	b.Cleanup(func() { c.Close() })
 	b.Run("bare-dump", func(b *testing.B) {
 		for b.Loop() {
-			bytes, err := nftBareDump(c, 4, "kube-proxy")
+			bytes, err := bare(c)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -148,12 +167,10 @@ func BenchmarkNFTKernel(b *testing.B) {
 	})
 	b.Run("services", func(b *testing.B) {
 		for b.Loop() {
-			p, err := c.readNFTKernel(4, false)
+			res, err := read(c)
 			if err != nil {
 				b.Fatal(err)
 			}
-			res := newServicesResult(BackendNFTables)
-			p.into(res, nil)
 			if len(res.Services) != n || res.Unparsed != 0 {
 				b.Fatalf("%d services, %d unparsed", len(res.Services), res.Unparsed)
 			}

@@ -37,17 +37,26 @@ func (c *Client) readNFTKernel(family int, keepRaw bool) (*nftParser, error) {
 		return nil, nftError("open nf_tables netlink socket", err)
 	}
 	defer conn.Close()
-	for attempt := 1; ; attempt++ {
+	return consistentRead("nf_tables table "+nftFamilyName(family)+" kube-proxy", func() (*nftParser, error) {
 		p := newNFTParser(family, keepRaw)
-		err := readNFTTable(conn, family, "kube-proxy", p)
-		if err == nil {
-			return p, nil
-		}
-		if !errors.Is(err, errNFTChanged) {
-			return nil, err
-		}
-		if attempt == nftReadAttempts {
-			return nil, fmt.Errorf("read nf_tables table %s kube-proxy: the rules kept changing during %d reads (kube-proxy syncing?): try again", nftFamilyName(family), attempt)
+		return p, readNFTTable(conn, family, "kube-proxy", p)
+	})
+}
+
+// consistentRead runs read, which reports errNFTChanged when the ruleset's
+// generation moved while it read (kube-proxy synced), again until it reads
+// one snapshot, at most nftReadAttempts times; what names the table.
+func consistentRead[T any](what string, read func() (T, error)) (T, error) {
+	var zero T
+	for attempt := 1; ; attempt++ {
+		v, err := read()
+		switch {
+		case err == nil:
+			return v, nil
+		case !errors.Is(err, errNFTChanged):
+			return zero, err
+		case attempt == nftReadAttempts:
+			return zero, fmt.Errorf("read %s: the rules kept changing during %d reads (kube-proxy syncing?): try again", what, attempt)
 		}
 	}
 }
