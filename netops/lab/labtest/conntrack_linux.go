@@ -24,6 +24,9 @@ import (
 type ConntrackEvents struct {
 	mu     sync.Mutex
 	events int
+	// others counts the events of other flows (the bridge's IGMP reports,
+	// say): the kernel's drop counter for a socket counts them too.
+	others int
 	// timeWait has the client ports whose flow reached TIME_WAIT.
 	timeWait map[uint16]bool
 	err      error
@@ -53,6 +56,9 @@ func ListenConntrack(t testing.TB, l *lab.Lab) *ConntrackEvents {
 			select {
 			case ev := <-evCh:
 				if ev.Flow == nil || ev.Flow.TupleOrig.IP.DestinationAddress != svc {
+					ref.mu.Lock()
+					ref.others++
+					ref.mu.Unlock()
 					continue
 				}
 				ref.mu.Lock()
@@ -92,11 +98,24 @@ func ListenConntrack(t testing.TB, l *lab.Lab) *ConntrackEvents {
 	return ref
 }
 
-// Count is how many events were seen so far, and the listener's error.
-func (r *ConntrackEvents) Count() (int, error) {
+// Accounted fails t unless the events delivered for the Service plus the
+// socket's lost count make what the kernel sent: every Service event, and
+// at most the events of other flows on top, which the drop counter counts
+// when they were lost but no filter delivers. It returns the Service
+// events sent.
+func (r *ConntrackEvents) Accounted(t testing.TB, delivered, lost uint64) uint64 {
+	t.Helper()
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.events, r.err
+	sent, others, err := uint64(r.events), uint64(r.others), r.err
+	r.mu.Unlock()
+	if err != nil {
+		t.Fatalf("reference conntrack listener: %v", err)
+	}
+	if got := delivered + lost; got < sent || got > sent+others {
+		t.Errorf("%d events delivered + %d lost != %d the kernel sent for the Service (+ up to %d of other flows): a silent loss or a miscount",
+			delivered, lost, sent, others)
+	}
+	return sent
 }
 
 // WaitTimeWait waits until the flow from client port reached TIME_WAIT,
@@ -153,5 +172,41 @@ func HoldService(t testing.TB, l *lab.Lab, pod *lab.Pod) (net.Conn, string) {
 	if err != nil {
 		t.Fatalf("%s → Service: no answer: %v", pod.Name, err)
 	}
+	settle(t, l, uint16(c.LocalAddr().(*net.TCPAddr).Port))
 	return c, strings.TrimSpace(name)
+}
+
+// settle waits until the held flow from client port is in CLOSE_WAIT in
+// the node's conntrack table: the server closes after its greeting, and
+// the FIN and its ACK reach conntrack after the client read the greeting.
+// Once settled the flow sends no event until the client closes, so a
+// listener started afterwards sees none of the handshake's tail.
+func settle(t testing.TB, l *lab.Lab, port uint16) {
+	t.Helper()
+	c, err := conntrack.Dial(&netlink.Config{NetNS: int(l.NodeNs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	svc := netip.MustParseAddr(l.ServiceIP.String())
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		flows, err := c.Dump(nil)
+		if err != nil {
+			t.Fatalf("conntrack dump: %v", err)
+		}
+		state := -1
+		for _, f := range flows {
+			if f.TupleOrig.IP.DestinationAddress == svc && f.TupleOrig.Proto.SourcePort == port && f.ProtoInfo.TCP != nil {
+				state = int(f.ProtoInfo.TCP.State)
+			}
+		}
+		if state == 5 { // CLOSE_WAIT
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("held flow from port %d never reached CLOSE_WAIT (state %d)", port, state)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
 }
