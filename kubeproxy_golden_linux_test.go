@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -142,6 +143,7 @@ func TestKubeProxyGoldens(t *testing.T) {
 			check("services", goldenServices(t, ns, mode, truth))
 			check("doctor", goldenDoctor(t, ns))
 			check("conntrack", goldenConntrack(t, dir, mode, truth))
+			check("lookups", goldenLookups(t, ns, mode, truth))
 		})
 	}
 }
@@ -231,6 +233,51 @@ func goldenServices(t *testing.T, ns, mode string, truth goldenTruth) []string {
 		}
 		if !found && len(want.ClusterEndpoints) > 0 {
 			problems = append(problems, id+": missing")
+		}
+	}
+	return problems
+}
+
+// goldenLookups looks up every Service port of the API by name and by
+// address: a lookup reads only the chains (and maps) it needs on
+// iptables-nft and in nftables mode, and must give exactly what the whole
+// table's read gives for that Service, its rules (--raw) included.
+func goldenLookups(t *testing.T, ns, mode string, truth goldenTruth) []string {
+	full := run(t, "--netns", ns, "services", "--backend", mode, "--raw", "-o", "json")
+	if full.code != 0 {
+		return []string{"services exit " + strconv.Itoa(full.code) + ": " + strings.TrimSpace(full.stderr)}
+	}
+	var all []map[string]any
+	if err := json.Unmarshal([]byte(full.stdout), &all); err != nil {
+		return []string{"services -o json: " + err.Error()}
+	}
+	var problems []string
+	for _, want := range truth.Services {
+		if len(want.ClusterEndpoints) == 0 {
+			continue
+		}
+		port := want.PortName
+		if port == "" {
+			port = strconv.Itoa(want.Port)
+		}
+		for _, sel := range []string{want.Namespace + "/" + want.Name + ":" + port, net.JoinHostPort(want.ClusterIP, strconv.Itoa(want.Port))} {
+			r := run(t, "--netns", ns, "services", "--backend", mode, "--raw", "-o", "json", sel)
+			var got []map[string]any
+			if r.code != 0 || json.Unmarshal([]byte(r.stdout), &got) != nil || len(got) == 0 {
+				problems = append(problems, fmt.Sprintf("lookup %s: exit %d, %q", sel, r.code, strings.TrimSpace(r.stderr)))
+				continue
+			}
+			for _, g := range got {
+				if !slices.ContainsFunc(all, func(a map[string]any) bool { return reflect.DeepEqual(a, g) }) {
+					b, _ := json.Marshal(g)
+					problems = append(problems, fmt.Sprintf("lookup %s: %s is not what the whole read gives", sel, b))
+				}
+			}
+			if !slices.ContainsFunc(got, func(g map[string]any) bool {
+				return sameAddr(fmt.Sprint(g["clusterIP"]), want.ClusterIP) && g["port"] == float64(want.Port)
+			}) {
+				problems = append(problems, fmt.Sprintf("lookup %s: %s %d not among the %d found", sel, want.ClusterIP, want.Port, len(got)))
+			}
 		}
 	}
 	return problems

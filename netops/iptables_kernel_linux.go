@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
@@ -307,10 +306,3 @@ func renderIPTNFTRule(fam byte, family int, chain string, attrs []byte) (line st
 
 // unrenderedMark starts what stands for a rule hairpinctl cannot render.
 const unrenderedMark = "--hairpinctl-cannot-render-nf_tables-rule"
-
-// hasCmd reports whether the backend's iptables command is installed: the
-// targeted reads of a lookup run it, a full read of iptables-nft does not.
-func (ib iptBackend) hasCmd() bool {
-	_, err := exec.LookPath(ib.cmd)
-	return err == nil
-}

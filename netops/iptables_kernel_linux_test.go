@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -146,8 +147,40 @@ func TestIPTablesNFTKernelChurn(t *testing.T) {
 			writes++
 		}
 	}()
-	reads, changed := 0, 0
+	reads, changed, lookups := 0, 0, 0
+	pr, err := c.probe(4)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for deadline := time.Now().Add(4 * time.Second); time.Now().Before(deadline) || reads < 20; {
+		// A lookup of one Service and one by name, read chain by chain:
+		// also one ruleset or the other.
+		for _, sel := range []struct{ ips, names []string }{{ips: []string{"10.96.0.7"}}, {names: []string{"ns3/svc13"}}} {
+			s, err := newServiceSelector(sel.ips, sel.names)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, ok, err := c.readIPTablesTargeted(4, pr, s, false)
+			if err != nil {
+				if strings.Contains(err.Error(), "kept changing") {
+					changed++
+					continue
+				}
+				t.Fatal(err)
+			}
+			if !ok {
+				t.Fatalf("lookup %v: not served by the chain-by-chain read", sel)
+			}
+			lookups++
+			res := newServicesResult(BackendIPTablesNFT)
+			p.into(res, s)
+			if len(res.Services) != 1 {
+				t.Fatalf("lookup %v: %d services", sel, len(res.Services))
+			}
+			if eps := res.Services[0].Endpoints; len(eps) != 2 && len(eps) != 3 || !res.Masquerade.MarkMasq || slices.ContainsFunc(eps, func(e Endpoint) bool { return !e.HairpinMasq }) {
+				t.Fatalf("lookup %v: %+v (mark-masq %v): a half-written ruleset", sel, eps, res.Masquerade.MarkMasq)
+			}
+		}
 		p, err := c.readIPTablesNFTKernel(4, false)
 		if err != nil {
 			if strings.Contains(err.Error(), "kept changing") {
@@ -165,7 +198,7 @@ func TestIPTablesNFTKernelChurn(t *testing.T) {
 		want := len(res.Services[0].Endpoints)
 		for _, s := range res.Services {
 			if len(s.Endpoints) != want || want != 2 && want != 3 || !res.Masquerade.MarkMasq {
-				t.Fatalf("read %d: %s has %d endpoints, another %d (mark-masq %v): a half-written ruleset", reads, s.ClusterIP, len(s.Endpoints), want, res.Masquerade.MarkMasq)
+				t.Fatalf("read %d: %s has %d endpoints, another %d (mark-masq %v): a half-written ruleset %+v", reads, s.ClusterIP, len(s.Endpoints), want, res.Masquerade.MarkMasq, s.Endpoints)
 			}
 			for _, e := range s.Endpoints {
 				if !e.HairpinMasq {
@@ -178,7 +211,7 @@ func TestIPTablesNFTKernelChurn(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d whole reads, %d gave up as changing, during %d rewrites", reads, changed, writes)
+	t.Logf("%d whole reads and %d lookups, %d gave up as changing, during %d rewrites", reads, lookups, changed, writes)
 	if writes < 5 {
 		t.Fatalf("only %d rewrites during the reads", writes)
 	}

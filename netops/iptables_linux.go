@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 
 	"github.com/coreos/go-iptables/iptables"
 )
@@ -275,86 +274,89 @@ func (o *onFirstRead) Read(b []byte) (int, error) {
 // maxTargetedChains bounds a targeted read; beyond it a full dump is cheaper.
 const maxTargetedChains = 2000
 
-// readIPTablesTargeted reads only the chains a filtered lookup needs, one
-// `iptables -S CHAIN` each: KUBE-SERVICES, then the selected services'
-// chains and their endpoint chains. On iptables-nft listing one chain
-// costs milliseconds while a dump of 10,000 services costs half a minute.
-// It reports false when it cannot serve the filter (names without
-// comments to find them by), and the caller dumps the table instead.
-func (c *Client) readIPTablesTargeted(ib iptBackend, p *iptParser, probe *famProbe, sel *serviceSelector, waitSeconds int) (bool, error) {
-	ipt, err := ib.golang(waitSeconds)
+// readIPTablesTargeted reads, for a filtered lookup on iptables-nft, only
+// the chains the lookup needs, over netlink: KUBE-SERVICES, then the
+// selected services' chains and their endpoint chains. Listing one chain
+// costs tens of microseconds; reading the table of 10,000 services costs
+// seconds. ok is false when it cannot serve the filter (names without
+// comments to find them by, or too many chains), and the caller reads the
+// whole table instead. Like the full read, it checks the generation id
+// before and after and retries a read that straddles a commit.
+func (c *Client) readIPTablesTargeted(family int, probe *famProbe, sel *serviceSelector, keepRaw bool) (*iptParser, bool, error) {
+	conn, err := openNetfilterConn(c.target())
 	if err != nil {
-		return false, err
+		return nil, false, nftError("open nf_tables netlink socket", err)
 	}
-	// read lists chains in parallel (each read is its own process), tables
-	// given as "table chain"; feed hands them to the parser in that order.
-	read := func(chains ...[2]string) ([][]string, error) {
-		outs := make([][]string, len(chains))
-		errs := make([]error, len(chains))
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 8)
-		for i, tc := range chains {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				outs[i], errs[i] = c.listChain(ib, ipt, tc[0], tc[1], waitSeconds)
-			}()
-		}
-		wg.Wait()
-		return outs, errors.Join(errs...)
+	defer conn.Close()
+	type read struct {
+		p  *iptParser
+		ok bool
 	}
-	feed := func(chains [][2]string, outs [][]string) {
-		for i, o := range outs {
-			// ip6tables prints IPv4-mapped addresses as ::ffff:a.b.c.d,
-			// which the text filter does not match: IPv4 tables only.
-			if chains[i] == [2]string{"nat", "KUBE-SERVICES"} && sel.addrOnly() && ib.family == 4 {
-				o, _ = lookupLines(o, sel.ips)
-			}
-			p.feedLines(chains[i][0], o)
-		}
-	}
-	list := func(chains ...[2]string) error {
-		outs, err := read(chains...)
+	r, err := consistentRead("iptables-nft table "+nftFamilyName(family)+" nat", func() (read, error) {
+		gen, err := nftGenID(conn)
 		if err != nil {
-			return err
+			return read{}, err
 		}
-		feed(chains, outs)
+		p := newIPTParser(family, keepRaw)
+		ok, err := c.readIPTNFTTargetedOnce(conn, family, p, probe, sel)
+		if errors.Is(err, errDumpInterrupted) {
+			return read{}, errNFTChanged
+		}
+		if err != nil {
+			return read{}, err
+		}
+		after, err := nftGenID(conn)
+		if err != nil {
+			return read{}, err
+		}
+		if after != gen {
+			return read{}, errNFTChanged
+		}
+		return read{p, ok}, nil
+	})
+	return r.p, r.ok, err
+}
+
+// readIPTNFTTargetedOnce is one attempt of readIPTablesTargeted.
+func (c *Client) readIPTNFTTargetedOnce(conn *rawConn, family int, p *iptParser, probe *famProbe, sel *serviceSelector) (bool, error) {
+	list := func(chains ...[2]string) error {
+		for _, tc := range chains {
+			cr, err := dumpIPTNFTChain(conn, family, tc[0], tc[1])
+			if err != nil {
+				return err
+			}
+			cr.feed(p, tc[0])
+		}
 		return nil
 	}
-	services := [2]string{"nat", "KUBE-SERVICES"}
 	first := [][2]string{{"nat", "KUBE-NODEPORTS"}, {"nat", "KUBE-MARK-MASQ"}, {"nat", "KUBE-POSTROUTING"}, {"nat", "POSTROUTING"}}
 	if probe.nftFilter {
 		first = append(first, [2]string{"filter", "KUBE-SERVICES"}, [2]string{"filter", "KUBE-EXTERNAL-SERVICES"})
 	}
-	// An address lookup on iptables-nft reads KUBE-SERVICES, the one large
-	// chain, over netlink while the small ones are listed. By name, when
-	// a rule is beyond what it renders, or when the dump fails (iptables
-	// then reports what is wrong, a missing permission say), iptables
-	// lists it.
-	if sel.addrOnly() && ib.backend == BackendIPTablesNFT {
-		var viaNFT []string
-		done := make(chan bool, 1)
-		go func() {
-			lines, ok, err := c.kubeServicesLookupNFT(ib.family, sel.ips)
-			viaNFT = lines
-			done <- ok && err == nil
-		}()
-		outs, err := read(first...)
-		if !<-done {
-			viaNFT = nil
-		}
+	// KUBE-SERVICES, the one large chain: an address lookup renders only
+	// the rules that can concern its addresses.
+	var services []string
+	viaLookup := false
+	if sel.addrOnly() {
+		lines, ok, err := c.kubeServicesLookupNFT(family, sel.ips)
 		if err != nil {
 			return false, err
 		}
-		if viaNFT != nil {
-			p.feedLines("nat", viaNFT)
-		} else if err := list(services); err != nil {
+		services, viaLookup = lines, ok
+	}
+	if !viaLookup {
+		cr, err := dumpIPTNFTChain(conn, family, "nat", "KUBE-SERVICES")
+		if err != nil {
 			return false, err
 		}
-		feed(first, outs)
-	} else if err := list(append([][2]string{services}, first...)...); err != nil {
+		if probe.nftIPT {
+			p.feedLines("nat", []string{"-N KUBE-SERVICES"})
+		}
+		cr.feed(p, "nat")
+	} else {
+		p.feedLines("nat", services)
+	}
+	if err := list(first...); err != nil {
 		return false, err
 	}
 	// Which KUBE-SERVICES rules does the filter select?

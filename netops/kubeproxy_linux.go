@@ -289,8 +289,8 @@ func (r *servicesRead) run(backend string) error {
 				legN += n
 			}
 			if p := r.probe(fam); p.nftIPT {
-				n, _, err := r.c.countServicesRules(iptablesFor(BackendIPTablesNFT, fam), r.o.WaitSeconds)
-				if err != nil {
+				n := 0
+				if err := r.c.nftRules(fam, "nat", "KUBE-SERVICES", func(nftRule) { n++ }); err != nil {
 					return err
 				}
 				nftN += n
@@ -375,13 +375,13 @@ func (r *servicesRead) readIPTables(b Backend) error {
 		ib := iptablesFor(b, fam)
 		p := newIPTParser(fam, r.o.Raw)
 		done := false
-		if r.sel != nil && b == BackendIPTablesNFT && !r.o.FullRead && ib.hasCmd() {
-			ok, err := r.c.readIPTablesTargeted(ib, p, pr, r.sel, r.o.WaitSeconds)
+		if r.sel != nil && b == BackendIPTablesNFT && !r.o.FullRead {
+			tp, ok, err := r.c.readIPTablesTargeted(fam, pr, r.sel, r.o.Raw)
 			if err != nil {
 				return err
 			}
-			if done = ok; !ok {
-				p = newIPTParser(fam, r.o.Raw)
+			if done = ok; ok {
+				p = tp
 			}
 		}
 		switch {
@@ -413,6 +413,16 @@ func (r *servicesRead) readNFTables() error {
 	for _, fam := range r.fams {
 		if !r.probe(fam).nftables {
 			continue
+		}
+		if r.sel != nil && !r.o.FullRead {
+			p, ok, err := r.c.readNFTKernelTargeted(fam, r.sel, r.o.Raw)
+			if err != nil {
+				return err
+			}
+			if ok {
+				p.into(r.res, r.sel)
+				continue
+			}
 		}
 		p, err := r.c.readNFTKernel(fam, r.o.Raw)
 		if err != nil {

@@ -145,9 +145,34 @@ func TestReadNFTKernelChurn(t *testing.T) {
 			n++
 		}
 	}()
-	var reads, seen, changing int
+	var reads, seen, changing, lookups int
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
+		// Lookups read the churning Service's chain and maps alone: also
+		// whole or absent.
+		for _, sel := range []struct{ ips, names []string }{{ips: []string{"10.96.99.99"}}, {names: []string{"churn/svc:http"}}} {
+			s, err := newServiceSelector(sel.ips, sel.names)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, ok, err := c.readNFTKernelTargeted(4, s, false)
+			if err != nil {
+				if !strings.Contains(err.Error(), "kept changing") {
+					t.Fatalf("lookup %v: %v", sel, err)
+				}
+				changing++
+				continue
+			}
+			if !ok {
+				t.Fatalf("lookup %v: not served by the targeted read", sel)
+			}
+			lookups++
+			res := newServicesResult(BackendNFTables)
+			p.into(res, s)
+			if len(res.Services) > 1 || len(res.Services) == 1 && (len(res.Services[0].Endpoints) != 1 || res.Services[0].Endpoints[0].IP != "10.244.9.9") {
+				t.Fatalf("lookup %v: half-written service %+v", sel, res.Services)
+			}
+		}
 		p, err := c.readNFTKernel(4, false)
 		if err != nil {
 			if !strings.Contains(err.Error(), "kept changing") {
@@ -174,7 +199,7 @@ func TestReadNFTKernelChurn(t *testing.T) {
 	}
 	close(stop)
 	n := <-churned
-	t.Logf("%d commits, %d reads (%d with the churning service), %d gave up as changing", n, reads, seen, changing)
+	t.Logf("%d commits, %d reads (%d with the churning service) and %d lookups, %d gave up as changing", n, reads, seen, lookups, changing)
 	if n < 10 || reads < 10 {
 		t.Errorf("only %d commits and %d reads: the test proved nothing", n, reads)
 	}

@@ -45,6 +45,8 @@ type nftSet struct {
 	elems                              []nftSetElem
 	// bad: some element could not be decoded.
 	bad bool
+	// loaded: the elements were dumped.
+	loaded bool
 }
 
 func (s *nftSet) anonymous() bool { return s.flags&unix.NFT_SET_ANONYMOUS != 0 }
@@ -464,6 +466,17 @@ func (s *nftSet) inline() (string, bool) {
 // feed files the dump into p as the text path would: chains, the read
 // sets' elements, every rule.
 func (t *nftTableDump) feed(p *nftParser) {
+	t.feedHead(p)
+	r := nftRenderer{t: t}
+	for _, attrs := range t.rules {
+		chain, line, readable := r.rule(attrs)
+		p.chain(chain)
+		p.fileRule(chain, []byte(line), readable)
+	}
+}
+
+// feedHead files the chains and the read sets' elements into p.
+func (t *nftTableDump) feedHead(p *nftParser) {
 	p.fam, p.table, p.hasTable = nftFamilyName(t.family), t.table, true
 	p.unparsed += t.badSets
 	for _, name := range t.chains {
@@ -494,12 +507,6 @@ func (t *nftTableDump) feed(p *nftParser) {
 			}
 			p.element(name, nftFields([]byte(text)))
 		}
-	}
-	r := nftRenderer{t: t}
-	for _, attrs := range t.rules {
-		chain, line, readable := r.rule(attrs)
-		p.chain(chain)
-		p.fileRule(chain, []byte(line), readable)
 	}
 }
 

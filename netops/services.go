@@ -30,8 +30,9 @@ type ServicesOptions struct {
 	Raw bool
 	// Wait bounds how long to wait for the xtables lock.
 	WaitSeconds int
-	// FullRead dumps the whole nat table even for a filtered lookup, which
-	// on iptables-nft otherwise lists only the chains it needs.
+	// FullRead reads the whole table even for a filtered lookup, which on
+	// iptables-nft and in nftables mode otherwise reads only the chains
+	// (and maps) it needs.
 	FullRead bool
 }
 

@@ -3,6 +3,7 @@ package netops
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -33,4 +34,76 @@ func TestLookupLines(t *testing.T) {
 	if got, ok := lookupLines(lines, nil); ok || len(got) != len(lines) {
 		t.Error("no addresses: nothing may be filtered")
 	}
+}
+
+// lookupLines, the oracle of the netlink lookup's tests, keeps the
+// KUBE-SERVICES rules of an `iptables -S` listing a lookup of IPv4 addresses can
+// use, so a lookup parses a handful of the 10,000 lines a large cluster has:
+// every rule that names one of the addresses; every rule that does not jump
+// to a service's chain (the node-port jump, old masquerade rules); and
+// every rule that jumps to a chain sharing a kept rule's hash, as a
+// service's external and load-balancer addresses do. That is everything
+// readIPTablesTargeted would select from the whole chain. ok is false, and
+// nothing is filtered, for IPv6 addresses (their text form is not unique
+// enough to match as text) and for no addresses at all.
+func lookupLines(lines []string, ips []netip.Addr) (kept []string, ok bool) {
+	if len(ips) == 0 {
+		return lines, false
+	}
+	texts := make([]string, len(ips))
+	for i, a := range ips {
+		if !a.Is4() {
+			return lines, false
+		}
+		texts[i] = a.String()
+	}
+	targets := make([]string, len(lines))
+	for i, l := range lines {
+		targets[i] = jumpTarget(l)
+	}
+	keep := lookupKeep(len(lines), func(i int) string { return targets[i] }, func(i int) bool { return namesAddr(lines[i], texts) })
+	for i, l := range lines {
+		if keep[i] {
+			kept = append(kept, l)
+		}
+	}
+	return kept, true
+}
+
+// jumpTarget is the chain a rule jumps or goes to, "" when none.
+func jumpTarget(rule string) string {
+	i := strings.LastIndex(rule, " -j ")
+	if j := strings.LastIndex(rule, " -g "); j > i {
+		i = j
+	}
+	if i < 0 {
+		return ""
+	}
+	t := rule[i+4:]
+	if k := strings.IndexByte(t, ' '); k >= 0 {
+		t = t[:k]
+	}
+	return t
+}
+
+// namesAddr reports whether rule holds one of the addresses as a whole
+// word: "10.96.0.1" must not match inside "10.96.0.10/32".
+func namesAddr(rule string, addrs []string) bool {
+	for _, a := range addrs {
+		for from := 0; ; {
+			i := strings.Index(rule[from:], a)
+			if i < 0 {
+				break
+			}
+			i += from
+			end := i + len(a)
+			before := i == 0 || rule[i-1] == ' '
+			after := end == len(rule) || rule[end] == '/' || rule[end] == ' '
+			if before && after {
+				return true
+			}
+			from = i + 1
+		}
+	}
+	return false
 }
