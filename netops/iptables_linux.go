@@ -426,8 +426,8 @@ func (c *Client) readIPTablesTargeted(ib iptBackend, p *iptParser, probe *famPro
 				continue
 			}
 			queue = append(queue, cc.links...)
-			for _, j := range cc.jumps {
-				queue = append(queue, j.chain())
+			for _, h := range cc.hops {
+				queue = append(queue, h.ep.name)
 			}
 		}
 	}
