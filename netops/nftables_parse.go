@@ -295,6 +295,8 @@ func (p *nftParser) chain(name string) *linkChain {
 		switch c.kind {
 		case kindSvc, kindSvl, kindExt, kindSep, kindFw:
 			if p.keepRaw {
+				// Unknown rules are listed in the order the chains
+				// were declared.
 				p.raw(name)
 			}
 		}
