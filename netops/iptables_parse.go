@@ -325,7 +325,7 @@ func (p *iptParser) line(line []byte) {
 	if p.table == "nat" {
 		switch kind {
 		case kindSvc, kindSvl, kindXlb, kindExt, kindFw:
-			p.chain(chain, kind)
+			p.chain(chain)
 			serviceChain = true
 		case kindSep:
 			p.sep(chain)
@@ -359,13 +359,13 @@ func (p *iptParser) line(line []byte) {
 }
 
 // chain returns the summary of a service-related chain, creating it.
-func (p *iptParser) chain(name string, kind chainKind) *linkChain {
+func (p *iptParser) chain(name string) *linkChain {
 	if p.curChain != nil && p.curChain.name == name {
 		return p.curChain
 	}
 	c := p.chains[name]
 	if c == nil {
-		c = &linkChain{name: name, kind: kind}
+		c = &linkChain{name: name}
 		p.chains[name] = c
 	}
 	p.curChain = c
@@ -422,7 +422,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 	case kindServices, kindNodePorts, kindExternal:
 		return p.handleEntry(kind, r, line)
 	case kindSvc, kindSvl, kindXlb:
-		c := p.chain(chain, kind)
+		c := p.chain(chain)
 		p.nameFrom(c, r.comment)
 		switch {
 		case string(target) == "KUBE-MARK-MASQ":
@@ -472,7 +472,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 			return true
 		}
 	case kindExt, kindFw:
-		c := p.chain(chain, kind)
+		c := p.chain(chain)
 		p.nameFrom(c, r.comment)
 		switch {
 		case string(target) == "KUBE-MARK-MASQ", string(target) == "KUBE-MARK-DROP":

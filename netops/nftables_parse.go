@@ -287,12 +287,12 @@ func parseNFTDuration(s string) (int, bool) {
 func (p *nftParser) chain(name string) *linkChain {
 	c := p.chains[name]
 	if c == nil {
-		c = &linkChain{name: name, kind: nftChainKind(name)}
+		c = &linkChain{name: name}
 		if name == "mark-for-masquerade" {
 			p.markChain = true
 		}
 		p.chains[name] = c
-		switch c.kind {
+		switch nftChainKind(name) {
 		case kindSvc, kindSvl, kindExt, kindSep, kindFw:
 			if p.keepRaw {
 				// Unknown rules are listed in the order the chains

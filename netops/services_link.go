@@ -61,7 +61,6 @@ type linkEntry struct {
 // traffic policy.
 type linkChain struct {
 	name string
-	kind chainKind
 	// hops are the dispatch chain's endpoints, in order.
 	hops []linkHop
 	// modulus: the hops carry numgen slots out of modulus (nftables);
