@@ -428,8 +428,8 @@ func (c *Client) readIPTNFTTargetedOnce(conn *rawConn, family int, p *iptParser,
 				continue
 			}
 			queue = append(queue, cc.links...)
-			for _, j := range cc.jumps {
-				queue = append(queue, j.chain())
+			for _, h := range cc.hops {
+				queue = append(queue, h.ep.name)
 			}
 		}
 	}

@@ -102,50 +102,23 @@ type iptRule struct {
 	extra bool
 }
 
-// iptEntry is a rule that names a service by address: a KUBE-SERVICES or
-// KUBE-NODEPORTS jump, or a filter-table REJECT.
-type iptEntry struct {
-	kind   entryKind
-	ip     string
-	proto  string
-	port   int
-	target string
-	name   string // ns/name:port from the comment, "" without one
-	raw    string
-	filter bool
-	// from is the chain the rule is in (KUBE-SERVICES, KUBE-NODEPORTS,
-	// KUBE-EXTERNAL-SERVICES), for ordering --raw.
-	from chainKind
+// iptSep summarises one endpoint chain (KUBE-SEP), kept small: a dump
+// holds one per endpoint, five times as many as services. It is created
+// by the first of its rules or of the jumps to it that is read.
+type iptSep struct {
+	linkEndpoint
+	// hairpinSrc is the -s of the KUBE-MARK-MASQ rule; dnat: ip and port
+	// are the DNAT destination rather than a jump's comment.
+	hairpinSrc string
+	dnat       bool
 }
 
-type entryKind uint8
-
-const (
-	entryCluster entryKind = iota
-	entryExternal
-	entryLB
-	entryMasq // an old-style masquerade rule for a service address
-	entryNodePort
-	entryNodePortMasq
-	entryNoEndpoints
-	entryNoEndpointsExternal
-	entryNoEndpointsNodePort
-)
-
-// iptJump is a service chain's jump to an endpoint chain.
-type iptJump struct {
-	// sep names the endpoint chain when it was not read before the jump
-	// (chain gives the name either way).
-	sep string
-	// to is the endpoint chain when it was read before the jump, as in a
-	// dump (KUBE-SEP sorts before KUBE-SVC): no lookup when assembling.
-	// Its name is read from it only then, with the rest of it, rather than
-	// while the dump streams.
-	to      *iptSep
-	prob    float64
-	hasProb bool
-	// epComment is "ip:port" from a "ns/svc:port -> ip:port" comment.
-	epComment string
+// decide works out the hairpin masquerade once either of its two rules is
+// read: traffic from the endpoint's own address is marked for masquerade.
+// A flushed endpoint chain (no DNAT) still tells where its jump's comment
+// said.
+func (s *iptSep) decide() {
+	s.hairpin = s.hairpinSrc != "" && sameIP(s.hairpinSrc, s.ip)
 }
 
 // jumpRoom is how many jumps a dispatch chain gets room for when its first
@@ -153,77 +126,21 @@ type iptJump struct {
 // was a tenth of parsing the KUBE-SVC chains.
 const jumpRoom = 8
 
-// chain is the endpoint chain's name.
-func (j *iptJump) chain() string {
-	if j.to != nil {
-		return j.to.name
-	}
-	return j.sep
-}
-
-// iptChain summarises one kube-proxy service chain (SVC, SVL, XLB, EXT,
-// FW). A dump holds one per service port and traffic policy.
-type iptChain struct {
-	name string
-	kind chainKind
-	// Dispatch chains (SVC, SVL, XLB): the endpoint jumps in order.
-	jumps           []iptJump
-	affinitySeconds int
-	// links are jumps to other service chains (EXT→SVC, FW→EXT, XLB→SVC).
-	links []string
-	// svcName is "ns/name:port" from any comment in the chain.
-	svcName string
-	// localShape: a KUBE-EXT chain of externalTrafficPolicy Local, which
-	// routes the node's own traffic (addrtype --src-type LOCAL) specially
-	// even when no endpoint is local (so there is no KUBE-SVL chain).
-	localShape bool
-}
-
-// iptSep summarises one endpoint chain (KUBE-SEP), kept small: a dump
-// holds one per endpoint, five times as many as services.
-type iptSep struct {
-	name string
-	// ip and port are the DNAT destination; hairpinSrc the -s of the
-	// KUBE-MARK-MASQ rule.
-	ip, hairpinSrc string
-	port           int32
-	affinity, dnat bool
-	// hairpin: the masquerade rule's source is the DNAT destination,
-	// found while the chain's rules are at hand.
-	hairpin bool
-}
-
-// setHairpin works out hairpin once either of its two rules is read.
-func (s *iptSep) setHairpin() {
-	s.hairpin = s.dnat && s.hairpinSrc != "" && sameIP(s.hairpinSrc, s.ip)
-}
-
-// iptRaw holds a chain's rules verbatim, in raw mode only.
-type iptRaw struct {
-	rules, unknown []string
-}
-
 // iptParser accumulates iptables-save text of one address family.
 type iptParser struct {
-	family  int
-	keepRaw bool
-	table   string
+	linkInput
+	table string
 
-	chains   map[string]*iptChain
 	seps     map[string]*iptSep
-	raws     map[string]*iptRaw
-	entries  []iptEntry
 	masq     MasqueradePlumbing
 	unparsed int
 	// sepSlab allocates endpoint summaries 1024 at a time; jumpSlab a
 	// dispatch chain's first jumpRoom jumps, for many chains at a time.
 	sepSlab  []iptSep
-	jumpSlab []iptJump
+	jumpSlab []linkHop
 	// declared counts a dump's nat chain declarations by kind, to size
 	// the maps before its rules arrive.
 	declaredSeps, declaredChains int
-	// foreignUnknown are rules not understood outside any service chain.
-	foreignUnknown []string
 	// hasServices: a KUBE-SERVICES chain was seen in the nat table.
 	hasServices bool
 
@@ -235,16 +152,27 @@ type iptParser struct {
 	curTable string
 	curKind  chainKind
 	curName  string
-	curChain *iptChain
+	curChain *linkChain
 	curSep   *iptSep
 }
 
 func newIPTParser(family int, keepRaw bool) *iptParser {
-	p := &iptParser{family: family, keepRaw: keepRaw, chains: make(map[string]*iptChain), seps: make(map[string]*iptSep)}
+	p := &iptParser{linkInput: linkInput{
+		family: family, keepRaw: keepRaw, chains: make(map[string]*linkChain),
+		kindOf: classifyChain, dispatchOf: iptDispatchChains,
+		stableRaw: true, rawTables: [2]string{"*nat", "*filter"},
+	}, seps: make(map[string]*iptSep)}
 	if keepRaw {
-		p.raws = make(map[string]*iptRaw)
+		p.raws = make(map[string]*linkRaw)
 	}
 	return p
+}
+
+// iptDispatchChains names the KUBE-SVC and KUBE-SVL chains that share a
+// chain's hash: kube-proxy names one service port's chains alike.
+func iptDispatchChains(chain string) (svc, svl string, ok bool) {
+	_, hash, ok := strings.Cut(strings.TrimPrefix(chain, "KUBE-"), "-")
+	return "KUBE-SVC-" + hash, "KUBE-SVL-" + hash, ok
 }
 
 // errLineTooLong is returned by readLine for lines over maxRuleLine.
@@ -368,7 +296,7 @@ func (p *iptParser) line(line []byte) {
 	if p.declaredSeps+p.declaredChains > 0 && len(p.seps) == 0 && len(p.chains) == 0 {
 		// The first rule of a dump: size the maps for the chains declared.
 		p.seps = make(map[string]*iptSep, p.declaredSeps)
-		p.chains = make(map[string]*iptChain, p.declaredChains)
+		p.chains = make(map[string]*linkChain, p.declaredChains)
 		p.sepSlab = make([]iptSep, 0, p.declaredSeps)
 		p.declaredSeps, p.declaredChains = 0, 0
 	}
@@ -397,7 +325,7 @@ func (p *iptParser) line(line []byte) {
 	if p.table == "nat" {
 		switch kind {
 		case kindSvc, kindSvl, kindXlb, kindExt, kindFw:
-			p.chain(chain, kind)
+			p.chain(chain)
 			serviceChain = true
 		case kindSep:
 			p.sep(chain)
@@ -418,14 +346,10 @@ func (p *iptParser) line(line []byte) {
 	}
 	raw := string(line)
 	if serviceChain {
-		rc := p.raws[chain]
-		if rc == nil {
-			rc = &iptRaw{}
-			p.raws[chain] = rc
-		}
+		rc := p.raw(chain)
 		rc.rules = append(rc.rules, raw)
 		if !known {
-			rc.unknown = append(rc.unknown, raw)
+			rc.unknown = append(rc.unknown, "*nat "+raw)
 		}
 		return
 	}
@@ -435,13 +359,13 @@ func (p *iptParser) line(line []byte) {
 }
 
 // chain returns the summary of a service-related chain, creating it.
-func (p *iptParser) chain(name string, kind chainKind) *iptChain {
+func (p *iptParser) chain(name string) *linkChain {
 	if p.curChain != nil && p.curChain.name == name {
 		return p.curChain
 	}
 	c := p.chains[name]
 	if c == nil {
-		c = &iptChain{name: name, kind: kind}
+		c = &linkChain{name: name}
 		p.chains[name] = c
 	}
 	p.curChain = c
@@ -458,7 +382,7 @@ func (p *iptParser) sep(name string) *iptSep {
 		if len(p.sepSlab) == cap(p.sepSlab) {
 			p.sepSlab = make([]iptSep, 0, 1024)
 		}
-		p.sepSlab = append(p.sepSlab, iptSep{name: name})
+		p.sepSlab = append(p.sepSlab, iptSep{linkEndpoint: linkEndpoint{name: name}})
 		c = &p.sepSlab[len(p.sepSlab)-1]
 		p.seps[name] = c
 	}
@@ -498,7 +422,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 	case kindServices, kindNodePorts, kindExternal:
 		return p.handleEntry(kind, r, line)
 	case kindSvc, kindSvl, kindXlb:
-		c := p.chain(chain, kind)
+		c := p.chain(chain)
 		p.nameFrom(c, r.comment)
 		switch {
 		case string(target) == "KUBE-MARK-MASQ":
@@ -511,36 +435,44 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 			}
 			return true
 		case tkind == kindSep:
-			// The name is shared with the endpoint chain when it was read
-			// first, as in a dump (KUBE-SEP sorts before KUBE-SVC).
-			j := iptJump{prob: 1, to: p.seps[string(target)]}
-			if j.to == nil {
-				j.sep = string(target)
-			}
+			h := linkHop{prob: 1}
 			if r.hasProb {
 				f, err := strconv.ParseFloat(string(r.prob), 64)
 				if err != nil || f < 0 || f > 1 {
 					return false
 				}
-				j.prob, j.hasProb = f, true
+				h.prob = f
 			}
-			if _, ep, found := bytes.Cut(r.comment, []byte(" -> ")); found {
-				j.epComment = string(ep)
+			// The endpoint chain is shared with its jumps; in a dump it
+			// was read first (KUBE-SEP sorts before KUBE-SVC).
+			sep := p.seps[string(target)]
+			if sep == nil {
+				sep = p.sep(string(target))
 			}
-			if c.jumps == nil {
-				if len(p.jumpSlab) < jumpRoom {
-					p.jumpSlab = make([]iptJump, 512*jumpRoom)
+			h.ep = &sep.linkEndpoint
+			if !sep.dnat {
+				// Not (yet) read, or flushed: the comment says where.
+				if _, ep, found := bytes.Cut(r.comment, []byte(" -> ")); found {
+					if ip, port, ok := splitHostPort(string(ep)); ok {
+						sep.ip, sep.port = ip, int32(port)
+						sep.decide()
+					}
 				}
-				c.jumps, p.jumpSlab = p.jumpSlab[:0:jumpRoom], p.jumpSlab[jumpRoom:]
 			}
-			c.jumps = append(c.jumps, j)
+			if c.hops == nil {
+				if len(p.jumpSlab) < jumpRoom {
+					p.jumpSlab = make([]linkHop, 512*jumpRoom)
+				}
+				c.hops, p.jumpSlab = p.jumpSlab[:0:jumpRoom], p.jumpSlab[jumpRoom:]
+			}
+			c.hops = append(c.hops, h)
 			return true
 		case kind == kindXlb && (tkind == kindSvc || tkind == kindSvl):
 			c.links = append(c.links, string(target))
 			return true
 		}
 	case kindExt, kindFw:
-		c := p.chain(chain, kind)
+		c := p.chain(chain)
 		p.nameFrom(c, r.comment)
 		switch {
 		case string(target) == "KUBE-MARK-MASQ", string(target) == "KUBE-MARK-DROP":
@@ -560,7 +492,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 		switch {
 		case string(target) == "KUBE-MARK-MASQ" && len(r.src) > 0 && !r.srcNeg:
 			c.hairpinSrc = trimHostMask(string(r.src))
-			c.setHairpin()
+			c.decide()
 			return true
 		case string(target) == "DNAT" && len(r.toDest) > 0:
 			ip, port, ok := splitHostPort(string(r.toDest))
@@ -569,7 +501,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 			}
 			c.ip, c.port, c.dnat = ip, int32(port), true
 			c.affinity = r.recentSet
-			c.setHairpin()
+			c.decide()
 			return true
 		}
 	}
@@ -581,7 +513,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 func (p *iptParser) handleEntry(kind chainKind, r *iptRule, line []byte) bool {
 	target := string(r.target)
 	tkind := classifyChain(target)
-	e := iptEntry{ip: trimHostMask(string(r.dst)), proto: strings.ToLower(string(r.proto)), filter: p.table == "filter", from: kind}
+	e := linkEntry{ip: trimHostMask(string(r.dst)), proto: strings.ToLower(string(r.proto)), filter: p.table == "filter", rank: uint8(kind)}
 	if len(r.dport) > 0 {
 		n, err := strconv.Atoi(string(r.dport))
 		if err != nil || n <= 0 || n > 65535 {
@@ -664,7 +596,7 @@ func (p *iptParser) handleEntry(kind chainKind, r *iptRule, line []byte) bool {
 }
 
 // nameFrom remembers the first service name seen in a chain's comments.
-func (p *iptParser) nameFrom(c *iptChain, comment []byte) {
+func (p *iptParser) nameFrom(c *linkChain, comment []byte) {
 	if c.svcName != "" || len(comment) == 0 {
 		return
 	}

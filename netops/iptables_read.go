@@ -20,7 +20,8 @@ func parseIPTablesSave(r io.Reader, family int, backend Backend, raw bool, sel *
 
 // into adds what the parser read to res.
 func (p *iptParser) into(res *ServicesResult, sel *serviceSelector) {
-	svcs, unknown := p.finish(res.Backend, sel)
+	p.backend = res.Backend
+	svcs, unknown := p.link(sel)
 	res.Unparsed += p.unparsed
 	res.UnparsedRules = append(res.UnparsedRules, unknown...)
 	mergeMasquerade(res, p.masq, p.family)

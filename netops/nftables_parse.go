@@ -32,39 +32,18 @@ import (
 //     "ct status dnat ip saddr . ip daddr . meta l4proto . th dport
 //     @hairpin-connections masquerade".
 
-// nftChain summarises one chain of the kube-proxy table.
-type nftChain struct {
-	name string
-	// Service and local chains: endpoint chain → numgen slots, in order,
-	// or endpoints DNATed to inline (no endpoint chains).
-	slots   []nftSlot
-	inline  []nftInline
-	modulus int
-	// affinitySets are the affinity-… sets the chain checks.
-	affinitySets []string
-	// links are gotos to other service chains (external → service/local).
-	links []string
-	// localShape: an external chain of externalTrafficPolicy Local.
-	localShape bool
-	// Endpoint chains.
-	ip, hairpinSrc string
-	port           int
-	affinity, dnat bool
-
-	raw, unknownRaw []string
+// nftSep summarises one endpoint chain.
+type nftSep struct {
+	linkEndpoint
+	// hairpinSrc is the saddr of the rule that jumps to
+	// mark-for-masquerade.
+	hairpinSrc string
 }
 
-type nftSlot struct {
-	chain string
-	n     int
-}
-
-// nftInline is an endpoint a service chain DNATs to itself, with its
-// numgen slots.
-type nftInline struct {
-	ip   string
-	port int
-	n    int
+// decide works out the hairpin masquerade once either of its two rules is
+// read: traffic from the endpoint's own address is marked for masquerade.
+func (s *nftSep) decide() {
+	s.hairpin = s.hairpinSrc != "" && sameIP(s.hairpinSrc, s.ip)
 }
 
 // nftElem is one element of a kube-proxy map.
@@ -80,17 +59,17 @@ type nftElem struct {
 
 // nftParser accumulates one `nft list table` output.
 type nftParser struct {
-	keepRaw bool
-	family  int
-	fam     string // "ip" or "ip6"
-	table   string
+	linkInput
+	fam   string // "ip" or "ip6"
+	table string
 
-	chains     map[string]*nftChain
-	chainOrder []string
+	seps       map[string]*nftSep
 	elems      []nftElem
 	clusterIPs map[string]bool
 	setTimeout map[string]int
-	masq       MasqueradePlumbing
+	// affinitySets are the affinity-… sets each dispatch chain checks.
+	affinitySets map[string][]string
+	masq         MasqueradePlumbing
 	// hairpin holds the hairpin-connections elements whose source and
 	// destination are the same endpoint, keyed "ip proto port".
 	hairpin map[string]bool
@@ -98,23 +77,34 @@ type nftParser struct {
 	// mark itself; markChain: a mark-for-masquerade chain exists.
 	markSet, markChain bool
 	unparsed           int
-	foreign            []string
 	hasTable           bool
 }
 
 func newNFTParser(family int, keepRaw bool) *nftParser {
-	return &nftParser{
-		keepRaw:    keepRaw,
-		family:     family,
-		chains:     make(map[string]*nftChain),
-		clusterIPs: make(map[string]bool),
-		setTimeout: make(map[string]int),
-		hairpin:    make(map[string]bool),
+	p := &nftParser{
+		linkInput: linkInput{
+			backend: BackendNFTables, family: family, keepRaw: keepRaw,
+			chains: make(map[string]*linkChain),
+			kindOf: nftChainKind, dispatchOf: nftDispatchChains,
+		},
+		seps:         make(map[string]*nftSep),
+		clusterIPs:   make(map[string]bool),
+		setTimeout:   make(map[string]int),
+		affinitySets: make(map[string][]string),
+		hairpin:      make(map[string]bool),
 	}
+	if keepRaw {
+		p.raws = make(map[string]*linkRaw)
+	}
+	return p
 }
 
-func hairpinKey(ip, proto string, port int) string {
-	return ip + " " + strings.ToLower(proto) + " " + strconv.Itoa(port)
+// nftDispatchChains names the service and local chains that share a
+// chain's base ("HASH-ns/name/proto/port"): kube-proxy names one service
+// port's chains alike.
+func nftDispatchChains(chain string) (svc, svl string, ok bool) {
+	_, base, ok := strings.Cut(chain, "-")
+	return "service-" + base, "local-" + base, ok
 }
 
 // parseNFTList reads `nft list table ip|ip6 kube-proxy` text the way
@@ -294,17 +284,34 @@ func parseNFTDuration(s string) (int, bool) {
 	return total, true
 }
 
-func (p *nftParser) chain(name string) *nftChain {
+func (p *nftParser) chain(name string) *linkChain {
 	c := p.chains[name]
 	if c == nil {
-		c = &nftChain{name: name}
+		c = &linkChain{name: name}
 		if name == "mark-for-masquerade" {
 			p.markChain = true
 		}
 		p.chains[name] = c
-		p.chainOrder = append(p.chainOrder, name)
+		switch nftChainKind(name) {
+		case kindSvc, kindSvl, kindExt, kindSep, kindFw:
+			if p.keepRaw {
+				// Unknown rules are listed in the order the chains
+				// were declared.
+				p.raw(name)
+			}
+		}
 	}
 	return c
+}
+
+// sep returns the summary of an endpoint chain, creating it.
+func (p *nftParser) sep(name string) *nftSep {
+	s := p.seps[name]
+	if s == nil {
+		s = &nftSep{linkEndpoint: linkEndpoint{name: name}}
+		p.seps[name] = s
+	}
+	return s
 }
 
 // nftChainKind classifies the kube-proxy table's chains. Per-service chains
@@ -406,18 +413,19 @@ func (p *nftParser) fileRule(chain string, line []byte, readable bool) {
 	raw := "add rule " + p.fam + " " + p.table + " " + chain + " " + string(line)
 	switch kind {
 	case kindSvc, kindSvl, kindExt, kindSep, kindFw:
-		c.raw = append(c.raw, raw)
+		rc := p.raw(chain)
+		rc.rules = append(rc.rules, raw)
 		if !known {
-			c.unknownRaw = append(c.unknownRaw, raw)
+			rc.unknown = append(rc.unknown, raw)
 		}
 	default:
 		if !known {
-			p.foreign = append(p.foreign, raw)
+			p.foreignUnknown = append(p.foreignUnknown, raw)
 		}
 	}
 }
 
-func (p *nftParser) ruleKnown(kind chainKind, c *nftChain, f []string) bool {
+func (p *nftParser) ruleKnown(kind chainKind, c *linkChain, f []string) bool {
 	last := ""
 	if len(f) > 0 {
 		last = f[len(f)-1]
@@ -486,7 +494,7 @@ func (p *nftParser) ruleKnown(kind chainKind, c *nftChain, f []string) bool {
 		}
 		// "ip saddr @affinity-… goto endpoint-…"
 		if len(f) == 5 && strings.HasPrefix(f[2], "@affinity-") && f[3] == "goto" {
-			c.affinitySets = append(c.affinitySets, f[2][1:])
+			p.affinitySets[c.name] = append(p.affinitySets[c.name], f[2][1:])
 			return true
 		}
 	case kindExt:
@@ -507,12 +515,15 @@ func (p *nftParser) ruleKnown(kind chainKind, c *nftChain, f []string) bool {
 	case kindFw:
 		return last == "drop" || last == "accept" || last == "return"
 	case kindSep:
+		s := p.sep(c.name)
 		switch {
 		case jumpMasq && len(f) == 5 && (f[0] == "ip" || f[0] == "ip6") && f[1] == "saddr":
-			c.hairpinSrc = f[2]
+			// The hairpin rule: traffic from the endpoint itself.
+			s.hairpinSrc = f[2]
+			s.decide()
 			return true
 		case len(f) >= 1 && f[0] == "update" && len(f) >= 2 && strings.HasPrefix(f[1], "@affinity-"):
-			c.affinity = true
+			s.affinity = true
 			return true
 		case has("dnat") >= 0:
 			i := has("to")
@@ -523,7 +534,8 @@ func (p *nftParser) ruleKnown(kind chainKind, c *nftChain, f []string) bool {
 			if !ok {
 				return false
 			}
-			c.ip, c.port, c.dnat = ip, port, true
+			s.ip, s.port = ip, int32(port)
+			s.decide()
 			return true
 		}
 	}
@@ -532,7 +544,8 @@ func (p *nftParser) ruleKnown(kind chainKind, c *nftChain, f []string) bool {
 
 // inlineDNAT reads what follows "dnat": "ip to numgen random mod N map {
 // 0 : IP . PORT , … }" (ip6 alike; a key may be a range), or "to IP:PORT".
-func (p *nftParser) inlineDNAT(c *nftChain, f []string) bool {
+// The endpoints it DNATs to come before any endpoint chains.
+func (p *nftParser) inlineDNAT(c *linkChain, f []string) bool {
 	if len(f) > 0 && (f[0] == "ip" || f[0] == "ip6") {
 		f = f[1:]
 	}
@@ -545,7 +558,7 @@ func (p *nftParser) inlineDNAT(c *nftChain, f []string) bool {
 		if !ok || port == 0 {
 			return false
 		}
-		c.inline, c.modulus = []nftInline{{ip: ip, port: port, n: 1}}, 1
+		c.hops, c.modulus = withHops(c.hops, false, []linkHop{{ip: ip, port: int32(port), weight: 1}}), 1
 		return true
 	}
 	if len(f) < 7 || f[0] != "numgen" || f[1] != "random" || f[2] != "mod" || f[4] != "map" || f[5] != "{" {
@@ -556,41 +569,35 @@ func (p *nftParser) inlineDNAT(c *nftChain, f []string) bool {
 		return false
 	}
 	c.modulus = mod
-	c.inline = c.inline[:0]
+	var inline []linkHop
 	rest := f[6:]
-	for len(rest) > 0 && rest[0] != "}" {
-		if rest[0] == "," {
-			rest = rest[1:]
-			continue
-		}
-		// "0 : 10.244.0.2 . 8080"
-		if len(rest) < 5 || rest[1] != ":" || rest[3] != "." {
-			return false
-		}
-		lo, hi, ok := parseSlotRange(rest[0])
-		port, okPort := atoiPort(rest[4])
-		if !ok || !okPort {
-			return false
-		}
-		n := hi - lo + 1
-		found := false
-		for i := range c.inline {
-			if c.inline[i].ip == rest[2] && c.inline[i].port == port {
-				c.inline[i].n += n
-				found = true
+	ok := func() bool {
+		for len(rest) > 0 && rest[0] != "}" {
+			if rest[0] == "," {
+				rest = rest[1:]
+				continue
 			}
+			// "0 : 10.244.0.2 . 8080"
+			if len(rest) < 5 || rest[1] != ":" || rest[3] != "." {
+				return false
+			}
+			lo, hi, ok := parseSlotRange(rest[0])
+			port, okPort := atoiPort(rest[4])
+			if !ok || !okPort {
+				return false
+			}
+			inline = addSlots(inline, linkHop{ip: rest[2], port: int32(port)}, hi-lo+1)
+			rest = rest[5:]
 		}
-		if !found {
-			c.inline = append(c.inline, nftInline{ip: rest[2], port: port, n: n})
-		}
-		rest = rest[5:]
-	}
-	return len(rest) > 0
+		return len(rest) > 0
+	}()
+	c.hops = withHops(c.hops, false, inline)
+	return ok
 }
 
 // numgen reads "numgen random mod N vmap { 0 : goto A , 1 : goto B }";
 // a key may be a range ("0-1"), which gives that endpoint more slots.
-func (p *nftParser) numgen(c *nftChain, f []string) bool {
+func (p *nftParser) numgen(c *linkChain, f []string) bool {
 	if len(f) < 6 || f[1] != "random" || f[2] != "mod" || f[4] != "vmap" || f[5] != "{" {
 		return false
 	}
@@ -599,34 +606,60 @@ func (p *nftParser) numgen(c *nftChain, f []string) bool {
 		return false
 	}
 	c.modulus = mod
-	c.slots = c.slots[:0]
+	var slots []linkHop
 	rest := f[6:]
-	for len(rest) > 0 && rest[0] != "}" {
-		if rest[0] == "," {
-			rest = rest[1:]
-			continue
-		}
-		if len(rest) < 4 || rest[1] != ":" || rest[2] != "goto" {
-			return false
-		}
-		lo, hi, ok := parseSlotRange(rest[0])
-		if !ok {
-			return false
-		}
-		n := hi - lo + 1
-		found := false
-		for i := range c.slots {
-			if c.slots[i].chain == rest[3] {
-				c.slots[i].n += n
-				found = true
+	ok := func() bool {
+		for len(rest) > 0 && rest[0] != "}" {
+			if rest[0] == "," {
+				rest = rest[1:]
+				continue
 			}
+			if len(rest) < 4 || rest[1] != ":" || rest[2] != "goto" {
+				return false
+			}
+			lo, hi, ok := parseSlotRange(rest[0])
+			if !ok {
+				return false
+			}
+			slots = addSlots(slots, linkHop{ep: &p.sep(rest[3]).linkEndpoint}, hi-lo+1)
+			rest = rest[4:]
 		}
-		if !found {
-			c.slots = append(c.slots, nftSlot{chain: rest[3], n: n})
+		return len(rest) > 0
+	}()
+	c.hops = withHops(c.hops, true, slots)
+	return ok
+}
+
+// addSlots adds n slots of an endpoint to hops, to its earlier slots if it
+// has some.
+func addSlots(hops []linkHop, h linkHop, n int) []linkHop {
+	for i := range hops {
+		if hops[i].ep == h.ep && hops[i].ip == h.ip && hops[i].port == h.port {
+			hops[i].weight += int32(n)
+			return hops
 		}
-		rest = rest[4:]
 	}
-	return len(rest) > 0
+	h.weight = int32(n)
+	return append(hops, h)
+}
+
+// withHops replaces a dispatch chain's endpoint chains (chains) or inline
+// endpoints (!chains) by hops; the inline ones come first.
+func withHops(old []linkHop, chains bool, hops []linkHop) []linkHop {
+	var inline, viaChain []linkHop
+	for _, h := range old {
+		if h.ep == nil {
+			inline = append(inline, h)
+		} else {
+			viaChain = append(viaChain, h)
+		}
+	}
+	if chains {
+		viaChain = hops
+	} else {
+		inline = hops
+	}
+	return append(inline, viaChain...)
 }
 
 func parseSlotRange(s string) (int, int, bool) {
@@ -734,7 +767,7 @@ func (p *nftParser) element(mapName string, f []string) {
 	if !ok || e.verdict == "" {
 		p.unparsed++
 		if p.keepRaw {
-			p.foreign = append(p.foreign, e.raw)
+			p.foreignUnknown = append(p.foreignUnknown, e.raw)
 		}
 		return
 	}
@@ -782,243 +815,93 @@ func nftServiceName(chain string) string {
 
 // into adds the parser's services to res.
 func (p *nftParser) into(res *ServicesResult, sel *serviceSelector) {
-	svcs, unknown := p.finish(sel)
+	p.decide()
+	svcs, unknown := p.link(sel)
 	res.Unparsed += p.unparsed
 	res.UnparsedRules = append(res.UnparsedRules, unknown...)
 	if !p.markChain && p.markSet {
 		p.masq.MarkMasq = true
 	}
 	mergeMasquerade(res, p.masq, p.family)
-	addServices(res, svcs, false)
+	addServices(res, svcs, true)
 }
 
-type nftBuild struct {
-	svc    Service
-	chains []string
-	elems  []int
-}
-
-// finish assembles services: the service-ips elements that lead to a
-// service or local chain define them; external-… elements, node ports and
-// no-endpoint elements attach to them.
-func (p *nftParser) finish(sel *serviceSelector) ([]Service, []string) {
-	var builds []*nftBuild
-	owner := make(map[string]*nftBuild)
-	byKey := make(map[serviceKey]*nftBuild)
-	newBuild := func(ip, proto string, port int, name string) *nftBuild {
-		b := &nftBuild{svc: Service{
-			ClusterIP: ip, Port: port, Protocol: strings.ToUpper(proto),
-			Endpoints: []Endpoint{}, Backend: BackendNFTables, Family: p.family,
-		}}
-		setName(&b.svc, name)
-		builds = append(builds, b)
-		byKey[svcKey(ip, proto, port)] = b
-		return b
-	}
+// decide turns the map elements into the linker's entries, and the sets
+// into the dispatch chains' affinity and the hairpin set.
+//
+// The service-ips elements that lead to a service or local chain define
+// the services. Other service-ips elements are external IPs, or load
+// balancer IPs when firewall-ips lists them too: kube-proxy sends both the
+// same way, and only source ranges tell a load balancer apart. Releases
+// without the cluster-ips set put every address in service-ips and
+// no-endpoint-services; there a no-endpoint element defines a service
+// when nothing else does and it rejects. The entries are in the order
+// --raw prints them.
+func (p *nftParser) decide() {
 	isCluster := func(e *nftElem) bool {
 		if len(p.clusterIPs) > 0 {
 			return p.clusterIPs[e.ip]
 		}
 		return true
 	}
+	p.entries = make([]linkEntry, 0, len(p.elems))
+	add := func(e *nftElem, kind entryKind, name string) {
+		p.entries = append(p.entries, linkEntry{kind: kind, ip: e.ip, proto: e.proto, port: e.port,
+			target: gotoTarget(e.verdict), name: name, raw: e.raw})
+	}
+	defined := make(map[serviceKey]bool)
 	for i := range p.elems {
 		e := &p.elems[i]
-		t := gotoTarget(e.verdict)
 		if e.mapName != "service-ips" || !isCluster(e) {
 			continue
 		}
-		if k := nftChainKind(t); k != kindSvc && k != kindSvl {
-			continue
+		t := gotoTarget(e.verdict)
+		if k := nftChainKind(t); k == kindSvc || k == kindSvl {
+			add(e, entryCluster, nftServiceName(t))
+			defined[svcKey(e.ip, e.proto, e.port)] = true
 		}
-		b := byKey[svcKey(e.ip, e.proto, e.port)]
-		if b == nil {
-			b = newBuild(e.ip, e.proto, e.port, nftServiceName(t))
-			b.svc.Chain = t
-			b.chains = append(b.chains, t)
-			owner[t] = b
-			if nftChainKind(t) == kindSvl {
-				b.svc.LocalPolicy, b.svc.LocalChain = true, t
-			}
-		}
-		b.elems = append(b.elems, i)
-	}
-	resolve := func(chain string) *nftBuild {
-		if b := owner[chain]; b != nil {
-			return b
-		}
-		c := p.chains[chain]
-		var b *nftBuild
-		if c != nil {
-			for _, l := range c.links {
-				if b = owner[l]; b != nil {
-					break
-				}
-			}
-		}
-		if b == nil {
-			// The base after the prefix ("HASH-ns/name/proto/port") is
-			// shared by a service's chains.
-			if _, base, ok := strings.Cut(chain, "-"); ok {
-				for _, prefix := range []string{"service-", "local-"} {
-					if b = owner[prefix+base]; b != nil {
-						break
-					}
-				}
-			}
-		}
-		if b == nil {
-			return nil
-		}
-		owner[chain] = b
-		b.chains = append(b.chains, chain)
-		switch nftChainKind(chain) {
-		case kindExt:
-			b.svc.ExternalChain = chain
-			if c != nil && c.localShape {
-				b.svc.LocalPolicy = true
-			}
-		case kindFw:
-			b.svc.FirewallChain = chain
-		}
-		if c != nil {
-			for _, l := range c.links {
-				if nftChainKind(l) == kindSvl && owner[l] == nil {
-					owner[l] = b
-					b.chains = append(b.chains, l)
-					b.svc.LocalPolicy, b.svc.LocalChain = true, l
-				}
-			}
-		}
-		return b
 	}
 	lbIPs := make(map[serviceKey]bool)
 	for i := range p.elems {
-		e := &p.elems[i]
-		if e.mapName != "firewall-ips" {
-			continue
-		}
-		lbIPs[svcKey(e.ip, e.proto, e.port)] = true
-		if b := resolve(gotoTarget(e.verdict)); b != nil {
-			b.elems = append(b.elems, i)
+		if e := &p.elems[i]; e.mapName == "firewall-ips" {
+			lbIPs[svcKey(e.ip, e.proto, e.port)] = true
+			add(e, entryFirewall, "")
 		}
 	}
 	for i := range p.elems {
 		e := &p.elems[i]
-		t := gotoTarget(e.verdict)
+		key := svcKey(e.ip, e.proto, e.port)
 		switch {
 		case e.mapName == "service-ips" && !isCluster(e):
-			b := resolve(t)
-			if b == nil {
-				continue
-			}
-			b.elems = append(b.elems, i)
-			// kube-proxy's nftables mode sends external and load-balancer
-			// IPs the same way; only source ranges (firewall-ips) tell a
-			// load balancer apart.
-			if lbIPs[svcKey(e.ip, e.proto, e.port)] {
-				b.svc.LoadBalancerIPs = appendUnique(b.svc.LoadBalancerIPs, e.ip)
+			if lbIPs[key] {
+				add(e, entryLB, "")
 			} else {
-				b.svc.ExternalIPs = appendUnique(b.svc.ExternalIPs, e.ip)
+				add(e, entryExternal, "")
 			}
 		case e.mapName == "service-nodeports":
-			if b := resolve(t); b != nil {
-				b.elems = append(b.elems, i)
-				b.svc.NodePorts = appendUniqueInt(b.svc.NodePorts, e.port)
-			}
-		case e.mapName == "no-endpoint-services" && (p.clusterIPs[e.ip] || len(p.clusterIPs) == 0 && byKey[svcKey(e.ip, e.proto, e.port)] == nil && e.verdict == "goto reject-chain"):
-			b := byKey[svcKey(e.ip, e.proto, e.port)]
-			if b == nil {
-				b = newBuild(e.ip, e.proto, e.port, e.comment)
-			}
-			b.svc.NoEndpoints = true
-			b.elems = append(b.elems, i)
-		}
-	}
-	byName := make(map[string]*nftBuild)
-	for _, b := range builds {
-		if b.svc.Name != "" {
-			byName[portName(&b.svc)+"/"+b.svc.Protocol] = b
+			add(e, entryNodePort, "")
+		case e.mapName == "no-endpoint-services" && (p.clusterIPs[e.ip] || len(p.clusterIPs) == 0 && !defined[key] && e.verdict == "goto reject-chain"):
+			add(e, entryNoEndpoints, e.comment)
+			defined[key] = true
 		}
 	}
 	for i := range p.elems {
-		e := &p.elems[i]
-		if e.mapName != "no-endpoint-nodeports" && !(e.mapName == "no-endpoint-services" && len(p.clusterIPs) > 0 && !p.clusterIPs[e.ip]) {
-			continue
-		}
-		b := byName[e.comment+"/"+strings.ToUpper(e.proto)]
-		if b == nil {
-			continue
-		}
-		b.elems = append(b.elems, i)
-		if e.mapName == "no-endpoint-nodeports" {
-			b.svc.NodePorts = appendUniqueInt(b.svc.NodePorts, e.port)
-		} else if !contains(b.svc.LoadBalancerIPs, e.ip) {
-			b.svc.ExternalIPs = appendUnique(b.svc.ExternalIPs, e.ip)
+		switch e := &p.elems[i]; {
+		case e.mapName == "no-endpoint-nodeports":
+			add(e, entryNoEndpointsNodePort, e.comment)
+		case e.mapName == "no-endpoint-services" && len(p.clusterIPs) > 0 && !p.clusterIPs[e.ip]:
+			add(e, entryNoEndpointsExternal, e.comment)
 		}
 	}
-	for _, b := range builds {
-		c := p.chains[b.svc.Chain]
-		if c == nil {
-			continue
-		}
-		b.svc.Endpoints = make([]Endpoint, 0, len(c.slots)+len(c.inline))
-		for _, in := range c.inline {
-			ep := Endpoint{IP: in.ip, Port: in.port, Weight: in.n}
-			ep.Share = roundShare(float64(in.n) / float64(c.modulus))
-			ep.Probability = ep.Share
-			ep.HairpinMasq = p.masq.HairpinSet && p.hairpin[hairpinKey(in.ip, b.svc.Protocol, in.port)]
-			b.svc.Endpoints = append(b.svc.Endpoints, ep)
-		}
-		for _, s := range c.slots {
-			ep := Endpoint{Chain: s.chain, Weight: s.n}
-			if c.modulus > 0 {
-				ep.Share = roundShare(float64(s.n) / float64(c.modulus))
-				ep.Probability = ep.Share
-			}
-			if e := p.chains[s.chain]; e != nil {
-				ep.IP, ep.Port = e.ip, e.port
-				ep.SessionAffinity = e.affinity
-				ep.HairpinMasq = e.hairpinSrc != "" && sameIP(e.hairpinSrc, e.ip) ||
-					p.masq.HairpinSet && p.hairpin[hairpinKey(e.ip, b.svc.Protocol, e.port)]
-			}
-			b.svc.Endpoints = append(b.svc.Endpoints, ep)
-			b.chains = appendUnique(b.chains, s.chain)
-		}
-		for _, set := range c.affinitySets {
-			if t := p.setTimeout[set]; t > b.svc.SessionAffinitySeconds {
-				b.svc.SessionAffinitySeconds = t
+	for chain, sets := range p.affinitySets {
+		c := p.chains[chain]
+		for _, set := range sets {
+			if t := p.setTimeout[set]; t > c.affinitySeconds {
+				c.affinitySeconds = t
 			}
 		}
 	}
-	owned := make(map[string]bool)
-	out := make([]Service, 0, len(builds))
-	for _, b := range builds {
-		for _, c := range b.chains {
-			owned[c] = true
-		}
-		if !sel.match(&b.svc) {
-			continue
-		}
-		if p.keepRaw {
-			for _, i := range b.elems {
-				b.svc.Raw = append(b.svc.Raw, p.elems[i].raw)
-			}
-			for _, ch := range b.chains {
-				if c := p.chains[ch]; c != nil {
-					b.svc.Raw = append(b.svc.Raw, c.raw...)
-				}
-			}
-		}
-		out = append(out, b.svc)
+	if p.masq.HairpinSet {
+		p.hairpinSet = p.hairpin
 	}
-	if !p.keepRaw {
-		return out, nil
-	}
-	unknown := append([]string(nil), p.foreign...)
-	for _, name := range p.chainOrder {
-		if c := p.chains[name]; !owned[name] {
-			unknown = append(unknown, c.unknownRaw...)
-		}
-	}
-	return out, unknown
 }

@@ -501,7 +501,7 @@ func (t *nftTableDump) feedHead(p *nftParser) {
 			if !ok {
 				p.unparsed++
 				if p.keepRaw {
-					p.foreign = append(p.foreign, "add element "+p.fam+" "+p.table+" "+name+" { ? }")
+					p.foreignUnknown = append(p.foreignUnknown, "add element "+p.fam+" "+p.table+" "+name+" { ? }")
 				}
 				continue
 			}

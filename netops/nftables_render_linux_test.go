@@ -130,8 +130,8 @@ func TestNFTUnreadableRuleKept(t *testing.T) {
 	p.fileRule(chain, []byte("[quota] meta l4proto tcp dnat to 10.1.1.1:80"), false)
 	res := newServicesResult(BackendNFTables)
 	p.into(res, nil)
-	if res.Unparsed != 1 || len(res.UnparsedRules) != 1 || !strings.Contains(res.UnparsedRules[0], "[quota]") || len(p.chains[chain].inline) != 0 {
-		t.Errorf("unparsed %d %q, inline %+v", res.Unparsed, res.UnparsedRules, p.chains[chain].inline)
+	if res.Unparsed != 1 || len(res.UnparsedRules) != 1 || !strings.Contains(res.UnparsedRules[0], "[quota]") || len(p.chains[chain].hops) != 0 {
+		t.Errorf("unparsed %d %q, inline %+v", res.Unparsed, res.UnparsedRules, p.chains[chain].hops)
 	}
 }
 
