@@ -21,7 +21,7 @@ GOFLAGS_BUILD := -trimpath -tags $(GOTAGS) -ldflags "-s -w -X main.version=$(VER
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME ?= 10s
 
-.PHONY: all build test test-deps test-deb test-kube kube-lab kube-goldens kube-build lint fuzz bench install uninstall deb clean help
+.PHONY: all build test test-deps test-deb test-kube kube-lab kube-goldens kube-bench-fixture kube-build lint fuzz bench install uninstall deb clean help
 
 # The real Kubernetes lab (test/kube, its own Go module): binaries built from
 # the Go module proxy are cached in KUBE_LAB_CACHE, outside the work tree.
@@ -60,6 +60,14 @@ kube-goldens: ## Capture what every kube-proxy release writes, with the truth, i
 	scripts/test-deps.sh kube
 	cd test/kube && $(GO) run ./cmd/kubelab goldens --out testdata $(if $(KUBE_RELEASE),--release $(KUBE_RELEASE)) $(if $(KUBE_MODE),--mode $(KUBE_MODE))
 
+# What the real kube-proxy 1.37 writes in nftables mode for 10,000 Services
+# × 5 endpoints of the lab's API: bench/services.sh's nftables fixture.
+BENCH_NFT_FIXTURE ?= $(KUBE_LAB_CACHE)/bench/nft-v1.37.2-10000x5.txt
+export BENCH_NFT_FIXTURE
+
+kube-bench-fixture: ## The nftables table kube-proxy 1.37 writes for 10,000 Services (root; minutes, once; cached)
+	@if [ ! -s $(BENCH_NFT_FIXTURE) ]; then scripts/test-deps.sh kube && cd test/kube && $(GO) run ./cmd/kubelab bench-fixture --release v1.37.2 --services 10000 --endpoints 5 --out $(BENCH_NFT_FIXTURE); fi
+
 kube-build: ## Build (or find in the cache) every binary the lab and the goldens use
 	cd test/kube && $(GO) run ./cmd/kubelab build
 
@@ -76,7 +84,7 @@ lint: ## gofmt check, go vet, staticcheck
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-bench: build ## Benchmarks against the tools users would otherwise run (root; see docs/benchmarks.md)
+bench: build kube-bench-fixture ## Benchmarks against the tools users would otherwise run (root; see docs/benchmarks.md)
 	scripts/test-deps.sh bench
 	@for b in bench/*.sh; do echo "## $$b"; "$$b" "$$PWD/bin/hairpinctl" || exit 1; echo; done
 

@@ -1,6 +1,7 @@
 package netops
 
 import (
+	"sync/atomic"
 	"testing"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
@@ -9,39 +10,57 @@ import (
 )
 
 // iptBareDump is the floor of readIPTablesNFTKernel: the generation id
-// twice, the chain list and every nat chain's rules dumped chain by chain,
-// nothing decoded but the chain names. It returns the bytes the kernel
-// sent.
+// twice, the chain list, and every nat chain's rules dumped chain by chain
+// on as many sockets as the read uses (iptNFTReaders), nothing decoded but
+// the chain names. It returns the bytes the kernel sent.
 func iptBareDump(c *Client, family int) (int, error) {
-	conn, err := openNetfilterConn(c.target())
-	if err != nil {
-		return 0, err
-	}
-	defer conn.Close()
-	if _, err := nftGenID(conn); err != nil {
-		return 0, err
-	}
-	chains, err := iptNFTChains(conn, family, "nat")
-	if err != nil {
-		return 0, err
-	}
-	total := 0
-	for _, ch := range chains {
-		err := nftDump(conn, unix.NFT_MSG_GETRULE, byte(nftFamily(family)), []*nl.RtAttr{
-			nl.NewRtAttr(unix.NFTA_RULE_TABLE, nl.ZeroTerminated("nat")),
-			nl.NewRtAttr(unix.NFTA_RULE_CHAIN, nl.ZeroTerminated(ch.name)),
-		}, func(attrs []byte) { total += len(attrs) })
+	conns := make([]*rawConn, iptNFTReaders)
+	for i := range conns {
+		conn, err := openNetfilterConn(c.target())
 		if err != nil {
 			return 0, err
 		}
+		defer conn.Close()
+		conns[i] = conn
 	}
-	_, err = nftGenID(conn)
-	return total, err
+	if _, err := nftGenID(conns[0]); err != nil {
+		return 0, err
+	}
+	chains, err := iptNFTChains(conns[0], family, "nat")
+	if err != nil {
+		return 0, err
+	}
+	var total atomic.Int64
+	var next atomic.Int64
+	errs := make(chan error, len(conns))
+	for _, conn := range conns {
+		go func() {
+			var err error
+			for i := int(next.Add(1)) - 1; i < len(chains) && err == nil; i = int(next.Add(1)) - 1 {
+				err = nftDump(conn, unix.NFT_MSG_GETRULE, byte(nftFamily(family)), []*nl.RtAttr{
+					nl.NewRtAttr(unix.NFTA_RULE_TABLE, nl.ZeroTerminated("nat")),
+					nl.NewRtAttr(unix.NFTA_RULE_CHAIN, nl.ZeroTerminated(chains[i].name)),
+				}, func(attrs []byte) { total.Add(int64(len(attrs))) })
+			}
+			errs <- err
+		}()
+	}
+	for range conns {
+		if e := <-errs; e != nil && err == nil {
+			err = e
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
+	_, err = nftGenID(conns[0])
+	return int(total.Load()), err
 }
 
 // BenchmarkIPTablesNFTKernel compares the netlink read of iptables-nft's
 // nat table (dump, render, parse, link) of IPT_BENCH_SERVICES (10,000)
-// Services × 5 endpoints with the bare chain-by-chain dump, its floor:
+// Services × 5 endpoints with the bare chain-by-chain dump on as many
+// sockets, its floor:
 //
 //	go test -run '^$' -bench IPTablesNFTKernel -benchtime 5x ./netops
 func BenchmarkIPTablesNFTKernel(b *testing.B) {

@@ -20,6 +20,7 @@ func usage() {
   kubelab up      [--release V] [--mode iptables-nft|iptables-legacy|nftables] [--hairpin]
   kubelab goldens [--out DIR] [--release V[,V...]] [--mode M[,M...]]
   kubelab build   [--release V[,V...]]
+  kubelab bench-fixture --out FILE [--release V] [--services N] [--endpoints E]
 `)
 	os.Exit(2)
 }
@@ -37,6 +38,8 @@ func main() {
 	mode := fs.String("mode", "", "mode(s): iptables-nft, iptables-legacy, nftables [all for goldens, iptables-nft for up]")
 	out := fs.String("out", "testdata", "goldens: the directory to write RELEASE/MODE/ into")
 	hairpin := fs.Bool("hairpin", false, "up: make pods with the bridge plugin's hairpinMode on")
+	services := fs.Int("services", 10000, "bench-fixture: how many Services")
+	endpoints := fs.Int("endpoints", 5, "bench-fixture: endpoints per Service")
 	_ = fs.Parse(os.Args[2:])
 	// A signal tears every lab down and exits, whatever step is running.
 	kubelab.CloseAllOnSignal()
@@ -49,6 +52,12 @@ func main() {
 		err = goldens(ctx, *out, list(*release, kubelab.Releases), list(*mode, []string{kubelab.IPTablesNFT, kubelab.IPTablesLegacy, kubelab.NFTables}))
 	case "build":
 		err = build(list(*release, kubelab.Releases))
+	case "bench-fixture":
+		r := *release
+		if r == "" {
+			r = kubelab.Newest
+		}
+		err = kubelab.BenchFixture(ctx, r, *services, *endpoints, *out, logf)
 	default:
 		usage()
 	}
