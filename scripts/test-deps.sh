@@ -32,6 +32,8 @@ if [ "${1:-}" = kube ]; then
   have containerd || need+=(containerd)
   have ctr || need+=(containerd)
   have runc || need+=(runc)
+  # skopeo reads the image archive as podman and buildah would.
+  have skopeo || need+=(skopeo)
 fi
 if [ "${1:-}" = bench ]; then
   have hyperfine || need+=(hyperfine)

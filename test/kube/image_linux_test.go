@@ -401,3 +401,28 @@ func scrapeIn(ns, addr string) (map[string]float64, error) {
 	}
 	return out, nil
 }
+
+// skopeo (containers/image, what podman load and buildah use too) reads the
+// archive as an OCI archive: the image, its platform and its version label.
+func TestImageSkopeo(t *testing.T) {
+	archive := image(t)
+	out, err := exec.Command("skopeo", "inspect", "oci-archive:"+archive).Output()
+	if err != nil {
+		t.Fatalf("skopeo inspect oci-archive:%s: %v", archive, err)
+	}
+	var got struct {
+		Architecture, Os string
+		Labels           map[string]string
+		Layers           []string
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("skopeo inspect: %v\n%s", err, out)
+	}
+	if got.Os != "linux" || got.Architecture != runtime.GOARCH || got.Labels["org.opencontainers.image.version"] != imageVersion || len(got.Layers) != 1 {
+		t.Errorf("skopeo inspect: %s/%s, labels %v, %d layers; want linux/%s, version %s, 1 layer", got.Os, got.Architecture, got.Labels, len(got.Layers), runtime.GOARCH, imageVersion)
+	}
+	dst := filepath.Join(t.TempDir(), "copy")
+	if out, err := exec.Command("skopeo", "copy", "oci-archive:"+archive, "dir:"+dst).CombinedOutput(); err != nil {
+		t.Errorf("skopeo copy oci-archive: %v\n%s", err, out)
+	}
+}
