@@ -21,7 +21,18 @@ GOFLAGS_BUILD := -trimpath -tags $(GOTAGS) -ldflags "-s -w -X main.version=$(VER
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME ?= 10s
 
-.PHONY: all build test test-deps test-deb test-kube kube-lab kube-goldens kube-bench-fixture kube-build lint fuzz bench install uninstall deb clean help
+.PHONY: all build test test-deps test-deb test-kube kube-lab kube-goldens kube-bench-fixture kube-build lint fuzz bench install uninstall deb image push deploy-manifest clean help
+
+# The container image (tools/mkimage, its own Go module on
+# go-containerregistry: no container daemon). IMAGE is the full reference;
+# ARCHES the GOARCH values built (one OCI archive each, one index on push).
+IMAGE_REPO ?= ghcr.io/hairpinctl/hairpinctl
+IMAGE ?= $(IMAGE_REPO):$(VERSION)
+ARCHES ?= $(shell $(GO) env GOARCH)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
+export SOURCE_DATE_EPOCH
+IMAGE_ARCHIVES = $(foreach a,$(ARCHES),dist/hairpinctl-image-$(a).tar)
+DEPLOY_OUT ?= dist/hairpinctl.yaml
 
 # The real Kubernetes lab (test/kube, its own Go module): binaries built from
 # the Go module proxy are cached in KUBE_LAB_CACHE, outside the work tree.
@@ -41,6 +52,7 @@ test-deps: ## Install what the tests need (apt-get, as root, only what is missin
 test: test-deps ## go vet, every test with the race detector, a short fuzz run, the .deb installed and removed
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	cd tools/mkimage && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 	$(MAKE) --no-print-directory test-deb
 
@@ -114,8 +126,25 @@ deb: ## Build dist/hairpinctl_VERSION_ARCH.deb with nfpm (go run of the pinned m
 	VERSION=$(DEB_VERSION) ARCH=$$($(GO) env GOARCH) $(GO) run $(NFPM) package \
 	  --packager deb --config packaging/nfpm.yaml --target dist/hairpinctl_$(DEB_VERSION)_$$($(GO) env GOARCH).deb
 
+image: ## OCI archive(s) dist/hairpinctl-image-ARCH.tar (ARCHES="amd64 arm64", IMAGE=name:tag)
+	@set -e; for a in $(ARCHES); do \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build $(GOFLAGS_BUILD) -o dist/image/$$a/hairpinctl . ; \
+	  (cd tools/mkimage && $(GO) run . build --binary ../../dist/image/$$a/hairpinctl --arch $$a \
+	    --version $(VERSION) --revision $$(git rev-parse HEAD 2>/dev/null) --ref $(IMAGE) \
+	    --out ../../dist/hairpinctl-image-$$a.tar); \
+	done
+
+push: image ## Push the image (one index for several ARCHES) to IMAGE=registry/repo:tag
+	cd tools/mkimage && $(GO) run . push --image $(IMAGE) $(addprefix ../../,$(IMAGE_ARCHIVES))
+
+deploy-manifest: ## Write DEPLOY_OUT (dist/hairpinctl.yaml) from deploy/ with IMAGE=name:tag
+	@mkdir -p $(dir $(DEPLOY_OUT))
+	@for f in namespace priorityclass daemonset; do echo "---"; sed 's|image: IMAGE$$|image: $(IMAGE)|' deploy/$$f.yaml; done > $(DEPLOY_OUT).tmp
+	@mv $(DEPLOY_OUT).tmp $(DEPLOY_OUT)
+	@echo "$(DEPLOY_OUT): kubectl apply -f $(DEPLOY_OUT)"
+
 clean: ## Remove build output
 	rm -rf bin dist
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -636,32 +637,43 @@ type daemonSet struct {
 		} `json:"selector"`
 		Template struct {
 			Metadata struct {
-				Labels map[string]string `json:"labels"`
+				Labels      map[string]string `json:"labels"`
+				Annotations map[string]string `json:"annotations"`
 			} `json:"metadata"`
 			Spec struct {
-				HostNetwork bool `json:"hostNetwork"`
-				Tolerations []struct {
+				HostNetwork       bool   `json:"hostNetwork"`
+				PriorityClassName string `json:"priorityClassName"`
+				Tolerations       []struct {
 					Key      string `json:"key"`
 					Operator string `json:"operator"`
 					Effect   string `json:"effect"`
 				} `json:"tolerations"`
 				Containers []struct {
-					Name            string   `json:"name"`
-					Image           string   `json:"image"`
-					Command         []string `json:"command"`
-					Args            []string `json:"args"`
+					Name    string   `json:"name"`
+					Image   string   `json:"image"`
+					Command []string `json:"command"`
+					Args    []string `json:"args"`
+					Ports   []struct {
+						Name          string `json:"name"`
+						ContainerPort int    `json:"containerPort"`
+					} `json:"ports"`
 					SecurityContext struct {
 						Privileged               *bool `json:"privileged"`
 						AllowPrivilegeEscalation *bool `json:"allowPrivilegeEscalation"`
+						ReadOnlyRootFilesystem   *bool `json:"readOnlyRootFilesystem"`
 						Capabilities             struct {
 							Add  []string `json:"add"`
 							Drop []string `json:"drop"`
 						} `json:"capabilities"`
+						SeccompProfile struct {
+							Type string `json:"type"`
+						} `json:"seccompProfile"`
 					} `json:"securityContext"`
 					ReadinessProbe *struct {
-						Exec struct {
-							Command []string `json:"command"`
-						} `json:"exec"`
+						HTTPGet *struct {
+							Path string `json:"path"`
+							Port string `json:"port"`
+						} `json:"httpGet"`
 					} `json:"readinessProbe"`
 					Resources struct {
 						Requests map[string]string `json:"requests"`
@@ -685,6 +697,8 @@ type daemonSet struct {
 	} `json:"spec"`
 }
 
+// The DaemonSet's shape; the live API server's verdict on it is in
+// test/kube (deploy_linux_test.go).
 func TestDaemonSet(t *testing.T) {
 	b, err := os.ReadFile("deploy/daemonset.yaml")
 	if err != nil {
@@ -710,6 +724,9 @@ func TestDaemonSet(t *testing.T) {
 	if !pod.HostNetwork {
 		t.Error("hostNetwork is not true: the bridge lives in the host namespace")
 	}
+	if pod.PriorityClassName != "hairpinctl-node-critical" {
+		t.Errorf("priorityClassName %q, want deploy/priorityclass.yaml's", pod.PriorityClassName)
+	}
 	tolerateAll := false
 	for _, tol := range pod.Tolerations {
 		if tol.Operator == "Exists" && tol.Key == "" && tol.Effect == "" {
@@ -723,11 +740,43 @@ func TestDaemonSet(t *testing.T) {
 		t.Fatalf("%d containers, want 1", len(pod.Containers))
 	}
 	c := pod.Containers[0]
+	if c.Image != "IMAGE" {
+		t.Errorf("image %q, want the placeholder IMAGE that make deploy-manifest and kustomize replace", c.Image)
+	}
 
-	// The same binary and flags as the systemd watch unit.
+	// The same binary and flags as the systemd watch unit (but the ready
+	// file: the probe asks /readyz), then the metrics.
 	unit := execArgs(t, parseUnit(t, "systemd/hairpinctl-watch.service"))
-	if got := append(slices.Clone(c.Command), c.Args...); !slices.Equal(got, unit) {
+	if i := slices.Index(unit, "--ready-file"); i >= 0 {
+		unit = slices.Delete(unit, i, i+2)
+	}
+	got := append(slices.Clone(c.Command), c.Args...)
+	if len(got) < len(unit) || !slices.Equal(got[:len(unit)], unit) {
 		t.Errorf("DaemonSet runs %q,\nsystemd unit runs %q", got, unit)
+	}
+	i := slices.Index(got, "--metrics-listen")
+	if i < 0 || i+1 >= len(got) {
+		t.Fatalf("no --metrics-listen in %q", got)
+	}
+	_, port, err := net.SplitHostPort(got[i+1])
+	if err != nil {
+		t.Fatalf("--metrics-listen %s: %v", got[i+1], err)
+	}
+	named := ""
+	for _, p := range c.Ports {
+		if strconv.Itoa(p.ContainerPort) == port {
+			named = p.Name
+		}
+	}
+	if named != "metrics" {
+		t.Errorf("port %s of --metrics-listen is not the container port named metrics: %+v", port, c.Ports)
+	}
+	ann := ds.Spec.Template.Metadata.Annotations
+	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/port"] != port || ann["prometheus.io/path"] != "/metrics" {
+		t.Errorf("scrape annotations %v, want scrape true, port %s, path /metrics", ann, port)
+	}
+	if p := c.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" || p.HTTPGet.Port != "metrics" {
+		t.Errorf("readiness probe %+v, want GET /readyz on the metrics port", p)
 	}
 
 	sc := c.SecurityContext
@@ -740,6 +789,12 @@ func TestDaemonSet(t *testing.T) {
 	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
 		t.Error("allowPrivilegeEscalation is not false")
 	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Error("readOnlyRootFilesystem is not true")
+	}
+	if sc.SeccompProfile.Type != "RuntimeDefault" {
+		t.Errorf("seccomp profile %q, want RuntimeDefault", sc.SeccompProfile.Type)
+	}
 	for _, m := range []map[string]string{c.Resources.Requests, c.Resources.Limits} {
 		if m["cpu"] == "" || m["memory"] == "" {
 			t.Errorf("resources %v lack cpu or memory", c.Resources)
@@ -749,33 +804,20 @@ func TestDaemonSet(t *testing.T) {
 	mounts := map[string]string{} // mount path → volume
 	for _, m := range c.VolumeMounts {
 		mounts[m.MountPath] = m.Name
-		if m.MountPath == "/run/netns" && !m.ReadOnly {
-			t.Error("/run/netns is mounted read-write")
+		if !m.ReadOnly {
+			t.Errorf("%s is mounted read-write", m.MountPath)
 		}
 	}
 	hostPath := map[string]string{}
-	emptyDir := map[string]bool{}
 	for _, v := range pod.Volumes {
 		if v.HostPath != nil {
 			hostPath[v.Name] = v.HostPath.Path
 		}
-		emptyDir[v.Name] = v.EmptyDir != nil
 	}
-	if vol, ok := mounts["/run/netns"]; !ok || hostPath[vol] != "/run/netns" {
-		t.Error("the host's /run/netns is not mounted at /run/netns")
-	}
-
-	// The readiness probe checks the file watch writes, in a writable volume.
-	i := slices.Index(c.Args, "--ready-file")
-	if i < 0 || i+1 >= len(c.Args) {
-		t.Fatal("no --ready-file in args")
-	}
-	ready := c.Args[i+1]
-	if c.ReadinessProbe == nil || !slices.Contains(c.ReadinessProbe.Exec.Command, ready) {
-		t.Errorf("readiness probe does not check %s", ready)
-	}
-	if vol, ok := mounts[filepath.Dir(ready)]; !ok || !emptyDir[vol] {
-		t.Errorf("%s is not in an emptyDir volume (the root filesystem is read-only)", filepath.Dir(ready))
+	for _, p := range []string{"/run/netns", "/etc/cni/net.d"} {
+		if vol, ok := mounts[p]; !ok || hostPath[vol] != p {
+			t.Errorf("the host's %s is not mounted at %s", p, p)
+		}
 	}
 }
 

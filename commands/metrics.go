@@ -7,9 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
+	"github.com/hairpinctl/hairpinctl/exporter"
 	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
@@ -90,7 +90,7 @@ func runMetrics(c *cli.Context) error {
 	// Without CAP_NET_ADMIN half the checks SKIP: a file of SKIPs would
 	// read as "nothing to report". Say it is down instead, and fail.
 	if !netops.HasNetAdmin() {
-		if err := write(upRegistry(0)); err != nil {
+		if err := write(exporter.UpRegistry(0)); err != nil {
 			return err
 		}
 		return netops.Errorf(netops.ErrPermission, "metrics needs CAP_NET_ADMIN to read kube-proxy's rules and conntrack: run as root (wrote hairpinctl_up 0 only)")
@@ -104,7 +104,7 @@ func runMetrics(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	reg, err := metricsRegistry(rep, time.Now())
+	reg, err := exporter.DoctorRegistry(rep, time.Now())
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
@@ -136,67 +136,4 @@ func writeMetrics(w io.Writer, reg *prometheus.Registry) error {
 		}
 	}
 	return nil
-}
-
-// upRegistry holds hairpinctl_up alone.
-func upRegistry(up float64) *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	g := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "hairpinctl_up",
-		Help: "1 when hairpinctl metrics could run every check, 0 when it lacked the privileges to.",
-	})
-	g.Set(up)
-	reg.MustRegister(g)
-	return reg
-}
-
-// metricsRegistry turns a doctor report made at now into gauges on a
-// registry of their own (no Go runtime metrics: node_exporter has the
-// node's).
-func metricsRegistry(rep *netops.DoctorReport, now time.Time) (*prometheus.Registry, error) {
-	reg := upRegistry(1)
-	last := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "hairpinctl_last_success_timestamp_seconds",
-		Help: "Unix time of the last complete hairpinctl metrics run.",
-	})
-	last.Set(float64(now.UnixNano()) / 1e9)
-	if err := reg.Register(last); err != nil {
-		return nil, err
-	}
-	ports := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "hairpinctl_bridge_ports",
-		Help: "Bridge ports by bridge and hairpin mode (on reflects a pod's traffic back to it).",
-	}, []string{"bridge", "hairpin"})
-	checks := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "hairpinctl_doctor_check_status",
-		Help: "1 for the verdict of each hairpinctl doctor check, 0 for the others.",
-	}, []string{"check", "status"})
-	for _, col := range []prometheus.Collector{ports, checks} {
-		if err := reg.Register(col); err != nil {
-			return nil, err
-		}
-	}
-	for _, b := range rep.Bridges {
-		// Both series exist for every bridge, so "off" reads 0 rather than
-		// vanishing when all is well.
-		ports.WithLabelValues(b, "on")
-		ports.WithLabelValues(b, "off")
-	}
-	for _, p := range rep.Ports {
-		state := "off"
-		if p.Hairpin {
-			state = "on"
-		}
-		ports.WithLabelValues(p.Bridge, state).Inc()
-	}
-	for _, ch := range rep.Checks {
-		for _, s := range netops.CheckStatuses {
-			v := 0.0
-			if ch.Status == s {
-				v = 1
-			}
-			checks.WithLabelValues(ch.ID, strings.ToLower(string(s))).Set(v)
-		}
-	}
-	return reg, nil
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hairpinctl/hairpinctl/exporter"
 	"github.com/hairpinctl/hairpinctl/netops"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -27,7 +28,7 @@ func TestMetricsRegistry(t *testing.T) {
 		},
 	}
 	now := time.Unix(1765000000, 500_000_000)
-	reg, err := metricsRegistry(rep, now)
+	reg, err := exporter.DoctorRegistry(rep, now)
 	if err != nil {
 		t.Fatal(err)
 	}

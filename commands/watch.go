@@ -31,13 +31,25 @@ under journald. With --ready-file, the file is written once the initial pass
 is done and notifications are followed, and removed on exit. SIGTERM,
 SIGINT or SIGHUP stops it with exit 0.
 
+With --metrics-listen ADDR it serves Prometheus metrics at /metrics and
+200 at /readyz once ready (503 before): hairpinctl_bridge_ports{bridge,
+hairpin} (the ports it keeps on, read at each scrape),
+hairpinctl_watch_fixes_total{bridge,cause},
+hairpinctl_watch_failures_total{bridge},
+hairpinctl_watch_resyncs_total{cause="overflow"|"periodic"|...},
+hairpinctl_watch_ready, hairpinctl_build_info{version}; with --doctor-every
+D also hairpinctl_doctor_check_status{check,status} as "hairpinctl metrics"
+writes it, refreshed every D.
+
 EXAMPLES:
    hairpinctl watch --bridge cni0
    hairpinctl watch --all -o json | jq -c 'select(.kind == "enabled")'
    # as systemd and the DaemonSet run it:
    hairpinctl watch --bridge cni0 --ready-file /run/hairpinctl/ready
-   hairpinctl watch --bridge cni0 --netns node1`,
-	Flags: []cli.Flag{
+   hairpinctl watch --bridge cni0 --netns node1
+   # as the image's DaemonSet runs it (deploy/daemonset.yaml):
+   hairpinctl watch --bridge cni0 --metrics-listen :9733 --doctor-every 1m`,
+	Flags: append([]cli.Flag{
 		bridgeFlag("keep hairpin on for the pods' ports of bridge `BR` (repeatable)"),
 		&cli.BoolFlag{Name: "all", Usage: "keep hairpin on for the pods' ports of every bridge"},
 		anyPortFlag(),
@@ -45,7 +57,7 @@ EXAMPLES:
 		&cli.DurationFlag{Name: "resync", Value: 5 * time.Minute, Usage: "also re-list every port every `DURATION` (1s or more) as a safety net; 0 never"},
 		outputFlag(),
 		netnsFlag(),
-	},
+	}, watchMetricsFlags()...),
 	Action: runWatch,
 }
 
@@ -80,6 +92,10 @@ func runWatch(c *cli.Context) error {
 		// is a busy loop, not a safety net.
 		return usageErrorf("watch: --resync %s is below the floor of %s: use %s or more, or 0 for never", resync, minResync, minResync)
 	}
+	mcfg, err := watchMetricsOptions(c, brs)
+	if err != nil {
+		return err
+	}
 	if !netops.HasNetAdmin() {
 		return netops.Errorf(netops.ErrPermission, "watch needs CAP_NET_ADMIN: run as root")
 	}
@@ -100,11 +116,16 @@ func runWatch(c *cli.Context) error {
 	defer stop()
 	ctx, cancel := context.WithCancel(sigCtx)
 	defer cancel()
+	m, err := mcfg.start(ctx, cancel, c)
+	if err != nil {
+		return err
+	}
 
 	p := newWatchPrinter(c.App.Writer, format, cl.NetnsLabel())
 	var readyErr error
 	err = cl.Watch(ctx, netops.WatchOptions{Bridges: brs, All: all, Resync: resync, AnyPort: c.Bool("any-port")}, func(ev netops.WatchEvent) {
 		p.print(ev)
+		m.observe(ev)
 		if ev.Kind == netops.WatchReady && readyFile != "" {
 			// Written whole or not at all (a file renamed into place): a
 			// probe that finds it never reads it empty.
@@ -119,11 +140,14 @@ func runWatch(c *cli.Context) error {
 			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: watch: remove ready file: %v\n", rerr)
 		}
 	}
+	merr := m.stop()
 	switch {
 	case err != nil:
 		return fmt.Errorf("watch: %w", err)
 	case readyErr != nil:
 		return readyErr
+	case merr != nil:
+		return merr
 	}
 	cause := "interrupted"
 	if s, ok := stoppedBy().(syscall.Signal); ok {

@@ -22,10 +22,18 @@ have gcc || need+=(gcc)
 # The kube-proxy goldens: nfacct objects their iptables rules count into.
 have nfacct || need+=(nfacct)
 if [ "${1:-}" = kube ]; then
-  # The kube lab: the real CNI plugins, and nsenter for its components.
+  # The kube lab: the real CNI plugins, and nsenter for its components;
+  # containerd and runc run the image (the tests start their own
+  # containerd; policy-rc.d or not, a service the package may have
+  # started is not used).
   [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
   have nsenter || need+=(util-linux)
   have modprobe || need+=(kmod)
+  have containerd || need+=(containerd)
+  have ctr || need+=(containerd)
+  have runc || need+=(runc)
+  # skopeo reads the image archive as podman and buildah would.
+  have skopeo || need+=(skopeo)
 fi
 if [ "${1:-}" = bench ]; then
   have hyperfine || need+=(hyperfine)

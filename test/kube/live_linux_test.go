@@ -46,9 +46,15 @@ func TestMain(m *testing.M) {
 
 func startLab(t *testing.T, mode string) *kubelab.Lab {
 	t.Helper()
+	return startLabWith(t, kubelab.Options{Mode: mode})
+}
+
+func startLabWith(t *testing.T, o kubelab.Options) *kubelab.Lab {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	l, err := kubelab.Start(ctx, kubelab.Options{Mode: mode, Log: t.Logf})
+	o.Log = t.Logf
+	l, err := kubelab.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,6 +417,22 @@ func checkLocality(t *testing.T, l *kubelab.Lab) {
 	if r.code != 0 {
 		t.Fatalf("services: %+v", r)
 	}
+	compareServicesTo(t, tr, r.stdout)
+}
+
+// compareServices compares services -o json with the API objects, as
+// checkLocality does.
+func compareServices(t *testing.T, l *kubelab.Lab, stdout string) {
+	t.Helper()
+	tr, err := kubelab.ComputeTruth(context.Background(), l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareServicesTo(t, tr, stdout)
+}
+
+func compareServicesTo(t *testing.T, tr *kubelab.Truth, stdout string) {
+	t.Helper()
 	var got []struct {
 		ClusterIP string
 		Port      int
@@ -422,7 +444,7 @@ func checkLocality(t *testing.T, l *kubelab.Lab) {
 			Local       *bool
 		}
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
 		t.Fatalf("services -o json: %v", err)
 	}
 	checked := 0

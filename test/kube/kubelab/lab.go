@@ -108,6 +108,9 @@ type Lab struct {
 	closed  bool
 	failed  bool
 	binPath map[string]string
+	// containerd, when started, is stopped first: its containers may
+	// hold the node's ports.
+	containerd *Containerd
 }
 
 type proc struct {
@@ -555,7 +558,11 @@ func (l *Lab) Close() error {
 	}
 	l.closed = true
 	procs := l.procs
+	ctrd := l.containerd
 	l.mu.Unlock()
+	if ctrd != nil {
+		ctrd.stop()
+	}
 	liveMu.Lock()
 	delete(live, l)
 	liveMu.Unlock()

@@ -75,7 +75,8 @@ func list(s string, all []string) []string {
 }
 
 func build(releases []string) error {
-	for _, c := range [][2]string{{"etcd", kubelab.EtcdVersion}, {"kube-apiserver", kubelab.Newest}} {
+	// kubectl: the deploy/ manifests are applied with it in the tests.
+	for _, c := range [][2]string{{"etcd", kubelab.EtcdVersion}, {"kube-apiserver", kubelab.Newest}, {"kubectl", kubelab.Newest}} {
 		if _, err := kubelab.Binary(c[0], c[1], logf); err != nil {
 			return err
 		}
