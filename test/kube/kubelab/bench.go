@@ -119,7 +119,8 @@ func (l *Lab) WaitBenchSynced(ctx context.Context, n int, limit time.Duration) e
 	deadline := time.Now().Add(limit)
 	for {
 		text, err := run("ip", "netns", "exec", l.Node, "nft", "list", "map", "ip", "kube-proxy", "service-ips")
-		got := strings.Count(text, "/"+BenchNamespace+"/svc-")
+		// Elements read "10.96.0.7 . tcp . 80 : goto service-HASH-bench/svc-7/tcp/http".
+		got := strings.Count(text, "-"+BenchNamespace+"/svc-")
 		if err == nil && got >= n {
 			return nil
 		}
