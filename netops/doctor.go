@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -529,6 +530,19 @@ func checkKubeProxy(f *doctorFacts) Check {
 	switch len(res.BackendsWithRules) {
 	case 0:
 		c.Status = StatusWarn
+		var unread []Backend
+		for _, b := range []Backend{BackendIPTablesNFT, BackendIPTablesLegacy, BackendNFTables} {
+			if !slices.Contains(res.Checked, b) {
+				unread = append(unread, b)
+			}
+		}
+		if len(unread) > 0 {
+			// Not "kube-proxy is not running": its rules may be in
+			// the backend that could not be read.
+			c.Finding = fmt.Sprintf("no kube-proxy rules in %s, but %s could not be read (see details): kube-proxy's rules may be there; the Service checks are skipped", backendNames(res.Checked), backendNames(unread))
+			c.Fix = "make it readable (see details: on a host, install the iptables package), or run hairpinctl on the host"
+			break
+		}
 		c.Finding = fmt.Sprintf("no kube-proxy rules in %s: kube-proxy is not running here, or something else (IPVS mode, Cilium, kube-router) does its job; the Service checks are skipped", backendNames(res.Checked))
 		c.Fix = "kubectl -n kube-system get pods -l k8s-app=kube-proxy -o wide (is one running on this node?)"
 	case 1:

@@ -1,5 +1,7 @@
 package netops
 
+import "slices"
+
 // doctorServices reads kube-proxy's NAT from whichever backend holds it.
 // It asks DetectBackends first, so that "no kube-proxy rules anywhere" is
 // a finding (kube-proxy absent or replaced) rather than an error, and only
@@ -17,12 +19,17 @@ func (c *Client) doctorServices() (*ServicesResult, error) {
 		Warnings:          []string{},
 	}
 	any := false
+	unreadable := map[Backend]bool{}
 	for _, p := range probes {
 		any = any || p.HasRules
 		if p.Error != "" {
 			res.Warnings = append(res.Warnings, p.Error)
+			unreadable[p.Backend] = true
 		}
 	}
+	// Checked names only what could be read: a backend that could not is
+	// not one without rules.
+	res.Checked = slices.DeleteFunc(res.Checked, func(b Backend) bool { return unreadable[b] })
 	if !any {
 		return res, nil
 	}

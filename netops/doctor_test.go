@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -324,6 +325,27 @@ func TestDoctorKubeProxyAndMasquerade(t *testing.T) {
 	f.servicesErr = Errorf(ErrPermission, "reading kube-proxy's rules needs CAP_NET_ADMIN: run as root")
 	if c := checkKubeProxy(f); c.Status != StatusSkip || c.Fix != "run as root" {
 		t.Errorf("not root: %s %q", c.Status, c.Fix)
+	}
+}
+
+// No rules in the backends that could be read is not "kube-proxy is not
+// running" when another backend could not be read at all (the image has
+// no iptables-legacy-save): the finding says which, never the wrong fix.
+func TestDoctorKubeProxyUnreadableBackend(t *testing.T) {
+	f := healthyFacts()
+	f.services = &ServicesResult{
+		Checked:           []Backend{BackendIPTablesNFT, BackendNFTables},
+		BackendsWithRules: []Backend{},
+		Warnings:          []string{"iptables-legacy-save not found in PATH: install the iptables package"},
+	}
+	c := checkKubeProxy(f)
+	want := "no kube-proxy rules in iptables-nft, nftables, but iptables-legacy could not be read (see details): kube-proxy's rules may be there; the Service checks are skipped"
+	if c.Status != StatusWarn || c.Finding != want || strings.Contains(c.Fix, "kubectl") || !slices.Contains(c.Details, f.services.Warnings[0]) {
+		t.Errorf("unreadable backend: %s %q fix %q details %q", c.Status, c.Finding, c.Fix, c.Details)
+	}
+	f.services.Checked = []Backend{BackendIPTablesNFT, BackendIPTablesLegacy, BackendNFTables}
+	if c := checkKubeProxy(f); c.Status != StatusWarn || !strings.Contains(c.Finding, "kube-proxy is not running here") {
+		t.Errorf("every backend read: %s %q", c.Status, c.Finding)
 	}
 }
 
