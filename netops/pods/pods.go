@@ -12,7 +12,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/containernetworking/cni/libcni"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
@@ -90,13 +93,16 @@ type Cache struct {
 // interfaces), and reading it back per attachment with
 // GetNetworkListCachedResult would read and parse every file twice.
 type cachedInfo struct {
-	Kind        string          `json:"kind"`
-	ContainerID string          `json:"containerId"`
-	IfName      string          `json:"ifName"`
-	NetworkName string          `json:"networkName"`
-	NetNS       string          `json:"netns"`
-	CniArgs     [][2]string     `json:"cniArgs"`
-	Result      json.RawMessage `json:"result"`
+	Kind        string      `json:"kind"`
+	ContainerID string      `json:"containerId"`
+	IfName      string      `json:"ifName"`
+	NetworkName string      `json:"networkName"`
+	NetNS       string      `json:"netns"`
+	CniArgs     [][2]string `json:"cniArgs"`
+	// Result is decoded straight into the current CNI result type, which
+	// reads the results of spec 0.3.0 to 1.1.0 alike (their interfaces
+	// and ips have the same shape); older ones are converted (oldResult).
+	Result *types100.Result `json:"result"`
 }
 
 // LoadCache reads the result cache under dir (libcni's CacheDir; the
@@ -106,39 +112,67 @@ type cachedInfo struct {
 // Skipped and the others are still used.
 func LoadCache(dir string) (*Cache, error) {
 	c := &Cache{Dir: filepath.Join(dir, "results"), Skipped: []string{}, byHost: map[string][]*entry{}, byIP: map[netip.Addr][]*entry{}}
-	ents, err := os.ReadDir(c.Dir)
+	f, err := os.Open(c.Dir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return c, nil
 		}
 		return c, fmt.Errorf("read CNI result cache %s: %w", c.Dir, err)
 	}
-	for _, de := range ents {
-		if de.IsDir() {
-			continue
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return c, fmt.Errorf("read CNI result cache %s: %w", c.Dir, err)
+	}
+	// A node has an entry per pod interface: a thousand files take longer
+	// to read and decode than the kernel takes to list the ports, so they
+	// are shared among the CPUs.
+	type parsed struct {
+		e    *entry
+		skip string
+	}
+	out := make([]parsed, len(names))
+	workers := min(runtime.GOMAXPROCS(0), 1+len(names)/64)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := reader{dir: f}
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(names) {
+					return
+				}
+				path := filepath.Join(c.Dir, names[i])
+				data, err := r.read(names[i])
+				if err != nil {
+					out[i].skip = fmt.Sprintf("%s: %v", path, err)
+					continue
+				}
+				if data == nil {
+					continue // a directory
+				}
+				e, err := parseEntry(data)
+				if err != nil {
+					out[i].skip = fmt.Sprintf("%s: %v", path, err)
+					continue
+				}
+				out[i].e = e
+			}
+		}()
+	}
+	wg.Wait()
+	for _, p := range out {
+		switch {
+		case p.e != nil:
+			c.add(p.e)
+		case p.skip != "":
+			c.Skipped = append(c.Skipped, p.skip)
 		}
-		path := filepath.Join(c.Dir, de.Name())
-		data, err := os.ReadFile(path)
-		if err != nil {
-			c.Skipped = append(c.Skipped, fmt.Sprintf("%s: %v", path, unwrapPathError(err)))
-			continue
-		}
-		e, err := parseEntry(data)
-		if err != nil {
-			c.Skipped = append(c.Skipped, fmt.Sprintf("%s: %v", path, err))
-			continue
-		}
-		c.add(e)
 	}
 	return c, nil
-}
-
-func unwrapPathError(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }
 
 // parseEntry reads one cache file: libcni's envelope, then the result with
@@ -176,16 +210,15 @@ func parseEntry(data []byte) (*entry, error) {
 			e.pod.UID = kv[1]
 		}
 	}
-	if len(ci.Result) == 0 {
+	res := ci.Result
+	if res == nil {
 		return e, nil
 	}
-	r, err := create.CreateFromBytes(ci.Result)
-	if err != nil {
-		return nil, fmt.Errorf("cached result: %w", err)
-	}
-	res, err := types100.NewResultFromResult(r)
-	if err != nil {
-		return nil, fmt.Errorf("cached result: %w", err)
+	if res.CNIVersion == "0.1.0" || res.CNIVersion == "0.2.0" {
+		var err error
+		if res, err = oldResult(data); err != nil {
+			return nil, err
+		}
 	}
 	for _, ifc := range res.Interfaces {
 		if ifc != nil && ifc.Sandbox == "" && ifc.Name != "" {
@@ -208,6 +241,26 @@ func parseEntry(data []byte) (*entry, error) {
 		}
 	}
 	return e, nil
+}
+
+// oldResult reads the result of a cache entry in a spec before 0.3.0
+// (ip4 and ip6, no interfaces) and converts it with the CNI library.
+func oldResult(data []byte) (*types100.Result, error) {
+	var raw struct {
+		Result json.RawMessage `json:"result"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, err
+	}
+	r, err := create.CreateFromBytes(raw.Result)
+	if err != nil {
+		return nil, fmt.Errorf("cached result: %w", err)
+	}
+	res, err := types100.NewResultFromResult(r)
+	if err != nil {
+		return nil, fmt.Errorf("cached result: %w", err)
+	}
+	return res, nil
 }
 
 func (c *Cache) add(e *entry) {

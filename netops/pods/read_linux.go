@@ -1,0 +1,49 @@
+package pods
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// reader reads the files of one directory into a buffer it reuses, with
+// openat, read and close only: os.ReadFile adds an fstat and a poller
+// registration per file, a third of the system calls for a cache of small
+// files.
+type reader struct {
+	dir *os.File
+	buf []byte
+}
+
+// read returns the contents of name, valid until the next read, or nil
+// when name is a directory.
+func (r *reader) read(name string) ([]byte, error) {
+	fd, err := unix.Openat(int(r.dir.Fd()), name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	if r.buf == nil {
+		r.buf = make([]byte, 8<<10)
+	}
+	n := 0
+	for {
+		if n == len(r.buf) {
+			r.buf = append(r.buf, make([]byte, len(r.buf))...)
+		}
+		m, err := unix.Read(fd, r.buf[n:])
+		if err == unix.EISDIR {
+			return nil, nil
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m == 0 {
+			return r.buf[:n], nil
+		}
+		n += m
+	}
+}
