@@ -20,6 +20,7 @@ func hairpinFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "wait-bridge", Usage: "wait up to `DURATION` for the --bridge bridges to exist and have a port (at boot cni0 appears with the first pod)"},
 		outputFlag(),
 		cniCacheFlag(),
+		criEndpointFlag(),
 		netnsFlag(),
 	}
 }
@@ -87,6 +88,9 @@ func hairpinAction(on bool) cli.ActionFunc {
 		ports, err := cl.ListPorts(o)
 		if err != nil {
 			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		if o.Pods != nil {
+			namePodsFromCRI(c, cl, ports)
 		}
 		var fails []netops.Failure
 		skipped := []netops.Skipped{}

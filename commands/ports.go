@@ -21,7 +21,8 @@ var portsCommand = &cli.Command{
 bridge, port, STP state, hairpin mode, the IPs of the pod behind the port,
 learnt from the veth peer's namespace or from the bridge's neighbour and FDB
 tables, and the pod's namespace/name, read from the CNI result cache the
-container runtime keeps (- when unknown; a name is never guessed). -o wide
+container runtime keeps, else asked of the runtime over CRI within 2s (-
+when unknown; a name is never guessed). -o wide
 adds the ifindex, operational state, MAC and the pod's container ID. Ports
 may be named by interface, by the IP of the pod behind them, or by pod as
 pod/NAMESPACE/NAME. Works without privileges.
@@ -46,6 +47,7 @@ EXAMPLES:
 			Usage:   "output `FORMAT`: table, wide or json",
 		},
 		cniCacheFlag(),
+		criEndpointFlag(),
 		netnsFlag(),
 	},
 	Action: runPorts,
@@ -97,6 +99,9 @@ func runPorts(c *cli.Context) error {
 	ports, err := cl.ListPorts(o)
 	if err != nil {
 		return fmt.Errorf("ports: %w", err)
+	}
+	if o.Pods != nil {
+		namePodsFromCRI(c, cl, ports)
 	}
 	var fails []netops.Failure
 	if len(names) > 0 {

@@ -129,7 +129,15 @@ func (c *Client) namePods(ports []Port, pc podCache, warn func(string)) {
 	for _, s := range pc.c.Skipped {
 		warn("skipped CNI cache file " + s)
 	}
-	if pc.c.Len() == 0 {
+	c.NamePods(ports, pc.c)
+}
+
+// NamePods fills Port.Pod of the ports still without one from cache (the
+// ports listed with ListOptions.Pods, whose pod IPs and veth peers are
+// known): the runtime's sandboxes (pods.FromSandboxes) name what the
+// libcni cache did not.
+func (c *Client) NamePods(ports []Port, cache *pods.Cache) {
+	if cache.Len() == 0 {
 		return
 	}
 	ids := map[string]int{}
@@ -149,8 +157,11 @@ func (c *Client) namePods(ports []Port, pc podCache, warn func(string)) {
 	}
 	for i := range ports {
 		p := &ports[i]
+		if p.Pod != nil {
+			continue
+		}
 		peer := p.peerNetnsID
-		p.Pod = pc.c.Lookup(pods.Port{Name: p.Name, MAC: p.MAC, IPs: p.PodIPs}, func(path string) bool {
+		p.Pod = cache.Lookup(pods.Port{Name: p.Name, MAC: p.MAC, IPs: p.PodIPs}, func(path string) bool {
 			return peer >= 0 && netnsID(path) == peer
 		})
 	}

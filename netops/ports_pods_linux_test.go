@@ -267,3 +267,38 @@ func TestListPortsPodByIPAndNetns(t *testing.T) {
 		}
 	}
 }
+
+// Sandboxes the runtime reports name the ports the cache does not, by the
+// pod's IP checked against the netns the runtime gives; a sandbox whose
+// netns is not the port's peer's names nothing, whatever its IP.
+func TestNamePodsFromSandboxes(t *testing.T) {
+	l, cni := podLab(t)
+	web := cniPod(t, l, cni, "default", "web-0")
+	db := cniPod(t, l, cni, "default", "db-0")
+	c := openLab(t, l)
+	empty := t.TempDir()
+	ports, err := c.ListPorts(ListOptions{Pods: &PodOptions{CacheDir: empty}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbs := []pods.Sandbox{
+		{ID: "sb-web", Namespace: "default", Name: "web-0", UID: "u-web", IPs: []string{web.Attachments[0].IPs[0].String()}, Netns: web.NetnsPath},
+		// db's IP, but the netns of a hand-made pod: a wrong answer
+		// must not be believed.
+		{ID: "sb-db", Namespace: "default", Name: "db-0", UID: "u-db", IPs: []string{db.Attachments[0].IPs[0].String()}, Netns: "/run/netns/" + l.Pods[0].Name},
+	}
+	c.NamePods(ports, pods.FromSandboxes(sbs))
+	byName := map[string]Port{}
+	for _, p := range ports {
+		byName[p.Name] = p
+	}
+	want := pods.Pod{Namespace: "default", Name: "web-0", UID: "u-web", ContainerID: "sb-web", Source: pods.SourceCRI}
+	if got := byName[web.Attachments[0].HostVeth].Pod; got == nil || *got != want {
+		t.Errorf("web: %+v, want %+v", got, want)
+	}
+	for _, p := range ports {
+		if p.Name != web.Attachments[0].HostVeth && p.Pod != nil {
+			t.Errorf("%s named %+v", p.Name, p.Pod)
+		}
+	}
+}

@@ -274,7 +274,12 @@ func (c *Cache) add(e *entry) {
 }
 
 // Len is the number of attachments read.
-func (c *Cache) Len() int { return len(c.entries) }
+func (c *Cache) Len() int {
+	if c == nil {
+		return 0
+	}
+	return len(c.entries)
+}
 
 // Port is what is known of a bridge port for Lookup.
 type Port struct {
@@ -362,4 +367,41 @@ func containsEntry(es []*entry, e *entry) bool {
 		}
 	}
 	return false
+}
+
+// Sandbox is a ready pod sandbox as the container runtime reports it over
+// CRI (ListPodSandbox, PodSandboxStatus).
+type Sandbox struct {
+	// ID is the sandbox's ID; Namespace, Name and UID its pod's metadata.
+	ID, Namespace, Name, UID string
+	// IPs are the pod's IPs (status.network.ip and additionalIps).
+	IPs []string
+	// Netns is the path of the sandbox's network namespace, from the
+	// runtime's verbose status (the OCI spec's network namespace, or
+	// /proc/PID/ns/net of the sandbox's process); "" when it does not say.
+	Netns string
+}
+
+// FromSandboxes indexes what the runtime reported for Lookup. A sandbox
+// names a port only through its netns: the pod IP it reports is checked
+// against the namespace the port's veth peer is in, as a cache entry
+// without a host interface is. One without a netns names nothing.
+func FromSandboxes(sbs []Sandbox) *Cache {
+	c := &Cache{Skipped: []string{}, byHost: map[string][]*entry{}, byIP: map[netip.Addr][]*entry{}}
+	for _, sb := range sbs {
+		if sb.Netns == "" {
+			continue
+		}
+		e := &entry{
+			pod:   Pod{Namespace: sb.Namespace, Name: sb.Name, UID: sb.UID, ContainerID: sb.ID, Source: SourceCRI},
+			netns: sb.Netns,
+		}
+		for _, s := range sb.IPs {
+			if a, err := netip.ParseAddr(s); err == nil {
+				e.ips = append(e.ips, a.Unmap())
+			}
+		}
+		c.add(e)
+	}
+	return c
 }
