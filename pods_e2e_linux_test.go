@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -162,4 +163,38 @@ func TestE2EPortsUnreadableCache(t *testing.T) {
 		t.Errorf("ports with an unreadable cache: %+v", r)
 	}
 	oneLineErr(t, r, "pod names unknown")
+}
+
+// A runtime socket that never answers costs its timeout and a warning:
+// the listing stands, exit 0, pods the cache names still named.
+func TestE2EPortsSilentRuntime(t *testing.T) {
+	l, cni, made := cniLab(t)
+	sock := filepath.Join(t.TempDir(), "cri.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		var held []net.Conn
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				for _, c := range held {
+					c.Close()
+				}
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	// The hand-made pods are unknown to the cache, so the runtime is asked.
+	r := run(t, "ports", "--netns", l.Node, "--cni-cache", cni.CacheDir, "--cri-endpoint", "unix://"+sock)
+	if r.code != 0 || !strings.Contains(r.stdout, made[0].Attachments[0].HostVeth+" ") || !strings.Contains(r.stdout, "default/web-7d9f6c-x2kq") {
+		t.Errorf("ports with a silent runtime: %+v", r)
+	}
+	oneLineErr(t, r, "pod names from the runtime unknown")
+	if !strings.Contains(r.stderr, sock) {
+		t.Errorf("warning does not name the socket: %q", r.stderr)
+	}
 }
