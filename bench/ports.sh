@@ -95,7 +95,7 @@ for r in range(5 + 60):
             times[i].append(time.perf_counter() - t)
 json.dump({"results": [{"median": statistics.median(t)} for t in times]}, open(out, "w"))
 PY
-    named=$(x "$BIN" ports -o json --cni-cache="$WORK/cni" | python3 -c 'import json,sys; print(sum(1 for p in json.load(sys.stdin) if p["pod"] and p["pod"]["name"] == "pod-" + p["name"][1:]))')
+    named=$(x "$BIN" ports -o json --cni-cache="$WORK/cni" | python3 -c 'import json,sys; print(sum(1 for p in json.load(sys.stdin) if p.get("pod", {}).get("name") == "pod-" + p["name"][1:]))')
     [ "$named" = "$n" ] || { echo "ports named $named of $n pods" >&2; exit 1; }
     read -r hp0 hn <<<"$(median "$WORK/names.json")"
   fi

@@ -41,8 +41,9 @@ type Port struct {
 	Kind    string `json:"kind"`
 	PodPort bool   `json:"podPort"`
 	// Pod is the pod behind the port, from what the node records (see
-	// ListOptions.Pods); nil (JSON null) when it cannot be told for certain.
-	Pod *pods.Pod `json:"pod"`
+	// ListOptions.Pods); nil (absent from JSON, as podIPSource is) when it
+	// cannot be told for certain.
+	Pod *pods.Pod `json:"pod,omitempty"`
 
 	bridgeIndex int
 	peerIndex   int
