@@ -2,6 +2,7 @@ package netops
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -300,5 +301,34 @@ func TestNamePodsFromSandboxes(t *testing.T) {
 		if p.Name != web.Attachments[0].HostVeth && p.Pod != nil {
 			t.Errorf("%s named %+v", p.Name, p.Pod)
 		}
+	}
+}
+
+// Runtimes with older conflists get results, and cache entries, in older
+// spec versions: 0.3.1 and 0.4.0 results (ips with a version, interfaces
+// by index) name their pods as 1.0.0 ones do.
+func TestListPortsOlderCNIVersions(t *testing.T) {
+	l, _ := podLab(t)
+	for i, v := range []string{"0.3.1", "0.4.0"} {
+		t.Run(v, func(t *testing.T) {
+			cni, err := l.NewCNI(lab.CNIConfig{Network: "v" + strings.ReplaceAll(v, ".", ""), CNIVersion: v,
+				Subnet: "10.244.0.0/24", RangeStart: fmt.Sprintf("10.244.0.%d", 230+10*i), RangeEnd: fmt.Sprintf("10.244.0.%d", 239+10*i)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := cniPod(t, l, cni, "legacy", "app-"+v)
+			data, err := os.ReadFile(cni.CacheFile(p, "eth0"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(data), `"cniVersion":"`+v+`"`) {
+				t.Fatalf("libcni cached a result of another version:\n%s", data)
+			}
+			ports, warns := listWithPods(t, openLab(t, l), cni.CacheDir)
+			if len(warns) > 0 {
+				t.Errorf("warnings %q", warns)
+			}
+			wantPod(t, ports, p.Attachments[0], p)
+		})
 	}
 }

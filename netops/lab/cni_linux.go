@@ -53,6 +53,9 @@ type CNIConfig struct {
 	// CacheDir is libcni's cache directory; networks of one node share it
 	// [a directory of the lab's, removed on Close].
 	CacheDir string
+	// CNIVersion is the conflist's spec version, which the plugins answer
+	// in and libcni caches the result in [1.0.0].
+	CNIVersion string
 }
 
 // CNIPod is a pod namespace with the identity a kubelet gives a pod.
@@ -88,6 +91,9 @@ func (l *Lab) NewCNI(o CNIConfig) (*CNI, error) {
 	if o.Subnet == "" {
 		o.Subnet, o.RangeStart, o.RangeEnd = "10.244.0.0/24", "10.244.0.100", "10.244.0.199"
 	}
+	if o.CNIVersion == "" {
+		o.CNIVersion = "1.0.0"
+	}
 	dir, err := os.MkdirTemp("", "hairpinctl-lab-cni-")
 	if err != nil {
 		return nil, err
@@ -106,7 +112,7 @@ func (l *Lab) NewCNI(o CNIConfig) (*CNI, error) {
 		rng["rangeEnd"] = o.RangeEnd
 	}
 	conf, err := json.Marshal(map[string]any{
-		"cniVersion": "1.0.0",
+		"cniVersion": o.CNIVersion,
 		"name":       o.Network,
 		"plugins": []any{map[string]any{
 			"type":   "bridge",
