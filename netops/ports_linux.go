@@ -146,7 +146,9 @@ func (c *Client) NamePods(ports []Port, cache *pods.Cache) {
 			return id
 		}
 		id := -1
-		if fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+		// O_NONBLOCK: a path that is a FIFO, not a namespace, must not
+		// block the listing.
+		if fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
 			if n, err := c.h.GetNetNsIdByFd(fd); err == nil {
 				id = n
 			}
@@ -190,10 +192,9 @@ func (c *Client) Bridge(name string) (netlink.Link, error) {
 // once. A name may be a pod IP (PortArgAddr): it picks the port whose
 // PodIPs hold it (list the ports with ListOptions.PodIPs); or a pod
 // (PortArgPod): it picks every port of that pod (list the ports with
-// ListOptions.Pods). A name that is
-// not among them is a Failure: ErrNotFound when no such interface or pod IP
-// exists, ErrNotBridgePort when it exists but is no port (of the selected
-// bridges).
+// ListOptions.Pods). A name that is not among them is a Failure:
+// ErrNotFound when no such interface, pod IP or pod exists,
+// ErrNotBridgePort when it exists but is no port (of the selected bridges).
 func (c *Client) SelectPorts(ports []Port, names []string) ([]Port, []Failure) {
 	byName := make(map[string]int, len(ports))
 	for i, p := range ports {
