@@ -15,9 +15,10 @@ type reader struct {
 }
 
 // read returns the contents of name, valid until the next read, or nil
-// when name is a directory.
+// when name is a directory. O_NONBLOCK keeps a FIFO left in the cache
+// directory from blocking the open.
 func (r *reader) read(name string) ([]byte, error) {
-	fd, err := unix.Openat(int(r.dir.Fd()), name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	fd, err := unix.Openat(int(r.dir.Fd()), name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
