@@ -44,7 +44,8 @@ func TestCompletionInShells(t *testing.T) {
 	}
 	cases := []tc{
 		{[]string{"en"}, []string{"enable"}},
-		{[]string{"ports", "-o", ""}, []string{"json", "table"}},
+		{[]string{"ports", "-o", ""}, []string{"json", "table", "wide"}},
+		{[]string{"enable", "-o", ""}, []string{"json", "table"}},
 		{[]string{"enable", "--netns", ns, "--bridge", ""}, []string{"cni0"}},
 		{[]string{"enable", "--netns", ns, "veth"}, []string{"veth1", "veth2"}},
 		{[]string{"disable", "--netns", ns, "--dr"}, []string{"--dry-run"}},

@@ -86,8 +86,19 @@ func TestE2EPorts(t *testing.T) {
 			t.Errorf("line wider than 80 columns (%d): %q", len(ln), ln)
 		}
 	}
-	if f := strings.Fields(lines[2]); f[1] != "veth2" || f[5] != "on" || f[7] != "10.244.0.12" {
+	if f := strings.Fields(lines[2]); f[1] != "veth2" || f[3] != "on" || f[4] != "10.244.0.12" || f[5] != "-" {
 		t.Errorf("veth2 row = %q", lines[2])
+	}
+	// -o wide has every column, the MAC too.
+	r = run(t, "ports", "-o", "wide", "--netns", l.Node)
+	lines = strings.Split(strings.TrimSpace(r.stdout), "\n")
+	mac := l.Handle()
+	lk, err := mac.LinkByName("veth2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(lines[2]); r.code != 0 || len(lines) != 4 || f[1] != "veth2" || f[5] != "on" || f[6] != lk.Attrs().HardwareAddr.String() || f[7] != "10.244.0.12" || f[8] != "-" {
+		t.Errorf("wide:\n%s", r.stdout)
 	}
 
 	r = run(t, "ports", "-q", "--hairpin", "off", "--netns", l.Node)

@@ -38,14 +38,14 @@ func TestE2EOddInterfaceNames(t *testing.T) {
 	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
 	// Terminal columns: one per rune here but the CJK letter's two.
 	width := func(s string) int { return utf8.RuneCountInString(s) + strings.Count(s, "网") }
-	hdr := width(lines[0][:strings.Index(lines[0], "INDEX")])
+	hdr := width(lines[0][:strings.Index(lines[0], "STATE")])
 	seen := map[string]bool{}
 	for _, ln := range lines[1:] {
 		f := strings.Fields(ln)
 		seen[f[1]] = true
 		i := strings.Index(ln, " "+f[2]+" ") + 1
 		if got := width(ln[:i]); got != hdr {
-			t.Errorf("INDEX of %q at column %d, header at %d:\n%s\n%s", f[1], got, hdr, lines[0], ln)
+			t.Errorf("STATE of %q at column %d, header at %d:\n%s\n%s", f[1], got, hdr, lines[0], ln)
 		}
 	}
 	if !seen[`ev\x1b[2Jred`] || !seen[wideName] {

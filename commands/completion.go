@@ -4,10 +4,12 @@ import (
 	_ "embed"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/pods"
 	"github.com/urfave/cli/v2"
 )
 
@@ -36,8 +38,8 @@ var completionCommand = &cli.Command{
 	Usage:     "print a shell completion script (bash, zsh or fish)",
 	ArgsUsage: "bash|zsh|fish",
 	Description: `Prints a completion script. It completes commands, flags, flag values
-(-o), bridge names for --bridge and port names for enable/disable, from the
-live system.
+(-o), bridge names for --bridge, port names and pod/NAMESPACE/NAME for
+ports/enable/disable and pod names for --pod, from the live system.
 
 EXAMPLES:
    source <(hairpinctl completion bash)
@@ -80,12 +82,13 @@ var completeCommand = &cli.Command{
 
 // flagValues completes the values of flags that take one.
 var flagValues = map[string]func(words []string) []string{
-	"output":  fixed("table", "json"),
+	"output":  outputValues,
 	"hairpin": fixed("on", "off"),
 	"backend": fixed("auto", "iptables", "iptables-legacy", "nftables"),
 	"proto":   fixed("tcp", "udp", "sctp"),
 	"bridge":  liveBridges,
 	"netns":   netnsNames,
+	"pod":     livePodNames,
 }
 
 // positionals completes a command's arguments.
@@ -94,6 +97,14 @@ var positionals = map[string]func(words []string) []string{
 	"enable":     livePorts,
 	"disable":    livePorts,
 	"completion": fixed("bash", "zsh", "fish"),
+}
+
+// outputValues are -o's formats; ports also has wide.
+func outputValues(words []string) []string {
+	if slices.Contains(words, "ports") || slices.Contains(words, "ls") {
+		return []string{"table", "wide", "json"}
+	}
+	return []string{"table", "json"}
 }
 
 func fixed(vals ...string) func([]string) []string {
@@ -187,37 +198,71 @@ func withPrefix(cands []string, prefix string) []string {
 	return out
 }
 
+// flagOf finds --name among the words typed, "" when absent.
+func flagOf(words []string, name string) string {
+	for i, w := range words {
+		switch {
+		case w == "--"+name && i+1 < len(words):
+			return words[i+1]
+		case strings.HasPrefix(w, "--"+name+"="):
+			return strings.TrimPrefix(w, "--"+name+"=")
+		}
+	}
+	return ""
+}
+
 // netnsOf finds --netns among the words typed, so live completions look
 // in the namespace the command will work in.
 func netnsOf(words []string) string {
-	for i, w := range words {
-		switch {
-		case w == "--netns" && i+1 < len(words):
-			return words[i+1]
-		case strings.HasPrefix(w, "--netns="):
-			return strings.TrimPrefix(w, "--netns=")
-		}
+	if ns := flagOf(words, "netns"); ns != "" {
+		return ns
 	}
 	return os.Getenv(netnsEnv)
 }
 
-func livePortList(words []string) []netops.Port {
+// livePortList lists the ports, with their pods when withPods.
+func livePortList(words []string, withPods bool) []netops.Port {
 	cl, err := netops.Open(netnsOf(words))
 	if err != nil {
 		return nil
 	}
 	defer cl.Close()
-	ports, err := cl.ListPorts(netops.ListOptions{})
+	var o netops.ListOptions
+	if withPods {
+		dir := flagOf(words, "cni-cache")
+		if dir == "" {
+			dir = pods.DefaultCacheDir
+		}
+		o.Pods = &netops.PodOptions{CacheDir: dir}
+	}
+	ports, err := cl.ListPorts(o)
 	if err != nil {
 		return nil
 	}
 	return ports
 }
 
+// livePorts offers the ports' names, and pod/NAMESPACE/NAME for the pods
+// behind them once "pod/" is being typed.
 func livePorts(words []string) []string {
+	withPods := strings.HasPrefix(netops.PodArgPrefix, words[len(words)-1]) || strings.HasPrefix(words[len(words)-1], netops.PodArgPrefix)
 	var out []string
-	for _, p := range livePortList(words) {
+	for _, p := range livePortList(words, withPods) {
 		out = append(out, p.Name)
+		if n := p.Pod.FullName(); n != "" {
+			out = append(out, netops.PodArgPrefix+n)
+		}
+	}
+	return out
+}
+
+// livePodNames offers NAMESPACE/NAME of the pods behind the ports.
+func livePodNames(words []string) []string {
+	var out []string
+	for _, p := range livePortList(words, true) {
+		if n := p.Pod.FullName(); n != "" {
+			out = append(out, n)
+		}
 	}
 	return out
 }

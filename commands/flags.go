@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/pods"
 	"github.com/urfave/cli/v2"
 )
 
@@ -124,4 +125,24 @@ func writeJSON(w io.Writer, v any) error {
 	// Fix commands carry && and <, which need no escaping outside HTML.
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
+}
+
+// cniCacheFlag is --cni-cache, where the pods' names are read from.
+func cniCacheFlag() cli.Flag {
+	return &cli.StringFlag{
+		Name:  "cni-cache",
+		Value: pods.DefaultCacheDir,
+		Usage: "libcni's cache `DIR`, which names the pod behind each port (results/ inside)",
+	}
+}
+
+// podOptions asks netops for the pods' names from --cni-cache, warnings
+// going to stderr.
+func podOptions(c *cli.Context) *netops.PodOptions {
+	return &netops.PodOptions{
+		CacheDir: c.String("cni-cache"),
+		Warn: func(msg string) {
+			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s\n", c.Command.Name, termSafeText(msg))
+		},
+	}
 }

@@ -19,6 +19,8 @@ func hairpinFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "report what would change, write nothing"},
 		&cli.DurationFlag{Name: "wait-bridge", Usage: "wait up to `DURATION` for the --bridge bridges to exist and have a port (at boot cni0 appears with the first pod)"},
 		outputFlag(),
+		cniCacheFlag(),
+		criEndpointFlag(),
 		netnsFlag(),
 	}
 }
@@ -79,9 +81,16 @@ func hairpinAction(on bool) cli.ActionFunc {
 			}
 		}
 		anyPort := c.Bool("any-port")
-		ports, err := cl.ListPorts(netops.ListOptions{Bridges: listed, PodIPs: netops.PortArgsNeedPodIPs(names), Kinds: !anyPort && (all || len(brs) > 0)})
+		o := netops.ListOptions{Bridges: listed, PodIPs: netops.PortArgsNeedPodIPs(names), Kinds: !anyPort && (all || len(brs) > 0)}
+		if netops.PortArgsNeedPods(names) {
+			o.Pods = podOptions(c)
+		}
+		ports, err := cl.ListPorts(o)
 		if err != nil {
 			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		if o.Pods != nil {
+			namePodsFromCRI(c, cl, ports)
 		}
 		var fails []netops.Failure
 		skipped := []netops.Skipped{}

@@ -144,6 +144,7 @@ Reading and changing the kernel's state needs root (CAP_NET_ADMIN); listing port
 var manArgs = map[string]string{
 	"IFACE":          "a bridge port by interface name, as the PORT column of **hairpinctl ports** shows it",
 	"POD-IP":         "the port of the pod with this IP, as the POD-IPS column of **hairpinctl ports** shows it",
+	"pod/NS/NAME":    "every port of the pod NAME in namespace NS, as the POD column of **hairpinctl ports** shows it (named from the CNI result cache)",
 	"IP[:PORT]":      "a Service by its ClusterIP, external or load-balancer IP, with an optional port name or number ([IPv6]:PORT for IPv6)",
 	"NS/NAME[:PORT]": "a Service by namespace and name, with an optional port name or number, as the SERVICE column of **hairpinctl services** shows it",
 	"SERVICE-IP":     "the Service's ClusterIP (IPv4 or IPv6): flows whose original destination it is",

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/pods"
 
 	"golang.org/x/sys/unix"
 )
@@ -86,12 +87,20 @@ func checkColumns(t *testing.T, out string, rows map[string][]string) {
 		t.Fatalf("no colour on a terminal:\n%s", out)
 	}
 	lines := strings.Split(strings.TrimRight(sgr.ReplaceAllString(out, ""), "\n"), "\n")
+	// col finds s as a whole header (POD, not the start of POD-IPS).
 	col := func(line, s string) int {
-		i := strings.Index(line, s)
-		if i < 0 {
-			return -1
+		for off := 0; ; {
+			i := strings.Index(line[off:], s)
+			if i < 0 {
+				return -1
+			}
+			i += off
+			end := i + len(s)
+			if (i == 0 || line[i-1] == ' ') && (end == len(line) || line[end] == ' ') {
+				return utf8.RuneCountInString(line[:i])
+			}
+			off = end
 		}
-		return utf8.RuneCountInString(line[:i])
 	}
 	// at is line from terminal column n on.
 	at := func(line string, n int) string {
@@ -129,13 +138,19 @@ func checkColumns(t *testing.T, out string, rows map[string][]string) {
 func TestColouredTablesAlign(t *testing.T) {
 	t.Run("ports", func(t *testing.T) {
 		ports := []netops.Port{
-			{Bridge: "cni0", Name: "veth1", Index: 5, State: "forwarding", OperState: "up", MAC: "aa:bb:cc:dd:ee:01", PodIPs: []string{"10.244.0.11"}},
+			{Bridge: "cni0", Name: "veth1", Index: 5, State: "forwarding", OperState: "up", MAC: "aa:bb:cc:dd:ee:01", PodIPs: []string{"10.244.0.11"},
+				Pod: &pods.Pod{Namespace: "default", Name: "web-0", ContainerID: "0123456789abcdef0123", Interface: "eth0", Source: "cache"}},
 			{Bridge: "cni0", Name: "veth2", Index: 6, Hairpin: true, State: "forwarding", OperState: "up", MAC: "aa:bb:cc:dd:ee:02", PodIPs: []string{}},
 		}
 		out := onTerminal(t, func(w io.Writer) error { return printPortsTable(w, ports) })
 		checkColumns(t, out, map[string][]string{
-			"cni0 veth1": {"HAIRPIN=off", "MAC=aa:bb:cc:dd:ee:01", "POD-IPS=10.244.0.11"},
-			"cni0 veth2": {"HAIRPIN=on", "MAC=aa:bb:cc:dd:ee:02", "POD-IPS=-"},
+			"cni0 veth1": {"HAIRPIN=off", "POD-IPS=10.244.0.11", "POD=default/web-0"},
+			"cni0 veth2": {"HAIRPIN=on", "POD-IPS=-", "POD=-"},
+		})
+		out = onTerminal(t, func(w io.Writer) error { return printPortsWide(w, ports) })
+		checkColumns(t, out, map[string][]string{
+			"cni0 veth1": {"HAIRPIN=off", "MAC=aa:bb:cc:dd:ee:01", "POD-IPS=10.244.0.11", "POD=default/web-0", "CONTAINER=0123456789abc", "IFACE=eth0", "SOURCE=cache"},
+			"cni0 veth2": {"HAIRPIN=on", "MAC=aa:bb:cc:dd:ee:02", "POD-IPS=-", "POD=-", "CONTAINER=-", "SOURCE=-"},
 		})
 	})
 	t.Run("enable", func(t *testing.T) {

@@ -56,7 +56,7 @@ func TestPortsTableOddNames(t *testing.T) {
 	names := []string{"veth1", "ev\x1b[31mred", "vé网", "ve\u0301x"}
 	var ports []netops.Port
 	for i, n := range names {
-		ports = append(ports, netops.Port{Bridge: "cni0", Name: n, Index: i + 5, State: "forwarding", OperState: "up", MAC: "aa:bb:cc:dd:ee:0" + string(rune('1'+i)), PodIPs: []string{}})
+		ports = append(ports, netops.Port{Bridge: "cni0", Name: n, Index: i + 5, State: "forwarding", OperState: "up", MAC: "aa:bb:cc:dd:ee:0" + string(rune('1'+i)), PodIPs: []string{"10.244.0." + string(rune('1'+i))}})
 	}
 	var b bytes.Buffer
 	if err := printPortsTable(&b, ports); err != nil {
@@ -70,11 +70,11 @@ func TestPortsTableOddNames(t *testing.T) {
 		t.Errorf("escaped name missing: %q", out)
 	}
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	mac := displayWidth(lines[0][:strings.Index(lines[0], "MAC")])
+	ips := displayWidth(lines[0][:strings.Index(lines[0], "POD-IPS")])
 	for _, ln := range lines[1:] {
-		i := strings.Index(ln, "aa:bb")
-		if got := displayWidth(ln[:i]); got != mac {
-			t.Errorf("MAC at column %d, header at %d:\n%s\n%s", got, mac, lines[0], ln)
+		i := strings.Index(ln, "10.244.0.")
+		if got := displayWidth(ln[:i]); got != ips {
+			t.Errorf("POD-IPS at column %d, header at %d:\n%s\n%s", got, ips, lines[0], ln)
 		}
 	}
 }

@@ -3,10 +3,12 @@ package commands
 import (
 	"fmt"
 	"io"
-	"strconv"
+	"path"
+	"slices"
 	"strings"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/pods"
 	"github.com/urfave/cli/v2"
 )
 
@@ -14,34 +16,50 @@ var portsCommand = &cli.Command{
 	Name:      "ports",
 	Aliases:   []string{"ls"},
 	Usage:     "list bridge ports with their hairpin state and the pod behind each",
-	ArgsUsage: "[IFACE | POD-IP]...",
+	ArgsUsage: "[IFACE | POD-IP | pod/NS/NAME]...",
 	Description: `Lists every port of every bridge (or of --bridge BR), one row each:
-bridge, port, ifindex, STP state, operational state, hairpin mode, MAC, and
-the IPs of the pod behind the port, learnt from the veth peer's namespace or
-from the bridge's neighbour and FDB tables (empty when unknown). Ports may be
-named by interface or by the IP of the pod behind them. Works without
-privileges.
+bridge, port, STP state, hairpin mode, the IPs of the pod behind the port,
+learnt from the veth peer's namespace or from the bridge's neighbour and FDB
+tables, and the pod's namespace/name, read from the CNI result cache the
+container runtime keeps, else asked of the runtime over CRI within 2s (-
+when unknown; a name is never guessed). -o wide
+adds the ifindex, operational state, MAC and the pod's container ID. Ports
+may be named by interface, by the IP of the pod behind them, or by pod as
+pod/NAMESPACE/NAME. Works without privileges.
 
 EXAMPLES:
    hairpinctl ports
    hairpinctl ports --bridge cni0 --hairpin off
    for i in $(hairpinctl ports -q --hairpin off); do echo "$i"; done
    hairpinctl ports veth1 -o json
-   hairpinctl ports 10.244.0.11`,
+   hairpinctl ports 10.244.0.11
+   hairpinctl ports pod/default/web-7d9f6c-x2kq
+   hairpinctl ports --pod 'default/web-*' -o wide`,
 	Flags: []cli.Flag{
 		bridgeFlag("only ports of bridge `BR` (repeatable)"),
 		&cli.StringFlag{Name: "hairpin", Usage: "only ports whose hairpin mode is `on|off`"},
+		&cli.StringSliceFlag{Name: "pod", Usage: "only ports of pods whose namespace/name matches shell `PATTERN` (repeatable)"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print port names only, one a line"},
-		outputFlag(),
+		&cli.StringFlag{
+			Name:    "output",
+			Aliases: []string{"o"},
+			Value:   "table",
+			Usage:   "output `FORMAT`: table, wide or json",
+		},
+		cniCacheFlag(),
+		criEndpointFlag(),
 		netnsFlag(),
 	},
 	Action: runPorts,
 }
 
 func runPorts(c *cli.Context) error {
-	format, err := outputFormat(c)
-	if err != nil {
-		return err
+	format := lineageString(c, "output")
+	if format != "wide" {
+		var err error
+		if format, err = outputFormat(c); err != nil {
+			return usageErrorf("ports: unknown output format %q: use table, wide or json", lineageString(c, "output"))
+		}
 	}
 	brs, err := bridges(c)
 	if err != nil {
@@ -62,15 +80,28 @@ func runPorts(c *cli.Context) error {
 			return fmt.Errorf("ports: %w", err)
 		}
 	}
+	podPats := c.StringSlice("pod")
+	for _, p := range podPats {
+		if _, err := path.Match(p, ""); err != nil {
+			return usageErrorf("ports: --pod %q is not a shell pattern: %v", p, err)
+		}
+	}
 	cl, err := openClient(c)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	quiet := c.Bool("quiet")
-	ports, err := cl.ListPorts(netops.ListOptions{Bridges: brs, PodIPs: !quiet || netops.PortArgsNeedPodIPs(names), Kinds: !quiet})
+	o := netops.ListOptions{Bridges: brs, PodIPs: !quiet || netops.PortArgsNeedPodIPs(names), Kinds: !quiet}
+	if !quiet || len(podPats) > 0 || netops.PortArgsNeedPods(names) {
+		o.Pods = podOptions(c)
+	}
+	ports, err := cl.ListPorts(o)
 	if err != nil {
 		return fmt.Errorf("ports: %w", err)
+	}
+	if o.Pods != nil {
+		namePodsFromCRI(c, cl, ports)
 	}
 	var fails []netops.Failure
 	if len(names) > 0 {
@@ -85,6 +116,11 @@ func runPorts(c *cli.Context) error {
 		}
 		ports = kept
 	}
+	if len(podPats) > 0 {
+		ports = slices.DeleteFunc(ports, func(p netops.Port) bool {
+			return !matchesPod(p.Pod, podPats)
+		})
+	}
 	if len(names) > 0 && len(ports) == 0 && len(fails) > 0 {
 		// Nothing to show: leave stdout empty so scripts get no partial data.
 		return failuresError(c, fails, 0)
@@ -95,6 +131,8 @@ func runPorts(c *cli.Context) error {
 		err = printPortNames(w, ports)
 	case format == "json":
 		err = writeJSON(w, ports)
+	case format == "wide":
+		err = printPortsWide(w, ports)
 	default:
 		err = printPortsTable(w, ports)
 	}
@@ -146,12 +184,36 @@ func printPortNames(w io.Writer, ports []netops.Port) error {
 	return err
 }
 
+// matchesPod reports whether pod's namespace/name matches one of pats;
+// a port whose pod is unknown matches none.
+func matchesPod(pod *pods.Pod, pats []string) bool {
+	full := pod.FullName()
+	if full == "" {
+		return false
+	}
+	for _, p := range pats {
+		if ok, _ := path.Match(p, full); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// podName is the POD column: namespace/name, or - when unknown.
+func podName(p *pods.Pod) string {
+	if n := p.FullName(); n != "" {
+		return termSafe(n)
+	}
+	return "-"
+}
+
 func printPortsTable(w io.Writer, ports []netops.Port) error {
 	pal := colours(w)
-	// Eight columns with a MAC and a veth name fit 80 columns only with
-	// single-space gaps; a pod's further IPs go on lines of their own.
+	// With the pod's name the row has no room for the ifindex, operational
+	// state and MAC at 80 columns: -o wide has them. A pod's further IPs go
+	// on lines of their own.
 	tw := newTableGap(w, 1)
-	fmt.Fprintln(tw, "BRIDGE\tPORT\tINDEX\tSTATE\tOPER\tHAIRPIN\tMAC\tPOD-IPS")
+	fmt.Fprintln(tw, "BRIDGE\tPORT\tSTATE\tHAIRPIN\tPOD-IPS\tPOD")
 	for _, p := range ports {
 		hp := pal.bad("off")
 		if p.Hairpin {
@@ -161,10 +223,44 @@ func printPortsTable(w io.Writer, ports []netops.Port) error {
 		if len(p.PodIPs) > 0 {
 			first = p.PodIPs[0]
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", termSafe(p.Bridge), termSafe(p.Name), strconv.Itoa(p.Index), p.State, p.OperState, hp, p.MAC, first)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", termSafe(p.Bridge), termSafe(p.Name), p.State, hp, first, podName(p.Pod))
 		for _, ip := range p.PodIPs[min(1, len(p.PodIPs)):] {
-			fmt.Fprintf(tw, "\t\t\t\t\t\t\t%s\n", ip)
+			fmt.Fprintf(tw, "\t\t\t\t%s\t\n", ip)
 		}
 	}
 	return tw.Flush()
+}
+
+// printPortsWide is -o wide: every column, wider than 80.
+func printPortsWide(w io.Writer, ports []netops.Port) error {
+	pal := colours(w)
+	tw := newTable(w)
+	fmt.Fprintln(tw, "BRIDGE\tPORT\tINDEX\tSTATE\tOPER\tHAIRPIN\tMAC\tPOD-IPS\tPOD\tCONTAINER\tIFACE\tSOURCE")
+	for _, p := range ports {
+		hp := pal.bad("off")
+		if p.Hairpin {
+			hp = pal.good("on")
+		}
+		first := "-"
+		if len(p.PodIPs) > 0 {
+			first = p.PodIPs[0]
+		}
+		ctr, ifc, src := "-", "-", "-"
+		if p.Pod != nil {
+			ctr, ifc, src = termSafe(shortID(p.Pod.ContainerID)), termSafe(p.Pod.Interface), p.Pod.Source
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", termSafe(p.Bridge), termSafe(p.Name), p.Index, p.State, p.OperState, hp, p.MAC, first, podName(p.Pod), ctr, ifc, src)
+		for _, ip := range p.PodIPs[min(1, len(p.PodIPs)):] {
+			fmt.Fprintf(tw, "\t\t\t\t\t\t\t%s\t\t\t\t\n", ip)
+		}
+	}
+	return tw.Flush()
+}
+
+// shortID is a container ID as crictl and ctr print it: 13 characters.
+func shortID(id string) string {
+	if len(id) > 13 {
+		return id[:13]
+	}
+	return id
 }

@@ -1,6 +1,11 @@
 package netops
 
-import "net/netip"
+import (
+	"net/netip"
+	"strings"
+
+	"github.com/hairpinctl/hairpinctl/netops/pods"
+)
 
 // Port is one bridge port (a device enslaved to a Linux bridge) and its
 // hairpin state.
@@ -35,6 +40,10 @@ type Port struct {
 	// pods. Both are filled when listed with ListOptions.Kinds.
 	Kind    string `json:"kind"`
 	PodPort bool   `json:"podPort"`
+	// Pod is the pod behind the port, from what the node records (see
+	// ListOptions.Pods); nil (absent from JSON, as podIPSource is) when it
+	// cannot be told for certain.
+	Pod *pods.Pod `json:"pod,omitempty"`
 
 	bridgeIndex int
 	peerIndex   int
@@ -153,12 +162,45 @@ func PortArgAddr(s string) (netip.Addr, bool) {
 	return a.Unmap(), true
 }
 
-// ValidatePortArg accepts an interface name or a pod IP address.
+// PodArgPrefix starts a port argument that names a pod:
+// pod/NAMESPACE/NAME, as kubectl names resources.
+const PodArgPrefix = "pod/"
+
+// PortArgPod reads a port argument of the form pod/NAMESPACE/NAME and
+// returns "NAMESPACE/NAME".
+func PortArgPod(s string) (string, bool) {
+	rest, ok := strings.CutPrefix(s, PodArgPrefix)
+	if !ok {
+		return "", false
+	}
+	return rest, true
+}
+
+// ValidatePortArg accepts an interface name, a pod IP address or
+// pod/NAMESPACE/NAME.
 func ValidatePortArg(s string) error {
 	if _, ok := PortArgAddr(s); ok {
 		return nil
 	}
+	if full, ok := PortArgPod(s); ok {
+		ns, name, ok := strings.Cut(full, "/")
+		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return errorf(ErrInvalid, "%q is not a pod: write pod/NAMESPACE/NAME, e.g. pod/default/web-0", s)
+		}
+		return nil
+	}
 	return ValidateIfName(s)
+}
+
+// PortArgsNeedPods reports whether an argument names a pod, so that the
+// ports must be listed with their pods.
+func PortArgsNeedPods(args []string) bool {
+	for _, a := range args {
+		if _, ok := PortArgPod(a); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // PortArgsNeedPodIPs reports whether an argument selects by pod IP, so

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/hairpinctl/hairpinctl/netops/pods"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -24,6 +25,18 @@ type ListOptions struct {
 	// Kinds asks for each port's link kind and whether it is a pod's port
 	// (Port.Kind, Port.PodPort).
 	Kinds bool
+	// Pods, when not nil, asks for the pod behind each port (Port.Pod);
+	// it implies PodIPs.
+	Pods *PodOptions
+}
+
+// PodOptions says where ListPorts learns the pods' names.
+type PodOptions struct {
+	// CacheDir is libcni's cache directory, pods.DefaultCacheDir on a node.
+	CacheDir string
+	// Warn, when not nil, is told in one line each what left pods unknown:
+	// an unreadable cache directory or file.
+	Warn func(msg string)
 }
 
 // ListPorts returns the bridge ports of the namespace, sorted by bridge and
@@ -37,6 +50,16 @@ func (c *Client) ListPorts(o ListOptions) ([]Port, error) {
 			return nil, err
 		}
 		keep[br.Attrs().Index] = true
+	}
+	var cache chan podCache
+	if o.Pods != nil {
+		o.PodIPs = true
+		// The cache is files: read them while the kernel answers the dumps.
+		cache = make(chan podCache, 1)
+		go func() {
+			pc, err := pods.LoadCache(o.Pods.CacheDir)
+			cache <- podCache{pc, err}
+		}()
 	}
 	ports, err := c.dumpBridgePorts()
 	if err != nil {
@@ -68,6 +91,10 @@ func (c *Client) ListPorts(o ListOptions) ([]Port, error) {
 		}
 		c.resolvePodIPs(ports, peers, addrs)
 	}
+	if cache != nil {
+		pc := <-cache
+		c.namePods(ports, pc, o.Pods.Warn)
+	}
 	if o.Kinds && len(ports) > 0 {
 		if err := c.classifyPorts(ports); err != nil {
 			return nil, err
@@ -80,6 +107,66 @@ func (c *Client) ListPorts(o ListOptions) ([]Port, error) {
 		return ports[i].Index < ports[j].Index
 	})
 	return ports, nil
+}
+
+type podCache struct {
+	c   *pods.Cache
+	err error
+}
+
+// namePods fills Port.Pod from the libcni cache. A cache entry's netns
+// path is checked against the namespace of the port's veth peer by asking
+// the kernel for the netnsid it has, from this namespace, for the file
+// (RTM_GETNSID with NETNSA_FD): the same id IFLA_LINK_NETNSID gave the peer.
+func (c *Client) namePods(ports []Port, pc podCache, warn func(string)) {
+	if warn == nil {
+		warn = func(string) {}
+	}
+	if pc.err != nil {
+		warn(pc.err.Error() + ": pod names unknown")
+		return
+	}
+	for _, s := range pc.c.Skipped {
+		warn("skipped CNI cache file " + s)
+	}
+	c.NamePods(ports, pc.c)
+}
+
+// NamePods fills Port.Pod of the ports still without one from cache (the
+// ports listed with ListOptions.Pods, whose pod IPs and veth peers are
+// known): the runtime's sandboxes (pods.FromSandboxes) name what the
+// libcni cache did not.
+func (c *Client) NamePods(ports []Port, cache *pods.Cache) {
+	if cache.Len() == 0 {
+		return
+	}
+	ids := map[string]int{}
+	netnsID := func(path string) int {
+		if id, ok := ids[path]; ok {
+			return id
+		}
+		id := -1
+		// O_NONBLOCK: a path that is a FIFO, not a namespace, must not
+		// block the listing.
+		if fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
+			if n, err := c.h.GetNetNsIdByFd(fd); err == nil {
+				id = n
+			}
+			unix.Close(fd)
+		}
+		ids[path] = id
+		return id
+	}
+	for i := range ports {
+		p := &ports[i]
+		if p.Pod != nil {
+			continue
+		}
+		peer := p.peerNetnsID
+		p.Pod = cache.Lookup(pods.Port{Name: p.Name, MAC: p.MAC, IPs: p.PodIPs}, func(path string) bool {
+			return peer >= 0 && netnsID(path) == peer
+		})
+	}
 }
 
 // Bridge returns the named bridge, ErrNotFound or ErrNotBridge.
@@ -103,10 +190,11 @@ func (c *Client) Bridge(name string) (netlink.Link, error) {
 
 // SelectPorts picks the named ports out of ports, in the order named, each
 // once. A name may be a pod IP (PortArgAddr): it picks the port whose
-// PodIPs hold it (list the ports with ListOptions.PodIPs). A name that is
-// not among them is a Failure: ErrNotFound when no such interface or pod IP
-// exists, ErrNotBridgePort when it exists but is no port (of the selected
-// bridges).
+// PodIPs hold it (list the ports with ListOptions.PodIPs); or a pod
+// (PortArgPod): it picks every port of that pod (list the ports with
+// ListOptions.Pods). A name that is not among them is a Failure:
+// ErrNotFound when no such interface, pod IP or pod exists,
+// ErrNotBridgePort when it exists but is no port (of the selected bridges).
 func (c *Client) SelectPorts(ports []Port, names []string) ([]Port, []Failure) {
 	byName := make(map[string]int, len(ports))
 	for i, p := range ports {
@@ -126,6 +214,20 @@ func (c *Client) SelectPorts(ports []Port, names []string) ([]Port, []Failure) {
 			continue
 		}
 		seen[n] = true
+		if full, ok := PortArgPod(n); ok {
+			found := false
+			for i, p := range ports {
+				if p.Pod.FullName() == full {
+					found = true
+					pick(i) // every port of the pod: one per interface
+				}
+			}
+			if !found {
+				err := errorf(ErrNotFound, "%s: no bridge port in netns %s has this pod, or its name is unknown %s", n, c.NetnsLabel(), c.SeeHint("ports -o wide"))
+				fails = append(fails, Failure{Name: n, Error: err.Error(), err: err})
+			}
+			continue
+		}
 		if a, ok := PortArgAddr(n); ok {
 			if i := portOfPodIP(ports, a); i >= 0 {
 				pick(i)

@@ -91,6 +91,7 @@ type Lab struct {
 	closed    bool
 	listeners []net.Listener
 	made      []string
+	dirs      []string
 }
 
 // Pod is one pod namespace.
@@ -527,6 +528,11 @@ func (l *Lab) Close() error {
 	for _, name := range l.made {
 		if err := netns.DeleteNamed(name); err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("lab: delete netns %s: %w", name, err))
+		}
+	}
+	for _, d := range l.dirs {
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, fmt.Errorf("lab: %w", err))
 		}
 	}
 	return errors.Join(errs...)

@@ -1,0 +1,52 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/cri"
+	"github.com/hairpinctl/hairpinctl/netops/pods"
+	"github.com/urfave/cli/v2"
+)
+
+// criEndpointFlag is --cri-endpoint, the runtime asked when the CNI cache
+// does not name a pod.
+func criEndpointFlag() cli.Flag {
+	return &cli.StringFlag{
+		Name:  "cri-endpoint",
+		Usage: "ask the container runtime at `URL` (unix:///path) for pods the CNI cache does not name [containerd's, then CRI-O's socket]",
+	}
+}
+
+// namePodsFromCRI asks the runtime for the pods behind ports the cache
+// left unknown, within cri.DefaultTimeout. A node without a runtime socket
+// is silent; a runtime that fails or does not answer is a warning, never
+// an error: the listing stands without the names.
+func namePodsFromCRI(c *cli.Context, cl *netops.Client, ports []netops.Port) {
+	need := false
+	for _, p := range ports {
+		if p.Pod == nil && len(p.PodIPs) > 0 {
+			need = true
+			break
+		}
+	}
+	if !need {
+		return
+	}
+	endpoints := cri.DefaultEndpoints
+	if ep := c.String("cri-endpoint"); ep != "" {
+		endpoints = []string{ep}
+	}
+	ctx, cancel := context.WithTimeout(c.Context, cri.DefaultTimeout)
+	defer cancel()
+	sbs, _, err := cri.Sandboxes(ctx, endpoints)
+	if err != nil {
+		if !errors.Is(err, cri.ErrNoRuntime) || c.IsSet("cri-endpoint") {
+			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s: pod names from the runtime unknown\n", c.Command.Name, termSafeText(err.Error()))
+		}
+		return
+	}
+	cl.NamePods(ports, pods.FromSandboxes(sbs))
+}

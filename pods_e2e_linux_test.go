@@ -1,0 +1,200 @@
+package main
+
+import (
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/hairpinctl/hairpinctl/netops/lab"
+)
+
+// cniLab is a lab node with two pods attached through libcni (the real
+// bridge and host-local plugins; libcni writes its result cache) besides
+// the lab's two hand-made pods, which no cache names.
+func cniLab(t *testing.T) (*lab.Lab, *lab.CNI, []*lab.CNIPod) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(lab.CNIPluginDir, "bridge")); err != nil {
+		t.Skipf("no CNI bridge plugin in %s (apt-get install containernetworking-plugins)", lab.CNIPluginDir)
+	}
+	l := newLab(t, lab.Options{Pods: 2, Restore: "none"})
+	cni, err := l.NewCNI(lab.CNIConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var made []*lab.CNIPod
+	for _, n := range [][2]string{{"default", "web-7d9f6c-x2kq"}, {"shop", "db-0"}} {
+		p, err := l.NewCNIPod(n[0], n[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cni.Attach(p, "eth0"); err != nil {
+			t.Fatal(err)
+		}
+		made = append(made, p)
+	}
+	return l, cni, made
+}
+
+func TestE2EPortsPods(t *testing.T) {
+	l, cni, made := cniLab(t)
+	web, db := made[0], made[1]
+	webPort, dbPort := web.Attachments[0].HostVeth, db.Attachments[0].HostVeth
+	nsArgs := []string{"--netns", l.Node, "--cni-cache", cni.CacheDir}
+
+	// JSON: the pod object carries what CNI ADD was given.
+	r := run(t, append([]string{"ports", "-o", "json"}, nsArgs...)...)
+	var ports []struct {
+		Name string
+		Pod  *struct {
+			Namespace, Name, UID, ContainerID, Network, Interface, Source string
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &ports); err != nil || r.code != 0 {
+		t.Fatalf("ports -o json: %v %+v", err, r)
+	}
+	if strings.Count(r.stdout, `"pod":`) != 2 {
+		t.Errorf("want a pod object for the two CNI pods only, none for the unknown ones:\n%s", r.stdout)
+	}
+	named := map[string]string{}
+	for _, p := range ports {
+		if p.Pod == nil {
+			continue
+		}
+		named[p.Name] = p.Pod.Namespace + "/" + p.Pod.Name
+		want := web
+		if p.Name == dbPort {
+			want = db
+		}
+		if p.Pod.UID != want.UID || p.Pod.ContainerID != want.ContainerID || p.Pod.Source != "cache" || p.Pod.Interface != "eth0" || p.Pod.Network != cni.Network {
+			t.Errorf("%s: pod %+v, want %s/%s uid %s container %s", p.Name, *p.Pod, want.Namespace, want.Name, want.UID, want.ContainerID)
+		}
+	}
+	if len(named) != 2 || named[webPort] != "default/web-7d9f6c-x2kq" || named[dbPort] != "shop/db-0" {
+		t.Errorf("named ports %v, want %s and %s named", named, webPort, dbPort)
+	}
+
+	// Table: a POD column, rows within 80 columns.
+	r = run(t, append([]string{"ports"}, nsArgs...)...)
+	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	if r.code != 0 || !strings.HasSuffix(strings.TrimSpace(lines[0]), "POD") {
+		t.Fatalf("ports: %+v", r)
+	}
+	for _, ln := range lines {
+		if len(ln) > 80 {
+			t.Errorf("%d columns: %q", len(ln), ln)
+		}
+		f := strings.Fields(ln)
+		switch f[1] {
+		case webPort:
+			if f[len(f)-1] != "default/web-7d9f6c-x2kq" {
+				t.Errorf("web row %q", ln)
+			}
+		case "veth1", "veth2":
+			if f[len(f)-1] != "-" {
+				t.Errorf("hand-made pod row %q, want POD -", ln)
+			}
+		}
+	}
+
+	// --pod selects by shell pattern on namespace/name.
+	r = run(t, append([]string{"ports", "-q", "--pod", "default/web-*"}, nsArgs...)...)
+	if r.code != 0 || r.stdout != webPort+"\n" {
+		t.Errorf("ports --pod default/web-*: %+v", r)
+	}
+	r = run(t, append([]string{"ports", "-q", "--pod", "*/*"}, nsArgs...)...)
+	if got := strings.Fields(r.stdout); r.code != 0 || len(got) != 2 || !slices.Contains(got, webPort) || !slices.Contains(got, dbPort) {
+		t.Errorf("ports --pod */*: %+v", r)
+	}
+	r = run(t, append([]string{"ports", "--pod", "[x"}, nsArgs...)...)
+	if r.code != 2 {
+		t.Errorf("bad pattern: exit %d", r.code)
+	}
+	oneLineErr(t, r, `--pod "[x" is not a shell pattern`)
+
+	// pod/NS/NAME where an interface is accepted.
+	r = run(t, append([]string{"ports", "-q", "pod/shop/db-0"}, nsArgs...)...)
+	if r.code != 0 || r.stdout != dbPort+"\n" {
+		t.Errorf("ports pod/shop/db-0: %+v", r)
+	}
+	r = run(t, append([]string{"enable", "pod/default/web-7d9f6c-x2kq"}, nsArgs...)...)
+	if r.code != 0 || !hairpinOf(t, l, webPort) || hairpinOf(t, l, dbPort) {
+		t.Errorf("enable pod/default/web-7d9f6c-x2kq: %+v (hairpin %v)", r, hairpinOf(t, l, webPort))
+	}
+	r = run(t, append([]string{"disable", "pod/default/web-7d9f6c-x2kq"}, nsArgs...)...)
+	if r.code != 0 || hairpinOf(t, l, webPort) {
+		t.Errorf("disable pod/default/web-7d9f6c-x2kq: %+v", r)
+	}
+	r = run(t, append([]string{"enable", "pod/default/nope"}, nsArgs...)...)
+	if r.code != 2 {
+		t.Errorf("enable pod/default/nope: exit %d, want 2 (not found)", r.code)
+	}
+	oneLineErr(t, r, "pod/default/nope: no bridge port")
+	r = run(t, append([]string{"enable", "pod/default"}, nsArgs...)...)
+	if r.code != 2 {
+		t.Errorf("enable pod/default: exit %d, want 2", r.code)
+	}
+	oneLineErr(t, r, "write pod/NAMESPACE/NAME")
+
+	// Completion offers the pods.
+	r = run(t, "__complete", "enable", "--netns", l.Node, "--cni-cache", cni.CacheDir, "pod/")
+	if got := strings.Fields(r.stdout); !slices.Equal(got, []string{"pod/default/web-7d9f6c-x2kq", "pod/shop/db-0"}) {
+		t.Errorf("complete enable pod/ = %q", got)
+	}
+	r = run(t, "__complete", "ports", "--netns", l.Node, "--cni-cache", cni.CacheDir, "--pod", "sh")
+	if got := strings.Fields(r.stdout); !slices.Equal(got, []string{"shop/db-0"}) {
+		t.Errorf("complete ports --pod sh = %q", got)
+	}
+}
+
+// A cache that cannot be read: the listing still works, names nothing,
+// and says why on stderr.
+func TestE2EPortsUnreadableCache(t *testing.T) {
+	l, _, _ := cniLab(t)
+	bad := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bad, "results"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, "ports", "-o", "json", "--netns", l.Node, "--cni-cache", bad)
+	if r.code != 0 || strings.Count(r.stdout, `"bridge":`) != 4 || strings.Contains(r.stdout, `"pod":`) {
+		t.Errorf("ports with an unreadable cache: %+v", r)
+	}
+	oneLineErr(t, r, "pod names unknown")
+}
+
+// A runtime socket that never answers costs its timeout and a warning:
+// the listing stands, exit 0, pods the cache names still named.
+func TestE2EPortsSilentRuntime(t *testing.T) {
+	l, cni, made := cniLab(t)
+	sock := filepath.Join(t.TempDir(), "cri.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		var held []net.Conn
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				for _, c := range held {
+					c.Close()
+				}
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	// The hand-made pods are unknown to the cache, so the runtime is asked.
+	r := run(t, "ports", "--netns", l.Node, "--cni-cache", cni.CacheDir, "--cri-endpoint", "unix://"+sock)
+	if r.code != 0 || !strings.Contains(r.stdout, made[0].Attachments[0].HostVeth+" ") || !strings.Contains(r.stdout, "default/web-7d9f6c-x2kq") {
+		t.Errorf("ports with a silent runtime: %+v", r)
+	}
+	oneLineErr(t, r, "pod names from the runtime unknown")
+	if !strings.Contains(r.stderr, sock) {
+		t.Errorf("warning does not name the socket: %q", r.stderr)
+	}
+}
