@@ -144,7 +144,7 @@ func (c *Client) execIn(bin string, args ...string) (string, error) {
 		return "", fmt.Errorf("%s is not installed", bin)
 	}
 	var stdout, stderr bytes.Buffer
-	err = c.doIn(func() error {
+	err = c.Do(func() error {
 		cmd := exec.Command(path, args...)
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		return cmd.Run()
@@ -159,16 +159,6 @@ func (c *Client) execIn(bin string, args ...string) (string, error) {
 	return stdout.String(), nil
 }
 
-// doIn runs fn inside the client's namespace: directly when that is the
-// caller's own, since setns needs CAP_SYS_ADMIN (and a systemd unit with
-// RestrictNamespaces= forbids it) even to re-enter the same namespace.
-func (c *Client) doIn(fn func() error) error {
-	if c.own {
-		return fn()
-	}
-	return c.Do(fn)
-}
-
 // readSysctls reads the two sysctls doctor judges.
 func (c *Client) readSysctls(f *doctorFacts) {
 	f.brNfCallIPTables = c.readSysctl("/proc/sys/net/bridge/bridge-nf-call-iptables")
@@ -179,7 +169,7 @@ func (c *Client) readSysctls(f *doctorFacts) {
 // net.* files show the namespace of the task that opens them.
 func (c *Client) readSysctl(path string) sysctlFact {
 	var s sysctlFact
-	err := c.doIn(func() error {
+	err := c.Do(func() error {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return err
