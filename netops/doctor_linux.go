@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 )
@@ -196,11 +195,7 @@ func (c *Client) readSysctl(path string) sysctlFact {
 // a request the kernel answers once, and on Linux 6.18 it never returns.
 func (c *Client) conntrackCounters() (conntrackCounters, error) {
 	var k conntrackCounters
-	cfg := &netlink.Config{}
-	if !c.own {
-		cfg.NetNS = int(c.ns)
-	}
-	ct, err := conntrack.Dial(cfg)
+	ct, err := conntrack.Dial(c.NetlinkConfig())
 	if err != nil {
 		return k, c.doctorConntrackErr("open conntrack netlink socket", err)
 	}
