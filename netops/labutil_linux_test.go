@@ -1,7 +1,6 @@
 package netops
 
 import (
-	"net/netip"
 	"testing"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
@@ -23,5 +22,3 @@ func openLab(t *testing.T, l *lab.Lab) *Client {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
-
-func podIP(p *lab.Pod) netip.Addr { return netip.MustParseAddr(p.IP.String()) }
