@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/flows"
 	"github.com/urfave/cli/v2"
 )
 
@@ -89,17 +90,17 @@ func runConntrack(c *cli.Context) error {
 		src, dst netip.Addr
 		sp, dp   uint16
 	}
-	flows := map[flowKey]struct{}{}
+	seen := map[flowKey]struct{}{}
 	events := 0
-	o.Flow = func(f netops.ConntrackFlow) error {
+	o.Flow = func(f flows.Flow) error {
 		if err := p.flow(f); err != nil {
 			return err
 		}
-		flows[flowKey{f.Proto, f.Orig.Src, f.Orig.Dst, f.Orig.SPort, f.Orig.DPort}] = struct{}{}
-		if f.Event != netops.ConntrackExisting {
+		seen[flowKey{f.Proto, f.Orig.Src, f.Orig.Dst, f.Orig.SPort, f.Orig.DPort}] = struct{}{}
+		if f.Event != flows.EventExisting {
 			events++
 			if count > 0 && events >= count {
-				return netops.ErrStopConntrack
+				return flows.ErrStop
 			}
 		}
 		return nil
@@ -107,7 +108,7 @@ func runConntrack(c *cli.Context) error {
 	// Overflows can come by the hundred a second: stderr hears of the
 	// first and then at most one a second; JSON gets every one.
 	var warned time.Time
-	o.Overflow = func(ov netops.ConntrackOverflow) error {
+	o.Overflow = func(ov flows.Overflow) error {
 		if ov.Time.Sub(warned) >= time.Second {
 			warned = ov.Time
 			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: conntrack: event socket overflowed (%d so far, %d events lost): resynchronising with a dump\n", ov.Overflows, ov.Lost)
@@ -121,7 +122,7 @@ func runConntrack(c *cli.Context) error {
 	if err := p.header(); err != nil {
 		return err
 	}
-	st, err := cl.Conntrack(ctx, o)
+	st, err := flows.Stream(ctx, cl, o)
 	if ferr := p.flush(); err == nil {
 		err = ferr
 	}
@@ -130,7 +131,7 @@ func runConntrack(c *cli.Context) error {
 		cut = "; stopped with events still queued"
 	}
 	fmt.Fprintf(c.App.ErrWriter, "hairpinctl: conntrack: %s in %s, %d overflows (%d events lost)%s\n",
-		plural(len(flows), "flow"), plural(st.Flows, "line"), st.Overflows, st.Lost, cut)
+		plural(len(seen), "flow"), plural(st.Flows, "line"), st.Overflows, st.Lost, cut)
 	if err != nil {
 		return fmt.Errorf("conntrack: %w", err)
 	}
@@ -138,8 +139,8 @@ func runConntrack(c *cli.Context) error {
 }
 
 // conntrackOptions validates the argument and flags.
-func conntrackOptions(c *cli.Context) (netops.ConntrackOptions, int, error) {
-	var o netops.ConntrackOptions
+func conntrackOptions(c *cli.Context) (flows.Options, int, error) {
+	var o flows.Options
 	if c.NArg() != 1 {
 		return o, 0, usageErrorf("conntrack: give one SERVICE-IP (see: hairpinctl conntrack --help)")
 	}
@@ -156,7 +157,7 @@ func conntrackOptions(c *cli.Context) (netops.ConntrackOptions, int, error) {
 		o.Port = uint16(p)
 	}
 	if s := c.String("proto"); s != "" {
-		if o.Proto, err = netops.ParseConntrackProto(s); err != nil {
+		if o.Proto, err = flows.ParseProto(s); err != nil {
 			return o, 0, usageErrorf("conntrack: --proto: %v", err)
 		}
 	}
@@ -205,7 +206,7 @@ func (p *flowPrinter) header() error {
 	return err
 }
 
-func (p *flowPrinter) flow(f netops.ConntrackFlow) error {
+func (p *flowPrinter) flow(f flows.Flow) error {
 	if p.json {
 		p.line = appendFlowJSON(p.line[:0], &f)
 	} else {
@@ -215,7 +216,7 @@ func (p *flowPrinter) flow(f netops.ConntrackFlow) error {
 	return err
 }
 
-func (p *flowPrinter) overflow(ov netops.ConntrackOverflow) error {
+func (p *flowPrinter) overflow(ov flows.Overflow) error {
 	p.line = appendOverflowJSON(p.line[:0], &ov)
 	_, err := p.w.Write(p.line)
 	return err

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/flows"
 )
 
 // A stream cannot be measured before it is printed, so conntrack rows use
@@ -80,7 +80,7 @@ func (l *ctLayout) header(b []byte) []byte {
 // "missing" on a hairpin flow that was not, whose reply will not come back
 // through the node. EVENT says "resync" for a flow re-listed after an
 // overflow. FLAGS: HAIRPIN for a pod reaching itself.
-func (l *ctLayout) row(b []byte, f *netops.ConntrackFlow, pal palette) []byte {
+func (l *ctLayout) row(b []byte, f *flows.Flow, pal palette) []byte {
 	r := ctRow{b: b, start: len(b)}
 	if l.wide {
 		r.b = f.Time.AppendFormat(r.b, time.TimeOnly)
@@ -130,14 +130,14 @@ func (l *ctLayout) row(b []byte, f *netops.ConntrackFlow, pal palette) []byte {
 }
 
 // appendFlowRow is the default layout's row.
-func appendFlowRow(b []byte, f *netops.ConntrackFlow, pal palette) []byte {
+func appendFlowRow(b []byte, f *flows.Flow, pal palette) []byte {
 	return ctNarrow.row(b, f, pal)
 }
 
 // appendFlowJSON appends f as one JSON line, byte for byte what
-// encoding/json writes for netops.ConntrackFlow (a test holds it to
-// that) at a fraction of the cost: a storm prints tens of thousands a second.
-func appendFlowJSON(b []byte, f *netops.ConntrackFlow) []byte {
+// encoding/json writes for flows.Flow (a test holds it to that) at a
+// fraction of the cost: a storm prints tens of thousands a second.
+func appendFlowJSON(b []byte, f *flows.Flow) []byte {
 	b = append(b, `{"time":"`...)
 	b = f.Time.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","event":`...)
@@ -164,7 +164,7 @@ func appendFlowJSON(b []byte, f *netops.ConntrackFlow) []byte {
 	return append(b, "}\n"...)
 }
 
-func ctAppendTuple(b []byte, t *netops.ConntrackTuple) []byte {
+func ctAppendTuple(b []byte, t *flows.Tuple) []byte {
 	b = append(b, `{"src":"`...)
 	b = t.Src.AppendTo(b)
 	b = append(b, `","dst":"`...)
@@ -177,7 +177,7 @@ func ctAppendTuple(b []byte, t *netops.ConntrackTuple) []byte {
 }
 
 // appendOverflowJSON appends ov as one JSON line, as encoding/json would.
-func appendOverflowJSON(b []byte, ov *netops.ConntrackOverflow) []byte {
+func appendOverflowJSON(b []byte, ov *flows.Overflow) []byte {
 	b = append(b, `{"time":"`...)
 	b = ov.Time.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","event":`...)
@@ -189,7 +189,7 @@ func appendOverflowJSON(b []byte, ov *netops.ConntrackOverflow) []byte {
 	return append(b, "}\n"...)
 }
 
-// ctAppendString quotes the short ASCII words netops puts in events,
+// ctAppendString quotes the short ASCII words flows puts in events,
 // states and protocols; anything else goes through encoding/json.
 func ctAppendString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {

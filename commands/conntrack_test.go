@@ -8,34 +8,35 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/flows"
 )
 
-func ctFlows() []netops.ConntrackFlow {
+func ctFlows() []flows.Flow {
 	at := time.Date(2026, 3, 4, 5, 6, 7, 890123000, time.UTC)
 	a := netip.MustParseAddr
-	return []netops.ConntrackFlow{
-		{Time: at, Event: netops.ConntrackNew, ID: 4148901372, Proto: "tcp", State: "SYN_SENT",
-			Orig:  netops.ConntrackTuple{Src: a("10.244.0.12"), Dst: a("10.96.0.10"), SPort: 41472, DPort: 80},
-			Reply: netops.ConntrackTuple{Src: a("10.244.0.11"), Dst: a("10.244.0.12"), SPort: 8080, DPort: 41472},
+	return []flows.Flow{
+		{Time: at, Event: flows.EventNew, ID: 4148901372, Proto: "tcp", State: "SYN_SENT",
+			Orig:  flows.Tuple{Src: a("10.244.0.12"), Dst: a("10.96.0.10"), SPort: 41472, DPort: 80},
+			Reply: flows.Tuple{Src: a("10.244.0.11"), Dst: a("10.244.0.12"), SPort: 8080, DPort: 41472},
 			DNAT:  true},
-		{Time: at.In(time.FixedZone("X", 3600)), Event: netops.ConntrackExisting, ID: 1, Proto: "tcp", State: "ESTABLISHED",
-			Orig:  netops.ConntrackTuple{Src: a("10.244.0.11"), Dst: a("10.96.0.10"), SPort: 37404, DPort: 80},
-			Reply: netops.ConntrackTuple{Src: a("10.244.0.11"), Dst: a("10.244.0.1"), SPort: 8080, DPort: 16177},
+		{Time: at.In(time.FixedZone("X", 3600)), Event: flows.EventExisting, ID: 1, Proto: "tcp", State: "ESTABLISHED",
+			Orig:  flows.Tuple{Src: a("10.244.0.11"), Dst: a("10.96.0.10"), SPort: 37404, DPort: 80},
+			Reply: flows.Tuple{Src: a("10.244.0.11"), Dst: a("10.244.0.1"), SPort: 8080, DPort: 16177},
 			DNAT:  true, SNAT: true, Hairpin: true, Resync: true},
-		{Time: at, Event: netops.ConntrackDestroy, Proto: "udp",
-			Orig:  netops.ConntrackTuple{Src: a("10.244.0.12"), Dst: a("10.96.0.10"), SPort: 5000, DPort: 53},
-			Reply: netops.ConntrackTuple{Src: a("10.96.0.10"), Dst: a("10.244.0.12"), SPort: 53, DPort: 5000}},
-		{Time: at, Event: netops.ConntrackUpdate, Proto: "132", State: "COOKIE_WAIT",
-			Orig:  netops.ConntrackTuple{Src: a("fd00::5"), Dst: a("fd00:96::10"), SPort: 40000, DPort: 443},
-			Reply: netops.ConntrackTuple{Src: a("fd00::5"), Dst: a("fd00::1"), SPort: 8443, DPort: 61000},
+		{Time: at, Event: flows.EventDestroy, Proto: "udp",
+			Orig:  flows.Tuple{Src: a("10.244.0.12"), Dst: a("10.96.0.10"), SPort: 5000, DPort: 53},
+			Reply: flows.Tuple{Src: a("10.96.0.10"), Dst: a("10.244.0.12"), SPort: 53, DPort: 5000}},
+		{Time: at, Event: flows.EventUpdate, Proto: "132", State: "COOKIE_WAIT",
+			Orig:  flows.Tuple{Src: a("fd00::5"), Dst: a("fd00:96::10"), SPort: 40000, DPort: 443},
+			Reply: flows.Tuple{Src: a("fd00::5"), Dst: a("fd00::1"), SPort: 8443, DPort: 61000},
 			DNAT:  true, SNAT: true, Hairpin: true},
 		{Event: "odd \"<name>\" é\n", Proto: "tcp"},
 	}
 }
 
 // The hand-written JSON lines are exactly what encoding/json writes for
-// the documented structs, so the schema lives in one place: netops' tags.
+// the documented structs, so the schema lives in one place: their tags in
+// package flows.
 func TestConntrackJSONMatchesEncodingJSON(t *testing.T) {
 	for _, f := range ctFlows() {
 		want, err := json.Marshal(f)
@@ -46,7 +47,7 @@ func TestConntrackJSONMatchesEncodingJSON(t *testing.T) {
 			t.Errorf("appendFlowJSON:\n got %s\nwant %s", got, want)
 		}
 	}
-	ov := netops.ConntrackOverflow{Time: time.Now(), Event: netops.ConntrackOverflowed, Overflows: 3, Lost: 12345}
+	ov := flows.Overflow{Time: time.Now(), Event: flows.EventOverflow, Overflows: 3, Lost: 12345}
 	want, _ := json.Marshal(ov)
 	if got := appendOverflowJSON(nil, &ov); string(got) != string(want)+"\n" {
 		t.Errorf("appendOverflowJSON:\n got %s\nwant %s", got, want)
@@ -59,12 +60,12 @@ func TestConntrackJSONMatchesEncodingJSON(t *testing.T) {
 // without one), EVENT "resync" for a re-listed flow, FLAGS HAIRPIN. -o
 // wide adds TIME and the endpoint's port.
 func TestConntrackRows(t *testing.T) {
-	flows := ctFlows()
-	noSNAT := flows[1]
+	fl := ctFlows()
+	noSNAT := fl[1]
 	noSNAT.SNAT = false
 	noSNAT.Resync = false
-	flows = append(flows, noSNAT)
-	last := len(flows) - 1
+	fl = append(fl, noSNAT)
+	last := len(fl) - 1
 	names := []string{"TIME", "EVENT", "SERVICE", "STATE", "CLIENT", "ENDPOINT", "SNAT", "FLAGS"}
 	wantRows := []struct {
 		row    int
@@ -86,7 +87,7 @@ func TestConntrackRows(t *testing.T) {
 		}
 		for _, w := range wantRows {
 			i := w.row
-			row := strings.TrimSuffix(string(layout.row(nil, &flows[i], palette{})), "\n")
+			row := strings.TrimSuffix(string(layout.row(nil, &fl[i], palette{})), "\n")
 			at := func(col string) string {
 				start := cols[col]
 				if start < 0 || start >= len(row) {
@@ -118,15 +119,15 @@ func TestConntrackRows(t *testing.T) {
 		}
 	}
 	// IPv6 pushes its row right but keeps every field.
-	row := string(appendFlowRow(nil, &flows[3], palette{}))
+	row := string(appendFlowRow(nil, &fl[3], palette{}))
 	for _, want := range []string{"update", "443/132", "COOKIE_WAIT", "[fd00::5]:40000", "fd00::5 ", "fd00::1", "HAIRPIN\n"} {
 		if !strings.Contains(row, want) {
 			t.Errorf("IPv6 row lacks %q: %q", want, row)
 		}
 	}
 	// On a terminal HAIRPIN is coloured, and the colour takes no column.
-	plain := string(appendFlowRow(nil, &flows[last], palette{}))
-	row = string(appendFlowRow(nil, &flows[last], palette{on: true}))
+	plain := string(appendFlowRow(nil, &fl[last], palette{}))
+	row = string(appendFlowRow(nil, &fl[last], palette{on: true}))
 	if !strings.Contains(row, "\x1b[31mHAIRPIN\x1b[0m") || sgrRE.ReplaceAllString(row, "") != plain {
 		t.Errorf("coloured row %q, plain %q", row, plain)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 
@@ -253,10 +254,12 @@ func asciiText(s string) string {
 	if utf8Locale() {
 		return s
 	}
-	return asciiReplacer.Replace(s)
+	return asciiReplacer().Replace(s)
 }
 
-var asciiReplacer = strings.NewReplacer("→", "->", "←", "<-", "…", "...", "×", "x", "—", "--")
+var asciiReplacer = sync.OnceValue(func() *strings.Replacer {
+	return strings.NewReplacer("→", "->", "←", "<-", "…", "...", "×", "x", "—", "--")
+})
 
 // palette colours words on a terminal.
 type palette struct{ on bool }

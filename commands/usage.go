@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -14,26 +15,35 @@ import (
 // programmers ("invalid value "5" for flag -timeout: parse error", single
 // dash, no hint). usageMessage rewords them for the person at the prompt:
 // the flag as it is typed, what kind of value it takes, and a suggestion
-// for a misspelt name.
-var (
-	reUndefined = regexp.MustCompile(`^flag provided but not defined: -(.+)$`)
-	reBadValue  = regexp.MustCompile(`^invalid value "(.*)" for flag -([^:]+): (.*)$`)
-	reBadBool   = regexp.MustCompile(`^invalid boolean value "(.*)" for -([^:]+): `)
-	reNoValue   = regexp.MustCompile(`^flag needs an argument: -(.+)$`)
-	reTwoForms  = regexp.MustCompile(`^Cannot use two forms of the same flag: (\S+) (\S+)$`)
-)
+// for a misspelt name. usagePatterns matches those messages; it is
+// compiled on the first usage error, not at every start.
+var usagePatterns = sync.OnceValue(func() *flagMessages {
+	return &flagMessages{
+		undefined: regexp.MustCompile(`^flag provided but not defined: -(.+)$`),
+		badValue:  regexp.MustCompile(`^invalid value "(.*)" for flag -([^:]+): (.*)$`),
+		badBool:   regexp.MustCompile(`^invalid boolean value "(.*)" for -([^:]+): `),
+		noValue:   regexp.MustCompile(`^flag needs an argument: -(.+)$`),
+		twoForms:  regexp.MustCompile(`^Cannot use two forms of the same flag: (\S+) (\S+)$`),
+	}
+})
+
+// flagMessages are the patterns of the flag package's parse errors.
+type flagMessages struct {
+	undefined, badValue, badBool, noValue, twoForms *regexp.Regexp
+}
 
 // usageMessage is err, a flag parse error, reworded for flags.
 func usageMessage(flags []cli.Flag, err error) string {
 	msg := err.Error()
-	if m := reUndefined.FindStringSubmatch(msg); m != nil {
+	re := usagePatterns()
+	if m := re.undefined.FindStringSubmatch(msg); m != nil {
 		s := "unknown flag " + dashed(m[1])
 		if sug := suggest(m[1], flagNames(flags)); sug != "" {
 			s += ": did you mean " + dashed(sug) + "?"
 		}
 		return s
 	}
-	if m := reBadValue.FindStringSubmatch(msg); m != nil {
+	if m := re.badValue.FindStringSubmatch(msg); m != nil {
 		value, name, reason := m[1], m[2], m[3]
 		switch lookupFlag(flags, name).(type) {
 		case *cli.DurationFlag:
@@ -43,13 +53,13 @@ func usageMessage(flags []cli.Flag, err error) string {
 		}
 		return fmt.Sprintf("invalid value %q for %s: %s", value, dashed(name), reason)
 	}
-	if m := reBadBool.FindStringSubmatch(msg); m != nil {
+	if m := re.badBool.FindStringSubmatch(msg); m != nil {
 		return fmt.Sprintf("invalid value %q for %s: it takes no value (%s, or %s=false)", m[1], dashed(m[2]), dashed(m[2]), dashed(m[2]))
 	}
-	if m := reNoValue.FindStringSubmatch(msg); m != nil {
+	if m := re.noValue.FindStringSubmatch(msg); m != nil {
 		return dashed(m[1]) + " needs a value"
 	}
-	if m := reTwoForms.FindStringSubmatch(msg); m != nil {
+	if m := re.twoForms.FindStringSubmatch(msg); m != nil {
 		return fmt.Sprintf("%s and %s are the same flag: give it once", dashed(m[1]), dashed(m[2]))
 	}
 	return msg

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 
+	"github.com/hairpinctl/hairpinctl/netops/internal/nsenter"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -183,40 +183,17 @@ func (c *Client) SeeHint(args string) string {
 	return "(see: " + hairpinctlCmd(c.nsName, args) + ")"
 }
 
-// Do runs fn on an OS thread that has entered the client's namespace, for
-// work that follows the calling thread's namespace: exec of iptables or nft
-// (a child inherits its parent thread's namespace), /proc/sys reads, and
-// sockets created inside fn. The thread is restored (or retired when it
-// cannot be) afterwards.
+// Do runs fn inside the client's namespace, for work that follows the
+// calling thread's namespace: exec of iptables or nft (a child inherits its
+// parent thread's namespace), /proc/sys and /proc/thread-self reads, and
+// sockets created inside fn. In the caller's own namespace fn runs
+// directly: setns needs CAP_SYS_ADMIN (and a systemd unit with
+// RestrictNamespaces= forbids it) even to re-enter the same namespace.
+// Elsewhere it runs on an OS thread that has entered the namespace
+// (nsenter.Do), which is restored, or retired when it cannot be, afterwards.
 func (c *Client) Do(fn func() error) error {
-	return DoIn(c.ns, fn)
-}
-
-// DoIn runs fn on an OS thread that has entered ns.
-func DoIn(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("get current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: the runtime retires it when this
-			// goroutine exits, so no other goroutine runs in the wrong netns.
-			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	if c.own {
+		return fn()
+	}
+	return nsenter.Do(c.ns, fn)
 }

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 )
@@ -144,7 +143,7 @@ func (c *Client) execIn(bin string, args ...string) (string, error) {
 		return "", fmt.Errorf("%s is not installed", bin)
 	}
 	var stdout, stderr bytes.Buffer
-	err = c.doIn(func() error {
+	err = c.Do(func() error {
 		cmd := exec.Command(path, args...)
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		return cmd.Run()
@@ -159,16 +158,6 @@ func (c *Client) execIn(bin string, args ...string) (string, error) {
 	return stdout.String(), nil
 }
 
-// doIn runs fn inside the client's namespace: directly when that is the
-// caller's own, since setns needs CAP_SYS_ADMIN (and a systemd unit with
-// RestrictNamespaces= forbids it) even to re-enter the same namespace.
-func (c *Client) doIn(fn func() error) error {
-	if c.own {
-		return fn()
-	}
-	return c.Do(fn)
-}
-
 // readSysctls reads the two sysctls doctor judges.
 func (c *Client) readSysctls(f *doctorFacts) {
 	f.brNfCallIPTables = c.readSysctl("/proc/sys/net/bridge/bridge-nf-call-iptables")
@@ -179,7 +168,7 @@ func (c *Client) readSysctls(f *doctorFacts) {
 // net.* files show the namespace of the task that opens them.
 func (c *Client) readSysctl(path string) sysctlFact {
 	var s sysctlFact
-	err := c.doIn(func() error {
+	err := c.Do(func() error {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return err
@@ -206,11 +195,7 @@ func (c *Client) readSysctl(path string) sysctlFact {
 // a request the kernel answers once, and on Linux 6.18 it never returns.
 func (c *Client) conntrackCounters() (conntrackCounters, error) {
 	var k conntrackCounters
-	cfg := &netlink.Config{}
-	if !c.own {
-		cfg.NetNS = int(c.ns)
-	}
-	ct, err := conntrack.Dial(cfg)
+	ct, err := conntrack.Dial(c.NetlinkConfig())
 	if err != nil {
 		return k, c.doctorConntrackErr("open conntrack netlink socket", err)
 	}

@@ -82,7 +82,7 @@ func (ib iptBackend) golang(waitSeconds int) (*iptables.IPTables, error) {
 // the client's namespace; a missing chain is empty.
 func (c *Client) listChain(ib iptBackend, ipt *iptables.IPTables, table, chain string, waitSeconds int) ([]string, error) {
 	var lines []string
-	err := c.in(func() error {
+	err := c.Do(func() error {
 		var err error
 		lines, err = ipt.List(table, chain)
 		return err
@@ -167,7 +167,7 @@ func (c *Client) streamCmd(bin string, args []string, read func(io.Reader) error
 	if err != nil {
 		return "", startError{err}, nil
 	}
-	if err := c.in(cmd.Start); err != nil {
+	if err := c.Do(cmd.Start); err != nil {
 		return "", startError{err}, nil
 	}
 	readErr = read(out)

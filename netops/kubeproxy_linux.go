@@ -22,14 +22,6 @@ type famProbe struct {
 	nftables bool
 }
 
-// in runs fn inside the client's namespace (directly in the caller's own).
-func (c *Client) in(fn func() error) error {
-	if c.own {
-		return fn()
-	}
-	return c.Do(fn)
-}
-
 // probe looks at every backend for family: nf_tables over netlink, the
 // legacy x_tables through /proc/net/ip{,6}_tables_names. Neither runs a
 // binary or changes anything: listing a legacy table that does not exist
@@ -58,7 +50,7 @@ func (c *Client) probe(family int) (*famProbe, error) {
 	if family == 6 {
 		names = "ip6_tables_names"
 	}
-	err = c.in(func() error {
+	err = c.Do(func() error {
 		// thread-self: the namespace of this thread, which Do moved.
 		b, err := os.ReadFile("/proc/thread-self/net/" + names)
 		if err != nil {

@@ -1,4 +1,4 @@
-package netops
+package flows
 
 import (
 	"bufio"
@@ -30,19 +30,19 @@ func eventKind(b []byte) string {
 	}
 	switch {
 	case flags&unix.NLM_F_MULTI != 0:
-		return ConntrackExisting
+		return EventExisting
 	case typ&0xff == ctIpctnlMsgCTNew && flags&ctNlmFCreateExcl != 0:
-		return ConntrackNew
+		return EventNew
 	case typ&0xff == ctIpctnlMsgCTNew:
-		return ConntrackUpdate
+		return EventUpdate
 	case typ&0xff == ctIpctnlMsgCTDelete:
-		return ConntrackDestroy
+		return EventDestroy
 	}
 	return ""
 }
 
 // libraryFlow decodes a raw message with ti-mo/conntrack.
-func libraryFlow(t *testing.T, b []byte, kind string, at time.Time) ConntrackFlow {
+func libraryFlow(t *testing.T, b []byte, kind string, at time.Time) Flow {
 	t.Helper()
 	var m netlink.Message
 	if err := m.UnmarshalBinary(b); err != nil {
@@ -52,15 +52,15 @@ func libraryFlow(t *testing.T, b []byte, kind string, at time.Time) ConntrackFlo
 	if err := ev.Unmarshal(m); err != nil || ev.Flow == nil {
 		t.Fatalf("library decode: %v", err)
 	}
-	return newConntrackFlow(ev.Flow, kind, at)
+	return newFlow(ev.Flow, kind, at)
 }
 
 // checkDecode holds decodeFlow to the library on message b (the i-th).
-func checkDecode(t *testing.T, i int, b []byte) (ConntrackFlow, bool) {
+func checkDecode(t *testing.T, i int, b []byte) (Flow, bool) {
 	t.Helper()
 	kind := eventKind(b)
 	if kind == "" {
-		return ConntrackFlow{}, false
+		return Flow{}, false
 	}
 	at := time.Unix(1700000000, 123456789).UTC()
 	want := libraryFlow(t, b, kind, at)
@@ -120,19 +120,19 @@ func TestDecodeFlowCaptured(t *testing.T) {
 		if f.Proto == "udp" && f.State == "UNREPLIED" && f.Reply.SPort == 5353 {
 			seen["udp"] = true
 		}
-		if f.Event == ConntrackDestroy {
+		if f.Event == EventDestroy {
 			seen["destroy"] = true
 		}
-		if f.Event == ConntrackExisting {
+		if f.Event == EventExisting {
 			seen["dump"] = true
 		}
-		if f.Proto == "tcp" && f.State == "" && f.Event != ConntrackDestroy {
+		if f.Proto == "tcp" && f.State == "" && f.Event != EventDestroy {
 			t.Errorf("message %d: tcp %s without state", i, f.Event)
 		}
 	}
 	for _, want := range []string{"hairpin", "other pod", "udp", "destroy", "dump"} {
 		if !seen[want] {
-			t.Errorf("no %s flow in %s (regenerate: go test ./netops -run DecodeMatchesLibrary -update-conntrack)", want, captureFile)
+			t.Errorf("no %s flow in %s (regenerate: go test ./netops/flows -run DecodeMatchesLibrary -update-conntrack)", want, captureFile)
 		}
 	}
 }
@@ -183,7 +183,7 @@ func TestDecodeFlowIPv6Hairpin(t *testing.T) {
 	if !ok {
 		t.Fatal("synthetic message not recognised")
 	}
-	if f.Event != ConntrackNew || f.State != "ESTABLISHED" || f.ID != 4242 || !f.Hairpin || !f.SNAT || !f.DNAT {
+	if f.Event != EventNew || f.State != "ESTABLISHED" || f.ID != 4242 || !f.Hairpin || !f.SNAT || !f.DNAT {
 		t.Errorf("IPv6 hairpin flow: %+v", f)
 	}
 }
@@ -236,26 +236,26 @@ func TestDecodeFlowTruncated(t *testing.T) {
 	for _, b := range append(readCapture(t), synthIPv6(t)) {
 		attrs := b[ctNlmsgHdrLen+ctNfgenmsgLen:]
 		for n := 0; n < len(attrs); n++ {
-			_, _ = decodeFlow(attrs[:n], ConntrackNew, time.Time{})
+			_, _ = decodeFlow(attrs[:n], EventNew, time.Time{})
 			m.match(attrs[:n])
 		}
 		bad := append([]byte(nil), attrs...)
 		binary.NativeEndian.PutUint16(bad, 0xffff)
-		if _, err := decodeFlow(bad, ConntrackNew, time.Time{}); err == nil {
+		if _, err := decodeFlow(bad, EventNew, time.Time{}); err == nil {
 			t.Error("an attribute longer than the message decoded without error")
 		}
 	}
 }
 
 // Any case: the protocol as the tables print it (TCP) is conntrack(8)'s tcp.
-func TestParseConntrackProto(t *testing.T) {
+func TestParseProto(t *testing.T) {
 	for s, want := range map[string]uint8{"tcp": 6, "udp": 17, "sctp": 132, "TCP": 6, "Udp": 17, "SCTP": 132} {
-		if got, err := ParseConntrackProto(s); err != nil || got != want {
+		if got, err := ParseProto(s); err != nil || got != want {
 			t.Errorf("%s: %d, %v", s, got, err)
 		}
 	}
 	for _, s := range []string{"", "icmp", "6", "tcp "} {
-		if _, err := ParseConntrackProto(s); err == nil {
+		if _, err := ParseProto(s); err == nil {
 			t.Errorf("%q accepted", s)
 		}
 	}

@@ -1,4 +1,11 @@
-package netops
+// Package flows reads conntrack for one Service IP in a namespace that a
+// netops.Client opened: the flows in the table, then the kernel's events
+// for new, updated and destroyed ones, each decoded into a Flow that says
+// whether it is a hairpin (the endpoint is the client itself) and whether
+// it was masqueraded. It returns data through callbacks and never prints.
+// It is not named conntrack: that is the library it reads the table with
+// (github.com/ti-mo/conntrack).
+package flows
 
 import (
 	"encoding/binary"
@@ -9,21 +16,23 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/internal/nlattr"
 	"github.com/ti-mo/conntrack"
 )
 
-// Event names of a ConntrackFlow and a ConntrackOverflow.
+// Event names of a Flow and an Overflow.
 const (
-	// ConntrackExisting: the flow was in the table when it was dumped.
-	ConntrackExisting = "existing"
-	// ConntrackNew: the kernel confirmed a new flow.
-	ConntrackNew = "new"
-	// ConntrackUpdate: a flow changed state (a TCP transition, assured, ...).
-	ConntrackUpdate = "update"
-	// ConntrackDestroy: the flow left the table (timed out, closed or deleted).
-	ConntrackDestroy = "destroy"
-	// ConntrackOverflowed: the event socket overflowed and the kernel dropped events.
-	ConntrackOverflowed = "overflow"
+	// EventExisting: the flow was in the table when it was dumped.
+	EventExisting = "existing"
+	// EventNew: the kernel confirmed a new flow.
+	EventNew = "new"
+	// EventUpdate: a flow changed state (a TCP transition, assured, ...).
+	EventUpdate = "update"
+	// EventDestroy: the flow left the table (timed out, closed or deleted).
+	EventDestroy = "destroy"
+	// EventOverflow: the event socket overflowed and the kernel dropped events.
+	EventOverflow = "overflow"
 )
 
 // IP protocol numbers that conntrack filters on.
@@ -33,9 +42,9 @@ const (
 	ProtoSCTP uint8 = 132
 )
 
-// ParseConntrackProto turns tcp, udp or sctp (in any case) into its IP
+// ParseProto turns tcp, udp or sctp (in any case) into its IP
 // protocol number.
-func ParseConntrackProto(s string) (uint8, error) {
+func ParseProto(s string) (uint8, error) {
 	// Any case: the tables print TCP, conntrack(8) prints tcp.
 	switch strings.ToLower(s) {
 	case "tcp":
@@ -45,11 +54,11 @@ func ParseConntrackProto(s string) (uint8, error) {
 	case "sctp":
 		return ProtoSCTP, nil
 	}
-	return 0, errorf(ErrInvalid, "protocol %q is not tcp, udp or sctp", s)
+	return 0, netops.Errorf(netops.ErrInvalid, "protocol %q is not tcp, udp or sctp", s)
 }
 
-// ConntrackTuple is one direction of a flow.
-type ConntrackTuple struct {
+// Tuple is one direction of a flow.
+type Tuple struct {
 	// Src is the source address.
 	Src netip.Addr `json:"src"`
 	// Dst is the destination address.
@@ -60,9 +69,9 @@ type ConntrackTuple struct {
 	DPort uint16 `json:"dport"`
 }
 
-// ConntrackFlow is one conntrack entry as a dump listed it or an event
+// Flow is one conntrack entry as a dump listed it or an event
 // reported it.
-type ConntrackFlow struct {
+type Flow struct {
 	// Time is when hairpinctl received the entry or event.
 	Time time.Time `json:"time"`
 	// Event is existing, new, update or destroy.
@@ -76,10 +85,10 @@ type ConntrackFlow struct {
 	// carries no state (a destroy event, an update that only changed marks).
 	State string `json:"state"`
 	// Orig is the tuple the client sent: client → Service IP.
-	Orig ConntrackTuple `json:"orig"`
+	Orig Tuple `json:"orig"`
 	// Reply is the tuple the answer travels on: endpoint → client, or →
 	// the masquerade address when the flow was SNATed.
-	Reply ConntrackTuple `json:"reply"`
+	Reply Tuple `json:"reply"`
 	// DNAT is true when the destination was rewritten (the Service IP was
 	// load-balanced to an endpoint): Reply.Src:SPort differs from Orig.Dst:DPort.
 	DNAT bool `json:"dnat"`
@@ -93,9 +102,9 @@ type ConntrackFlow struct {
 	Resync bool `json:"resync,omitempty"`
 }
 
-// ConntrackOverflow reports that the event socket's receive buffer was
+// Overflow reports that the event socket's receive buffer was
 // full and the kernel dropped events for it.
-type ConntrackOverflow struct {
+type Overflow struct {
 	// Time is when the overflow was noticed.
 	Time time.Time `json:"time"`
 	// Event is always overflow.
@@ -108,13 +117,13 @@ type ConntrackOverflow struct {
 	Lost uint64 `json:"lost"`
 }
 
-// ErrStopConntrack, returned by a Flow or Overflow callback, ends Conntrack
+// ErrStop, returned by a Flow or Overflow callback, ends Stream
 // at once and without error, without delivering what is still queued:
 // how a caller stops after N events.
-var ErrStopConntrack = errors.New("stop following conntrack")
+var ErrStop = errors.New("stop following conntrack")
 
-// ConntrackStats sums up a Conntrack run.
-type ConntrackStats struct {
+// Stats sums up a Stream run.
+type Stats struct {
 	// Flows is how many flows and events were handed to the Flow callback.
 	Flows int `json:"flows"`
 	// Overflows is how many times the event socket overflowed.
@@ -128,11 +137,11 @@ type ConntrackStats struct {
 	Cut bool `json:"cut"`
 }
 
-// ConntrackOptions selects flows and receives them. The callbacks run on
-// the goroutine that called Conntrack, one at a time; while one runs no
+// Options selects flows and receives them. The callbacks run on
+// the goroutine that called Stream, one at a time; while one runs no
 // events are read, so a slow callback fills the socket and shows as an
 // overflow, never as a silent gap.
-type ConntrackOptions struct {
+type Options struct {
 	// ServiceIP is the original destination to match. Required.
 	ServiceIP netip.Addr
 	// Port, when not 0, is the original destination port to match.
@@ -144,22 +153,22 @@ type ConntrackOptions struct {
 	// NoFollow stops after the dump instead of following events.
 	NoFollow bool
 	// ReadBuffer is the event socket's receive buffer in bytes
-	// [DefaultConntrackReadBuffer]. Tests make it tiny to provoke overflows.
+	// [DefaultReadBuffer]. Tests make it tiny to provoke overflows.
 	ReadBuffer int
 	// Flow receives every matching flow: the dump's and the live events.
-	Flow func(ConntrackFlow) error
+	Flow func(Flow) error
 	// Overflow receives every overflow, before the flows of the dump
 	// that resynchronises after it. Nil ignores them (they are still counted).
-	Overflow func(ConntrackOverflow) error
+	Overflow func(Overflow) error
 	// Idle is called when the event socket has nothing queued, before
 	// waiting: the moment to flush buffered output. May be nil.
 	Idle func() error
 }
 
-// DefaultConntrackReadBuffer is the event socket's receive buffer: room for
+// DefaultReadBuffer is the event socket's receive buffer: room for
 // tens of thousands of events, about a second of a connection storm.
 // Privileged callers get it past net.core.rmem_max (SO_RCVBUFFORCE).
-const DefaultConntrackReadBuffer = 32 << 20
+const DefaultReadBuffer = 32 << 20
 
 // Attribute numbers from include/uapi/linux/netfilter/nfnetlink_conntrack.h
 // for the pre-filter and the event decoder.
@@ -211,7 +220,7 @@ func newFlowMatcher(ip netip.Addr, port uint16, proto uint8) flowMatcher {
 // ctFindAttr returns the payload of the first attribute of type typ in b.
 func ctFindAttr(b []byte, typ uint16) ([]byte, bool) {
 	for {
-		t, p, rest, ok := nextAttr(b)
+		t, p, rest, ok := nlattr.Next(b)
 		if !ok {
 			return nil, false
 		}
@@ -267,20 +276,20 @@ func (m *flowMatcher) match(attrs []byte) bool {
 }
 
 // decodeFlow decodes the attributes of a conntrack event (after the
-// nfgenmsg header) into a ConntrackFlow without allocating. It reads only
-// what hairpinctl shows; newConntrackFlow over the library's decoding
+// nfgenmsg header) into a Flow without allocating. It reads only
+// what hairpinctl shows; newFlow over the library's decoding
 // (conntrack.Event.Unmarshal) gives the same result, which a test holds
 // it to on kernel messages. The library's decoder allocates a dozen times
 // per event (an AttributeDecoder per nesting level, the Flow, ProtoInfo),
 // which under a connection storm was half of hairpinctl's CPU time.
-func decodeFlow(attrs []byte, event string, at time.Time) (ConntrackFlow, error) {
-	f := ConntrackFlow{Time: at, Event: event}
+func decodeFlow(attrs []byte, event string, at time.Time) (Flow, error) {
+	f := Flow{Time: at, Event: event}
 	var proto uint8
 	var status uint32
 	hasStatus, hasTCP, hasSCTP := false, false, false
 	var state uint8
 	for b := attrs; len(b) > 0; {
-		t, p, rest, ok := nextAttr(b)
+		t, p, rest, ok := nlattr.Next(b)
 		if !ok {
 			return f, fmt.Errorf("conntrack message: truncated attribute")
 		}
@@ -306,7 +315,7 @@ func decodeFlow(attrs []byte, event string, at time.Time) (ConntrackFlow, error)
 			}
 			f.ID = binary.BigEndian.Uint32(p)
 		case ctaProtoinfo:
-			pt, pp, _, ok := nextAttr(p)
+			pt, pp, _, ok := nlattr.Next(p)
 			if !ok {
 				continue
 			}
@@ -345,9 +354,9 @@ func decodeFlow(attrs []byte, event string, at time.Time) (ConntrackFlow, error)
 }
 
 // ctDecodeTuple reads a CTA_TUPLE_ORIG or CTA_TUPLE_REPLY payload.
-func ctDecodeTuple(b []byte, t *ConntrackTuple, proto *uint8) error {
+func ctDecodeTuple(b []byte, t *Tuple, proto *uint8) error {
 	for len(b) > 0 {
-		typ, p, rest, ok := nextAttr(b)
+		typ, p, rest, ok := nlattr.Next(b)
 		if !ok {
 			return fmt.Errorf("conntrack message: truncated tuple")
 		}
@@ -355,7 +364,7 @@ func ctDecodeTuple(b []byte, t *ConntrackTuple, proto *uint8) error {
 		switch typ {
 		case ctaTupleIP:
 			for len(p) > 0 {
-				at, ap, arest, ok := nextAttr(p)
+				at, ap, arest, ok := nlattr.Next(p)
 				if !ok {
 					return fmt.Errorf("conntrack message: truncated address")
 				}
@@ -373,7 +382,7 @@ func ctDecodeTuple(b []byte, t *ConntrackTuple, proto *uint8) error {
 			}
 		case ctaTupleProto:
 			for len(p) > 0 {
-				pt, pp, prest, ok := nextAttr(p)
+				pt, pp, prest, ok := nlattr.Next(p)
 				if !ok {
 					return fmt.Errorf("conntrack message: truncated protocol tuple")
 				}
@@ -403,7 +412,7 @@ func ctEnumName(names []string, v uint8) string {
 // kernel expects back, so its source is the endpoint the Service IP was
 // DNATed to, and its destination the address the client was SNATed
 // (masqueraded) to.
-func ctSetNAT(f *ConntrackFlow) {
+func ctSetNAT(f *Flow) {
 	o, r := f.Orig, f.Reply
 	f.DNAT = r.Src != o.Dst || r.SPort != o.DPort
 	f.SNAT = r.Dst != o.Src || r.DPort != o.SPort
@@ -453,8 +462,8 @@ func ctStateName(f *conntrack.Flow) string {
 	return "UNREPLIED"
 }
 
-func ctTupleOf(t conntrack.Tuple) ConntrackTuple {
-	return ConntrackTuple{
+func ctTupleOf(t conntrack.Tuple) Tuple {
+	return Tuple{
 		Src:   t.IP.SourceAddress,
 		Dst:   t.IP.DestinationAddress,
 		SPort: t.Proto.SourcePort,
@@ -462,10 +471,10 @@ func ctTupleOf(t conntrack.Tuple) ConntrackTuple {
 	}
 }
 
-// newConntrackFlow turns the library's decoded flow (a dump's) into
+// newFlow turns the library's decoded flow (a dump's) into
 // hairpinctl's model.
-func newConntrackFlow(f *conntrack.Flow, event string, at time.Time) ConntrackFlow {
-	cf := ConntrackFlow{
+func newFlow(f *conntrack.Flow, event string, at time.Time) Flow {
+	cf := Flow{
 		Time:  at,
 		Event: event,
 		ID:    f.ID,

@@ -1,4 +1,4 @@
-package netops
+package flows
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/hairpinctl/hairpinctl/netops/lab"
 	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 	"github.com/mdlayher/netlink"
@@ -30,13 +31,18 @@ var labService = netip.MustParseAddr("10.96.0.10")
 // hairpin on, so pod 1 can reach itself. With shortTimeWait TIME_WAIT
 // entries expire after a second (the default, 120 s, would keep destroy
 // events away).
-func newConntrackLab(t *testing.T, shortTimeWait bool) (*lab.Lab, *Client) {
+func newConntrackLab(t *testing.T, shortTimeWait bool) (*lab.Lab, *netops.Client) {
 	t.Helper()
-	l := newLab(t, lab.Options{Pods: 2, Endpoints: []int{1}, Hairpin: true})
+	l := labtest.New(t, lab.Options{Pods: 2, Endpoints: []int{1}, Hairpin: true})
 	if shortTimeWait {
 		labtest.ShortTimeWait(t, l)
 	}
-	return l, openLab(t, l)
+	c, err := netops.Open(l.Node)
+	if err != nil {
+		t.Fatalf("open netns %s: %v", l.Node, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return l, c
 }
 
 func localPort(c net.Conn) uint16 { return uint16(c.LocalAddr().(*net.TCPAddr).Port) }
@@ -56,36 +62,36 @@ func reapExpired(t *testing.T, l *lab.Lab) {
 	}
 }
 
-// ctRun is Conntrack running in the background of a test.
+// ctRun is Stream running in the background of a test.
 type ctRun struct {
-	flows     chan ConntrackFlow
-	overflows chan ConntrackOverflow
+	flows     chan Flow
+	overflows chan Overflow
 	idle      chan struct{}
 	done      chan ctResult
 	cancel    context.CancelFunc
 	// seen keeps what waitFlow read past.
-	seen []ConntrackFlow
+	seen []Flow
 }
 
 type ctResult struct {
-	stats ConntrackStats
+	stats Stats
 	err   error
 }
 
-// startConntrack runs cl.Conntrack with o until the test ends or stop.
+// startConntrack runs Stream on cl with o until the test ends or stop.
 // o.Flow, when set, runs before the flow is queued for the test.
-func startConntrack(t *testing.T, cl *Client, o ConntrackOptions) *ctRun {
+func startConntrack(t *testing.T, cl *netops.Client, o Options) *ctRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &ctRun{
-		flows:     make(chan ConntrackFlow, 100000),
-		overflows: make(chan ConntrackOverflow, 100),
+		flows:     make(chan Flow, 100000),
+		overflows: make(chan Overflow, 100),
 		idle:      make(chan struct{}, 1),
 		done:      make(chan ctResult, 1),
 		cancel:    cancel,
 	}
 	inner := o.Flow
-	o.Flow = func(f ConntrackFlow) error {
+	o.Flow = func(f Flow) error {
 		if inner != nil {
 			if err := inner(f); err != nil {
 				return err
@@ -98,7 +104,7 @@ func startConntrack(t *testing.T, cl *Client, o ConntrackOptions) *ctRun {
 			return errors.New("test flow queue full")
 		}
 	}
-	o.Overflow = func(ov ConntrackOverflow) error {
+	o.Overflow = func(ov Overflow) error {
 		r.overflows <- ov
 		return nil
 	}
@@ -110,7 +116,7 @@ func startConntrack(t *testing.T, cl *Client, o ConntrackOptions) *ctRun {
 		return nil
 	}
 	go func() {
-		st, err := cl.Conntrack(ctx, o)
+		st, err := Stream(ctx, cl, o)
 		r.done <- ctResult{st, err}
 	}()
 	t.Cleanup(func() {
@@ -118,7 +124,7 @@ func startConntrack(t *testing.T, cl *Client, o ConntrackOptions) *ctRun {
 		select {
 		case <-r.done:
 		case <-time.After(5 * time.Second):
-			t.Error("Conntrack did not return after cancel")
+			t.Error("Stream did not return after cancel")
 		}
 	})
 	return r
@@ -131,16 +137,16 @@ func (r *ctRun) waitIdle(t *testing.T) {
 	select {
 	case <-r.idle:
 	case res := <-r.done:
-		t.Fatalf("Conntrack ended before idle: %+v", res)
+		t.Fatalf("Stream ended before idle: %+v", res)
 	case <-time.After(10 * time.Second):
-		t.Fatal("Conntrack never drained its event socket")
+		t.Fatal("Stream never drained its event socket")
 	}
 }
 
 // waitFlow returns the first flow, already seen or still to come, that
 // satisfies ok; it keeps what it reads in seen. poke, when set, runs every
 // 200ms while it waits.
-func (r *ctRun) waitFlow(t *testing.T, what string, timeout time.Duration, poke func(), ok func(ConntrackFlow) bool) ConntrackFlow {
+func (r *ctRun) waitFlow(t *testing.T, what string, timeout time.Duration, poke func(), ok func(Flow) bool) Flow {
 	t.Helper()
 	for _, f := range r.seen {
 		if ok(f) {
@@ -162,7 +168,7 @@ func (r *ctRun) waitFlow(t *testing.T, what string, timeout time.Duration, poke 
 				poke()
 			}
 		case res := <-r.done:
-			t.Fatalf("waiting for %s: Conntrack ended: %+v", what, res)
+			t.Fatalf("waiting for %s: Stream ended: %+v", what, res)
 		case <-deadline:
 			t.Fatalf("no %s within %v; saw %d flows: %+v", what, timeout, len(r.seen), r.seen)
 		}
@@ -178,12 +184,12 @@ func (r *ctRun) stop(t *testing.T) ctResult {
 	select {
 	case res := <-r.done:
 		if d := time.Since(start); d > time.Second {
-			t.Errorf("Conntrack took %v to return after cancel", d)
+			t.Errorf("Stream took %v to return after cancel", d)
 		}
 		r.done <- res
 		return res
 	case <-time.After(5 * time.Second):
-		t.Fatal("Conntrack did not return after cancel")
+		t.Fatal("Stream did not return after cancel")
 	}
 	return ctResult{}
 }
@@ -204,9 +210,9 @@ func TestConntrackDumpFollowHairpin(t *testing.T) {
 	}
 	selfConn, _ := labtest.HoldService(t, l, self)
 
-	r := startConntrack(t, cl, ConntrackOptions{ServiceIP: labService})
+	r := startConntrack(t, cl, Options{ServiceIP: labService})
 	r.waitIdle(t)
-	var existing []ConntrackFlow
+	var existing []Flow
 	for len(r.flows) > 0 {
 		existing = append(existing, <-r.flows)
 	}
@@ -214,7 +220,7 @@ func TestConntrackDumpFollowHairpin(t *testing.T) {
 		t.Fatalf("dump: %d flows, want the 2 held connections: %+v", len(existing), existing)
 	}
 	for _, f := range existing {
-		if f.Event != ConntrackExisting || f.Proto != "tcp" || f.Orig.Dst != labService || f.Orig.DPort != 80 {
+		if f.Event != EventExisting || f.Proto != "tcp" || f.Orig.Dst != labService || f.Orig.DPort != 80 {
 			t.Errorf("dump flow: %+v", f)
 		}
 		if !f.DNAT || f.Reply.Src != ep || f.Reply.SPort != 8080 {
@@ -245,11 +251,11 @@ func TestConntrackDumpFollowHairpin(t *testing.T) {
 	if got, err := l.ConnectService(self, 3*time.Second); err != nil || got != self.Name {
 		t.Fatalf("self → Service: %q, %v", got, err)
 	}
-	fromOther := r.waitFlow(t, "new event from the other pod", 5*time.Second, nil, func(f ConntrackFlow) bool {
-		return f.Event == ConntrackNew && f.Orig.Src == podIP(other)
+	fromOther := r.waitFlow(t, "new event from the other pod", 5*time.Second, nil, func(f Flow) bool {
+		return f.Event == EventNew && f.Orig.Src == podIP(other)
 	})
-	fromSelf := r.waitFlow(t, "new event from the endpoint pod", 5*time.Second, nil, func(f ConntrackFlow) bool {
-		return f.Event == ConntrackNew && f.Orig.Src == ep
+	fromSelf := r.waitFlow(t, "new event from the endpoint pod", 5*time.Second, nil, func(f Flow) bool {
+		return f.Event == EventNew && f.Orig.Src == ep
 	})
 	if fromOther.Reply.Src != ep || fromOther.Reply.SPort != 8080 || !fromOther.DNAT || fromOther.Hairpin || fromOther.SNAT {
 		t.Errorf("new from other pod: %+v", fromOther)
@@ -267,9 +273,9 @@ func TestConntrackDumpFollowHairpin(t *testing.T) {
 
 	// Both end: TIME_WAIT lasts a second here, and a dump reaps it.
 	reap := func() { reapExpired(t, l) }
-	for _, n := range []ConntrackFlow{fromOther, fromSelf} {
-		d := r.waitFlow(t, fmt.Sprintf("destroy of flow %d", n.ID), 15*time.Second, reap, func(f ConntrackFlow) bool {
-			return f.Event == ConntrackDestroy && f.ID == n.ID
+	for _, n := range []Flow{fromOther, fromSelf} {
+		d := r.waitFlow(t, fmt.Sprintf("destroy of flow %d", n.ID), 15*time.Second, reap, func(f Flow) bool {
+			return f.Event == EventDestroy && f.ID == n.ID
 		})
 		if d.Orig != n.Orig || d.Reply != n.Reply || d.Hairpin != n.Hairpin || d.SNAT != n.SNAT {
 			t.Errorf("destroy %+v does not match new %+v", d, n)
@@ -277,7 +283,7 @@ func TestConntrackDumpFollowHairpin(t *testing.T) {
 	}
 	var updates int
 	for _, f := range r.seen {
-		if f.Event == ConntrackUpdate && f.ID == fromOther.ID {
+		if f.Event == EventUpdate && f.ID == fromOther.ID {
 			updates++
 		}
 	}
@@ -287,7 +293,7 @@ func TestConntrackDumpFollowHairpin(t *testing.T) {
 
 	res := r.stop(t)
 	if res.err != nil {
-		t.Fatalf("Conntrack: %v", res.err)
+		t.Fatalf("Stream: %v", res.err)
 	}
 	want := len(existing) + len(r.seen) + len(r.flows)
 	if res.stats.Flows != want || res.stats.Overflows != 0 || res.stats.Lost != 0 {
@@ -322,31 +328,31 @@ func TestConntrackFilters(t *testing.T) {
 	}
 	sendUDP()
 
-	dump := func(o ConntrackOptions) []ConntrackFlow {
+	dump := func(o Options) []Flow {
 		t.Helper()
-		var got []ConntrackFlow
+		var got []Flow
 		o.NoFollow = true
-		o.Flow = func(f ConntrackFlow) error { got = append(got, f); return nil }
-		if _, err := cl.Conntrack(context.Background(), o); err != nil {
+		o.Flow = func(f Flow) error { got = append(got, f); return nil }
+		if _, err := Stream(context.Background(), cl, o); err != nil {
 			t.Fatalf("dump %+v: %v", o, err)
 		}
 		return got
 	}
 	tests := []struct {
 		name   string
-		o      ConntrackOptions
+		o      Options
 		protos string
 	}{
-		{"all", ConntrackOptions{ServiceIP: labService}, "tcp,udp"},
-		{"port 80", ConntrackOptions{ServiceIP: labService, Port: 80}, "tcp"},
-		{"port 53", ConntrackOptions{ServiceIP: labService, Port: 53}, "udp"},
-		{"port 81", ConntrackOptions{ServiceIP: labService, Port: 81}, ""},
-		{"tcp", ConntrackOptions{ServiceIP: labService, Proto: ProtoTCP}, "tcp"},
-		{"udp", ConntrackOptions{ServiceIP: labService, Proto: ProtoUDP}, "udp"},
-		{"sctp", ConntrackOptions{ServiceIP: labService, Proto: ProtoSCTP}, ""},
-		{"udp port 80", ConntrackOptions{ServiceIP: labService, Proto: ProtoUDP, Port: 80}, ""},
-		{"other IP", ConntrackOptions{ServiceIP: netip.MustParseAddr("10.96.0.11")}, ""},
-		{"the endpoint IP", ConntrackOptions{ServiceIP: podIP(self)}, ""},
+		{"all", Options{ServiceIP: labService}, "tcp,udp"},
+		{"port 80", Options{ServiceIP: labService, Port: 80}, "tcp"},
+		{"port 53", Options{ServiceIP: labService, Port: 53}, "udp"},
+		{"port 81", Options{ServiceIP: labService, Port: 81}, ""},
+		{"tcp", Options{ServiceIP: labService, Proto: ProtoTCP}, "tcp"},
+		{"udp", Options{ServiceIP: labService, Proto: ProtoUDP}, "udp"},
+		{"sctp", Options{ServiceIP: labService, Proto: ProtoSCTP}, ""},
+		{"udp port 80", Options{ServiceIP: labService, Proto: ProtoUDP, Port: 80}, ""},
+		{"other IP", Options{ServiceIP: netip.MustParseAddr("10.96.0.11")}, ""},
+		{"the endpoint IP", Options{ServiceIP: podIP(self)}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -366,13 +372,13 @@ func TestConntrackFilters(t *testing.T) {
 
 	// Events are filtered the same way: follow UDP only, then make a TCP
 	// and a UDP flow; only the UDP one arrives.
-	r := startConntrack(t, cl, ConntrackOptions{ServiceIP: labService, Proto: ProtoUDP, NoDump: true})
+	r := startConntrack(t, cl, Options{ServiceIP: labService, Proto: ProtoUDP, NoDump: true})
 	r.waitIdle(t)
 	if _, err := l.ConnectService(other, 3*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	sendUDP()
-	r.waitFlow(t, "udp new event", 5*time.Second, nil, func(f ConntrackFlow) bool { return f.Event == ConntrackNew && f.Proto == "udp" })
+	r.waitFlow(t, "udp new event", 5*time.Second, nil, func(f Flow) bool { return f.Event == EventNew && f.Proto == "udp" })
 	r.stop(t)
 	for _, f := range append(r.seen, drain(r.flows)...) {
 		if f.Proto != "udp" {
@@ -381,8 +387,8 @@ func TestConntrackFilters(t *testing.T) {
 	}
 }
 
-func drain(ch chan ConntrackFlow) []ConntrackFlow {
-	var out []ConntrackFlow
+func drain(ch chan Flow) []Flow {
+	var out []Flow
 	for {
 		select {
 		case f := <-ch:
@@ -404,11 +410,11 @@ func TestConntrackOverflow(t *testing.T) {
 	ref := labtest.ListenConntrack(t, l)
 	held, release := make(chan struct{}), make(chan struct{})
 	first := true
-	o := ConntrackOptions{
+	o := Options{
 		ServiceIP:  labService,
 		NoDump:     true,
 		ReadBuffer: 1, // the kernel rounds it up to its minimum, a few KiB
-		Flow: func(f ConntrackFlow) error {
+		Flow: func(f Flow) error {
 			if first {
 				first = false
 				close(held)
@@ -433,23 +439,23 @@ func TestConntrackOverflow(t *testing.T) {
 	}
 	close(release)
 
-	var ov ConntrackOverflow
+	var ov Overflow
 	select {
 	case ov = <-r.overflows:
 	case <-time.After(10 * time.Second):
 		t.Fatal("no overflow reported after a burst into a tiny buffer")
 	}
-	if ov.Event != ConntrackOverflowed || ov.Overflows != 1 || ov.Lost == 0 {
+	if ov.Event != EventOverflow || ov.Overflows != 1 || ov.Lost == 0 {
 		t.Errorf("overflow report %+v: want the first, with lost events counted", ov)
 	}
 	// The resync dump lists the burst's flows, in TIME_WAIT.
-	r.waitFlow(t, "a resync flow", 10*time.Second, nil, func(f ConntrackFlow) bool {
-		return f.Event == ConntrackExisting && f.Resync && f.State == "TIME_WAIT"
+	r.waitFlow(t, "a resync flow", 10*time.Second, nil, func(f Flow) bool {
+		return f.Event == EventExisting && f.Resync && f.State == "TIME_WAIT"
 	})
 	// Following goes on after the overflow.
 	c, _ := labtest.HoldService(t, l, other)
-	r.waitFlow(t, "a new event after the overflow", 10*time.Second, nil, func(f ConntrackFlow) bool {
-		return f.Event == ConntrackNew && f.Orig.SPort == localPort(c)
+	r.waitFlow(t, "a new event after the overflow", 10*time.Second, nil, func(f Flow) bool {
+		return f.Event == EventNew && f.Orig.SPort == localPort(c)
 	})
 	c.Close()
 	ref.WaitTimeWait(t, localPort(c))
@@ -459,7 +465,7 @@ func TestConntrackOverflow(t *testing.T) {
 	}
 	live := 0
 	for _, f := range append(r.seen, drain(r.flows)...) {
-		if f.Event != ConntrackExisting {
+		if f.Event != EventExisting {
 			live++
 		}
 	}
@@ -475,7 +481,7 @@ func TestConntrackOverflow(t *testing.T) {
 func TestConntrackStops(t *testing.T) {
 	l, cl := newConntrackLab(t, true)
 	labtest.HoldService(t, l, l.Pod(2))
-	r := startConntrack(t, cl, ConntrackOptions{ServiceIP: labService})
+	r := startConntrack(t, cl, Options{ServiceIP: labService})
 	r.waitIdle(t)
 	// The held flow is in the dump; the lab's server closes its side after
 	// answering, so that flow's FIN updates may also arrive as events: at
@@ -486,8 +492,8 @@ func TestConntrackStops(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() {
-		_, err := cl.Conntrack(context.Background(), ConntrackOptions{
-			ServiceIP: labService, NoFollow: true, Flow: func(ConntrackFlow) error { return nil }})
+		_, err := Stream(context.Background(), cl, Options{
+			ServiceIP: labService, NoFollow: true, Flow: func(Flow) error { return nil }})
 		done <- err
 	}()
 	select {
@@ -501,8 +507,8 @@ func TestConntrackStops(t *testing.T) {
 
 	// A callback error ends the run and comes back.
 	boom := errors.New("boom")
-	_, err := cl.Conntrack(context.Background(), ConntrackOptions{
-		ServiceIP: labService, Flow: func(ConntrackFlow) error { return boom }})
+	_, err := Stream(context.Background(), cl, Options{
+		ServiceIP: labService, Flow: func(Flow) error { return boom }})
 	if !errors.Is(err, boom) {
 		t.Errorf("callback error: got %v", err)
 	}
@@ -517,7 +523,7 @@ var captureFile = filepath.Join("testdata", "conntrack", "messages.hex")
 func TestConntrackDecodeMatchesLibrary(t *testing.T) {
 	l, cl := newConntrackLab(t, true)
 	self, other := l.Pod(1), l.Pod(2)
-	ev, err := cl.listenConntrack(0)
+	ev, err := listen(cl, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -552,7 +558,7 @@ func TestConntrackDecodeMatchesLibrary(t *testing.T) {
 	kinds := map[string]int{}
 	// Destroys: wait out TIME_WAIT (a second) and reap with a dump.
 	deadline := time.Now().Add(15 * time.Second)
-	for kinds[ConntrackDestroy] < 2 && time.Now().Before(deadline) {
+	for kinds[EventDestroy] < 2 && time.Now().Before(deadline) {
 		_ = ev.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 		msgs, err := ev.Receive()
 		if err != nil {
@@ -568,12 +574,12 @@ func TestConntrackDecodeMatchesLibrary(t *testing.T) {
 			kinds[eventKind(b)]++
 		}
 	}
-	if kinds[ConntrackNew] < 3 || kinds[ConntrackUpdate] == 0 || kinds[ConntrackDestroy] < 2 {
+	if kinds[EventNew] < 3 || kinds[EventUpdate] == 0 || kinds[EventDestroy] < 2 {
 		t.Fatalf("captured %v, want news, updates and destroys", kinds)
 	}
 
 	// And a dump's messages.
-	dc, err := cl.dialNetfilter()
+	dc, err := dial(cl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -618,18 +624,18 @@ func TestConntrackDecodeMatchesLibrary(t *testing.T) {
 func TestConntrackEventPathAllocs(t *testing.T) {
 	var events [][]byte
 	for _, b := range readCapture(t) {
-		if k := eventKind(b); k != "" && k != ConntrackExisting {
+		if k := eventKind(b); k != "" && k != EventExisting {
 			events = append(events, b)
 		}
 	}
 	delivered := 0
-	w := &ctWatch{c: &Client{}, m: newFlowMatcher(labService, 0, 0), o: ConntrackOptions{
+	w := &ctWatch{c: &netops.Client{}, m: newFlowMatcher(labService, 0, 0), o: Options{
 		ServiceIP: labService,
-		Flow:      func(ConntrackFlow) error { delivered++; return nil },
+		Flow:      func(Flow) error { delivered++; return nil },
 	}}
 	allocs := testing.AllocsPerRun(100, func() {
 		for _, b := range events {
-			if _, err := w.handle(b, ConntrackNew, false, 0); err != nil {
+			if _, err := w.handle(b, EventNew, false, 0); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -1,4 +1,4 @@
-package netops
+package flows
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
@@ -69,35 +70,35 @@ const (
 // congested the drop counter is read once a second.
 const resyncEvery = time.Second
 
-// Conntrack lists the flows whose original destination is o.ServiceIP
-// (unless o.NoDump), then follows the conntrack events for them (unless
-// o.NoFollow) until ctx is done, handing each to o.Flow; the events
-// already queued when ctx ends are still delivered. It returns nil when
-// the dump ended, ctx was done or a callback returned ErrStopConntrack, and
-// an error when the kernel or a callback failed. The events are
+// Stream lists the flows in c's namespace whose original destination is
+// o.ServiceIP (unless o.NoDump), then follows the conntrack events for
+// them (unless o.NoFollow) until ctx is done, handing each to o.Flow; the
+// events already queued when ctx ends are still delivered. It returns nil
+// when the dump ended, ctx was done or a callback returned ErrStop, and an
+// error when the kernel or a callback failed. The events are
 // subscribed to before the dump starts, so nothing falls between the two;
 // a flow can show in both.
-func (c *Client) Conntrack(ctx context.Context, o ConntrackOptions) (ConntrackStats, error) {
-	st, err := c.conntrack(ctx, o)
-	if errors.Is(err, ErrStopConntrack) {
+func Stream(ctx context.Context, c *netops.Client, o Options) (Stats, error) {
+	st, err := stream(ctx, c, o)
+	if errors.Is(err, ErrStop) {
 		err = nil
 	}
 	return st, err
 }
 
-func (c *Client) conntrack(ctx context.Context, o ConntrackOptions) (ConntrackStats, error) {
+func stream(ctx context.Context, c *netops.Client, o Options) (Stats, error) {
 	w := &ctWatch{c: c, o: o, m: newFlowMatcher(o.ServiceIP, o.Port, o.Proto), buf: make([]byte, conntrackRecvBytes)}
 	if !o.ServiceIP.IsValid() {
-		return w.stats, errorf(ErrInvalid, "conntrack: no Service IP given")
+		return w.stats, netops.Errorf(netops.ErrInvalid, "conntrack: no Service IP given")
 	}
 	if o.Flow == nil {
-		return w.stats, errorf(ErrInvalid, "conntrack: no Flow callback")
+		return w.stats, netops.Errorf(netops.ErrInvalid, "conntrack: no Flow callback")
 	}
 	if ctx.Err() != nil {
 		return w.stats, nil
 	}
 	if !o.NoFollow {
-		ev, err := c.listenConntrack(o.ReadBuffer)
+		ev, err := listen(c, o.ReadBuffer)
 		if err != nil {
 			return w.stats, err
 		}
@@ -118,14 +119,14 @@ func (c *Client) conntrack(ctx context.Context, o ConntrackOptions) (ConntrackSt
 	return w.finish(w.follow(ctx))
 }
 
-// ctWatch is one Conntrack run.
+// ctWatch is one Stream run.
 type ctWatch struct {
-	c     *Client
-	o     ConntrackOptions
+	c     *netops.Client
+	o     Options
 	m     flowMatcher
 	ev    *netlink.Conn
 	buf   []byte
-	stats ConntrackStats
+	stats Stats
 
 	// The overflow bookkeeping. The kernel reports ENOBUFS once per
 	// congestion: until the receive queue is empty again it drops without
@@ -140,55 +141,50 @@ type ctWatch struct {
 	lastResync    time.Time // when the last resync dump ended
 }
 
-// dialNetfilter opens a NETLINK_NETFILTER socket in the client's
-// namespace. mdlayher/netlink creates it from a thread that entered the
-// namespace; a socket stays in the namespace it was made in.
-func (c *Client) dialNetfilter() (*netlink.Conn, error) {
-	cfg := &netlink.Config{}
-	if !c.own {
-		cfg.NetNS = int(c.ns)
-	}
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+// dial opens a NETLINK_NETFILTER socket in c's namespace: the
+// conntrack event socket, and a second one for each dump.
+func dial(c *netops.Client) (*netlink.Conn, error) {
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, c.NetlinkConfig())
 	if err != nil {
-		return nil, c.conntrackErr("open conntrack netlink socket", err)
+		return nil, sockErr(c, "open conntrack netlink socket", err)
 	}
 	return conn, nil
 }
 
-// listenConntrack opens the event socket: a large receive buffer (past
-// rmem_max when privileged, SO_RCVBUFFORCE), and the three conntrack
-// multicast groups.
-func (c *Client) listenConntrack(rcvbuf int) (*netlink.Conn, error) {
-	conn, err := c.dialNetfilter()
+// listen opens the event socket: a large receive buffer (past rmem_max
+// when privileged, SO_RCVBUFFORCE), and the three conntrack multicast
+// groups.
+func listen(c *netops.Client, rcvbuf int) (*netlink.Conn, error) {
+	conn, err := dial(c)
 	if err != nil {
 		return nil, err
 	}
 	if rcvbuf <= 0 {
-		rcvbuf = DefaultConntrackReadBuffer
+		rcvbuf = DefaultReadBuffer
 	}
 	if err := conn.SetReadBuffer(rcvbuf); err != nil {
 		conn.Close()
-		return nil, c.conntrackErr("set conntrack socket receive buffer", err)
+		return nil, sockErr(c, "set conntrack socket receive buffer", err)
 	}
 	for _, g := range netfilter.GroupsCT {
 		if err := conn.JoinGroup(uint32(g)); err != nil {
 			conn.Close()
-			return nil, c.conntrackErr("subscribe to conntrack events", err)
+			return nil, sockErr(c, "subscribe to conntrack events", err)
 		}
 	}
 	return conn, nil
 }
 
-// conntrackErr names the namespace and turns EPERM into ErrPermission.
-func (c *Client) conntrackErr(what string, err error) error {
+// sockErr names the namespace and turns EPERM into ErrPermission.
+func sockErr(c *netops.Client, what string, err error) error {
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return errorf(ErrPermission, "%s in netns %s: needs CAP_NET_ADMIN there: run as root", what, c.NetnsLabel())
+		return netops.Errorf(netops.ErrPermission, "%s in netns %s: needs CAP_NET_ADMIN there: run as root", what, c.NetnsLabel())
 	}
 	return fmt.Errorf("%s in netns %s: %w", what, c.NetnsLabel(), err)
 }
 
 // finish reads the final drop count and returns the stats with err.
-func (w *ctWatch) finish(err error) (ConntrackStats, error) {
+func (w *ctWatch) finish(err error) (Stats, error) {
 	if w.ev != nil {
 		if raw, rerr := w.ev.SyscallConn(); rerr == nil {
 			_ = raw.Control(func(fd uintptr) {
@@ -266,7 +262,7 @@ func (w *ctWatch) follow(ctx context.Context) error {
 				return w.drain(raw)
 			}
 		case rerr != nil:
-			return w.c.conntrackErr("read conntrack events", rerr)
+			return sockErr(w.c, "read conntrack events", rerr)
 		}
 		if empty {
 			parked = true
@@ -376,7 +372,7 @@ func (w *ctWatch) drain(raw syscall.RawConn) error {
 		return err
 	}
 	if cerr != nil {
-		return w.c.conntrackErr("read conntrack events", cerr)
+		return sockErr(w.c, "read conntrack events", cerr)
 	}
 	return nil
 }
@@ -403,13 +399,13 @@ func (w *ctWatch) readQueued(fd uintptr, stop func() bool) (n int, empty bool, e
 			}
 			continue
 		default:
-			return n, false, w.c.conntrackErr("read conntrack events", os.NewSyscallError("recvfrom", errno))
+			return n, false, sockErr(w.c, "read conntrack events", os.NewSyscallError("recvfrom", errno))
 		}
 		if l > len(w.buf) {
 			return n, false, fmt.Errorf("read conntrack events in netns %s: a %d-byte datagram does not fit %d bytes", w.c.NetnsLabel(), l, len(w.buf))
 		}
 		n++
-		if _, err := w.handle(w.buf[:l], ConntrackNew, false, 0); err != nil {
+		if _, err := w.handle(w.buf[:l], EventNew, false, 0); err != nil {
 			return n, false, err
 		}
 	}
@@ -431,11 +427,11 @@ func (w *ctWatch) overflow(drops uint64) error {
 	if w.o.Overflow == nil {
 		return nil
 	}
-	return w.o.Overflow(ConntrackOverflow{Time: time.Now(), Event: ConntrackOverflowed, Overflows: w.stats.Overflows, Lost: w.stats.Lost})
+	return w.o.Overflow(Overflow{Time: time.Now(), Event: EventOverflow, Overflows: w.stats.Overflows, Lost: w.stats.Lost})
 }
 
 // handle walks the netlink messages of one datagram and delivers the
-// matching conntrack flows. For a dump (event ConntrackExisting) it reports
+// matching conntrack flows. For a dump (event EventExisting) it reports
 // when the dump's NLMSG_DONE arrived and fails on its NLMSG_ERROR; seq
 // selects the dump's replies.
 func (w *ctWatch) handle(b []byte, event string, resync bool, seq uint32) (done bool, err error) {
@@ -450,7 +446,7 @@ func (w *ctWatch) handle(b []byte, event string, resync bool, seq uint32) (done 
 		mseq := binary.NativeEndian.Uint32(b[8:])
 		msg := b[:l]
 		b = b[min((l+3)&^3, len(b)):]
-		if event == ConntrackExisting && mseq != seq {
+		if event == EventExisting && mseq != seq {
 			continue
 		}
 		switch typ {
@@ -459,7 +455,7 @@ func (w *ctWatch) handle(b []byte, event string, resync bool, seq uint32) (done 
 		case ctNlmsgError:
 			if len(msg) >= ctNlmsgHdrLen+4 {
 				if code := int32(binary.NativeEndian.Uint32(msg[ctNlmsgHdrLen:])); code < 0 {
-					return true, w.c.conntrackErr("dump conntrack table", syscall.Errno(-code))
+					return true, sockErr(w.c, "dump conntrack table", syscall.Errno(-code))
 				}
 			}
 			continue
@@ -473,15 +469,15 @@ func (w *ctWatch) handle(b []byte, event string, resync bool, seq uint32) (done 
 			continue
 		}
 		kind := event
-		if event != ConntrackExisting {
+		if event != EventExisting {
 			switch typ & 0xff {
 			case ctIpctnlMsgCTNew:
-				kind = ConntrackUpdate
+				kind = EventUpdate
 				if flags&ctNlmFCreateExcl != 0 {
-					kind = ConntrackNew
+					kind = EventNew
 				}
 			case ctIpctnlMsgCTDelete:
-				kind = ConntrackDestroy
+				kind = EventDestroy
 			default:
 				continue
 			}
@@ -489,8 +485,8 @@ func (w *ctWatch) handle(b []byte, event string, resync bool, seq uint32) (done 
 		if now.IsZero() {
 			now = time.Now()
 		}
-		var f ConntrackFlow
-		if event == ConntrackExisting {
+		var f Flow
+		if event == EventExisting {
 			// Dumps are rare: the library decodes them.
 			var ev conntrack.Event
 			nm := netlink.Message{
@@ -500,7 +496,7 @@ func (w *ctWatch) handle(b []byte, event string, resync bool, seq uint32) (done 
 			if err := ev.Unmarshal(nm); err != nil || ev.Flow == nil {
 				return false, fmt.Errorf("decode conntrack dump message: %v", err)
 			}
-			f = newConntrackFlow(ev.Flow, kind, now)
+			f = newFlow(ev.Flow, kind, now)
 		} else {
 			// Events come by the ten thousand a second: decoded in place.
 			var err error
@@ -523,7 +519,7 @@ func (w *ctWatch) handle(b []byte, event string, resync bool, seq uint32) (done 
 // datagram by datagram as they arrive, so memory does not grow with the
 // table (conntrack.Conn.Dump would hold all of it).
 func (w *ctWatch) dump(ctx context.Context, resync bool) error {
-	conn, err := w.c.dialNetfilter()
+	conn, err := dial(w.c)
 	if err != nil {
 		return err
 	}
@@ -544,7 +540,7 @@ func (w *ctWatch) dump(ctx context.Context, resync bool) error {
 	}
 	sent, err := conn.Send(req)
 	if err != nil {
-		return w.c.conntrackErr("dump conntrack table", err)
+		return sockErr(w.c, "dump conntrack table", err)
 	}
 	raw, err := conn.SyscallConn()
 	if err != nil {
@@ -554,7 +550,7 @@ func (w *ctWatch) dump(ctx context.Context, resync bool) error {
 		w.stats.Resyncs++
 		defer func() { w.lastResync = time.Now() }()
 	}
-	event := ConntrackExisting
+	event := EventExisting
 	for {
 		var done bool
 		var herr error
@@ -571,7 +567,7 @@ func (w *ctWatch) dump(ctx context.Context, resync bool) error {
 				case unix.EAGAIN:
 					return false
 				default:
-					herr = w.c.conntrackErr("dump conntrack table", os.NewSyscallError("recvfrom", errno))
+					herr = sockErr(w.c, "dump conntrack table", os.NewSyscallError("recvfrom", errno))
 					return true
 				}
 				if n > len(w.buf) {
@@ -590,7 +586,7 @@ func (w *ctWatch) dump(ctx context.Context, resync bool) error {
 		case herr != nil:
 			return herr
 		case rerr != nil:
-			return w.c.conntrackErr("dump conntrack table", rerr)
+			return sockErr(w.c, "dump conntrack table", rerr)
 		case done:
 			return nil
 		}
