@@ -21,17 +21,19 @@ have systemd-analyze || need+=(systemd)
 have gcc || need+=(gcc)
 # The kube-proxy goldens: nfacct objects their iptables rules count into.
 have nfacct || need+=(nfacct)
+# Pods as a runtime makes them: the real CNI plugins through libcni (which
+# writes the result cache pods are named from), and containerd and runc
+# for the CRI sandbox tests and the image (the tests start their own
+# containerd; policy-rc.d or not, a service the package may have started
+# is not used).
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+have containerd || need+=(containerd)
+have ctr || need+=(containerd)
+have runc || need+=(runc)
 if [ "${1:-}" = kube ]; then
-  # The kube lab: the real CNI plugins, and nsenter for its components;
-  # containerd and runc run the image (the tests start their own
-  # containerd; policy-rc.d or not, a service the package may have
-  # started is not used).
-  [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+  # The kube lab: nsenter and modprobe for its components.
   have nsenter || need+=(util-linux)
   have modprobe || need+=(kmod)
-  have containerd || need+=(containerd)
-  have ctr || need+=(containerd)
-  have runc || need+=(runc)
   # skopeo reads the image archive as podman and buildah would.
   have skopeo || need+=(skopeo)
 fi
