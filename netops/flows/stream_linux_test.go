@@ -452,10 +452,13 @@ func TestConntrackOverflow(t *testing.T) {
 	r.waitFlow(t, "a resync flow", 10*time.Second, nil, func(f Flow) bool {
 		return f.Event == EventExisting && f.Resync && f.State == "TIME_WAIT"
 	})
-	// Following goes on after the overflow.
+	// Following goes on after the overflow: a live event of a new
+	// connection arrives. Which one is not fixed: the buffer is a few KiB,
+	// so on a loaded machine even this connection's first events can
+	// overflow it again (and are counted as lost below).
 	c, _ := labtest.HoldService(t, l, other)
-	r.waitFlow(t, "a new event after the overflow", 10*time.Second, nil, func(f Flow) bool {
-		return f.Event == EventNew && f.Orig.SPort == localPort(c)
+	r.waitFlow(t, "an event of a new connection after the overflow", 10*time.Second, nil, func(f Flow) bool {
+		return f.Event != EventExisting && f.Orig.SPort == localPort(c)
 	})
 	c.Close()
 	ref.WaitTimeWait(t, localPort(c))
