@@ -136,9 +136,12 @@ const (
 	codeCanceled          = 1
 	codeUnknown           = 2
 	codeDeadlineExceeded  = 4
+	codePermissionDenied  = 7
 	codeResourceExhausted = 8
+	codeUnimplemented     = 12
 	codeInternal          = 13
 	codeUnavailable       = 14
+	codeUnauthenticated   = 16
 )
 
 var codeNames = [...]string{
@@ -213,11 +216,11 @@ func httpCode(status int) int {
 	case http.StatusBadRequest:
 		return codeInternal
 	case http.StatusUnauthorized:
-		return 16 // Unauthenticated
+		return codeUnauthenticated
 	case http.StatusForbidden:
-		return 7 // PermissionDenied
+		return codePermissionDenied
 	case http.StatusNotFound:
-		return 12 // Unimplemented
+		return codeUnimplemented
 	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return codeUnavailable
 	}
