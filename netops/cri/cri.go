@@ -1,7 +1,9 @@
 // Package cri asks the container runtime for its pod sandboxes over CRI,
 // the way crictl does (ListPodSandbox, then PodSandboxStatus for each),
-// to name pods the libcni result cache says nothing about. It is the only
-// package that brings in gRPC.
+// to name pods the libcni result cache says nothing about. It speaks the
+// two calls' gRPC itself, on net/http's HTTP/2 and protowire, rather than
+// through grpc-go and cri-api's generated types: those would run their
+// inits, descriptor registration included, at the start of every command.
 package cri
 
 import (
@@ -16,9 +18,6 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops/pods"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // DefaultEndpoints are the runtimes' sockets crictl tries when given none,
@@ -71,46 +70,46 @@ func Sandboxes(ctx context.Context, endpoints []string) ([]pods.Sandbox, string,
 }
 
 func list(ctx context.Context, path string) ([]pods.Sandbox, error) {
-	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c := dial(path)
+	defer c.close()
+	resp, err := c.call(ctx, "/runtime.v1.RuntimeService/ListPodSandbox", listPodSandboxRequest())
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
-	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	resp, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{
-		Filter: &runtimeapi.PodSandboxFilter{State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}},
-	})
+	items, err := decodeListPodSandboxResponse(resp)
 	if err != nil {
-		return nil, err
+		return nil, unmarshalError(err)
 	}
-	out := make([]pods.Sandbox, 0, len(resp.Items))
-	for _, it := range resp.Items {
-		st, err := rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: it.Id, Verbose: true})
+	out := make([]pods.Sandbox, 0, len(items))
+	for _, it := range items {
+		resp, err := c.call(ctx, "/runtime.v1.RuntimeService/PodSandboxStatus", podSandboxStatusRequest(it.id, true))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, err
 			}
 			continue // removed meanwhile
 		}
+		st, err := decodePodSandboxStatusResponse(resp)
+		if err != nil {
+			continue // as a failed call
+		}
 		out = append(out, sandbox(it, st))
 	}
 	return out, nil
 }
 
-func sandbox(it *runtimeapi.PodSandbox, st *runtimeapi.PodSandboxStatusResponse) pods.Sandbox {
-	sb := pods.Sandbox{ID: it.Id}
-	if m := it.Metadata; m != nil {
-		sb.Namespace, sb.Name, sb.UID = m.Namespace, m.Name, m.Uid
+// unmarshalError words a response that does not decode as grpc-go does.
+func unmarshalError(err error) error {
+	return &rpcError{code: codeInternal, desc: "grpc: failed to unmarshal the received message: " + err.Error()}
+}
+
+func sandbox(it podSandbox, st sandboxStatus) pods.Sandbox {
+	sb := pods.Sandbox{ID: it.id, Namespace: it.namespace, Name: it.name, UID: it.uid}
+	if st.ip != "" {
+		sb.IPs = append(sb.IPs, st.ip)
 	}
-	if s := st.GetStatus(); s != nil && s.Network != nil {
-		if s.Network.Ip != "" {
-			sb.IPs = append(sb.IPs, s.Network.Ip)
-		}
-		for _, ip := range s.Network.AdditionalIps {
-			sb.IPs = append(sb.IPs, ip.Ip)
-		}
-	}
-	sb.Netns = netnsOf(st.Info["info"])
+	sb.IPs = append(sb.IPs, st.extraIPs...)
+	sb.Netns = netnsOf(st.info)
 	return sb
 }
 
