@@ -58,21 +58,18 @@ func (c *Client) readIPTablesNFTKernel(family int, keepRaw bool) (*iptParser, er
 			c.Close()
 		}
 	}()
-	return consistentRead("iptables-nft table "+nftFamilyName(family)+" nat", func() (*iptParser, error) {
+	return consistentSnapshot(conns[0], "iptables-nft table "+nftFamilyName(family)+" nat", func() (*iptParser, error) {
 		p := newIPTParser(family, keepRaw)
 		return p, readIPTNFTOnce(conns, family, p)
 	})
 }
 
-// readIPTNFTOnce reads one snapshot into p; errNFTChanged when the ruleset
-// changed meanwhile. The readers dump batches of chains; p gets them in the
-// chains' order, as iptables-save prints them.
+// readIPTNFTOnce reads the table into p; errNFTChanged when a dump saw the
+// ruleset change (consistentSnapshot checks the generation around it).
+// The readers dump batches of chains; p gets them in the chains' order,
+// as iptables-save prints them.
 func readIPTNFTOnce(conns []*rawConn, family int, p *iptParser) error {
 	conn := conns[0]
-	gen, err := nftGenID(conn)
-	if err != nil {
-		return err
-	}
 	chains, err := iptNFTChains(conn, family, "nat")
 	if err != nil {
 		return err
@@ -148,13 +145,6 @@ func readIPTNFTOnce(conns []*rawConn, family int, p *iptParser) error {
 			return err
 		}
 		cr.feed(p, "filter")
-	}
-	after, err := nftGenID(conn)
-	if err != nil {
-		return err
-	}
-	if after != gen {
-		return errNFTChanged
 	}
 	return nil
 }

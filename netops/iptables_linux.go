@@ -292,27 +292,10 @@ func (c *Client) readIPTablesTargeted(family int, probe *famProbe, sel *serviceS
 		p  *iptParser
 		ok bool
 	}
-	r, err := consistentRead("iptables-nft table "+nftFamilyName(family)+" nat", func() (read, error) {
-		gen, err := nftGenID(conn)
-		if err != nil {
-			return read{}, err
-		}
+	r, err := consistentSnapshot(conn, "iptables-nft table "+nftFamilyName(family)+" nat", func() (read, error) {
 		p := newIPTParser(family, keepRaw)
 		ok, err := c.readIPTNFTTargetedOnce(conn, family, p, probe, sel)
-		if errors.Is(err, errDumpInterrupted) {
-			return read{}, errNFTChanged
-		}
-		if err != nil {
-			return read{}, err
-		}
-		after, err := nftGenID(conn)
-		if err != nil {
-			return read{}, err
-		}
-		if after != gen {
-			return read{}, errNFTChanged
-		}
-		return read{p, ok}, nil
+		return read{p, ok}, err
 	})
 	return r.p, r.ok, err
 }

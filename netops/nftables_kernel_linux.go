@@ -43,10 +43,17 @@ func (c *Client) readNFTKernel(family int, keepRaw bool) (*nftParser, error) {
 		return nil, nftError("open nf_tables netlink socket", err)
 	}
 	defer conn.Close()
-	return consistentRead("nf_tables table "+nftFamilyName(family)+" kube-proxy", func() (*nftParser, error) {
-		p := newNFTParser(family, keepRaw)
-		return p, readNFTTable(conn, family, "kube-proxy", p)
+	t, err := consistentSnapshot(conn, "nf_tables table "+nftFamilyName(family)+" kube-proxy", func() (*nftTableDump, error) {
+		return dumpNFTTable(conn, family, "kube-proxy", true)
 	})
+	if err != nil {
+		return nil, err
+	}
+	p := newNFTParser(family, keepRaw)
+	if t != nil {
+		t.feed(p)
+	}
+	return p, nil
 }
 
 // consistentRead runs read, which reports errNFTChanged when the ruleset's
@@ -67,31 +74,32 @@ func consistentRead[T any](what string, read func() (T, error)) (T, error) {
 	}
 }
 
-// readNFTTable reads one consistent snapshot of table into p; errNFTChanged
-// when the ruleset changed meanwhile.
-func readNFTTable(conn *rawConn, family int, table string, p *nftParser) error {
-	gen, err := nftGenID(conn)
-	if err != nil {
-		return err
-	}
-	t, err := dumpNFTTable(conn, family, table, true)
-	if errors.Is(err, errDumpInterrupted) {
-		return errNFTChanged
-	}
-	if err != nil {
-		return err
-	}
-	after, err := nftGenID(conn)
-	if err != nil {
-		return err
-	}
-	if after != gen {
-		return errNFTChanged
-	}
-	if t != nil {
-		t.feed(p)
-	}
-	return nil
+// consistentSnapshot is consistentRead for a read on conn: read runs
+// between two generation ids, and a read they do not agree on, or whose
+// dump the kernel flagged as interrupted, is made again.
+func consistentSnapshot[T any](conn *rawConn, what string, read func() (T, error)) (T, error) {
+	return consistentRead(what, func() (T, error) {
+		var zero T
+		gen, err := nftGenID(conn)
+		if err != nil {
+			return zero, err
+		}
+		v, err := read()
+		if errors.Is(err, errDumpInterrupted) {
+			return zero, errNFTChanged
+		}
+		if err != nil {
+			return zero, err
+		}
+		after, err := nftGenID(conn)
+		if err != nil {
+			return zero, err
+		}
+		if after != gen {
+			return zero, errNFTChanged
+		}
+		return v, nil
+	})
 }
 
 // nftGenID asks for the ruleset's generation id once no commit is under
@@ -266,27 +274,10 @@ func (c *Client) readNFTKernelTargeted(family int, sel *serviceSelector, keepRaw
 		p  *nftParser
 		ok bool
 	}
-	r, err := consistentRead("nf_tables table "+nftFamilyName(family)+" kube-proxy", func() (read, error) {
-		gen, err := nftGenID(conn)
-		if err != nil {
-			return read{}, err
-		}
+	r, err := consistentSnapshot(conn, "nf_tables table "+nftFamilyName(family)+" kube-proxy", func() (read, error) {
 		p := newNFTParser(family, keepRaw)
 		ok, err := readNFTTargetedOnce(conn, family, "kube-proxy", p, sel)
-		if errors.Is(err, errDumpInterrupted) {
-			return read{}, errNFTChanged
-		}
-		if err != nil {
-			return read{}, err
-		}
-		after, err := nftGenID(conn)
-		if err != nil {
-			return read{}, err
-		}
-		if after != gen {
-			return read{}, errNFTChanged
-		}
-		return read{p, ok}, nil
+		return read{p, ok}, err
 	})
 	return r.p, r.ok, err
 }
