@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
+	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 )
 
 // cniLab is a lab node with two pods attached through libcni (the real
@@ -17,9 +18,7 @@ import (
 // the lab's two hand-made pods, which no cache names.
 func cniLab(t *testing.T) (*lab.Lab, *lab.CNI, []*lab.CNIPod) {
 	t.Helper()
-	if _, err := os.Stat(filepath.Join(lab.CNIPluginDir, "bridge")); err != nil {
-		t.Skipf("no CNI bridge plugin in %s (apt-get install containernetworking-plugins)", lab.CNIPluginDir)
-	}
+	labtest.RequireCNIPlugins(t)
 	l := newLab(t, lab.Options{Pods: 2, Restore: "none"})
 	cni, err := l.NewCNI(lab.CNIConfig{})
 	if err != nil {

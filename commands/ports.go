@@ -215,14 +215,7 @@ func printPortsTable(w io.Writer, ports []netops.Port) error {
 	tw := newTableGap(w, 1)
 	fmt.Fprintln(tw, "BRIDGE\tPORT\tSTATE\tHAIRPIN\tPOD-IPS\tPOD")
 	for _, p := range ports {
-		hp := pal.bad("off")
-		if p.Hairpin {
-			hp = pal.good("on")
-		}
-		first := "-"
-		if len(p.PodIPs) > 0 {
-			first = p.PodIPs[0]
-		}
+		hp, first := portCells(pal, p)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", termSafe(p.Bridge), termSafe(p.Name), p.State, hp, first, podName(p.Pod))
 		for _, ip := range p.PodIPs[min(1, len(p.PodIPs)):] {
 			fmt.Fprintf(tw, "\t\t\t\t%s\t\n", ip)
@@ -231,20 +224,27 @@ func printPortsTable(w io.Writer, ports []netops.Port) error {
 	return tw.Flush()
 }
 
+// portCells are a port's HAIRPIN cell, coloured, and its first pod IP
+// ("-" for none); the table and -o wide print the others on lines of
+// their own.
+func portCells(pal palette, p netops.Port) (hairpin, firstIP string) {
+	hairpin, firstIP = pal.bad("off"), "-"
+	if p.Hairpin {
+		hairpin = pal.good("on")
+	}
+	if len(p.PodIPs) > 0 {
+		firstIP = p.PodIPs[0]
+	}
+	return hairpin, firstIP
+}
+
 // printPortsWide is -o wide: every column, wider than 80.
 func printPortsWide(w io.Writer, ports []netops.Port) error {
 	pal := colours(w)
 	tw := newTable(w)
 	fmt.Fprintln(tw, "BRIDGE\tPORT\tINDEX\tSTATE\tOPER\tHAIRPIN\tMAC\tPOD-IPS\tPOD\tCONTAINER\tIFACE\tSOURCE")
 	for _, p := range ports {
-		hp := pal.bad("off")
-		if p.Hairpin {
-			hp = pal.good("on")
-		}
-		first := "-"
-		if len(p.PodIPs) > 0 {
-			first = p.PodIPs[0]
-		}
+		hp, first := portCells(pal, p)
 		ctr, ifc, src := "-", "-", "-"
 		if p.Pod != nil {
 			ctr, ifc, src = termSafe(shortID(p.Pod.ContainerID)), termSafe(p.Pod.Interface), p.Pod.Source

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hairpinctl/hairpinctl/netops/cri"
 	"github.com/hairpinctl/hairpinctl/netops/lab"
+	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -89,9 +90,7 @@ func TestPodsOfContainerdSandbox(t *testing.T) {
 			t.Skipf("%s not installed (apt-get install containerd runc)", b)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(lab.CNIPluginDir, "bridge")); err != nil {
-		t.Skipf("no CNI bridge plugin in %s", lab.CNIPluginDir)
-	}
+	labtest.RequireCNIPlugins(t)
 	l := newLab(t, lab.Options{Pods: 2, Restore: "none"})
 	confDir, ipam := t.TempDir(), t.TempDir()
 	conf, _ := json.Marshal(map[string]any{

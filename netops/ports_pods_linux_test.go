@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
+	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
 )
 
@@ -17,9 +18,7 @@ import (
 // hand-made pods (which no cache names).
 func podLab(t *testing.T) (*lab.Lab, *lab.CNI) {
 	t.Helper()
-	if _, err := os.Stat(filepath.Join(lab.CNIPluginDir, "bridge")); err != nil {
-		t.Skipf("no CNI bridge plugin in %s (apt-get install containernetworking-plugins)", lab.CNIPluginDir)
-	}
+	labtest.RequireCNIPlugins(t)
 	l := newLab(t, lab.Options{Pods: 2, Restore: "none"})
 	cni, err := l.NewCNI(lab.CNIConfig{})
 	if err != nil {

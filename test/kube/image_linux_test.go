@@ -93,17 +93,7 @@ func inImage(t *testing.T, l *kubelab.Lab, c *kubelab.Containerd, id string, arg
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := c.Command(ctx, append(ctrRunArgs(c, "--rm", "--mount", cniMount(l), imageRef, id, "/usr/local/bin/hairpinctl"), args...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("ctr run %v: %v", args, err)
-	}
-	return result{code, out.String(), errb.String()}
+	return runCmd(t, c.Command(ctx, append(ctrRunArgs(c, "--rm", "--mount", cniMount(l), imageRef, id, "/usr/local/bin/hairpinctl"), args...)...))
 }
 
 // cniMount gives the container the node's CNI configuration, read-only,

@@ -48,3 +48,12 @@ func HoldXtablesLock(t testing.TB) string {
 	}
 	return path
 }
+
+// RequireCNIPlugins skips t, saying what to install, when the real CNI
+// bridge plugin libcni runs is missing (scripts/test-deps.sh installs it).
+func RequireCNIPlugins(t testing.TB) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(lab.CNIPluginDir, "bridge")); err != nil {
+		t.Skipf("no CNI bridge plugin in %s (apt-get install containernetworking-plugins)", lab.CNIPluginDir)
+	}
+}
