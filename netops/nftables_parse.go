@@ -561,73 +561,72 @@ func (p *nftParser) inlineDNAT(c *linkChain, f []string) bool {
 		c.hops, c.modulus = withHops(c.hops, false, []linkHop{{ip: ip, port: int32(port), weight: 1}}), 1
 		return true
 	}
-	if len(f) < 7 || f[0] != "numgen" || f[1] != "random" || f[2] != "mod" || f[4] != "map" || f[5] != "{" {
+	if len(f) < 7 || f[0] != "numgen" {
 		return false
 	}
-	mod, err := strconv.Atoi(f[3])
-	if err != nil || mod <= 0 {
+	mod, inline, ok := numgenSlots(f, "map", 3, func(v []string) (linkHop, bool) {
+		// "10.244.0.2 . 8080"
+		port, ok := atoiPort(v[2])
+		return linkHop{ip: v[0], port: int32(port)}, ok && v[1] == "."
+	})
+	if mod == 0 {
 		return false
 	}
 	c.modulus = mod
-	var inline []linkHop
-	rest := f[6:]
-	ok := func() bool {
-		for len(rest) > 0 && rest[0] != "}" {
-			if rest[0] == "," {
-				rest = rest[1:]
-				continue
-			}
-			// "0 : 10.244.0.2 . 8080"
-			if len(rest) < 5 || rest[1] != ":" || rest[3] != "." {
-				return false
-			}
-			lo, hi, ok := parseSlotRange(rest[0])
-			port, okPort := atoiPort(rest[4])
-			if !ok || !okPort {
-				return false
-			}
-			inline = addSlots(inline, linkHop{ip: rest[2], port: int32(port)}, hi-lo+1)
-			rest = rest[5:]
-		}
-		return len(rest) > 0
-	}()
 	c.hops = withHops(c.hops, false, inline)
 	return ok
 }
 
-// numgen reads "numgen random mod N vmap { 0 : goto A , 1 : goto B }";
-// a key may be a range ("0-1"), which gives that endpoint more slots.
+// numgen reads "numgen random mod N vmap { 0 : goto A , 1 : goto B }".
 func (p *nftParser) numgen(c *linkChain, f []string) bool {
-	if len(f) < 6 || f[1] != "random" || f[2] != "mod" || f[4] != "vmap" || f[5] != "{" {
-		return false
-	}
-	mod, err := strconv.Atoi(f[3])
-	if err != nil || mod <= 0 {
+	mod, slots, ok := numgenSlots(f, "vmap", 2, func(v []string) (linkHop, bool) {
+		if v[0] != "goto" {
+			return linkHop{}, false
+		}
+		return linkHop{ep: &p.sep(v[1]).linkEndpoint}, true
+	})
+	if mod == 0 {
 		return false
 	}
 	c.modulus = mod
-	var slots []linkHop
-	rest := f[6:]
-	ok := func() bool {
-		for len(rest) > 0 && rest[0] != "}" {
-			if rest[0] == "," {
-				rest = rest[1:]
-				continue
-			}
-			if len(rest) < 4 || rest[1] != ":" || rest[2] != "goto" {
-				return false
-			}
-			lo, hi, ok := parseSlotRange(rest[0])
-			if !ok {
-				return false
-			}
-			slots = addSlots(slots, linkHop{ep: &p.sep(rest[3]).linkEndpoint}, hi-lo+1)
-			rest = rest[4:]
-		}
-		return len(rest) > 0
-	}()
 	c.hops = withHops(c.hops, true, slots)
 	return ok
+}
+
+// numgenSlots reads "numgen random mod N KIND { K : V , … }" from f, each
+// value V being width fields that hop turns into a linkHop. A key may be a
+// range ("0-1"), which gives that hop more slots. mod is 0 when the head
+// is not of that form; ok is false when an element is not understood, and
+// hops then holds the elements before it.
+func numgenSlots(f []string, kind string, width int, hop func(v []string) (linkHop, bool)) (mod int, hops []linkHop, ok bool) {
+	if len(f) < 6 || f[1] != "random" || f[2] != "mod" || f[4] != kind || f[5] != "{" {
+		return 0, nil, false
+	}
+	mod, err := strconv.Atoi(f[3])
+	if err != nil || mod <= 0 {
+		return 0, nil, false
+	}
+	rest := f[6:]
+	for len(rest) > 0 && rest[0] != "}" {
+		if rest[0] == "," {
+			rest = rest[1:]
+			continue
+		}
+		if len(rest) < 2+width || rest[1] != ":" {
+			return mod, hops, false
+		}
+		lo, hi, ok := parseSlotRange(rest[0])
+		if !ok {
+			return mod, hops, false
+		}
+		h, ok := hop(rest[2 : 2+width])
+		if !ok {
+			return mod, hops, false
+		}
+		hops = addSlots(hops, h, hi-lo+1)
+		rest = rest[2+width:]
+	}
+	return mod, hops, len(rest) > 0
 }
 
 // addSlots adds n slots of an endpoint to hops, to its earlier slots if it
