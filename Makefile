@@ -91,10 +91,10 @@ fuzz: ## Fuzz every parser briefly (FUZZTIME=10s each)
 	  done; \
 	done
 
-lint: ## gofmt check, go vet, staticcheck
+lint: ## gofmt check, go vet, staticcheck (the test lab's and the image tool's modules too)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
-	$(GO) vet ./...
-	$(GO) run $(STATICCHECK) ./...
+	@for m in . test/kube tools/mkimage; do echo "lint $$m"; \
+	    (cd $$m && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...) || exit 1; done
 
 bench: build kube-bench-fixture ## Benchmarks against the tools users would otherwise run (root; see docs/benchmarks.md)
 	scripts/test-deps.sh bench

@@ -152,7 +152,7 @@ func createCatalogue(ctx context.Context, l *Lab) (*Catalogue, error) {
 		if s.lbIP != "" {
 			created.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: s.lbIP}}
 			if created, err = l.Client.CoreV1().Services("default").UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-				return nil, fmt.Errorf("Service %s status: %w", s.name, err)
+				return nil, fmt.Errorf("status of Service %s: %w", s.name, err)
 			}
 		}
 		cat.Services = append(cat.Services, created)

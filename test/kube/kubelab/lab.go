@@ -506,7 +506,7 @@ func (l *Lab) node(ctx context.Context) error {
 	n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue,
 		LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(), Reason: "KubeletReady"}}
 	if _, err := l.Client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("Node status: %w", err)
+		return fmt.Errorf("status of the Node: %w", err)
 	}
 	return nil
 }
