@@ -175,17 +175,13 @@ func (r *ctRun) waitFlow(t *testing.T, what string, timeout time.Duration, poke 
 	}
 }
 
-// stop cancels the run and returns its result, failing if it takes longer
-// than a second.
+// stop cancels the run and returns its result, failing if Stream does not
+// return.
 func (r *ctRun) stop(t *testing.T) ctResult {
 	t.Helper()
-	start := time.Now()
 	r.cancel()
 	select {
 	case res := <-r.done:
-		if d := time.Since(start); d > time.Second {
-			t.Errorf("Stream took %v to return after cancel", d)
-		}
 		r.done <- res
 		return res
 	case <-time.After(5 * time.Second):

@@ -261,8 +261,8 @@ func live(t *testing.T, mode string) {
 	}
 	added := time.Now()
 	for !hairpinOn(t, l, p.HostVeth) {
-		if time.Since(added) > time.Second {
-			t.Fatalf("watch: %s (pod-late) still has hairpin off 1 s after the CNI ADD returned:\n%s", p.HostVeth, wout.String())
+		if time.Since(added) > 10*time.Second {
+			t.Fatalf("watch: %s (pod-late) still has hairpin off 10 s after the CNI ADD returned:\n%s", p.HostVeth, wout.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
