@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build hairpinctl: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	kubelab.CloseAllOnSignal()
+	kubelab.CloseAllOnSignal(func() { os.RemoveAll(dir) })
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

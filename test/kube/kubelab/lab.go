@@ -181,8 +181,9 @@ var (
 
 // CloseAllOnSignal closes every open lab and exits with 128+signal on
 // SIGINT, SIGTERM or SIGHUP (an SSH session dropping), so that an
-// interrupted test or lab leaves no namespace or process behind.
-func CloseAllOnSignal() {
+// interrupted test or lab leaves no namespace or process behind; then it
+// runs cleanups (a test binary's temporary directory, say).
+func CloseAllOnSignal(cleanups ...func()) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
@@ -195,6 +196,9 @@ func CloseAllOnSignal() {
 		liveMu.Unlock()
 		for _, l := range labs {
 			_ = l.Close()
+		}
+		for _, c := range cleanups {
+			c()
 		}
 		fmt.Fprintf(os.Stderr, "kubelab: %v: %d lab(s) torn down\n", sig, len(labs))
 		os.Exit(128 + int(sig.(syscall.Signal)))
