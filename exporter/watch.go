@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/watch"
 )
 
 // Names of the series only the watcher has.
@@ -69,7 +70,7 @@ func NewWatch(version string, list PortLister, doctor bool) *Watch {
 	w.info.Set(1, version)
 	// Every cause exists from the start, so rate() and increase() see the
 	// first overflow as a change from 0.
-	for _, c := range []string{netops.ResyncOverflow, netops.ResyncSubscription, netops.ResyncPeriodic} {
+	for _, c := range []string{watch.ResyncOverflow, watch.ResyncSubscription, watch.ResyncPeriodic} {
 		w.resyncs.Touch(c)
 	}
 	if doctor {
@@ -81,18 +82,18 @@ func NewWatch(version string, list PortLister, doctor bool) *Watch {
 }
 
 // Observe counts one watch event.
-func (w *Watch) Observe(ev netops.WatchEvent) {
+func (w *Watch) Observe(ev watch.WatchEvent) {
 	switch ev.Kind {
-	case netops.WatchReady:
+	case watch.WatchReady:
 		w.ready.Set(1)
 		w.isReady.Store(true)
-	case netops.WatchEnabled:
+	case watch.WatchEnabled:
 		w.fixes.Add(1, ev.Bridge, ev.Cause)
-	case netops.WatchFailed:
+	case watch.WatchFailed:
 		w.failures.Add(1, ev.Bridge)
-	case netops.WatchResync:
+	case watch.WatchResync:
 		w.resyncs.Add(1, ev.Cause)
-	case netops.WatchError:
+	case watch.WatchError:
 		w.errors.Add(1)
 	}
 }

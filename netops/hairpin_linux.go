@@ -12,10 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// setWindow is how many RTM_SETLINK requests are in flight before their
+// SetWindow is how many RTM_SETLINK requests are in flight before their
 // ACKs are read. Each ACK echoes the request (about 80 bytes), so a window
 // of 256 fits well inside the receive buffer set below: no ACK is lost.
-const setWindow = 128
+const SetWindow = 128
 
 // setRcvBuf is the receive buffer asked for on the batching socket.
 const setRcvBuf = 1 << 20
@@ -54,8 +54,8 @@ func (c *Client) SetHairpin(ports []Port, on, dryRun bool) *SetResult {
 	if err := c.raw.sock.SetReceiveBufferSize(setRcvBuf, true); err != nil {
 		_ = c.raw.sock.SetReceiveBufferSize(setRcvBuf, false)
 	}
-	for start := 0; start < len(todo); start += setWindow {
-		end := min(start+setWindow, len(todo))
+	for start := 0; start < len(todo); start += SetWindow {
+		end := min(start+SetWindow, len(todo))
 		c.setWindow(todo[start:end], on, res)
 	}
 	return res
