@@ -285,7 +285,7 @@ func (c *Client) DumpBridgePorts() ([]Port, error) {
 	var perr, err error
 	for attempt := 0; attempt < 3; attempt++ {
 		ports, perr = ports[:0], nil
-		req := c.raw.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+		req := c.raw.NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 		req.AddData(nl.NewIfInfomsg(unix.AF_BRIDGE))
 		err = req.Stream(unix.RTM_NEWLINK, func(m []byte) {
 			p, ok, err := parseBridgeLinkMsg(m)
@@ -430,7 +430,7 @@ func dumpAddrs(conn *rawConn, netnsID int) (map[int][]string, error) {
 }
 
 func dumpFamilyAddrs(conn *rawConn, netnsID, family int, out map[int][]string) error {
-	req := conn.newRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP)
+	req := conn.NewRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfAddrmsg(family))
 	if netnsID >= 0 {
 		req.AddData(nl.NewRtAttr(ifaTargetNetnsid, nl.Uint32Attr(uint32(netnsID))))
@@ -556,7 +556,7 @@ const rtextFilterSkipStats = 1 << 3
 // each peer as its datagram arrives, so the pods' namespaces can be read
 // while the rest of the dump is still being built by the kernel.
 func (c *Client) dumpVethPeersOf(bridge int, peers map[int]vethPeer, onPeer func(vethPeer)) error {
-	req := c.raw.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+	req := c.raw.NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
 	req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(bridge))))
@@ -605,7 +605,7 @@ func (c *Client) dumpVethPeersOf(bridge int, peers map[int]vethPeer, onPeer func
 // BridgeNames lists the bridges of the namespace, with one RTM_GETLINK
 // dump filtered by the kernel to kind "bridge".
 func (c *Client) BridgeNames() ([]string, error) {
-	req := c.raw.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+	req := c.raw.NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
 	linkinfo := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
@@ -657,7 +657,7 @@ func (c *Client) classifyPorts(ports []Port) error {
 			continue
 		}
 		seen[p.BridgeIndex] = true
-		req := c.raw.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+		req := c.raw.NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 		req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 		req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
 		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(p.BridgeIndex))))
