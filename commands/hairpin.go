@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/watch"
 	"github.com/urfave/cli/v2"
 )
 
@@ -193,7 +194,7 @@ func printSetResult(w io.Writer, r *netops.SetResult, on bool) error {
 // warnWatchers says when a running hairpinctl watch will undo a disable:
 // it turns hairpin back on for every port of the bridges it keeps.
 func warnWatchers(c *cli.Context, cl *netops.Client, ports []netops.Port) {
-	for _, w := range cl.Watchers() {
+	for _, w := range watch.Watchers(cl) {
 		var brs []string
 		for _, p := range ports {
 			if w.Covers(p.Bridge) && !slices.Contains(brs, p.Bridge) {

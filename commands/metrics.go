@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -9,10 +10,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/google/renameio/v2"
 	"github.com/hairpinctl/hairpinctl/exporter"
 	"github.com/hairpinctl/hairpinctl/netops"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 	"github.com/urfave/cli/v2"
 )
 
@@ -75,14 +75,19 @@ func runMetrics(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	write := func(reg *prometheus.Registry) error {
+	write := func(fams []exporter.Family) error {
 		if dir == "-" {
-			return writeMetrics(c.App.Writer, reg)
+			return writeMetrics(c.App.Writer, fams)
 		}
+		var buf bytes.Buffer
+		if err := writeMetrics(&buf, fams); err != nil {
+			return err
+		}
+		// A temporary file in dir renamed over path, so node_exporter never
+		// reads a partial file; 0644 whatever the umask, as node_exporter
+		// runs as another user.
 		path := filepath.Join(dir, metricsFile)
-		// WriteToTextfile writes a temporary file in dir and renames it
-		// over path, so node_exporter never reads a partial file.
-		if err := prometheus.WriteToTextfile(path, reg); err != nil {
+		if err := renameio.WriteFile(path, buf.Bytes(), 0o644, renameio.WithStaticPermissions(0o644)); err != nil {
 			return fmt.Errorf("metrics: write %s: %w", path, err)
 		}
 		return nil
@@ -90,7 +95,7 @@ func runMetrics(c *cli.Context) error {
 	// Without CAP_NET_ADMIN half the checks SKIP: a file of SKIPs would
 	// read as "nothing to report". Say it is down instead, and fail.
 	if !netops.HasNetAdmin() {
-		if err := write(exporter.UpRegistry(0)); err != nil {
+		if err := write(exporter.UpFamilies(0)); err != nil {
 			return err
 		}
 		return netops.Errorf(netops.ErrPermission, "metrics needs CAP_NET_ADMIN to read kube-proxy's rules and conntrack: run as root (wrote hairpinctl_up 0 only)")
@@ -104,11 +109,7 @@ func runMetrics(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	reg, err := exporter.DoctorRegistry(rep, time.Now())
-	if err != nil {
-		return fmt.Errorf("metrics: %w", err)
-	}
-	return write(reg)
+	return write(exporter.DoctorFamilies(rep, time.Now()))
 }
 
 // checkTextfileDir validates --textfile DIR.
@@ -124,16 +125,10 @@ func checkTextfileDir(dir string) error {
 	return nil
 }
 
-// writeMetrics writes reg in the text format node_exporter reads.
-func writeMetrics(w io.Writer, reg *prometheus.Registry) error {
-	fams, err := reg.Gather()
-	if err != nil {
+// writeMetrics writes fams in the text format node_exporter reads.
+func writeMetrics(w io.Writer, fams []exporter.Family) error {
+	if err := exporter.WriteText(w, fams); err != nil {
 		return fmt.Errorf("metrics: %w", err)
-	}
-	for _, f := range fams {
-		if _, err := expfmt.MetricFamilyToText(w, f); err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/selftest"
 	"github.com/urfave/cli/v2"
 )
 
@@ -74,13 +75,13 @@ func runSelftest(c *cli.Context) error {
 
 	errw := c.App.ErrWriter
 	pal := colours(errw)
-	rep, err := netops.Selftest(ctx, netops.SelftestOptions{
+	rep, err := selftest.Run(ctx, selftest.Options{
 		Prefix:  c.String("prefix"),
 		Backend: c.String("backend"),
 		Created: func(name string) {
 			fmt.Fprintf(errw, "selftest: created namespace %s\n", name)
 		},
-		Step: func(s netops.SelftestStep) {
+		Step: func(s selftest.Step) {
 			mark := pal.good("ok")
 			got := s.Got
 			if !s.OK {
@@ -137,7 +138,7 @@ func plural(n int, what string) string {
 	return fmt.Sprintf("%d %ss", n, what)
 }
 
-func printSelftest(w io.Writer, r *netops.SelftestReport) error {
+func printSelftest(w io.Writer, r *selftest.Report) error {
 	pal := colours(w)
 	tw := newTable(w)
 	fmt.Fprintln(tw, "STEP\tWANT\tGOT\tRESULT")

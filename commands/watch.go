@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/renameio/v2"
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/watch"
 	"github.com/urfave/cli/v2"
 )
 
@@ -123,10 +124,10 @@ func runWatch(c *cli.Context) error {
 
 	p := newWatchPrinter(c.App.Writer, format, cl.NetnsLabel())
 	var readyErr error
-	err = cl.Watch(ctx, netops.WatchOptions{Bridges: brs, All: all, Resync: resync, AnyPort: c.Bool("any-port")}, func(ev netops.WatchEvent) {
+	err = watch.Watch(ctx, cl, watch.WatchOptions{Bridges: brs, All: all, Resync: resync, AnyPort: c.Bool("any-port")}, func(ev watch.WatchEvent) {
 		p.print(ev)
 		m.observe(ev)
-		if ev.Kind == netops.WatchReady && readyFile != "" {
+		if ev.Kind == watch.WatchReady && readyFile != "" {
 			// Written whole or not at all (a file renamed into place): a
 			// probe that finds it never reads it empty.
 			if err := renameio.WriteFile(readyFile, fmt.Appendf(nil, "%d\n", os.Getpid()), 0o644); err != nil {
@@ -153,7 +154,7 @@ func runWatch(c *cli.Context) error {
 	if s, ok := stoppedBy().(syscall.Signal); ok {
 		cause = unixSignalName(s)
 	}
-	p.print(netops.WatchEvent{Time: time.Now(), Kind: watchStopped, Cause: cause})
+	p.print(watch.WatchEvent{Time: time.Now(), Kind: watchStopped, Cause: cause})
 	return nil
 }
 
@@ -186,7 +187,7 @@ func newWatchPrinter(w io.Writer, format, netns string) *watchPrinter {
 	return &watchPrinter{w: w, json: format == "json", pal: colours(w), stamps: !journald, netns: netns}
 }
 
-func (p *watchPrinter) print(ev netops.WatchEvent) {
+func (p *watchPrinter) print(ev watch.WatchEvent) {
 	if p.json {
 		b, err := json.Marshal(ev)
 		if err == nil {
@@ -206,16 +207,16 @@ func (p *watchPrinter) print(ev netops.WatchEvent) {
 }
 
 var enabledCause = map[string]string{
-	netops.CauseStart:     "found off at start",
-	netops.CauseJoined:    "joined the bridge",
-	netops.CauseTurnedOff: "was turned off",
-	netops.CauseResync:    "found off by re-listing",
+	watch.CauseStart:     "found off at start",
+	watch.CauseJoined:    "joined the bridge",
+	watch.CauseTurnedOff: "was turned off",
+	watch.CauseResync:    "found off by re-listing",
 }
 
 // text is the plain line for ev, "" for events not worth a line.
-func (p *watchPrinter) text(ev netops.WatchEvent) string {
+func (p *watchPrinter) text(ev watch.WatchEvent) string {
 	switch ev.Kind {
-	case netops.WatchReady:
+	case watch.WatchReady:
 		what := "bridge " + ev.Bridge
 		if strings.Contains(ev.Bridge, ",") {
 			what = "bridges " + ev.Bridge
@@ -228,31 +229,31 @@ func (p *watchPrinter) text(ev netops.WatchEvent) string {
 			unit = "port"
 		}
 		return fmt.Sprintf("%s %s in netns %s: %d %s", p.pal.good("watching"), what, p.netns, ev.Ports, unit)
-	case netops.WatchEnabled:
+	case watch.WatchEnabled:
 		cause := enabledCause[ev.Cause]
 		if cause == "" {
 			cause = ev.Cause
 		}
 		return fmt.Sprintf("%s %s (%s): %s", p.pal.good("hairpin on"), termSafe(ev.Port), termSafe(ev.Bridge), cause)
-	case netops.WatchFailed:
+	case watch.WatchFailed:
 		return fmt.Sprintf("%s %s (%s): %s", p.pal.bad("failed"), termSafe(ev.Port), termSafe(ev.Bridge), termSafeText(ev.Error))
-	case netops.WatchSkipped:
+	case watch.WatchSkipped:
 		return fmt.Sprintf("%s %s (%s): %s (use --any-port to keep it on too)", p.pal.dim("skipped"), termSafe(ev.Port), termSafe(ev.Bridge), ev.Error)
-	case netops.WatchBridgeAdded:
+	case watch.WatchBridgeAdded:
 		return fmt.Sprintf("bridge %s appeared (ifindex %d)", termSafe(ev.Bridge), ev.Index)
-	case netops.WatchBridgeRemoved:
+	case watch.WatchBridgeRemoved:
 		return fmt.Sprintf("%s %s removed: waiting for it to come back", p.pal.warn("bridge"), termSafe(ev.Bridge))
-	case netops.WatchBridgeMissing:
+	case watch.WatchBridgeMissing:
 		return fmt.Sprintf("%s %s does not exist yet: waiting for it", p.pal.warn("bridge"), termSafe(ev.Bridge))
-	case netops.WatchResync:
+	case watch.WatchResync:
 		switch ev.Cause {
-		case netops.ResyncPeriodic:
+		case watch.ResyncPeriodic:
 			return "" // routine: its findings get their own lines
-		case netops.ResyncOverflow:
+		case watch.ResyncOverflow:
 			return fmt.Sprintf("%s every port: the kernel dropped notifications (%s)", p.pal.warn("re-listing"), ev.Error)
 		}
 		return fmt.Sprintf("%s every port: the subscription ended (%s)", p.pal.warn("re-listing"), ev.Error)
-	case netops.WatchError:
+	case watch.WatchError:
 		return fmt.Sprintf("%s %s", p.pal.bad("error"), ev.Error)
 	case watchStopped:
 		return "stopped on " + ev.Cause

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hairpinctl/hairpinctl/exporter"
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/watch"
 	"github.com/urfave/cli/v2"
 )
 
@@ -142,12 +143,12 @@ func (m *watchMetrics) listPorts() ([]string, []netops.Port, error) {
 
 // observe counts ev; the first ready event starts the doctor runs, so
 // their first verdict sees the ports watch has just turned on.
-func (m *watchMetrics) observe(ev netops.WatchEvent) {
+func (m *watchMetrics) observe(ev watch.WatchEvent) {
 	if m == nil {
 		return
 	}
 	m.exp.Observe(ev)
-	if ev.Kind == netops.WatchReady && m.cfg.doctorEvery > 0 {
+	if ev.Kind == watch.WatchReady && m.cfg.doctorEvery > 0 {
 		m.startDr.Do(func() {
 			m.doctors.Add(1)
 			go m.doctorLoop()

@@ -3,6 +3,12 @@
 // metrics) and an HTTP endpoint Prometheus scrapes from the long-running
 // watcher (hairpinctl watch --metrics-listen). It turns netops' data into
 // series and never touches the kernel itself.
+//
+// It writes the text exposition format itself rather than through
+// prometheus/client_golang: Go runs every linked package's init for every
+// command, and client_golang's (its default registry's Go and process
+// collectors, procfs, and the protobuf types of client_model) was most of
+// hairpinctl's start-up.
 package exporter
 
 import (
@@ -10,7 +16,6 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Metric names, stable: dashboards and alerts key on them.
@@ -25,97 +30,72 @@ const (
 	LastSuccess = "hairpinctl_last_success_timestamp_seconds"
 )
 
-// NewBridgePorts returns the gauge of ports by bridge and hairpin state
+// newBridgePorts returns the gauge of ports by bridge and hairpin state
 // ("on" or "off").
-func NewBridgePorts() *prometheus.GaugeVec {
-	return prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: BridgePorts,
-		Help: "Bridge ports by bridge and hairpin mode (on reflects a pod's traffic back to it).",
-	}, []string{"bridge", "hairpin"})
+func newBridgePorts() *vec {
+	return newVec(BridgePorts, "Bridge ports by bridge and hairpin mode (on reflects a pod's traffic back to it).",
+		gauge, "bridge", "hairpin")
 }
 
-// NewDoctorCheckStatus returns the gauge of doctor verdicts by check and
+// newDoctorCheckStatus returns the gauge of doctor verdicts by check and
 // status ("pass", "warn", "fail", "skip").
-func NewDoctorCheckStatus() *prometheus.GaugeVec {
-	return prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: DoctorCheckStatus,
-		Help: "1 for the verdict of each hairpinctl doctor check, 0 for the others.",
-	}, []string{"check", "status"})
+func newDoctorCheckStatus() *vec {
+	return newVec(DoctorCheckStatus, "1 for the verdict of each hairpinctl doctor check, 0 for the others.",
+		gauge, "check", "status")
 }
 
-// NewUp returns hairpinctl_up.
-func NewUp() prometheus.Gauge {
-	return prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: Up,
-		Help: "1 when hairpinctl could run every check, 0 when it lacked the privileges to.",
-	})
+// newLastSuccess returns hairpinctl_last_success_timestamp_seconds.
+func newLastSuccess() *vec {
+	return newVec(LastSuccess, "Unix time of the last complete run of the hairpinctl doctor checks.", gauge)
 }
 
-// NewLastSuccess returns hairpinctl_last_success_timestamp_seconds.
-func NewLastSuccess() prometheus.Gauge {
-	return prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: LastSuccess,
-		Help: "Unix time of the last complete run of the hairpinctl doctor checks.",
-	})
-}
-
-// SetPorts fills v with the ports of each bridge by hairpin state. Both
+// setPorts fills v with the ports of each bridge by hairpin state. Both
 // series exist for every bridge in bridges, so "off" reads 0 rather than
 // vanishing when all is well.
-func SetPorts(v *prometheus.GaugeVec, bridges []string, ports []netops.Port) {
+func setPorts(v *vec, bridges []string, ports []netops.Port) {
 	for _, b := range bridges {
-		v.WithLabelValues(b, "on")
-		v.WithLabelValues(b, "off")
+		v.Touch(b, "on")
+		v.Touch(b, "off")
 	}
 	for _, p := range ports {
 		state := "off"
 		if p.Hairpin {
 			state = "on"
 		}
-		v.WithLabelValues(p.Bridge, state).Inc()
+		v.Add(1, p.Bridge, state)
 	}
 }
 
-// SetChecks fills v with one series per check and verdict: 1 for the
+// setChecks fills v with one series per check and verdict: 1 for the
 // check's verdict, 0 for the other three.
-func SetChecks(v *prometheus.GaugeVec, checks []netops.Check) {
+func setChecks(v *vec, checks []netops.Check) {
 	for _, ch := range checks {
 		for _, s := range netops.CheckStatuses {
 			val := 0.0
 			if ch.Status == s {
 				val = 1
 			}
-			v.WithLabelValues(ch.ID, strings.ToLower(string(s))).Set(val)
+			v.Set(val, ch.ID, strings.ToLower(string(s)))
 		}
 	}
 }
 
-// UpRegistry holds hairpinctl_up alone.
-func UpRegistry(up float64) *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	g := NewUp()
-	g.Set(up)
-	reg.MustRegister(g)
-	return reg
+// UpFamilies holds hairpinctl_up alone.
+func UpFamilies(up float64) []Family {
+	return []Family{{Name: Up, Kind: gauge, Series: []Series{{Value: up}},
+		Help: "1 when hairpinctl could run every check, 0 when it lacked the privileges to."}}
 }
 
-// DoctorRegistry turns a doctor report made at now into gauges on a
-// registry of their own (no Go runtime metrics: node_exporter has the
-// node's).
-func DoctorRegistry(rep *netops.DoctorReport, now time.Time) (*prometheus.Registry, error) {
-	reg := UpRegistry(1)
-	last := NewLastSuccess()
+// DoctorFamilies turns a doctor report made at now into gauges (no Go
+// runtime metrics: node_exporter has the node's).
+func DoctorFamilies(rep *netops.DoctorReport, now time.Time) []Family {
+	last := newLastSuccess()
 	last.Set(unixSeconds(now))
-	ports := NewBridgePorts()
-	checks := NewDoctorCheckStatus()
-	for _, col := range []prometheus.Collector{last, ports, checks} {
-		if err := reg.Register(col); err != nil {
-			return nil, err
-		}
-	}
-	SetPorts(ports, rep.Bridges, rep.Ports)
-	SetChecks(checks, rep.Checks)
-	return reg, nil
+	ports := newBridgePorts()
+	setPorts(ports, rep.Bridges, rep.Ports)
+	checks := newDoctorCheckStatus()
+	setChecks(checks, rep.Checks)
+	return append(UpFamilies(1), last.Family(), ports.Family(), checks.Family())
 }
 
 func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }

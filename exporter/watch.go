@@ -7,9 +7,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/hairpinctl/hairpinctl/netops/watch"
 )
 
 // Names of the series only the watcher has.
@@ -39,89 +37,64 @@ type PortLister func() (bridges []string, ports []netops.Port, err error)
 // events (Observe), the ports read from the kernel at each scrape through
 // a PortLister, and the last doctor verdicts (SetDoctor).
 type Watch struct {
-	reg      *prometheus.Registry
 	list     PortLister
-	ports    *prometheus.GaugeVec
-	up       prometheus.Gauge
-	fixes    *prometheus.CounterVec
-	failures *prometheus.CounterVec
-	resyncs  *prometheus.CounterVec
-	errors   prometheus.Counter
-	ready    prometheus.Gauge
+	fixes    *vec
+	failures *vec
+	resyncs  *vec
+	errors   *vec
+	ready    *vec
+	info     *vec
 	isReady  atomic.Bool
 
 	mu     sync.Mutex // one scrape's listing at a time
-	checks *prometheus.GaugeVec
-	last   prometheus.Gauge
+	checks *vec
+	last   *vec
 }
 
-// NewWatch builds the watcher's registry. With doctor, the doctor
-// verdict series are registered too (filled by SetDoctor).
+// NewWatch builds the watcher's series. With doctor, the doctor verdict
+// series are served too (filled by SetDoctor).
 func NewWatch(version string, list PortLister, doctor bool) *Watch {
 	w := &Watch{
-		reg:   prometheus.NewRegistry(),
-		list:  list,
-		ports: NewBridgePorts(),
-		up: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: Up,
-			Help: "1 when the bridge ports could be read at this scrape, 0 when not.",
-		}),
-		fixes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: WatchFixes,
-			Help: "Ports whose hairpin mode watch turned on, by bridge and cause (start, joined, turned-off, resync).",
-		}, []string{"bridge", "cause"}),
-		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: WatchFailures,
-			Help: "Failed attempts to turn a port's hairpin mode on, by bridge.",
-		}, []string{"bridge"}),
-		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: WatchResyncs,
-			Help: "Re-lists of every port, by cause (overflow: the kernel dropped notifications; subscription-error; periodic).",
-		}, []string{"cause"}),
-		errors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: WatchErrors,
-			Help: "Transient errors watch recovered from (a failed resubscribe or re-list).",
-		}),
-		ready: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: WatchReady,
-			Help: "1 once watch's initial pass is done and link notifications are followed.",
-		}),
+		list: list,
+		fixes: newVec(WatchFixes, "Ports whose hairpin mode watch turned on, by bridge and cause (start, joined, turned-off, resync).",
+			counter, "bridge", "cause"),
+		failures: newVec(WatchFailures, "Failed attempts to turn a port's hairpin mode on, by bridge.", counter, "bridge"),
+		resyncs: newVec(WatchResyncs, "Re-lists of every port, by cause (overflow: the kernel dropped notifications; subscription-error; periodic).",
+			counter, "cause"),
+		errors: newVec(WatchErrors, "Transient errors watch recovered from (a failed resubscribe or re-list).", counter),
+		ready:  newVec(WatchReady, "1 once watch's initial pass is done and link notifications are followed.", gauge),
+		info:   newVec(BuildInfo, "1, labelled with the version of hairpinctl running.", gauge, "version"),
 	}
+	w.errors.Touch()
+	w.ready.Touch()
+	w.info.Set(1, version)
 	// Every cause exists from the start, so rate() and increase() see the
 	// first overflow as a change from 0.
-	for _, c := range []string{netops.ResyncOverflow, netops.ResyncSubscription, netops.ResyncPeriodic} {
-		w.resyncs.WithLabelValues(c)
+	for _, c := range []string{watch.ResyncOverflow, watch.ResyncSubscription, watch.ResyncPeriodic} {
+		w.resyncs.Touch(c)
 	}
-	info := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name:        BuildInfo,
-		Help:        "1, labelled with the version of hairpinctl running.",
-		ConstLabels: prometheus.Labels{"version": version},
-	})
-	info.Set(1)
-	w.reg.MustRegister(portsCollector{w}, w.fixes, w.failures, w.resyncs, w.errors, w.ready, info,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if doctor {
-		w.checks = NewDoctorCheckStatus()
-		w.last = NewLastSuccess()
-		w.reg.MustRegister(w.checks, w.last)
+		w.checks = newDoctorCheckStatus()
+		w.last = newLastSuccess()
+		w.last.Touch()
 	}
 	return w
 }
 
 // Observe counts one watch event.
-func (w *Watch) Observe(ev netops.WatchEvent) {
+func (w *Watch) Observe(ev watch.WatchEvent) {
 	switch ev.Kind {
-	case netops.WatchReady:
+	case watch.WatchReady:
 		w.ready.Set(1)
 		w.isReady.Store(true)
-	case netops.WatchEnabled:
-		w.fixes.WithLabelValues(ev.Bridge, ev.Cause).Inc()
-	case netops.WatchFailed:
-		w.failures.WithLabelValues(ev.Bridge).Inc()
-	case netops.WatchResync:
-		w.resyncs.WithLabelValues(ev.Cause).Inc()
-	case netops.WatchError:
-		w.errors.Inc()
+	case watch.WatchEnabled:
+		w.fixes.Add(1, ev.Bridge, ev.Cause)
+	case watch.WatchFailed:
+		w.failures.Add(1, ev.Bridge)
+	case watch.WatchResync:
+		w.resyncs.Add(1, ev.Cause)
+	case watch.WatchError:
+		w.errors.Add(1)
 	}
 }
 
@@ -137,16 +110,19 @@ func (w *Watch) SetDoctor(rep *netops.DoctorReport, now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.checks.Reset()
-	SetChecks(w.checks, rep.Checks)
+	setChecks(w.checks, rep.Checks)
 	w.last.Set(unixSeconds(now))
 }
 
-// Handler serves /metrics (the Prometheus formats) and /readyz (200 once
+// Handler serves /metrics (the Prometheus text format, which every
+// Prometheus accepts whatever it asks for first) and /readyz (200 once
 // ready, 503 before).
 func (w *Watch) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.InstrumentMetricHandler(w.reg,
-		promhttp.HandlerFor(w.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})))
+	mux.HandleFunc("/metrics", func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		_ = WriteText(rw, w.families())
+	})
 	mux.HandleFunc("/readyz", func(rw http.ResponseWriter, _ *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if !w.Ready() {
@@ -159,30 +135,27 @@ func (w *Watch) Handler() http.Handler {
 	return mux
 }
 
-// portsCollector reads the ports from the kernel at each scrape: a gauge
-// kept up to date from events would drift from what the kernel holds the
-// moment anything else changes a port.
-type portsCollector struct{ w *Watch }
-
-func (c portsCollector) Describe(ch chan<- *prometheus.Desc) {
-	c.w.ports.Describe(ch)
-	c.w.up.Describe(ch)
-}
-
-func (c portsCollector) Collect(ch chan<- prometheus.Metric) {
-	w := c.w
+// families is one scrape: the ports are read from the kernel at each
+// scrape, since a gauge kept up to date from events would drift from what
+// the kernel holds the moment anything else changes a port. A failed
+// listing reads hairpinctl_up 0, without port series, and leaves the rest.
+func (w *Watch) families() []Family {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.ports.Reset()
-	bridges, ports, err := w.list()
-	if err != nil {
-		w.up.Set(0)
-		w.up.Collect(ch)
-		ch <- prometheus.NewInvalidMetric(prometheus.NewDesc(BridgePorts, "", nil, nil), err)
-		return
+	up := Family{Name: Up, Help: "1 when the bridge ports could be read at this scrape, 0 when not.", Kind: gauge,
+		Series: []Series{{Value: 1}}}
+	fams := []Family{w.fixes.Family(), w.failures.Family(), w.resyncs.Family(), w.errors.Family(),
+		w.ready.Family(), w.info.Family()}
+	if bridges, ports, err := w.list(); err != nil {
+		up.Series[0].Value = 0
+	} else {
+		pv := newBridgePorts()
+		setPorts(pv, bridges, ports)
+		fams = append(fams, pv.Family())
 	}
-	w.up.Set(1)
-	SetPorts(w.ports, bridges, ports)
-	w.ports.Collect(ch)
-	w.up.Collect(ch)
+	fams = append(fams, up)
+	if w.checks != nil {
+		fams = append(fams, w.checks.Family(), w.last.Family())
+	}
+	return append(fams, processFamilies()...)
 }

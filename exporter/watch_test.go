@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/watch"
 )
 
 func get(t *testing.T, h http.Handler, path string) (int, string) {
@@ -32,14 +33,14 @@ func TestWatch(t *testing.T) {
 	if code, _ := get(t, h, "/readyz"); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz before ready: %d, want 503", code)
 	}
-	for _, ev := range []netops.WatchEvent{
-		{Kind: netops.WatchEnabled, Bridge: "cni0", Cause: netops.CauseStart},
-		{Kind: netops.WatchEnabled, Bridge: "cni0", Cause: netops.CauseStart},
-		{Kind: netops.WatchReady},
-		{Kind: netops.WatchEnabled, Bridge: "cni0", Cause: netops.CauseJoined},
-		{Kind: netops.WatchFailed, Bridge: "cni0"},
-		{Kind: netops.WatchResync, Cause: netops.ResyncOverflow},
-		{Kind: netops.WatchError},
+	for _, ev := range []watch.WatchEvent{
+		{Kind: watch.WatchEnabled, Bridge: "cni0", Cause: watch.CauseStart},
+		{Kind: watch.WatchEnabled, Bridge: "cni0", Cause: watch.CauseStart},
+		{Kind: watch.WatchReady},
+		{Kind: watch.WatchEnabled, Bridge: "cni0", Cause: watch.CauseJoined},
+		{Kind: watch.WatchFailed, Bridge: "cni0"},
+		{Kind: watch.WatchResync, Cause: watch.ResyncOverflow},
+		{Kind: watch.WatchError},
 	} {
 		w.Observe(ev)
 	}

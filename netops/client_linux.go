@@ -144,6 +144,17 @@ func (c *Client) Handle() *netlink.Handle { return c.h }
 // Netns is the client's namespace handle. The Client owns it.
 func (c *Client) Netns() netns.NsHandle { return c.ns }
 
+// SubscribeNetns is the namespace to give netlink's subscriptions (which
+// open their socket there): the client's, or nil in the caller's own
+// namespace, which then needs no setns.
+func (c *Client) SubscribeNetns() *netns.NsHandle {
+	if c.own {
+		return nil
+	}
+	ns := c.ns
+	return &ns
+}
+
 // NetnsLabel names the namespace for messages: the --netns value; for the
 // caller's own namespace, its name under /run/netns when it has one (run
 // under `ip netns exec X`), else "host".

@@ -4,9 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
+
+	"github.com/containernetworking/cni/libcni"
 )
 
 // DefaultCNIConfDir is where kubelet's container runtime (containerd,
@@ -134,28 +134,24 @@ func pluginOf(p pluginConf) cniPlugin {
 // loadCNIConfigs reads every configuration in dir in the order libcni's
 // ConfFiles returns them (lexical), which is the order the runtime tries
 // them: the first valid one is the network new pods get. A directory that
-// does not exist is reported with os.ErrNotExist.
+// does not exist is reported with os.ErrNotExist (ConfFiles itself calls
+// it empty).
+//
+// The files are parsed here rather than with libcni's ConfListFromBytes:
+// its NetworkConfigList keeps each plugin as its type and raw bytes, so the
+// hairpin settings (and flannel's delegate) need this decoding anyway, and
+// its stricter rules (a name required, a .json list refused) would change
+// which file doctor takes for the active network.
 func loadCNIConfigs(dir string) ([]cniFile, error) {
-	entries, err := os.ReadDir(dir)
+	if _, err := os.Stat(dir); err != nil {
+		return nil, err
+	}
+	paths, err := libcni.ConfFiles(dir, cniExtensions)
 	if err != nil {
 		return nil, err
 	}
 	files := []cniFile{}
-	names := []string{}
-	for _, e := range entries {
-		if e.IsDir() {
-			continue
-		}
-		for _, ext := range cniExtensions {
-			if filepath.Ext(e.Name()) == ext {
-				names = append(names, e.Name())
-				break
-			}
-		}
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		p := filepath.Join(dir, n)
+	for _, p := range paths {
 		data, err := os.ReadFile(p)
 		if err != nil {
 			files = append(files, cniFile{Path: p, Plugins: []cniPlugin{}, Err: fmt.Errorf("read %s: %w", p, err)})

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -94,20 +95,11 @@ func (c *Client) readBridges(f *doctorFacts) {
 	}
 	for i := range f.bridges {
 		b := &f.bridges[i]
-		if !b.Promisc || !slicesAny(b.Ports, func(p Port) bool { return !p.Hairpin }) {
+		if !b.Promisc || !slices.ContainsFunc(b.Ports, func(p Port) bool { return !p.Hairpin }) {
 			continue
 		}
 		b.Dedup = c.findDedup(b.MAC)
 	}
-}
-
-func slicesAny[T any](s []T, pred func(T) bool) bool {
-	for _, v := range s {
-		if pred(v) {
-			return true
-		}
-	}
-	return false
 }
 
 // findDedup searches nft's bridge tables (which hold ebtables-nft's rules

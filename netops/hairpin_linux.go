@@ -12,10 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// setWindow is how many RTM_SETLINK requests are in flight before their
+// SetWindow is how many RTM_SETLINK requests are in flight before their
 // ACKs are read. Each ACK echoes the request (about 80 bytes), so a window
 // of 256 fits well inside the receive buffer set below: no ACK is lost.
-const setWindow = 128
+const SetWindow = 128
 
 // setRcvBuf is the receive buffer asked for on the batching socket.
 const setRcvBuf = 1 << 20
@@ -51,11 +51,11 @@ func (c *Client) SetHairpin(ports []Port, on, dryRun bool) *SetResult {
 	// its 36 bytes, so ask for room beyond rmem_max (SO_RCVBUFFORCE, which
 	// CAP_NET_ADMIN allows). If refused, a window of 128 still fits the
 	// default 208 KiB.
-	if err := c.raw.sock.SetReceiveBufferSize(setRcvBuf, true); err != nil {
-		_ = c.raw.sock.SetReceiveBufferSize(setRcvBuf, false)
+	if err := c.raw.SetReceiveBufferSize(setRcvBuf, true); err != nil {
+		_ = c.raw.SetReceiveBufferSize(setRcvBuf, false)
 	}
-	for start := 0; start < len(todo); start += setWindow {
-		end := min(start+setWindow, len(todo))
+	for start := 0; start < len(todo); start += SetWindow {
+		end := min(start+SetWindow, len(todo))
 		c.setWindow(todo[start:end], on, res)
 	}
 	return res
@@ -81,7 +81,7 @@ func (c *Client) setWindow(ports []Port, on bool, res *SetResult) {
 	for i := range ports {
 		p := &ports[i]
 		req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
-		req.Seq = c.raw.nextSeq()
+		req.Seq = c.raw.NextSeq()
 		msg := nl.NewIfInfomsg(unix.AF_BRIDGE)
 		msg.Index = int32(p.Index)
 		req.AddData(msg)
@@ -92,7 +92,7 @@ func (c *Client) setWindow(ports []Port, on bool, res *SetResult) {
 		pending[req.Seq] = p
 		order = append(order, req.Seq)
 	}
-	if err := unix.Sendto(c.raw.sock.GetFd(), buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	if err := unix.Sendto(c.raw.Fd(), buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		for _, seq := range order {
 			p := pending[seq]
 			res.Fail(p.Name, fmt.Errorf("set hairpin on %s: %w", p.Name, err))
@@ -100,10 +100,10 @@ func (c *Client) setWindow(ports []Port, on bool, res *SetResult) {
 		return
 	}
 	errs := map[uint32]error{}
-	rb := c.raw.recvBuf()
+	rb := c.raw.RecvBuf()
 	deadline := time.Now().Add(ackTimeout)
 	for len(errs) < len(pending) {
-		msgs, err := c.raw.recv(rb, deadline)
+		msgs, err := c.raw.Recv(rb, deadline)
 		if err != nil {
 			// Timed out or the socket failed: every unanswered port fails.
 			for seq, p := range pending {

@@ -2,6 +2,7 @@ package netops
 
 import (
 	"io"
+	"slices"
 )
 
 // parseIPTablesSave reads iptables-save text of one address family (the
@@ -46,7 +47,7 @@ func mergeMasquerade(res *ServicesResult, m MasqueradePlumbing, family int) {
 	switch {
 	case len(res.Families) == 0:
 		res.Masquerade = m
-	case !containsInt(res.Families, family):
+	case !slices.Contains(res.Families, family):
 		res.Masquerade.MarkMasq = res.Masquerade.MarkMasq && m.MarkMasq
 		res.Masquerade.PostroutingMasquerade = res.Masquerade.PostroutingMasquerade && m.PostroutingMasquerade
 		res.Masquerade.PostroutingHooked = res.Masquerade.PostroutingHooked && m.PostroutingHooked

@@ -67,7 +67,7 @@ func nftBareDump(c *Client, family int, table string) (int, error) {
 	fam := byte(nftFamily(family))
 	total := 0
 	dump := func(msg uint16, attrs []*nl.RtAttr, fn func([]byte)) error {
-		req := conn.newRequest(unix.NFNL_SUBSYS_NFTABLES<<8|int(msg), unix.NLM_F_DUMP)
+		req := conn.NewRequest(unix.NFNL_SUBSYS_NFTABLES<<8|int(msg), unix.NLM_F_DUMP)
 		req.AddData(&nl.Nfgenmsg{NfgenFamily: fam, Version: unix.NFNETLINK_V0})
 		for _, a := range attrs {
 			req.AddData(a)

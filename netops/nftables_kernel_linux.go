@@ -108,7 +108,7 @@ func nftGenID(conn *rawConn) (uint32, error) {
 	if err := nftBarrier(conn); err != nil {
 		return 0, err
 	}
-	req := conn.newRequest(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETGEN, unix.NLM_F_ACK)
+	req := conn.NewRequest(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETGEN, unix.NLM_F_ACK)
 	req.AddData(&nl.Nfgenmsg{NfgenFamily: unix.AF_UNSPEC, Version: unix.NFNETLINK_V0})
 	var id uint32
 	found := false
@@ -134,7 +134,7 @@ func nftGenID(conn *rawConn) (uint32, error) {
 // nftDump runs one NFT_MSG_GET* dump and calls fn with each answer's
 // attributes (copied: they outlive the receive buffer).
 func nftDump(conn *rawConn, msg uint16, fam byte, attrs []*nl.RtAttr, fn func(attrs []byte)) error {
-	req := conn.newRequest(unix.NFNL_SUBSYS_NFTABLES<<8|int(msg), unix.NLM_F_DUMP)
+	req := conn.NewRequest(unix.NFNL_SUBSYS_NFTABLES<<8|int(msg), unix.NLM_F_DUMP)
 	req.AddData(&nl.Nfgenmsg{NfgenFamily: fam, Version: unix.NFNETLINK_V0})
 	for _, a := range attrs {
 		req.AddData(a)
@@ -391,7 +391,7 @@ func nftChainBase(chain string) string {
 // unchanged id read while a commit is still changing the tables proves
 // nothing; read after the barrier, it does.
 func nftBarrier(conn *rawConn) error {
-	seq := conn.nextSeq()
+	seq := conn.NextSeq()
 	msg := func(typ uint16, flags uint16) []byte {
 		b := make([]byte, unix.NLMSG_HDRLEN+nl.SizeofNfgenmsg)
 		h := (*unix.NlMsghdr)(unsafe.Pointer(&b[0]))
@@ -403,14 +403,14 @@ func nftBarrier(conn *rawConn) error {
 		return b
 	}
 	b := append(msg(unix.NFNL_MSG_BATCH_BEGIN, unix.NLM_F_REQUEST), msg(unix.NFNL_MSG_BATCH_END, unix.NLM_F_REQUEST|unix.NLM_F_ACK)...)
-	fd := conn.sock.GetFd()
+	fd := conn.Fd()
 	if err := unix.Sendto(fd, b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nftError("nf_tables barrier", err)
 	}
-	rb := conn.recvBuf()
+	rb := conn.RecvBuf()
 	deadline := time.Now().Add(ackTimeout)
 	for {
-		msgs, err := conn.recv(rb, deadline)
+		msgs, err := conn.Recv(rb, deadline)
 		if err != nil {
 			return nftError("nf_tables barrier", err)
 		}

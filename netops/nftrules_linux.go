@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/xt"
+	"github.com/hairpinctl/hairpinctl/netops/internal/nlsock"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -23,11 +24,7 @@ const nftRuleBufSize = 64 << 10
 
 // openNetfilterConn opens a NETLINK_NETFILTER socket in ns for rule dumps.
 func openNetfilterConn(ns netns.NsHandle) (*rawConn, error) {
-	sock, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_NETFILTER)
-	if err != nil {
-		return nil, err
-	}
-	return &rawConn{sock: sock, bufSize: nftRuleBufSize}, nil
+	return nlsock.OpenNetfilter(ns, nftRuleBufSize)
 }
 
 // nftRule is one rule of a dump, its expressions located but not decoded:
@@ -61,7 +58,7 @@ func (c *Client) nftRules(family int, table, chain string, fn func(r nftRule)) e
 	}
 	defer conn.Close()
 	fam := byte(nftFamily(family))
-	req := conn.newRequest(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETRULE, unix.NLM_F_DUMP)
+	req := conn.NewRequest(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETRULE, unix.NLM_F_DUMP)
 	req.AddData(&nl.Nfgenmsg{NfgenFamily: fam, Version: unix.NFNETLINK_V0})
 	req.AddData(nl.NewRtAttr(unix.NFTA_RULE_TABLE, nl.ZeroTerminated(table)))
 	req.AddData(nl.NewRtAttr(unix.NFTA_RULE_CHAIN, nl.ZeroTerminated(chain)))

@@ -45,7 +45,10 @@ type Port struct {
 	// cannot be told for certain.
 	Pod *pods.Pod `json:"pod,omitempty"`
 
-	bridgeIndex int
+	// BridgeIndex is the bridge's ifindex (the port's IFLA_MASTER), which a
+	// hairpin write names; not in JSON, where Bridge names the bridge.
+	BridgeIndex int `json:"-"`
+
 	peerIndex   int
 	peerNetnsID int
 }

@@ -27,7 +27,7 @@ func benchNs(b *testing.B) *Client {
 func BenchmarkDumpBridgePorts(b *testing.B) {
 	c := benchNs(b)
 	for b.Loop() {
-		if _, err := c.dumpBridgePorts(); err != nil {
+		if _, err := c.DumpBridgePorts(); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -61,7 +61,7 @@ func (c *Client) ListPorts(o ListOptions) ([]Port, error) {
 			cache <- podCache{pc, err}
 		}()
 	}
-	ports, err := c.dumpBridgePorts()
+	ports, err := c.DumpBridgePorts()
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +71,7 @@ func (c *Client) ListPorts(o ListOptions) ([]Port, error) {
 	if len(keep) > 0 {
 		kept := ports[:0]
 		for _, p := range ports {
-			if keep[p.bridgeIndex] {
+			if keep[p.BridgeIndex] {
 				kept = append(kept, p)
 			}
 		}
@@ -83,7 +83,7 @@ func (c *Client) ListPorts(o ListOptions) ([]Port, error) {
 	if o.PodIPs && len(ports) > 0 {
 		bridges := map[int]bool{}
 		for _, p := range ports {
-			bridges[p.bridgeIndex] = true
+			bridges[p.BridgeIndex] = true
 		}
 		peers, addrs, err := c.podAddrs(bridges, len(ports))
 		if err != nil {
@@ -276,16 +276,16 @@ func (c *Client) classifyMissing(name string) error {
 	return errorf(ErrNotBridgePort, "%s is not attached to a bridge %s", name, c.SeeHint("ports"))
 }
 
-// dumpBridgePorts reads every bridge port with one AF_BRIDGE RTM_GETLINK
+// DumpBridgePorts reads every bridge port with one AF_BRIDGE RTM_GETLINK
 // dump. The kernel answers it with br_getlink for each port: name, master,
 // operstate, address, IFLA_LINK and the IFLA_PROTINFO nest that holds the
 // STP state and hairpin mode (IFLA_BRPORT_MODE).
-func (c *Client) dumpBridgePorts() ([]Port, error) {
+func (c *Client) DumpBridgePorts() ([]Port, error) {
 	var ports []Port
 	var perr, err error
 	for attempt := 0; attempt < 3; attempt++ {
 		ports, perr = ports[:0], nil
-		req := c.raw.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+		req := c.raw.NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 		req.AddData(nl.NewIfInfomsg(unix.AF_BRIDGE))
 		err = req.Stream(unix.RTM_NEWLINK, func(m []byte) {
 			p, ok, err := parseBridgeLinkMsg(m)
@@ -324,7 +324,7 @@ func parseBridgeLinkMsg(m []byte) (Port, bool, error) {
 			p.Name = nl.BytesToString(val)
 		case unix.IFLA_MASTER:
 			if len(val) >= 4 {
-				p.bridgeIndex = int(nl.NativeEndian().Uint32(val))
+				p.BridgeIndex = int(nl.NativeEndian().Uint32(val))
 			}
 		case unix.IFLA_LINK:
 			if len(val) >= 4 {
@@ -352,7 +352,7 @@ func parseBridgeLinkMsg(m []byte) (Port, bool, error) {
 		}
 	})
 	// Only ports carry IFLA_PROTINFO and a master.
-	return p, hasProtinfo && p.bridgeIndex != 0, nil
+	return p, hasProtinfo && p.BridgeIndex != 0, nil
 }
 
 // nameBridges fills Port.Bridge with one RTM_GETLINK per distinct bridge
@@ -360,7 +360,7 @@ func parseBridgeLinkMsg(m []byte) (Port, bool, error) {
 func (c *Client) nameBridges(ports []Port) error {
 	names := map[int]string{}
 	for i := range ports {
-		bi := ports[i].bridgeIndex
+		bi := ports[i].BridgeIndex
 		name, ok := names[bi]
 		if !ok {
 			if l, err := c.h.LinkByIndex(bi); err == nil {
@@ -430,7 +430,7 @@ func dumpAddrs(conn *rawConn, netnsID int) (map[int][]string, error) {
 }
 
 func dumpFamilyAddrs(conn *rawConn, netnsID, family int, out map[int][]string) error {
-	req := conn.newRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP)
+	req := conn.NewRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfAddrmsg(family))
 	if netnsID >= 0 {
 		req.AddData(nl.NewRtAttr(ifaTargetNetnsid, nl.Uint32Attr(uint32(netnsID))))
@@ -476,7 +476,7 @@ func (c *Client) podIPsFromNeigh(ports []Port) {
 	onBridge := map[int]bool{}
 	for _, p := range ports {
 		if len(p.PodIPs) == 0 {
-			onBridge[p.bridgeIndex] = true
+			onBridge[p.BridgeIndex] = true
 		}
 	}
 	// The neighbour table is small (pods that talked recently); the FDB
@@ -556,7 +556,7 @@ const rtextFilterSkipStats = 1 << 3
 // each peer as its datagram arrives, so the pods' namespaces can be read
 // while the rest of the dump is still being built by the kernel.
 func (c *Client) dumpVethPeersOf(bridge int, peers map[int]vethPeer, onPeer func(vethPeer)) error {
-	req := c.raw.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+	req := c.raw.NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
 	req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(bridge))))
@@ -605,7 +605,7 @@ func (c *Client) dumpVethPeersOf(bridge int, peers map[int]vethPeer, onPeer func
 // BridgeNames lists the bridges of the namespace, with one RTM_GETLINK
 // dump filtered by the kernel to kind "bridge".
 func (c *Client) BridgeNames() ([]string, error) {
-	req := c.raw.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+	req := c.raw.NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
 	linkinfo := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
@@ -653,14 +653,14 @@ func (c *Client) classifyPorts(ports []Port) error {
 	kinds := map[int]kind{}
 	seen := map[int]bool{}
 	for _, p := range ports {
-		if seen[p.bridgeIndex] {
+		if seen[p.BridgeIndex] {
 			continue
 		}
-		seen[p.bridgeIndex] = true
-		req := c.raw.newRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+		seen[p.BridgeIndex] = true
+		req := c.raw.NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 		req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 		req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
-		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(p.bridgeIndex))))
+		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(p.BridgeIndex))))
 		err := req.Stream(unix.RTM_NEWLINK, func(m []byte) {
 			if len(m) < unix.SizeofIfInfomsg {
 				return

@@ -106,13 +106,13 @@ func TestPodAddrsMoreNamespacesThanExpected(t *testing.T) {
 	const pods = 4
 	l := newLab(t, lab.Options{Pods: pods, Restore: "none"})
 	c := openLab(t, l)
-	ports, err := c.dumpBridgePorts()
+	ports, err := c.DumpBridgePorts()
 	if err != nil {
 		t.Fatal(err)
 	}
 	bridges := map[int]bool{}
 	for _, p := range ports {
-		bridges[p.bridgeIndex] = true
+		bridges[p.BridgeIndex] = true
 	}
 	type result struct {
 		peers map[int]vethPeer
@@ -152,7 +152,7 @@ func TestPodIPsFromNeighbourTables(t *testing.T) {
 	if out, err := lab.Exec(l.Pod(1).Ns, "", "ping", "-c1", "-W2", "10.244.0.1"); err != nil {
 		t.Skipf("ping unavailable: %v %s", err, out)
 	}
-	ports, err := c.dumpBridgePorts()
+	ports, err := c.DumpBridgePorts()
 	if err != nil {
 		t.Fatal(err)
 	}

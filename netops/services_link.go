@@ -356,7 +356,7 @@ func (in *linkInput) join() []*svcBuild {
 		b.entries = append(b.entries, i)
 		if e.kind == entryNoEndpointsNodePort {
 			b.svc.NodePorts = appendUniqueInt(b.svc.NodePorts, e.port)
-		} else if !contains(b.svc.LoadBalancerIPs, e.ip) {
+		} else if !slices.Contains(b.svc.LoadBalancerIPs, e.ip) {
 			b.svc.ExternalIPs = appendUnique(b.svc.ExternalIPs, e.ip)
 		}
 	}
@@ -629,33 +629,15 @@ func sameIP(a, b string) bool {
 }
 
 func appendUnique(s []string, v string) []string {
-	if v == "" || contains(s, v) {
+	if v == "" || slices.Contains(s, v) {
 		return s
 	}
 	return append(s, v)
 }
 
 func appendUniqueInt(s []int, v int) []int {
-	if v == 0 || containsInt(s, v) {
+	if v == 0 || slices.Contains(s, v) {
 		return s
 	}
 	return append(s, v)
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
-func containsInt(s []int, v int) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -333,7 +334,7 @@ func (c *Cache) Lookup(p Port, sameNetns func(path string) bool) *Pod {
 				continue
 			}
 			for _, e := range c.byIP[a.Unmap()] {
-				if !containsEntry(cands, e) {
+				if !slices.Contains(cands, e) {
 					cands = append(cands, e)
 				}
 			}
@@ -358,15 +359,6 @@ func (c *Cache) Lookup(p Port, sameNetns func(path string) bool) *Pod {
 	}
 	pod := cands[0].pod
 	return &pod
-}
-
-func containsEntry(es []*entry, e *entry) bool {
-	for _, x := range es {
-		if x == e {
-			return true
-		}
-	}
-	return false
 }
 
 // Sandbox is a ready pod sandbox as the container runtime reports it over

@@ -1,4 +1,4 @@
-package netops
+package watch
 
 import (
 	"context"
@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,9 +47,9 @@ const updateQueue = 1024
 // emit is called from Watch's goroutine for every action and event.
 // Watch returns an error only when it cannot start: a selected name is
 // not a bridge, or the first subscription or listing fails.
-func (c *Client) Watch(ctx context.Context, o WatchOptions, emit func(WatchEvent)) error {
+func Watch(ctx context.Context, c *netops.Client, o WatchOptions, emit func(WatchEvent)) error {
 	if o.All == (len(o.Bridges) > 0) {
-		return errorf(ErrInvalid, "select bridges or all bridges, not both or neither")
+		return netops.Errorf(netops.ErrInvalid, "select bridges or all bridges, not both or neither")
 	}
 	w := &watcher{
 		c:       c,
@@ -67,12 +67,12 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions, emit func(WatchEvent
 		w.rcvbuf = DefaultWatchReceiveBuffer
 	}
 	for _, b := range o.Bridges {
-		if err := ValidateIfName(b); err != nil {
+		if err := netops.ValidateIfName(b); err != nil {
 			return err
 		}
 		// A missing bridge is waited for; a name that is some other
 		// device is a mistake worth stopping for.
-		if _, err := c.Bridge(b); err != nil && !errors.Is(err, ErrNotFound) {
+		if _, err := c.Bridge(b); err != nil && !errors.Is(err, netops.ErrNotFound) {
 			return err
 		}
 		w.want[b] = true
@@ -135,12 +135,12 @@ type portState struct {
 
 // queued is a port waiting to be set on in the next batch.
 type queued struct {
-	port  Port
+	port  netops.Port
 	cause string
 }
 
 type watcher struct {
-	c      *Client
+	c      *netops.Client
 	o      WatchOptions
 	emit   func(WatchEvent)
 	rcvbuf int
@@ -169,7 +169,7 @@ type portClass struct {
 
 // skip reports whether p is left alone (not a pod's port, without
 // AnyPort), saying so once per port.
-func (w *watcher) skip(p Port) bool {
+func (w *watcher) skip(p netops.Port) bool {
 	if w.o.AnyPort {
 		return false
 	}
@@ -178,7 +178,7 @@ func (w *watcher) skip(p Port) bool {
 		// Not seen yet, or not a pod's port when last seen: a runtime may
 		// move the veth's peer away after creating it here, without a
 		// notification for this end, so ask the kernel now.
-		if l, err := w.c.h.LinkByIndex(p.Index); err == nil {
+		if l, err := w.c.Handle().LinkByIndex(p.Index); err == nil {
 			cl = portClass{kind: l.Type(), otherNs: l.Attrs().NetNsID >= 0}
 			if _, isDevice := l.(*netlink.Device); isDevice {
 				cl.kind = ""
@@ -187,7 +187,7 @@ func (w *watcher) skip(p Port) bool {
 		}
 	}
 	p.Kind, p.PodPort = cl.kind, cl.kind == "veth" && cl.otherNs
-	why := NotPodPort(p)
+	why := netops.NotPodPort(p)
 	if why != "" && !w.skipped[p.Index] {
 		w.skipped[p.Index] = true
 		w.send(WatchEvent{Kind: WatchSkipped, Port: p.Name, Index: p.Index, Bridge: p.Bridge, Error: why})
@@ -255,18 +255,14 @@ func (s *watchSub) stop() {
 
 func (w *watcher) subscribe() (*watchSub, error) {
 	s := &watchSub{updates: make(chan netlink.LinkUpdate, updateQueue), done: make(chan struct{})}
-	var nsp *netns.NsHandle
-	if !w.c.own {
-		ns := w.c.ns
-		nsp = &ns
-	}
+	nsp := w.c.SubscribeNetns()
 	err := netlink.LinkSubscribeWithOptions(s.updates, s.done, netlink.LinkSubscribeOptions{
 		Namespace:         nsp,
 		ErrorCallback:     s.setErr,
 		ReceiveBufferSize: w.rcvbuf,
 		// SO_RCVBUFFORCE passes net.core.rmem_max (often 208 KiB) and
 		// needs CAP_NET_ADMIN, which setting hairpin needs anyway.
-		ReceiveBufferForceSize: HasNetAdmin(),
+		ReceiveBufferForceSize: netops.HasNetAdmin(),
 	})
 	if err != nil {
 		return nil, err
@@ -324,7 +320,7 @@ func (w *watcher) relist(cause string) (int, error) {
 	if err := w.refreshBridges(); err != nil {
 		return 0, err
 	}
-	ports, err := w.c.dumpBridgePorts()
+	ports, err := w.c.DumpBridgePorts()
 	if err != nil {
 		return 0, err
 	}
@@ -334,7 +330,7 @@ func (w *watcher) relist(cause string) (int, error) {
 	believed := make(map[int]portState, len(ports))
 	n := 0
 	for _, p := range ports {
-		br, ok := w.selected(p.bridgeIndex)
+		br, ok := w.selected(p.BridgeIndex)
 		if !ok {
 			continue
 		}
@@ -343,7 +339,7 @@ func (w *watcher) relist(cause string) (int, error) {
 			continue
 		}
 		n++
-		believed[p.Index] = portState{master: p.bridgeIndex, on: p.Hairpin}
+		believed[p.Index] = portState{master: p.BridgeIndex, on: p.Hairpin}
 		if !p.Hairpin {
 			w.queue(p, cause)
 		}
@@ -363,7 +359,7 @@ func (w *watcher) refreshBridges() error {
 	}
 	for name := range w.want {
 		old, had := w.indexOf(name)
-		l, err := w.c.h.LinkByName(name)
+		l, err := w.c.Handle().LinkByName(name)
 		var nf netlink.LinkNotFoundError
 		switch {
 		case err == nil && l.Type() == "bridge":
@@ -407,7 +403,7 @@ func (w *watcher) selected(idx int) (string, bool) {
 	name, ok := w.brName[idx]
 	if w.o.All && !ok {
 		// A bridge not seen yet: one lookup, then cached until it goes.
-		if l, err := w.c.h.LinkByIndex(idx); err == nil && l.Type() == "bridge" {
+		if l, err := w.c.Handle().LinkByIndex(idx); err == nil && l.Type() == "bridge" {
 			name, ok = l.Attrs().Name, true
 			w.brName[idx] = name
 		}
@@ -423,7 +419,7 @@ func (w *watcher) selected(idx int) (string, bool) {
 // returns false when the channel closed.
 func (w *watcher) take(first netlink.LinkUpdate, ch <-chan netlink.LinkUpdate) bool {
 	w.handle(first)
-	for len(w.order) < setWindow {
+	for len(w.order) < netops.SetWindow {
 		select {
 		case u, ok := <-ch:
 			if !ok {
@@ -484,7 +480,7 @@ func (w *watcher) handlePort(u netlink.LinkUpdate) {
 	if known && st.on {
 		cause = CauseTurnedOff
 	}
-	p := Port{Name: a.Name, Index: idx, Bridge: br, bridgeIndex: a.MasterIndex, PodIPs: []string{}}
+	p := netops.Port{Name: a.Name, Index: idx, Bridge: br, BridgeIndex: a.MasterIndex, PodIPs: []string{}}
 	if w.skip(p) {
 		return
 	}
@@ -550,7 +546,7 @@ func (w *watcher) handleLink(u netlink.LinkUpdate) {
 	w.send(WatchEvent{Kind: WatchBridgeAdded, Bridge: name, Index: idx})
 }
 
-func (w *watcher) queue(p Port, cause string) {
+func (w *watcher) queue(p netops.Port, cause string) {
 	if _, ok := w.todo[p.Index]; ok {
 		return
 	}
@@ -577,7 +573,7 @@ func (w *watcher) flush() {
 	if len(w.order) == 0 {
 		return
 	}
-	batch := make([]Port, 0, len(w.order))
+	batch := make([]netops.Port, 0, len(w.order))
 	byName := make(map[string]queued, len(w.order))
 	for _, idx := range w.order {
 		q := w.todo[idx]
@@ -591,16 +587,16 @@ func (w *watcher) flush() {
 	for _, name := range res.Changed {
 		q := byName[name]
 		p := q.port
-		w.ports[p.Index] = portState{master: p.bridgeIndex, on: true, pendingUntil: until}
+		w.ports[p.Index] = portState{master: p.BridgeIndex, on: true, pendingUntil: until}
 		w.send(WatchEvent{Kind: WatchEnabled, Port: p.Name, Index: p.Index, Bridge: p.Bridge, Cause: q.cause})
 	}
 	for _, f := range res.Failed {
 		q := byName[f.Name]
 		p := q.port
-		if errors.Is(f.Err(), ErrVanished) {
+		if errors.Is(f.Err(), netops.ErrVanished) {
 			delete(w.ports, p.Index)
 		} else {
-			w.ports[p.Index] = portState{master: p.bridgeIndex}
+			w.ports[p.Index] = portState{master: p.BridgeIndex}
 		}
 		w.send(WatchEvent{Kind: WatchFailed, Port: p.Name, Index: p.Index, Bridge: p.Bridge, Cause: q.cause, Error: f.Error})
 	}

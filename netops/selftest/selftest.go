@@ -1,8 +1,10 @@
-package netops
+package selftest
 
-// SelftestOptions shapes Selftest. Zero values take the defaults in brackets.
-type SelftestOptions struct {
-	// Prefix starts the name of every namespace Selftest creates [hpselftest].
+import "github.com/hairpinctl/hairpinctl/netops"
+
+// Options shapes Run. Zero values take the defaults in brackets.
+type Options struct {
+	// Prefix starts the name of every namespace Run creates [hpselftest].
 	Prefix string
 	// Backend is how the Service is programmed: "auto" (or empty) for the
 	// backend the host's `iptables` command uses, or nftables mode over
@@ -10,14 +12,14 @@ type SelftestOptions struct {
 	// "iptables-legacy" or "nftables".
 	Backend string
 	// Step, when set, is called as each step ends.
-	Step func(SelftestStep)
+	Step func(Step)
 	// Created, when set, is called with each namespace's name as soon as
 	// it exists.
 	Created func(netnsName string)
 }
 
-// SelftestStep is one step of the self-test and how it went.
-type SelftestStep struct {
+// Step is one step of the self-test and how it went.
+type Step struct {
 	// Name says what was done, short enough for a table column.
 	Name string `json:"name"`
 	// Want is the expected outcome: "reach pod1", "blocked", ...
@@ -33,8 +35,8 @@ type SelftestStep struct {
 	Millis int64 `json:"millis"`
 }
 
-// SelftestReport is the outcome of Selftest.
-type SelftestReport struct {
+// Report is the outcome of Run.
+type Report struct {
 	// Passed is true when every step went as wanted: the kernel drops a
 	// pod's connection to its own Service while hairpin is off and passes
 	// it once hairpin is on.
@@ -44,20 +46,20 @@ type SelftestReport struct {
 	// Backend is how the Service was programmed: iptables-nft,
 	// iptables-legacy, or nftables (kube-proxy's nftables mode, over
 	// netlink).
-	Backend Backend `json:"backend"`
+	Backend netops.Backend `json:"backend"`
 	// Restore is the iptables-restore binary that loaded it, or "nftables"
 	// when it was programmed over netlink.
 	Restore string `json:"restore"`
-	// Namespaces are the namespaces Selftest created under /run/netns and
+	// Namespaces are the namespaces Run created under /run/netns and
 	// removed again.
 	Namespaces []string `json:"namespaces"`
 	// Steps are the steps in the order they ran.
-	Steps []SelftestStep `json:"steps"`
+	Steps []Step `json:"steps"`
 }
 
 // Differed returns the steps that did not go as wanted.
-func (r *SelftestReport) Differed() []SelftestStep {
-	out := []SelftestStep{}
+func (r *Report) Differed() []Step {
+	out := []Step{}
 	for _, s := range r.Steps {
 		if !s.OK {
 			out = append(out, s)

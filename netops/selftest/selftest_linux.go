@@ -1,4 +1,4 @@
-package netops
+package selftest
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/hairpinctl/hairpinctl/netops/lab"
 	"golang.org/x/sys/unix"
 )
@@ -28,7 +29,7 @@ const (
 // traffic, and the hairpin case this test shows does not arise.
 const brNetfilterSysctl = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
-// Selftest shows on this node's kernel what hairpin mode does. It builds
+// Run shows on this node's kernel what hairpin mode does. It builds
 // throwaway namespaces with netops/lab (a node with bridge cni0, two pods,
 // a kube-proxy-style ClusterIP Service backed by pod 1, loaded with the
 // host's iptables backend), then checks that pod 2 reaches the Service,
@@ -40,7 +41,7 @@ const brNetfilterSysctl = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 // A step that differs is recorded in the report, not returned as an error:
 // the error is for not being able to run at all (privileges, bad options)
 // and for interruption.
-func Selftest(ctx context.Context, o SelftestOptions) (*SelftestReport, error) {
+func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Prefix == "" {
 		o.Prefix = "hpselftest"
 	}
@@ -48,14 +49,14 @@ func Selftest(ctx context.Context, o SelftestOptions) (*SelftestReport, error) {
 		return nil, err
 	}
 	switch o.Backend {
-	case "", "auto", string(BackendIPTablesNFT), string(BackendIPTablesLegacy), string(BackendNFTables):
+	case "", "auto", string(netops.BackendIPTablesNFT), string(netops.BackendIPTablesLegacy), string(netops.BackendNFTables):
 	default:
-		return nil, errorf(ErrInvalid, "backend %q: use auto, iptables-nft, iptables-legacy or nftables", o.Backend)
+		return nil, netops.Errorf(netops.ErrInvalid, "backend %q: use auto, iptables-nft, iptables-legacy or nftables", o.Backend)
 	}
 	if !hasCapability(unix.CAP_SYS_ADMIN) || !hasCapability(unix.CAP_NET_ADMIN) {
-		return nil, errorf(ErrPermission, "creating network namespaces needs CAP_SYS_ADMIN and CAP_NET_ADMIN: run as root")
+		return nil, netops.Errorf(netops.ErrPermission, "creating network namespaces needs CAP_SYS_ADMIN and CAP_NET_ADMIN: run as root")
 	}
-	r := &SelftestReport{Kernel: kernelRelease(), Namespaces: []string{}, Steps: []SelftestStep{}}
+	r := &Report{Kernel: kernelRelease(), Namespaces: []string{}, Steps: []Step{}}
 	t := &selftest{ctx: ctx, o: o, r: r}
 	t.run()
 	t.cleanup()
@@ -68,14 +69,14 @@ func Selftest(ctx context.Context, o SelftestOptions) (*SelftestReport, error) {
 
 type selftest struct {
 	ctx context.Context
-	o   SelftestOptions
-	r   *SelftestReport
+	o   Options
+	r   *Report
 	lab *lab.Lab
 }
 
 // record adds a step unless ctx ended during it (its outcome would be
 // the interruption's, not the kernel's), and reports whether to go on.
-func (t *selftest) record(s SelftestStep, start time.Time) bool {
+func (t *selftest) record(s Step, start time.Time) bool {
 	if t.ctx.Err() != nil {
 		return false
 	}
@@ -90,7 +91,7 @@ func (t *selftest) record(s SelftestStep, start time.Time) bool {
 func (t *selftest) run() {
 	start := time.Now()
 	backend, restore, detail, err := detectIptables(t.o.Backend)
-	s := SelftestStep{Name: "kube-proxy rules", Want: "found", Got: string(backend), OK: err == nil, Detail: detail}
+	s := Step{Name: "kube-proxy rules", Want: "found", Got: string(backend), OK: err == nil, Detail: detail}
 	if err != nil {
 		s.Got, s.Detail = "not found", err.Error()
 	}
@@ -100,7 +101,7 @@ func (t *selftest) run() {
 	}
 
 	start = time.Now()
-	s = SelftestStep{Name: "br_netfilter", Want: "loaded", Got: "loaded", OK: true}
+	s = Step{Name: "br_netfilter", Want: "loaded", Got: "loaded", OK: true}
 	if _, err := os.Stat(brNetfilterSysctl); err != nil {
 		s.Got, s.OK = "not loaded", false
 		s.Detail = "bridged traffic skips iptables without it (kube-proxy needs it too): modprobe br_netfilter"
@@ -122,7 +123,7 @@ func (t *selftest) run() {
 			}
 		},
 	})
-	s = SelftestStep{Name: "build namespaces", Want: "built", Got: "built", OK: err == nil}
+	s = Step{Name: "build namespaces", Want: "built", Got: "built", OK: err == nil}
 	if err != nil {
 		s.Got, s.Detail = "failed", err.Error()
 	} else {
@@ -143,7 +144,7 @@ func (t *selftest) run() {
 	}
 
 	start = time.Now()
-	s = SelftestStep{Name: "set hairpin on " + self.HostVeth, Want: "changed"}
+	s = Step{Name: "set hairpin on " + self.HostVeth, Want: "changed"}
 	s.Got, s.Detail = t.enable(self.HostVeth)
 	s.OK = s.Got == s.Want
 	if !t.record(s, start) || !s.OK {
@@ -158,12 +159,12 @@ func (t *selftest) run() {
 
 // enable turns hairpin on for port the way `hairpinctl enable` does.
 func (t *selftest) enable(port string) (got, detail string) {
-	c, err := Open(t.lab.Node)
+	c, err := netops.Open(t.lab.Node)
 	if err != nil {
 		return "failed", err.Error()
 	}
 	defer c.Close()
-	ports, err := c.ListPorts(ListOptions{Bridges: []string{t.lab.Bridge}})
+	ports, err := c.ListPorts(netops.ListOptions{Bridges: []string{t.lab.Bridge}})
 	if err != nil {
 		return "failed", err.Error()
 	}
@@ -189,7 +190,7 @@ func (t *selftest) connect(name string, from *lab.Pod, want string) bool {
 	}
 	start := time.Now()
 	answer, err := t.lab.ConnectServiceContext(t.ctx, from, wait)
-	s := SelftestStep{Name: name, Want: want}
+	s := Step{Name: name, Want: want}
 	switch {
 	case err == nil:
 		s.Got = "reach " + t.podLabel(answer)
@@ -233,15 +234,15 @@ func (t *selftest) cleanup() {
 	}
 	var left []string
 	for _, name := range t.r.Namespaces {
-		if _, serr := os.Stat(filepath.Join(NetnsDir, name)); serr == nil {
+		if _, serr := os.Stat(filepath.Join(netops.NetnsDir, name)); serr == nil {
 			left = append(left, name)
 		}
 	}
-	s := SelftestStep{Name: "clean up", Want: "nothing left", Got: "nothing left", OK: true,
+	s := Step{Name: "clean up", Want: "nothing left", Got: "nothing left", OK: true,
 		Detail: fmt.Sprintf("removed %d namespaces", len(t.r.Namespaces))}
 	if len(left) > 0 || err != nil {
 		s.Got, s.OK = "left behind", false
-		s.Detail = fmt.Sprintf("still under %s: %s", NetnsDir, strings.Join(left, " "))
+		s.Detail = fmt.Sprintf("still under %s: %s", netops.NetnsDir, strings.Join(left, " "))
 		if err != nil {
 			s.Detail += "; " + err.Error()
 		}
@@ -256,34 +257,34 @@ func (t *selftest) cleanup() {
 // detectIptables picks the iptables backend and the restore binary that
 // loads it. "auto" asks the host's `iptables -V`, which names its mode
 // since iptables 1.8 ("(nf_tables)" or "(legacy)"; older ones are legacy).
-func detectIptables(want string) (b Backend, restore, detail string, err error) {
+func detectIptables(want string) (b netops.Backend, restore, detail string, err error) {
 	switch want {
-	case string(BackendNFTables):
-		return BackendNFTables, lab.RestoreNFTables, "chosen with --backend; kube-proxy's nftables-mode rules programmed over netlink", nil
+	case string(netops.BackendNFTables):
+		return netops.BackendNFTables, lab.RestoreNFTables, "chosen with --backend; kube-proxy's nftables-mode rules programmed over netlink", nil
 	case "", "auto":
 		out, err := exec.Command("iptables", "-V").CombinedOutput()
 		if err != nil {
 			// No iptables tools (a fresh machine, a minimal image):
 			// program the Service as kube-proxy's nftables mode does,
 			// which needs nothing but nf_tables in the kernel.
-			return BackendNFTables, lab.RestoreNFTables, "no iptables command on this machine: kube-proxy's nftables-mode rules programmed over netlink", nil
+			return netops.BackendNFTables, lab.RestoreNFTables, "no iptables command on this machine: kube-proxy's nftables-mode rules programmed over netlink", nil
 		}
 		detail = strings.TrimSpace(string(out))
-		b = BackendIPTablesLegacy
+		b = netops.BackendIPTablesLegacy
 		if strings.Contains(detail, "nf_tables") {
-			b = BackendIPTablesNFT
+			b = netops.BackendIPTablesNFT
 		}
 	default:
-		b = Backend(want)
+		b = netops.Backend(want)
 		detail = "chosen with --backend"
 	}
 	restore = "iptables-legacy-restore"
-	if b == BackendIPTablesNFT {
+	if b == netops.BackendIPTablesNFT {
 		restore = "iptables-nft-restore"
 	}
 	if _, err := exec.LookPath(restore); err != nil {
 		if want != "" && want != "auto" {
-			return b, "", detail, errorf(ErrNotFound, "%s not found: install iptables with the %s backend", restore, b)
+			return b, "", detail, netops.Errorf(netops.ErrNotFound, "%s not found: install iptables with the %s backend", restore, b)
 		}
 		// An iptables without the mode-named binaries: its plain
 		// iptables-restore is the mode -V reported.
@@ -294,11 +295,11 @@ func detectIptables(want string) (b Backend, restore, detail string, err error) 
 
 func validatePrefix(p string) error {
 	if len(p) > 32 {
-		return errorf(ErrInvalid, "namespace prefix %q is longer than 32 bytes", p)
+		return netops.Errorf(netops.ErrInvalid, "namespace prefix %q is longer than 32 bytes", p)
 	}
 	for _, r := range p {
 		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
-			return errorf(ErrInvalid, "namespace prefix %q: use lower-case letters, digits and '-'", p)
+			return netops.Errorf(netops.ErrInvalid, "namespace prefix %q: use lower-case letters, digits and '-'", p)
 		}
 	}
 	return nil

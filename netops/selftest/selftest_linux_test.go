@@ -1,4 +1,4 @@
-package netops
+package selftest
 
 import (
 	"context"
@@ -6,9 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/hairpinctl/hairpinctl/netops"
 )
 
-// Cancelled while its namespaces are being created, Selftest still
+// Cancelled while its namespaces are being created, Run still
 // removes every one of them and says so in the report.
 func TestSelftestCancelledMidBuild(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -17,7 +19,7 @@ func TestSelftestCancelledMidBuild(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var created []string
-	rep, err := Selftest(ctx, SelftestOptions{
+	rep, err := Run(ctx, Options{
 		Prefix: "hpstcancel",
 		Created: func(name string) {
 			created = append(created, name)
@@ -33,7 +35,7 @@ func TestSelftestCancelledMidBuild(t *testing.T) {
 		t.Fatalf("created %v", created)
 	}
 	for _, name := range created {
-		if _, err := os.Stat(filepath.Join(NetnsDir, name)); !errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(filepath.Join(netops.NetnsDir, name)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s left behind: %v", name, err)
 		}
 	}
@@ -55,14 +57,14 @@ func TestSelftestCancelledMidBuild(t *testing.T) {
 }
 
 func TestSelftestBadOptions(t *testing.T) {
-	for _, o := range []SelftestOptions{
+	for _, o := range []Options{
 		{Prefix: "Bad/Prefix"},
 		{Prefix: "this-prefix-is-far-too-long-to-be-a-prefix"},
 		{Backend: "ipvs"},
 	} {
-		_, err := Selftest(context.Background(), o)
-		if !errors.Is(err, ErrInvalid) {
-			t.Errorf("Selftest(%+v) = %v, want ErrInvalid", o, err)
+		_, err := Run(context.Background(), o)
+		if !errors.Is(err, netops.ErrInvalid) {
+			t.Errorf("Run(%+v) = %v, want netops.ErrInvalid", o, err)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package netops
+package watch
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/hairpinctl/hairpinctl/netops/lab"
 	"github.com/vishvananda/netlink"
 )
@@ -28,7 +29,7 @@ func startWatch(t *testing.T, l *lab.Lab, o WatchOptions) *watchRun {
 	r := &watchRun{}
 	done := make(chan error, 1)
 	go func() {
-		done <- c.Watch(ctx, o, func(ev WatchEvent) {
+		done <- Watch(ctx, c, o, func(ev WatchEvent) {
 			r.mu.Lock()
 			r.events = append(r.events, ev)
 			r.mu.Unlock()
@@ -98,9 +99,9 @@ func enabledFor(port, cause string) func(WatchEvent) bool {
 
 // hairpinStates reads every port's hairpin mode with one dump, on a
 // client of the test's own (the watcher's is not shared).
-func hairpinStates(t *testing.T, c *Client) map[string]bool {
+func hairpinStates(t *testing.T, c *netops.Client) map[string]bool {
 	t.Helper()
-	ports, err := c.dumpBridgePorts()
+	ports, err := c.DumpBridgePorts()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +113,7 @@ func hairpinStates(t *testing.T, c *Client) map[string]bool {
 }
 
 // waitHairpinOn polls until every named port has hairpin on.
-func waitHairpinOn(t *testing.T, c *Client, names ...string) time.Duration {
+func waitHairpinOn(t *testing.T, c *netops.Client, names ...string) time.Duration {
 	t.Helper()
 	start := time.Now()
 	deadline := start.Add(10 * time.Second)
@@ -384,16 +385,16 @@ func TestWatchBadOptions(t *testing.T) {
 		o    WatchOptions
 		kind error
 	}{
-		{"neither", WatchOptions{}, ErrInvalid},
-		{"both", WatchOptions{All: true, Bridges: []string{"cni0"}}, ErrInvalid},
-		{"not a bridge", WatchOptions{Bridges: []string{"veth1"}}, ErrNotBridge},
-		{"bad name", WatchOptions{Bridges: []string{"a/b"}}, ErrInvalid},
+		{"neither", WatchOptions{}, netops.ErrInvalid},
+		{"both", WatchOptions{All: true, Bridges: []string{"cni0"}}, netops.ErrInvalid},
+		{"not a bridge", WatchOptions{Bridges: []string{"veth1"}}, netops.ErrNotBridge},
+		{"bad name", WatchOptions{Bridges: []string{"a/b"}}, netops.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			err := c.Watch(ctx, tt.o, nil)
+			err := Watch(ctx, c, tt.o, nil)
 			if !errors.Is(err, tt.kind) {
 				t.Errorf("Watch(%+v) = %v, want %v", tt.o, err, tt.kind)
 			}
@@ -426,7 +427,7 @@ func TestWatchSkipsUplinks(t *testing.T) {
 			w.waitEvent(t, "vx0 skipped", func(ev WatchEvent) bool {
 				return ev.Kind == WatchSkipped && ev.Port == "vx0" && ev.Error == "not a pod's port: a vxlan uplink"
 			})
-			ports, err := check.ListPorts(ListOptions{})
+			ports, err := check.ListPorts(netops.ListOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package netops
+package watch
 
 import "time"
 

@@ -1,4 +1,4 @@
-package netops
+package watch
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/hairpinctl/hairpinctl/netops"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,9 +33,9 @@ func (w Watcher) Covers(bridge string) bool {
 // --all) and environment (HAIRPINCTL_NETNS). A process it may not read
 // (another user's, without root) or cannot see (another PID namespace, a
 // container without hostPID) is not found: the answer can only say yes.
-func (c *Client) Watchers() []Watcher {
+func Watchers(c *netops.Client) []Watcher {
 	var self unix.Stat_t
-	if err := unix.Fstat(int(c.ns), &self); err != nil {
+	if err := unix.Fstat(int(c.Netns()), &self); err != nil {
 		return nil
 	}
 	ents, _ := os.ReadDir("/proc")
@@ -52,7 +53,7 @@ func (c *Client) Watchers() []Watcher {
 		if spec != "" {
 			path = spec
 			if !strings.Contains(spec, "/") {
-				path = filepath.Join(NetnsDir, spec)
+				path = filepath.Join(netops.NetnsDir, spec)
 			}
 		}
 		var st unix.Stat_t
