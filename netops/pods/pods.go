@@ -52,6 +52,21 @@ type Pod struct {
 	Interface string `json:"interface"`
 	// Source says where the name came from: "cache" or "cri".
 	Source string `json:"source"`
+
+	// netns is the path of the pod's network namespace as the cache or the
+	// runtime recorded it, "" when not recorded.
+	netns string
+}
+
+// NetnsPath is the path of the pod's network namespace as the cache or the
+// runtime recorded it (a bind mount under /var/run/netns, /proc/PID/ns/net),
+// "" when not recorded. It is what was recorded, not proof: the caller
+// checks it is the namespace of the port's veth peer before entering it.
+func (p *Pod) NetnsPath() string {
+	if p == nil {
+		return ""
+	}
+	return p.netns
 }
 
 // FullName is "namespace/name", "" when the name is unknown.
@@ -357,6 +372,7 @@ func (c *Cache) Lookup(p Port, sameNetns func(path string) bool) *Pod {
 		}
 	}
 	pod := cands[0].pod
+	pod.netns = cands[0].netns
 	return &pod
 }
 
