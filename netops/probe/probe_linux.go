@@ -264,10 +264,18 @@ func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, 
 		}
 	}
 
+	ct, err := watchConntrack(ctx, c, svcIP, t, sports)
+	if err != nil {
+		r.Facts.ConntrackError = err.Error()
+	}
+
 	start := time.Now()
 	r.Connections = connectAll(ctx, socks, netip.AddrPortFrom(svcIP, uint16(t.svc.Port)), t.proto, o.Timeout)
 	r.DurationMs = ms(time.Since(start))
 	if ctx.Err() != nil {
+		if ct != nil {
+			_ = ct.finish(r, t.podIP)
+		}
 		return nil, ctx.Err()
 	}
 
@@ -293,8 +301,10 @@ func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, 
 		}
 		tr.table = nil
 	}
-	if err := readConntrack(ctx, c, r, svcIP, t); err != nil {
-		r.Facts.ConntrackError = err.Error()
+	if ct != nil {
+		if err := ct.finish(r, t.podIP); err != nil {
+			r.Facts.ConntrackError = err.Error()
+		}
 	}
 	Diagnose(r, func(args string) string { return seeCmd(c, args) })
 	return r, nil
@@ -484,32 +494,87 @@ func wait(ctx context.Context, fd int, events int16, deadline time.Time) bool {
 	return false
 }
 
-// readConntrack lists the Service's conntrack entries and fills each
-// connection's endpoint, source NAT and state from the entry with its
-// source port: the reply tuple is what conntrack knows the endpoint by.
-func readConntrack(ctx context.Context, c *netops.Client, r *Report, svcIP netip.Addr, t *target) error {
-	byPort := map[uint16]int{}
-	for i, cn := range r.Connections {
-		byPort[cn.SrcPort] = i
+// ctWatch follows the Service's conntrack events while the probe runs.
+// A dump afterwards would miss connections the kernel has already
+// forgotten: a conntrack entry answered by a reset to its SYN goes at once.
+type ctWatch struct {
+	cancel context.CancelFunc
+	done   chan error
+	mu     sync.Mutex
+	seen   map[uint16]flows.Flow
+}
+
+// watchConntrack subscribes to conntrack events in the node namespace and
+// returns once the subscription is in place: the first time the event
+// socket is found empty (flows.Options.Idle).
+func watchConntrack(ctx context.Context, c *netops.Client, svcIP netip.Addr, t *target, sports []uint16) (*ctWatch, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &ctWatch{cancel: cancel, done: make(chan error, 1), seen: map[uint16]flows.Flow{}}
+	mine := map[uint16]bool{}
+	for _, p := range sports {
+		mine[p] = true
 	}
-	_, err := flows.Stream(ctx, c, flows.Options{
-		ServiceIP: svcIP, Port: uint16(t.svc.Port), Proto: t.proto, NoFollow: true,
-		Flow: func(f flows.Flow) error {
-			if f.Orig.Src != t.podIP {
+	ready := make(chan struct{})
+	var once sync.Once
+	go func() {
+		_, err := flows.Stream(ctx, c, flows.Options{
+			ServiceIP: svcIP, Port: uint16(t.svc.Port), Proto: t.proto, NoDump: true,
+			Flow: func(f flows.Flow) error {
+				if f.Orig.Src != t.podIP || !mine[f.Orig.SPort] {
+					return nil
+				}
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				old, ok := w.seen[f.Orig.SPort]
+				if ok && f.State == "" {
+					f.State = old.State
+				}
+				if ok && !f.Reply.Src.IsValid() {
+					f.Reply, f.SNAT = old.Reply, old.SNAT
+				}
+				w.seen[f.Orig.SPort] = f
 				return nil
-			}
-			i, ok := byPort[f.Orig.SPort]
-			if !ok {
+			},
+			Idle: func() error {
+				once.Do(func() { close(ready) })
 				return nil
-			}
-			cn := &r.Connections[i]
-			cn.Conntrack = true
-			cn.Endpoint = netip.AddrPortFrom(f.Reply.Src, f.Reply.SPort).String()
-			cn.Self = f.Reply.Src == t.podIP
-			cn.SNAT = f.SNAT
-			cn.State = f.State
-			return nil
-		},
-	})
+			},
+		})
+		once.Do(func() { close(ready) })
+		w.done <- err
+	}()
+	<-ready
+	select {
+	case err := <-w.done:
+		cancel()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, err
+	default:
+	}
+	return w, nil
+}
+
+// finish stops following and fills each connection's endpoint, source
+// NAT and state from its entry: the reply tuple is what conntrack knows
+// the endpoint by.
+func (w *ctWatch) finish(r *Report, podIP netip.Addr) error {
+	w.cancel()
+	err := <-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := range r.Connections {
+		cn := &r.Connections[i]
+		f, ok := w.seen[cn.SrcPort]
+		if !ok || !f.Reply.Src.IsValid() {
+			continue
+		}
+		cn.Conntrack = true
+		cn.Endpoint = netip.AddrPortFrom(f.Reply.Src, f.Reply.SPort).String()
+		cn.Self = f.Reply.Src == podIP
+		cn.SNAT = f.SNAT
+		cn.State = f.State
+	}
 	return err
 }
