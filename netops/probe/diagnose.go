@@ -318,8 +318,12 @@ func (d *diagnosis) unexplained() {
 func (d *diagnosis) seen(idx []int) []string {
 	ct, fwd, up, drop, unseen := 0, 0, 0, 0, 0
 	eps := map[string]int{}
+	errs := map[string]int{}
 	for _, i := range idx {
 		c := d.r.Connections[i]
+		if c.Error != "" {
+			errs[c.Error]++
+		}
 		if c.Conntrack {
 			ct++
 			eps[c.Endpoint]++
@@ -336,6 +340,10 @@ func (d *diagnosis) seen(idx []int) []string {
 		}
 	}
 	var ev []string
+	for e, n := range errs {
+		ev = append(ev, fmt.Sprintf("socket: %d failed with %q", n, e))
+	}
+	sort.Strings(ev)
 	if ct == 0 {
 		ev = append(ev, "conntrack: no entry for them")
 	} else {
