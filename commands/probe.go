@@ -15,7 +15,7 @@ import (
 
 var probeCommand = &cli.Command{
 	Name:      "probe",
-	Usage:     "prove a pod reaches itself through its Service, and explain failures",
+	Usage:     "prove a pod reaches itself via its Service; explain failures",
 	ArgsUsage: "POD SERVICE",
 	Description: `Makes --count connections (TCP connect; for a UDP Service, a datagram that
 wants an answer) from inside POD's network namespace, entered from the node
