@@ -192,3 +192,58 @@ func TestE2EProbeSignalLeavesNothing(t *testing.T) {
 		}
 	}
 }
+
+// doctor --probe probes each endpoint on the node from its own pod and
+// merges the findings into its report, after saying what it will do.
+func TestE2EDoctorProbe(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 3, Endpoints: []int{1, 2}})
+	type report struct {
+		Checks []struct {
+			ID, Status, Finding, Fix string
+			Details                  []string
+		}
+		Summary struct{ Fail int }
+	}
+	doctor := func() (report, result) {
+		r := run(t, "--netns", l.Node, "doctor", "--probe", "-o", "json")
+		var rep report
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+			t.Fatalf("doctor --probe: %v:\n%s\n%s", err, r.stdout, r.stderr)
+		}
+		return rep, r
+	}
+	probes := func(rep report) map[string]string {
+		m := map[string]string{}
+		for _, c := range rep.Checks {
+			if strings.HasPrefix(c.ID, "probe:") {
+				m[c.ID] = c.Status + " " + c.Finding
+			}
+		}
+		return m
+	}
+	rep, r := doctor()
+	if r.code != 4 || !strings.Contains(r.stderr, "doctor: --probe: 2 probes of 10 connections each") || !strings.Contains(r.stderr, "at most 30s") {
+		t.Errorf("doctor --probe, hairpin off: exit %d, stderr %q; want 4 and the plan up front", r.code, r.stderr)
+	}
+	got := probes(rep)
+	for _, p := range []*lab.Pod{l.Pod(1), l.Pod(2)} {
+		id := "probe:" + l.ServiceName + " from " + p.HostVeth
+		if !strings.HasPrefix(got[id], "FAIL ") || !strings.Contains(got[id], "port "+p.HostVeth+" has hairpin off") {
+			t.Errorf("%s: %q; want FAIL naming the port's hairpin (all: %v)", id, got[id], got)
+		}
+	}
+	if len(got) != 2 {
+		t.Errorf("probe checks %v: want one per endpoint (pods 1 and 2)", got)
+	}
+	for _, p := range l.Pods {
+		if out, err := exec.Command("ip", "-n", l.Node, "link", "set", "dev", p.HostVeth, "type", "bridge_slave", "hairpin", "on").CombinedOutput(); err != nil {
+			t.Fatalf("hairpin on %s: %v: %s", p.HostVeth, err, out)
+		}
+	}
+	rep, _ = doctor()
+	for id, v := range probes(rep) {
+		if !strings.HasPrefix(v, "PASS ") {
+			t.Errorf("%s with hairpin on: %s; want PASS", id, v)
+		}
+	}
+}
