@@ -113,6 +113,39 @@ func probeLive(t *testing.T, l *kubelab.Lab, mode string) {
 	}
 	t.Logf("%s: pod-1 → trio with hairpin off: %d of 20 timed out", mode, failed)
 
+	// doctor --probe on trio: pods 1 and 3 (hairpin off) fail, pod-2
+	// (hairpin on) passes.
+	r = run(t, "--netns", l.Node, "doctor", "--probe", "-o", "json", "default/trio:http")
+	var drep doctorReport
+	if err := json.Unmarshal([]byte(r.stdout), &drep); err != nil || r.code != 4 || !strings.Contains(r.stderr, "3 probes") {
+		t.Fatalf("doctor --probe trio: exit %d, %v, stderr %q; want 4 and 3 probes said up front:\n%s", r.code, err, r.stderr, r.stdout)
+	}
+	want := map[string]string{pod1.HostVeth: "FAIL", pod2.HostVeth: "PASS", pod3.HostVeth: "FAIL"}
+	seen := 0
+	for _, c := range drep.Checks {
+		if !strings.HasPrefix(c.ID, "probe:") {
+			continue
+		}
+		for port, st := range want {
+			if !strings.HasSuffix(c.ID, " "+port) && !strings.HasSuffix(c.ID, "("+port+")") {
+				continue
+			}
+			seen++
+			if c.Status != st {
+				t.Errorf("doctor --probe: %s is %s (%s), want %s", c.ID, c.Status, c.Finding, st)
+			}
+		}
+	}
+	if seen != 3 {
+		t.Errorf("doctor --probe trio: %d probe checks name pods 1, 2 and 3's ports, want 3:\n%s", seen, r.stdout)
+	}
+
+	// UDP: dns:dns (pods 5 and 6, hairpin on) answers every datagram.
+	rep, r = probeJSON(t, l, pod(l.Pods[4]), "default/dns:dns")
+	if r.code != 0 || rep.Results["succeeded"] != 20 {
+		t.Errorf("pod-5 → dns (UDP), hairpin on: exit %d, results %v; want 20 answered", r.code, rep.Results)
+	}
+
 	// --fix turns pod-3's hairpin on; then every connection succeeds.
 	r = run(t, "--netns", l.Node, "probe", "--cni-cache", l.CNI.CacheDir, "--timeout", "500ms", "-o", "json", "--fix", pod(pod3), "default/solo")
 	var fix struct {
