@@ -38,7 +38,7 @@ func (c *Client) PortNetns(p Port) (netns.NsHandle, string, error) {
 		}
 		return h, true
 	}
-	if path := p.Pod.NetnsPath(); path != "" {
+	if path := p.podNetns; path != "" {
 		if h, ok := try(path); ok {
 			return h, path, nil
 		}

@@ -155,7 +155,7 @@ func (c *Client) NamePods(ports []Port, cache *pods.Cache) {
 			continue
 		}
 		peer := p.peerNetnsID
-		p.Pod = cache.Lookup(pods.Port{Name: p.Name, MAC: p.MAC, IPs: p.PodIPs}, func(path string) bool {
+		p.Pod, p.podNetns = cache.LookupNetns(pods.Port{Name: p.Name, MAC: p.MAC, IPs: p.PodIPs}, func(path string) bool {
 			return peer >= 0 && netnsID(path) == peer
 		})
 	}

@@ -52,21 +52,6 @@ type Pod struct {
 	Interface string `json:"interface"`
 	// Source says where the name came from: "cache" or "cri".
 	Source string `json:"source"`
-
-	// netns is the path of the pod's network namespace as the cache or the
-	// runtime recorded it, "" when not recorded.
-	netns string
-}
-
-// NetnsPath is the path of the pod's network namespace as the cache or the
-// runtime recorded it (a bind mount under /var/run/netns, /proc/PID/ns/net),
-// "" when not recorded. It is what was recorded, not proof: the caller
-// checks it is the namespace of the port's veth peer before entering it.
-func (p *Pod) NetnsPath() string {
-	if p == nil {
-		return ""
-	}
-	return p.netns
 }
 
 // FullName is "namespace/name", "" when the name is unknown.
@@ -317,8 +302,18 @@ type Port struct {
 // the stale entry's namespace is gone. Attachments of more than one
 // container that still match leave the port unknown.
 func (c *Cache) Lookup(p Port, sameNetns func(path string) bool) *Pod {
+	pod, _ := c.LookupNetns(p, sameNetns)
+	return pod
+}
+
+// LookupNetns is Lookup that also returns the path of the pod's network
+// namespace as the cache or the runtime recorded it (a bind mount under
+// /var/run/netns, /proc/PID/ns/net), "" when not recorded. It is what was
+// recorded, not proof: a caller entering it first checks that it is the
+// namespace of the port's veth peer.
+func (c *Cache) LookupNetns(p Port, sameNetns func(path string) bool) (*Pod, string) {
 	if c == nil {
-		return nil
+		return nil, ""
 	}
 	mac := strings.ToLower(p.MAC)
 	var cands []*entry
@@ -364,16 +359,15 @@ func (c *Cache) Lookup(p Port, sameNetns func(path string) bool) *Pod {
 		cands = kept
 	}
 	if len(cands) == 0 {
-		return nil
+		return nil, ""
 	}
 	for _, e := range cands[1:] {
 		if e.pod.ContainerID != cands[0].pod.ContainerID {
-			return nil
+			return nil, ""
 		}
 	}
 	pod := cands[0].pod
-	pod.netns = cands[0].netns
-	return &pod
+	return &pod, cands[0].netns
 }
 
 func containsEntry(es []*entry, e *entry) bool {
