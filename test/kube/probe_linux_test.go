@@ -1,8 +1,10 @@
 package kube_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"regexp"
@@ -144,6 +146,32 @@ func probeLive(t *testing.T, l *kubelab.Lab, mode string) {
 	rep, r = probeJSON(t, l, pod(l.Pods[4]), "default/dns:dns")
 	if r.code != 0 || rep.Results["succeeded"] != 20 {
 		t.Errorf("pod-5 → dns (UDP), hairpin on: exit %d, results %v; want 20 answered", r.code, rep.Results)
+	}
+
+	// IPv6: pod-2 (hairpin on) through dual's IPv6 ClusterIP, which
+	// balances to pods 1 and 2; the trace sees every frame forwarded.
+	tr, err := kubelab.ComputeTruth(context.Background(), l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v6 := ""
+	for _, s := range tr.Services {
+		if s.Namespace == "default" && s.Name == "dual" && s.Family == "ipv6" {
+			v6 = net.JoinHostPort(s.ClusterIP, fmt.Sprint(s.Port))
+		}
+	}
+	if v6 == "" {
+		t.Fatal("no IPv6 Service port of default/dual")
+	}
+	rep, r = probeJSON(t, l, pod(pod2), v6)
+	if r.code != 0 || rep.Results["succeeded"] != 20 || rep.Pod.IP != pod2.IP6.String() {
+		t.Errorf("pod-2 → dual over IPv6 (%s): exit %d, results %v, from %s; want 20 succeeded from %s:\n%s", v6, r.code, rep.Results, rep.Pod.IP, pod2.IP6, r.stderr)
+	}
+	for _, c := range rep.Connections {
+		if !c.Conntrack || c.Bridge != "forwarded" {
+			t.Errorf("pod-2 → dual over IPv6: conntrack %v, bridge %q; want an entry, forwarded", c.Conntrack, c.Bridge)
+			break
+		}
 	}
 
 	// --fix turns pod-3's hairpin on; then every connection succeeds.
