@@ -232,3 +232,23 @@ func TestProbeCancelledLeavesNothing(t *testing.T) {
 		t.Errorf("sockets left in the pod:\n%s", out)
 	}
 }
+
+// A drop that nothing hairpinctl reads explains (a firewall rule in the
+// node's FORWARD chain, as a NetworkPolicy agent would write) is said to
+// be unexplained, never put on the hairpin or the masquerade.
+func TestProbeUnexplainedDrop(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 2, Endpoints: []int{1}, Hairpin: true})
+	from := l.Pod(2)
+	if out, err := l.Exec("", "iptables", "-I", "FORWARD", "-s", from.IP.String(), "-j", "DROP"); err != nil {
+		t.Fatalf("iptables -I FORWARD: %v: %s", err, out)
+	}
+	c := open(t, l)
+	r, err := probe.Run(context.Background(), c, probe.Options{Pod: from.HostVeth, Service: l.ServiceName, Count: 5, Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Results[probe.ResultTimedOut] != 5 || len(r.Findings) != 1 || r.Findings[0].ID != probe.FindingUnexplained || r.Findings[0].Connections != 5 {
+		t.Fatalf("results %v, findings %+v; want 5 timed out, one unexplained finding", r.Results, r.Findings)
+	}
+	noProbeTable(t, l)
+}
