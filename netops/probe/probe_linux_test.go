@@ -252,3 +252,19 @@ func TestProbeUnexplainedDrop(t *testing.T) {
 	}
 	noProbeTable(t, l)
 }
+
+// A table left by a probe that was killed (SIGKILL: no chance to remove
+// it) is removed by the next probe: its process is gone.
+func TestProbeRemovesStaleTable(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 2, Endpoints: []int{1}, Hairpin: true})
+	// Above any pid_max (at most 2^22): no such process can exist.
+	const stale = "hairpinctl-probe-9999999"
+	if out, err := l.Exec("", "nft", "add", "table", "bridge", stale); err != nil {
+		t.Fatalf("nft add table: %v: %s", err, out)
+	}
+	c := open(t, l)
+	if _, err := probe.Run(context.Background(), c, probe.Options{Pod: l.Pod(2).HostVeth, Service: l.ServiceName, Count: 2}); err != nil {
+		t.Fatal(err)
+	}
+	noProbeTable(t, l)
+}
