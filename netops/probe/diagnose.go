@@ -121,6 +121,15 @@ func (d *diagnosis) self() *ServiceEndpoint {
 	return nil
 }
 
+// noEntry is the evidence for connections without a conntrack entry:
+// what conntrack showed, or that it could not be read.
+func (d *diagnosis) noEntry(what string) string {
+	if e := d.r.Facts.ConntrackError; e != "" {
+		return "conntrack not read (" + e + "): whether an entry was confirmed is unknown"
+	}
+	return what
+}
+
 func (d *diagnosis) rulesSource() string {
 	if d.r.Service.Backend == "" {
 		return "kube-proxy's rules"
@@ -144,7 +153,7 @@ func (d *diagnosis) noEndpoints() {
 		Finding: fmt.Sprintf("%s: %s has no endpoints: kube-proxy rejects every connection to it", d.tally(idx), d.svcName()),
 		Evidence: []string{
 			d.rulesSource() + ": the Service port has no endpoints",
-			"conntrack: no entry for these connections (rejected before one was confirmed)",
+			d.noEntry("conntrack: no entry for these connections (rejected before one was confirmed)"),
 		},
 	}, idx)
 }
@@ -186,7 +195,7 @@ func (d *diagnosis) hairpinOff() {
 	} else {
 		ev = append(ev, "bridge not traced: the drop is inferred, not seen")
 	}
-	ev = append(ev, "conntrack: no entry confirmed for them (the kernel confirms one only after the bridge passes the packet on)")
+	ev = append(ev, d.noEntry("conntrack: no entry confirmed for them (the kernel confirms one only after the bridge passes the packet on)"))
 	d.add(Finding{
 		ID: FindingHairpinOff,
 		Finding: fmt.Sprintf("%s; this pod is %s of %s and its port %s has hairpin off: connections balanced to itself are dropped by the bridge (expected %s)",
@@ -345,7 +354,7 @@ func (d *diagnosis) seen(idx []int) []string {
 	}
 	sort.Strings(ev)
 	if ct == 0 {
-		ev = append(ev, "conntrack: no entry for them")
+		ev = append(ev, d.noEntry("conntrack: no entry for them"))
 	} else {
 		var parts []string
 		for ep, n := range eps {

@@ -156,3 +156,14 @@ func TestDiagnoseCountsEndpoints(t *testing.T) {
 		t.Errorf("results %v", r.Results)
 	}
 }
+
+// Without conntrack, the evidence says so rather than "no entry".
+func TestDiagnoseConntrackUnread(t *testing.T) {
+	r := report(false, 1, true, repeat(3, dropped)...)
+	r.Facts.ConntrackError = "permission denied"
+	Diagnose(r, func(a string) string { return a })
+	ev := strings.Join(r.Findings[0].Evidence, "\n")
+	if !strings.Contains(ev, "conntrack not read (permission denied)") || strings.Contains(ev, "no entry confirmed") {
+		t.Errorf("evidence without conntrack:\n%s", ev)
+	}
+}

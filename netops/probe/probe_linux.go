@@ -299,7 +299,6 @@ func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, 
 		if err := tr.close(); err != nil {
 			return nil, err
 		}
-		tr.table = nil
 	}
 	if ct != nil {
 		if err := ct.finish(r, t.podIP); err != nil {

@@ -191,15 +191,20 @@ func (t *trace) read() (map[uint16]string, map[uint16]bool, error) {
 	return out, sets[setHairpin], nil
 }
 
-// close removes the table and closes the socket.
+// close removes the table and closes the socket; later calls do nothing.
 func (t *trace) close() error {
+	if t.conn == nil {
+		return nil
+	}
 	var err error
 	if t.table != nil {
 		t.conn.DelTable(t.table)
 		if ferr := t.conn.Flush(); ferr != nil && !strings.Contains(ferr.Error(), unix.ENOENT.Error()) {
 			err = fmt.Errorf("remove bridge table %s: %w", t.table.Name, ferr)
 		}
+		t.table = nil
 	}
 	_ = t.conn.CloseLasting()
+	t.conn = nil
 	return err
 }
