@@ -148,13 +148,28 @@ func (d *diagnosis) noEndpoints() {
 	if len(idx) == 0 {
 		return
 	}
+	ev := []string{
+		d.rulesSource() + ": the Service port has no endpoints",
+		d.noEntry("conntrack: no entry for these connections (rejected before one was confirmed)"),
+	}
+	refused, silent := 0, 0
+	for _, i := range idx {
+		switch d.r.Connections[i].Result {
+		case ResultRefused:
+			refused++
+		case ResultTimedOut, ResultNoReply:
+			silent++
+		}
+	}
+	if refused > 0 && silent > 0 {
+		// A rejection is an ICMP error, and the kernel sends a burst of
+		// six to one address, then one a second (net.ipv4.icmp_ratelimit).
+		ev = append(ev, fmt.Sprintf("%d refused and %d got no answer, as the kernel's rate limit on ICMP errors to one address (net.ipv4.icmp_ratelimit: a burst of 6) would make them", refused, silent))
+	}
 	d.add(Finding{
-		ID:      FindingNoEndpoints,
-		Finding: fmt.Sprintf("%s: %s has no endpoints: kube-proxy rejects every connection to it", d.tally(idx), d.svcName()),
-		Evidence: []string{
-			d.rulesSource() + ": the Service port has no endpoints",
-			d.noEntry("conntrack: no entry for these connections (rejected before one was confirmed)"),
-		},
+		ID:       FindingNoEndpoints,
+		Finding:  fmt.Sprintf("%s: %s has no endpoints: kube-proxy rejects every connection to it", d.tally(idx), d.svcName()),
+		Evidence: ev,
 	}, idx)
 }
 

@@ -94,6 +94,13 @@ func TestDiagnose(t *testing.T) {
 		}(), []wantFinding{
 			{FindingNoEndpoints, 3, []string{"3 of 3 refused", "has no endpoints"}},
 		}},
+		{"no endpoints, some rejections rate-limited", func() *Report {
+			r := report(true, 0, false, append(repeat(6, rejected), repeat(14, Connection{Result: ResultTimedOut, Bridge: BridgeDelivered})...)...)
+			r.Service.NoEndpoints = true
+			return r
+		}(), []wantFinding{
+			{FindingNoEndpoints, 20, []string{"14 timed out and 6 refused of 20", "icmp_ratelimit"}},
+		}},
 		{"br_netfilter off", func() *Report {
 			r := report(true, 2, false, repeat(4, forwarded)...)
 			r.Facts.BrNetfilter = "0"

@@ -148,6 +148,14 @@ func probeLive(t *testing.T, l *kubelab.Lab, mode string) {
 		t.Errorf("pod-5 → dns (UDP), hairpin on: exit %d, results %v; want 20 answered", r.code, rep.Results)
 	}
 
+	// empty has no endpoints: kube-proxy rejects every connection (with
+	// ICMP errors, which the kernel rate-limits: some go unanswered).
+	rep, r = probeJSON(t, l, pod(pod2), "default/empty:http")
+	if r.code != 4 || rep.Results["succeeded"] != 0 || rep.Results["refused"] < 1 {
+		t.Errorf("pod-2 → empty: exit %d, results %v; want 4, none succeeded, some refused", r.code, rep.Results)
+	}
+	onlyFinding(t, "pod-2 → empty", rep, "no-endpoints", "has no endpoints")
+
 	// IPv6: pod-2 (hairpin on) through dual's IPv6 ClusterIP, which
 	// balances to pods 1 and 2; the trace sees every frame forwarded.
 	tr, err := kubelab.ComputeTruth(context.Background(), l)
