@@ -49,6 +49,8 @@ func TestCompletionInShells(t *testing.T) {
 		{[]string{"enable", "--netns", ns, "--bridge", ""}, []string{"cni0"}},
 		{[]string{"enable", "--netns", ns, "veth"}, []string{"veth1", "veth2"}},
 		{[]string{"disable", "--netns", ns, "--dr"}, []string{"--dry-run"}},
+		{[]string{"probe", "--netns", ns, "-n", "5", "veth"}, []string{"veth1", "veth2"}},
+		{[]string{"probe", "--netns", ns, "veth1", "veth"}, nil},
 	}
 	quote := func(ws []string) string {
 		q := make([]string, len(ws))

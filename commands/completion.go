@@ -39,7 +39,8 @@ var completionCommand = &cli.Command{
 	ArgsUsage: "bash|zsh|fish",
 	Description: `Prints a completion script. It completes commands, flags, flag values
 (-o), bridge names for --bridge, port names and pod/NAMESPACE/NAME for
-ports/enable/disable and pod names for --pod, from the live system.
+ports/enable/disable and probe's POD, and pod names for --pod, from the live
+system.
 
 EXAMPLES:
    source <(hairpinctl completion bash)
@@ -97,6 +98,28 @@ var positionals = map[string]func(words []string) []string{
 	"enable":     livePorts,
 	"disable":    livePorts,
 	"completion": fixed("bash", "zsh", "fish"),
+	"probe":      probeArgs,
+}
+
+// probeArgs completes probe's POD (a port or pod/NS/NAME); SERVICE,
+// the second, is left to the user.
+func probeArgs(words []string) []string {
+	n := 0
+	before := words[:len(words)-1]
+	for i := slices.Index(before, "probe") + 1; i > 0 && i < len(before); i++ {
+		w := before[i]
+		if strings.HasPrefix(w, "-") {
+			if f := findFlag(probeCommand.Flags, w); f != nil && flagTakesValue(f) && !strings.Contains(w, "=") {
+				i++
+			}
+			continue
+		}
+		n++
+	}
+	if n == 0 {
+		return livePorts(words)
+	}
+	return nil
 }
 
 // outputValues are -o's formats; ports also has wide.

@@ -47,6 +47,8 @@ func TestCompleteStatic(t *testing.T) {
 		{[]string{"completion", "z"}, []string{"zsh"}},
 		{[]string{"nosuch", ""}, []string{}},
 		{[]string{"enable", "--wait-bridge", ""}, []string{}},
+		{[]string{"probe", "--ti"}, []string{"--timeout"}},
+		{[]string{"probe", "--count", "5", "veth1", ""}, []string{}},
 	}
 	for _, tt := range tests {
 		got := complete(app, tt.words)

@@ -8,6 +8,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/pods"
+	"github.com/hairpinctl/hairpinctl/netops/probe"
 	"github.com/urfave/cli/v2"
 )
 
@@ -33,6 +35,9 @@ finding, and a fix (a command where one exists):
                    behind a port of this node's bridge has hairpin on
    cni-config      the CNI configuration new pods get sets hairpinMode
    conntrack       insert_failed and drop counters
+   probe:SVC       with --probe: each endpoint of a Service on this node,
+                   probed from its own pod through the Service (see probe),
+                   all within 30s, said up front on stderr
 
 Without a bridge (routed CNIs such as Calico or Cilium) the bridge checks
 SKIP. Exit status 4 when a check FAILs. Reading kube-proxy's rules and
@@ -43,10 +48,12 @@ EXAMPLES:
    hairpinctl doctor 10.96.0.10
    hairpinctl doctor default/web:http --bridge cni0
    hairpinctl doctor -o json | jq '.checks[] | select(.status == "FAIL")'
-   hairpinctl doctor --cni-conf-dir /etc/cni/net.d --netns node1`,
+   hairpinctl doctor --cni-conf-dir /etc/cni/net.d --netns node1
+   hairpinctl doctor default/web --probe`,
 	Flags: []cli.Flag{
 		bridgeFlag("check only bridge `BR` (repeatable; default: every bridge)"),
 		cniConfDirFlag(),
+		&cli.BoolFlag{Name: "probe", Usage: "also probe each Service endpoint on this node from its pod (see probe; at most 30s)"},
 		outputFlag(),
 		netnsFlag(),
 	},
@@ -105,6 +112,9 @@ func runDoctor(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("doctor: %w", err)
 	}
+	if c.Bool("probe") {
+		doctorProbe(c, cl, rep, o.Services)
+	}
 	if format == "json" {
 		err = writeJSON(c.App.Writer, rep)
 	} else {
@@ -117,6 +127,23 @@ func runDoctor(c *cli.Context) error {
 		return silentExit(ExitFindings)
 	}
 	return nil
+}
+
+// doctorProbe adds a check per Service endpoint on this node: a probe
+// from the endpoint's pod through the Service. It says up front, on
+// stderr, how many probes it makes and how long they may take.
+func doctorProbe(c *cli.Context, cl *netops.Client, rep *netops.DoctorReport, services []string) {
+	po := probe.DoctorOptions{Services: services, CacheDir: pods.DefaultCacheDir}
+	pairs, err := probe.PlanDoctor(cl, po)
+	if err != nil {
+		rep.AddChecks(netops.Check{ID: "probe", Status: netops.StatusWarn, Finding: "could not list what to probe: " + err.Error(), Details: []string{}})
+		return
+	}
+	fmt.Fprintf(c.App.ErrWriter, "doctor: --probe: %s of %d connections each (timeout %s), at most %s in all\n",
+		plural(len(pairs), "probe"), probe.DefaultDoctorCount, probe.DefaultDoctorTimeout, probe.DefaultDoctorBudget)
+	ctx, _, stop := signalContext()
+	defer stop()
+	rep.AddChecks(probe.Doctor(ctx, cl, pairs, po)...)
 }
 
 // doctorWidth is the width the report is wrapped to, and doctorIndent the

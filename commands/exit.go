@@ -17,7 +17,8 @@ const (
 	ExitUsage = 2
 	// ExitPartial: some of several requested items failed, the others were done.
 	ExitPartial = 3
-	// ExitFindings: doctor found at least one FAIL.
+	// ExitFindings: doctor found at least one FAIL; probe saw a
+	// connection fail.
 	ExitFindings = 4
 )
 
@@ -30,7 +31,7 @@ const exitCodeHelp = `EXIT STATUS:
       single unknown interface, unknown bridge or namespace
    3  partial: some of several requested items failed while the others
       were done
-   4  doctor found at least one FAIL`
+   4  doctor found at least one FAIL; probe saw a connection fail`
 
 // exitError carries an exit code; a silent one prints nothing (the command
 // has already said everything on stdout/stderr).

@@ -149,6 +149,7 @@ var manArgs = map[string]string{
 	"NS/NAME[:PORT]": "a Service by namespace and name, with an optional port name or number, as the SERVICE column of **hairpinctl services** shows it",
 	"SERVICE-IP":     "the Service's ClusterIP (IPv4 or IPv6): flows whose original destination it is",
 	"bash|zsh|fish":  "the shell to print the completion script for",
+	"POD SERVICE":    "the client pod, as pod/NS/NAME, its IP or its bridge port (as **hairpinctl ports** shows them), and one Service port, as IP:PORT or NS/NAME[:PORT] (as **hairpinctl services** shows it)",
 }
 
 var manExitStatus = []struct {
@@ -159,7 +160,7 @@ var manExitStatus = []struct {
 	{ExitError, "runtime error (kernel, permission, timeout)"},
 	{ExitUsage, "usage error or invalid input: no command (a bare **hairpinctl** prints the help on standard error), a bad flag, a malformed name, a single unknown interface, an unknown bridge or namespace"},
 	{ExitPartial, "partial: some of several requested items failed while the others were done"},
-	{ExitFindings, "**doctor** found at least one FAIL"},
+	{ExitFindings, "**doctor** found at least one FAIL; **probe** saw a connection fail"},
 }
 
 // manEntry is a tagged paragraph of a hand-written section.

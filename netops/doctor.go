@@ -238,6 +238,13 @@ func diagnose(f *doctorFacts) *DoctorReport {
 	return r
 }
 
+// AddChecks appends checks made outside doctor (doctor --probe's) and
+// counts them in the summary.
+func (r *DoctorReport) AddChecks(checks ...Check) {
+	r.Checks = append(r.Checks, checks...)
+	r.Summary = summarize(r.Checks, r.Summary.Netns)
+}
+
 func summarize(checks []Check, netns string) DoctorSummary {
 	s := DoctorSummary{Status: StatusSkip, Netns: netns}
 	if s.Netns == "" {

@@ -51,6 +51,9 @@ type Port struct {
 
 	peerIndex   int
 	peerNetnsID int
+	// podNetns is the path of the pod's namespace as the record that
+	// named Pod gave it, "" when none (see PortNetns).
+	podNetns string
 }
 
 // NotPodPort says why p is not a pod's port, "" when it is. Hairpin on an

@@ -145,15 +145,7 @@ func (c *Client) NamePods(ports []Port, cache *pods.Cache) {
 		if id, ok := ids[path]; ok {
 			return id
 		}
-		id := -1
-		// O_NONBLOCK: a path that is a FIFO, not a namespace, must not
-		// block the listing.
-		if fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
-			if n, err := c.h.GetNetNsIdByFd(fd); err == nil {
-				id = n
-			}
-			unix.Close(fd)
-		}
+		id := c.netnsIDOf(path)
 		ids[path] = id
 		return id
 	}
@@ -163,10 +155,26 @@ func (c *Client) NamePods(ports []Port, cache *pods.Cache) {
 			continue
 		}
 		peer := p.peerNetnsID
-		p.Pod = cache.Lookup(pods.Port{Name: p.Name, MAC: p.MAC, IPs: p.PodIPs}, func(path string) bool {
+		p.Pod, p.podNetns = cache.LookupNetns(pods.Port{Name: p.Name, MAC: p.MAC, IPs: p.PodIPs}, func(path string) bool {
 			return peer >= 0 && netnsID(path) == peer
 		})
 	}
+}
+
+// netnsIDOf is the netnsid this namespace has for the namespace file at
+// path (RTM_GETNSID with NETNSA_FD): the id IFLA_LINK_NETNSID gives a veth
+// peer in that namespace; -1 when path is no namespace or has no id.
+func (c *Client) netnsIDOf(path string) int {
+	id := -1
+	// O_NONBLOCK: a path that is a FIFO, not a namespace, must not
+	// block the listing.
+	if fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
+		if n, err := c.h.GetNetNsIdByFd(fd); err == nil {
+			id = n
+		}
+		unix.Close(fd)
+	}
+	return id
 }
 
 // Bridge returns the named bridge, ErrNotFound or ErrNotBridge.

@@ -303,8 +303,18 @@ type Port struct {
 // the stale entry's namespace is gone. Attachments of more than one
 // container that still match leave the port unknown.
 func (c *Cache) Lookup(p Port, sameNetns func(path string) bool) *Pod {
+	pod, _ := c.LookupNetns(p, sameNetns)
+	return pod
+}
+
+// LookupNetns is Lookup that also returns the path of the pod's network
+// namespace as the cache or the runtime recorded it (a bind mount under
+// /var/run/netns, /proc/PID/ns/net), "" when not recorded. It is what was
+// recorded, not proof: a caller entering it first checks that it is the
+// namespace of the port's veth peer.
+func (c *Cache) LookupNetns(p Port, sameNetns func(path string) bool) (*Pod, string) {
 	if c == nil {
-		return nil
+		return nil, ""
 	}
 	mac := strings.ToLower(p.MAC)
 	var cands []*entry
@@ -350,15 +360,15 @@ func (c *Cache) Lookup(p Port, sameNetns func(path string) bool) *Pod {
 		cands = kept
 	}
 	if len(cands) == 0 {
-		return nil
+		return nil, ""
 	}
 	for _, e := range cands[1:] {
 		if e.pod.ContainerID != cands[0].pod.ContainerID {
-			return nil
+			return nil, ""
 		}
 	}
 	pod := cands[0].pod
-	return &pod
+	return &pod, cands[0].netns
 }
 
 // Sandbox is a ready pod sandbox as the container runtime reports it over

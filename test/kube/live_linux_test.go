@@ -171,11 +171,14 @@ func hairpinOn(t *testing.T, l *kubelab.Lab, port string) bool {
 // its modes, on pods made by the CNI plugin.
 func TestLive(t *testing.T) {
 	for _, mode := range []string{kubelab.IPTablesNFT, kubelab.NFTables} {
-		t.Run(mode, func(t *testing.T) { live(t, mode) })
+		t.Run(mode, func(t *testing.T) {
+			l := live(t, mode)
+			t.Run("probe", func(t *testing.T) { probeLive(t, l, mode) })
+		})
 	}
 }
 
-func live(t *testing.T, mode string) {
+func live(t *testing.T, mode string) *kubelab.Lab {
 	l := startLab(t, mode)
 	web := service(t, l, "web")
 	self := l.Pods[0] // pod-1, one of web's two endpoints
@@ -267,6 +270,7 @@ func live(t *testing.T, mode string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("watch: %s on %v after the CNI ADD returned", p.HostVeth, time.Since(added).Round(time.Millisecond))
+	return l
 }
 
 // failNames reports a FAIL check whose finding or details mention s (any

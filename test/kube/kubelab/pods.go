@@ -203,6 +203,15 @@ func (c *CNI) Del(ctx context.Context, p *Pod) error {
 	return nil
 }
 
+// StopServing closes the pod's servers: its port then refuses TCP
+// connections and answers UDP with ICMP port unreachable.
+func (p *Pod) StopServing() {
+	for _, f := range p.closers {
+		_ = f()
+	}
+	p.closers = nil
+}
+
 // serve answers TCP connections and UDP datagrams on ServePort, from
 // sockets made inside the pod's namespace.
 func (p *Pod) serve() error {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -198,3 +199,19 @@ func (t *Truth) JSON() []byte {
 
 // ProxyLog is kube-proxy's log file.
 func (l *Lab) ProxyLog() string { return filepath.Join(l.Dir, "kube-proxy.log") }
+
+// StopProxy stops kube-proxy, leaving its rules as they are: a test that
+// edits them by hand needs them not to be restored at the next sync.
+func (l *Lab) StopProxy() {
+	p := l.proxy
+	if p == nil {
+		return
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+}

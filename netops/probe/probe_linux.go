@@ -1,0 +1,579 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/flows"
+	"github.com/hairpinctl/hairpinctl/netops/internal/nsenter"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// target is what a probe connects from and to, resolved once.
+type target struct {
+	port  netops.Port
+	podIP netip.Addr
+	ns    netns.NsHandle
+	path  string
+	svc   netops.Service
+	model *netops.ServicesResult
+	proto uint8
+}
+
+// Run probes once: it resolves the pod and the Service, makes the
+// connections and explains the failures. An error means it could not
+// probe (bad input: the netops sentinels; the kernel refused); failed
+// connections are not errors, they are the report's findings.
+func Run(ctx context.Context, c *netops.Client, o Options) (*Report, error) {
+	o.defaults()
+	t, err := resolve(c, o)
+	if err != nil {
+		return nil, err
+	}
+	defer t.ns.Close()
+	return run(ctx, c, o, t)
+}
+
+// RunFix probes, applies the one fix that applies (hairpin on the pod's
+// port, when the probe found it off and to blame) and probes again.
+func RunFix(ctx context.Context, c *netops.Client, o Options) (*FixResult, error) {
+	o.defaults()
+	t, err := resolve(c, o)
+	if err != nil {
+		return nil, err
+	}
+	defer t.ns.Close()
+	before, err := run(ctx, c, o, t)
+	if err != nil {
+		return nil, err
+	}
+	res := &FixResult{Before: before}
+	if !hasFinding(before, FindingHairpinOff) || ctx.Err() != nil {
+		return res, nil
+	}
+	sr := c.SetHairpin([]netops.Port{t.port}, true, false)
+	if len(sr.Failed) > 0 {
+		return res, fmt.Errorf("fix: %s", sr.Failed[0].Error)
+	}
+	res.Applied = "hairpin on " + t.port.Name
+	t.port.Hairpin = true
+	after, err := run(ctx, c, o, t)
+	if err != nil {
+		return res, err
+	}
+	res.After = after
+	return res, nil
+}
+
+func hasFinding(r *Report, id string) bool {
+	for _, f := range r.Findings {
+		if f.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (o *Options) defaults() {
+	if o.Count <= 0 {
+		o.Count = DefaultCount
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+}
+
+// resolve finds the pod's port, its address, its namespace, and the one
+// Service port the selector names in the pod's address family.
+func resolve(c *netops.Client, o Options) (*target, error) {
+	if o.Count > MaxCount {
+		return nil, netops.Errorf(netops.ErrInvalid, "probe: --count %d is more than %d", o.Count, MaxCount)
+	}
+	if err := netops.ValidatePortArg(o.Pod); err != nil {
+		return nil, err
+	}
+	ports, err := c.ListPorts(netops.ListOptions{PodIPs: true, Kinds: true, Pods: &netops.PodOptions{CacheDir: o.CacheDir}})
+	if err != nil {
+		return nil, err
+	}
+	sel, fails := c.SelectPorts(ports, []string{o.Pod})
+	if len(fails) > 0 {
+		return nil, fails[0].Err()
+	}
+	if len(sel) != 1 {
+		names := make([]string, len(sel))
+		for i, p := range sel {
+			names[i] = p.Name
+		}
+		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s has %d bridge ports (%s): name one", o.Pod, len(sel), strings.Join(names, ", "))
+	}
+	t := &target{port: sel[0]}
+	if !t.port.PodPort {
+		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s is %s", t.port.Name, netops.NotPodPort(t.port))
+	}
+	ip, name, err := netops.ParseServiceArg(o.Service)
+	if err != nil {
+		return nil, err
+	}
+	so := netops.ServicesOptions{Backend: o.Backend}
+	if ip != "" {
+		so.ClusterIPs = []string{ip}
+	} else {
+		so.Names = []string{name}
+	}
+	t.model, err = c.Services(so)
+	if err != nil {
+		return nil, err
+	}
+	var addrs []netip.Addr
+	for _, s := range t.port.PodIPs {
+		if a, err := netip.ParseAddr(s); err == nil {
+			addrs = append(addrs, a.Unmap())
+		}
+	}
+	var cands []netops.Service
+	for _, s := range t.model.Services {
+		for _, a := range addrs {
+			if (a.Is4() && s.Family == 4) || (a.Is6() && s.Family == 6) {
+				cands = append(cands, s)
+				if !t.podIP.IsValid() || t.podIP.Is6() && a.Is4() {
+					t.podIP = a
+				}
+				break
+			}
+		}
+	}
+	// A dual-stack Service selected by name is probed over IPv4.
+	if len(cands) > 1 {
+		var v4 []netops.Service
+		for _, s := range cands {
+			if s.Family == 4 {
+				v4 = append(v4, s)
+			}
+		}
+		if len(v4) > 0 && len(v4) < len(cands) {
+			cands = v4
+		}
+	}
+	switch {
+	case len(t.model.Services) == 0:
+		return nil, netops.Errorf(netops.ErrNotFound, "probe: no Service port matches %s in kube-proxy's rules %s", o.Service, c.SeeHint("services"))
+	case len(cands) == 0:
+		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s has no address in the family of %s (%s)", t.port.Name, o.Service, strings.Join(t.port.PodIPs, ", "))
+	case len(cands) > 1:
+		var names []string
+		for _, s := range cands {
+			names = append(names, svcLabel(&s))
+		}
+		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s selects %d Service ports (%s): name one, as NS/NAME:PORT", o.Service, len(cands), strings.Join(names, ", "))
+	}
+	t.svc = cands[0]
+	if t.podIP.Is6() != (t.svc.Family == 6) {
+		for _, a := range addrs {
+			if a.Is6() == (t.svc.Family == 6) {
+				t.podIP = a
+			}
+		}
+	}
+	switch strings.ToUpper(t.svc.Protocol) {
+	case "TCP":
+		t.proto = flows.ProtoTCP
+	case "UDP":
+		t.proto = flows.ProtoUDP
+	default:
+		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s is %s: only TCP and UDP can be probed", svcLabel(&t.svc), t.svc.Protocol)
+	}
+	t.ns, t.path, err = c.PortNetns(t.port)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func svcLabel(s *netops.Service) string {
+	if s.Name == "" {
+		return s.ClusterIP + ":" + strconv.Itoa(s.Port)
+	}
+	n := s.Namespace + "/" + s.Name
+	if s.PortName != "" {
+		n += ":" + s.PortName
+	}
+	return n
+}
+
+// run makes one round of connections from the resolved pod and explains it.
+func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, error) {
+	svcIP, err := netip.ParseAddr(t.svc.ClusterIP)
+	if err != nil {
+		return nil, fmt.Errorf("probe: Service %s has no usable ClusterIP %q", svcLabel(&t.svc), t.svc.ClusterIP)
+	}
+	r := &Report{
+		Pod: PodInfo{Name: t.port.Pod.FullName(), IP: t.podIP.String(), Port: t.port.Name, Bridge: t.port.Bridge, Hairpin: t.port.Hairpin, Netns: t.path},
+		Service: ServiceInfo{
+			IP: svcIP.String(), Port: t.svc.Port, NoEndpoints: t.svc.NoEndpoints, Backend: string(t.model.Backend),
+			Endpoints: []ServiceEndpoint{},
+		},
+		Protocol:  strings.ToLower(t.svc.Protocol),
+		Count:     o.Count,
+		TimeoutMs: o.Timeout.Milliseconds(),
+	}
+	if t.svc.Name != "" {
+		r.Service.Name = svcLabel(&t.svc)
+	}
+	for _, e := range t.svc.Endpoints {
+		a, _ := netip.ParseAddr(e.IP)
+		r.Service.Endpoints = append(r.Service.Endpoints, ServiceEndpoint{
+			Addr: netipJoin(e.IP, e.Port), Share: e.Share, Self: a.Unmap() == t.podIP, HairpinMasq: e.HairpinMasq, Local: e.Local,
+		})
+	}
+	m := t.model.Masquerade
+	r.Facts.Masquerade = Masquerade{MarkMasq: m.MarkMasq, PostroutingMasquerade: m.PostroutingMasquerade, PostroutingHooked: m.PostroutingHooked, HairpinSet: m.HairpinSet}
+	r.Facts.BrNetfilter = brNetfilter(c, t.podIP.Is6())
+
+	socks, err := openSockets(t.ns, t.podIP, t.proto, o.Count)
+	defer func() {
+		for _, s := range socks {
+			unix.Close(s.fd)
+		}
+	}()
+	if err != nil {
+		return nil, fmt.Errorf("probe: sockets in the namespace of %s: %w", t.port.Name, err)
+	}
+	sports := make([]uint16, len(socks))
+	for i, s := range socks {
+		sports[i] = s.port
+	}
+	var tr *trace
+	if !o.NoTrace {
+		tr, err = startTrace(c, t.port.Name, t.podIP, t.proto, sports)
+		if err != nil {
+			r.Facts.TraceError = err.Error()
+		} else {
+			r.Facts.Traced = true
+			defer tr.close()
+		}
+	}
+
+	ct, err := watchConntrack(ctx, c, svcIP, t, sports)
+	if err != nil {
+		r.Facts.ConntrackError = err.Error()
+	}
+
+	start := time.Now()
+	r.Connections = connectAll(ctx, socks, netip.AddrPortFrom(svcIP, uint16(t.svc.Port)), t.proto, o.Timeout)
+	r.DurationMs = ms(time.Since(start))
+	if ctx.Err() != nil {
+		if ct != nil {
+			_ = ct.finish(r, t.podIP)
+		}
+		return nil, ctx.Err()
+	}
+
+	if tr != nil {
+		verdicts, hairpinned, err := tr.read()
+		if err != nil {
+			r.Facts.Traced = false
+			r.Facts.TraceError = err.Error()
+		} else {
+			for i := range r.Connections {
+				cn := &r.Connections[i]
+				cn.Bridge = verdicts[cn.SrcPort]
+				if cn.Bridge == "" {
+					cn.Bridge = BridgeUnseen
+				}
+				if hairpinned[cn.SrcPort] {
+					cn.OutPort = t.port.Name
+				}
+			}
+		}
+		if err := tr.close(); err != nil {
+			return nil, err
+		}
+	}
+	if ct != nil {
+		if err := ct.finish(r, t.podIP); err != nil {
+			r.Facts.ConntrackError = err.Error()
+		}
+	}
+	Diagnose(r, func(args string) string { return seeCmd(c, args) })
+	return r, nil
+}
+
+// seeCmd is the hairpinctl command line for args with the client's
+// --netns, as netops writes it in its hints.
+func seeCmd(c *netops.Client, args string) string {
+	h := c.SeeHint(args)
+	return strings.TrimSuffix(strings.TrimPrefix(h, "(see: "), ")")
+}
+
+func netipJoin(ip string, port int) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip + ":" + strconv.Itoa(port)
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(port)).String()
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// brNetfilter reads bridge-nf-call-iptables (ip6tables for IPv6) in the
+// node namespace; "" when br_netfilter is not loaded or it cannot be read.
+func brNetfilter(c *netops.Client, v6 bool) string {
+	path := "/proc/sys/net/bridge/bridge-nf-call-iptables"
+	if v6 {
+		path = "/proc/sys/net/bridge/bridge-nf-call-ip6tables"
+	}
+	var v string
+	err := c.Do(func() error {
+		b, err := os.ReadFile(path)
+		v = strings.TrimSpace(string(b))
+		return err
+	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return ""
+	}
+	return v
+}
+
+// sock is one of the probe's sockets, made in the pod's namespace and
+// bound to the pod's address: its source port is known before the trace
+// is set up and the connection is made.
+type sock struct {
+	fd   int
+	port uint16
+}
+
+func openSockets(ns netns.NsHandle, src netip.Addr, proto uint8, n int) ([]sock, error) {
+	var socks []sock
+	err := nsenter.Do(ns, func() error {
+		for range n {
+			fam, typ := unix.AF_INET, unix.SOCK_STREAM
+			if src.Is6() {
+				fam = unix.AF_INET6
+			}
+			if proto == flows.ProtoUDP {
+				typ = unix.SOCK_DGRAM
+			}
+			fd, err := unix.Socket(fam, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			socks = append(socks, sock{fd: fd})
+			if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(src, 0))); err != nil {
+				return fmt.Errorf("bind %s: %w", src, err)
+			}
+			sa, err := unix.Getsockname(fd)
+			if err != nil {
+				return err
+			}
+			switch a := sa.(type) {
+			case *unix.SockaddrInet4:
+				socks[len(socks)-1].port = uint16(a.Port)
+			case *unix.SockaddrInet6:
+				socks[len(socks)-1].port = uint16(a.Port)
+			}
+		}
+		return nil
+	})
+	return socks, err
+}
+
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	if ap.Addr().Is4() {
+		return &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
+	}
+	return &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}
+}
+
+// connectAll makes every connection at once, each bounded by timeout:
+// a healthy probe takes a round trip or so, a failing one the timeout.
+func connectAll(ctx context.Context, socks []sock, dst netip.AddrPort, proto uint8, timeout time.Duration) []Connection {
+	out := make([]Connection, len(socks))
+	var wg sync.WaitGroup
+	for i, s := range socks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = connectOne(ctx, s, dst, proto, timeout)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// connectOne connects one socket: TCP by a non-blocking connect polled
+// for writability, UDP by a datagram polled for an answer.
+func connectOne(ctx context.Context, s sock, dst netip.AddrPort, proto uint8, timeout time.Duration) Connection {
+	cn := Connection{SrcPort: s.port}
+	start := time.Now()
+	deadline := start.Add(timeout)
+	done := func(result string, err error) Connection {
+		cn.Result = result
+		cn.LatencyMs = ms(time.Since(start))
+		if err != nil && result == ResultError {
+			cn.Error = err.Error()
+		}
+		return cn
+	}
+	classify := func(errno error) Connection {
+		switch {
+		case errno == nil:
+			return done(ResultSucceeded, nil)
+		case errors.Is(errno, unix.ECONNREFUSED):
+			return done(ResultRefused, nil)
+		case errors.Is(errno, unix.ECONNRESET):
+			return done(ResultReset, nil)
+		case errors.Is(errno, unix.ETIMEDOUT):
+			return done(ResultTimedOut, nil)
+		}
+		return done(ResultError, errno)
+	}
+	err := unix.Connect(s.fd, sockaddr(dst))
+	if proto == flows.ProtoTCP {
+		if err != nil && !errors.Is(err, unix.EINPROGRESS) {
+			return classify(err)
+		}
+		if !wait(ctx, s.fd, unix.POLLOUT, deadline) {
+			return done(ResultTimedOut, nil)
+		}
+		v, gerr := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if gerr != nil {
+			return classify(gerr)
+		}
+		if v != 0 {
+			return classify(unix.Errno(v))
+		}
+		return classify(nil)
+	}
+	if err != nil {
+		return classify(err)
+	}
+	if _, err := unix.Write(s.fd, []byte{'\n'}); err != nil {
+		return classify(err)
+	}
+	if !wait(ctx, s.fd, unix.POLLIN, deadline) {
+		return done(ResultNoReply, nil)
+	}
+	buf := make([]byte, 512)
+	if _, err := unix.Read(s.fd, buf); err != nil {
+		return classify(err)
+	}
+	return classify(nil)
+}
+
+// wait polls fd for events until deadline or ctx ends; true when they came
+// (or an error or hang-up, which the caller reads from the socket).
+func wait(ctx context.Context, fd int, events int16, deadline time.Time) bool {
+	for ctx.Err() == nil {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		// Slices of 50 ms, so a stop signal ends a long --timeout soon.
+		slice := min(left, 50*time.Millisecond)
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: events}}
+		n, err := unix.Poll(pfd, int(slice.Milliseconds())+1)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return true
+		}
+		if n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// ctWatch follows the Service's conntrack events while the probe runs.
+// A dump afterwards would miss connections the kernel has already
+// forgotten: a conntrack entry answered by a reset to its SYN goes at once.
+type ctWatch struct {
+	cancel context.CancelFunc
+	done   chan error
+	mu     sync.Mutex
+	seen   map[uint16]flows.Flow
+}
+
+// watchConntrack subscribes to conntrack events in the node namespace and
+// returns once the subscription is in place: the first time the event
+// socket is found empty (flows.Options.Idle).
+func watchConntrack(ctx context.Context, c *netops.Client, svcIP netip.Addr, t *target, sports []uint16) (*ctWatch, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &ctWatch{cancel: cancel, done: make(chan error, 1), seen: map[uint16]flows.Flow{}}
+	mine := map[uint16]bool{}
+	for _, p := range sports {
+		mine[p] = true
+	}
+	ready := make(chan struct{})
+	var once sync.Once
+	go func() {
+		_, err := flows.Stream(ctx, c, flows.Options{
+			ServiceIP: svcIP, Port: uint16(t.svc.Port), Proto: t.proto, NoDump: true,
+			Flow: func(f flows.Flow) error {
+				if f.Orig.Src != t.podIP || !mine[f.Orig.SPort] {
+					return nil
+				}
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				old, ok := w.seen[f.Orig.SPort]
+				if ok && f.State == "" {
+					f.State = old.State
+				}
+				if ok && !f.Reply.Src.IsValid() {
+					f.Reply, f.SNAT = old.Reply, old.SNAT
+				}
+				w.seen[f.Orig.SPort] = f
+				return nil
+			},
+			Idle: func() error {
+				once.Do(func() { close(ready) })
+				return nil
+			},
+		})
+		once.Do(func() { close(ready) })
+		w.done <- err
+	}()
+	<-ready
+	select {
+	case err := <-w.done:
+		cancel()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, err
+	default:
+	}
+	return w, nil
+}
+
+// finish stops following and fills each connection's endpoint, source
+// NAT and state from its entry: the reply tuple is what conntrack knows
+// the endpoint by.
+func (w *ctWatch) finish(r *Report, podIP netip.Addr) error {
+	w.cancel()
+	err := <-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := range r.Connections {
+		cn := &r.Connections[i]
+		f, ok := w.seen[cn.SrcPort]
+		if !ok || !f.Reply.Src.IsValid() {
+			continue
+		}
+		cn.Conntrack = true
+		cn.Endpoint = netip.AddrPortFrom(f.Reply.Src, f.Reply.SPort).String()
+		cn.Self = f.Reply.Src == podIP
+		cn.SNAT = f.SNAT
+		cn.State = f.State
+	}
+	return err
+}

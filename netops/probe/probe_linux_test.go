@@ -1,0 +1,270 @@
+package probe_test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/lab"
+	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
+	"github.com/hairpinctl/hairpinctl/netops/probe"
+)
+
+func open(t *testing.T, l *lab.Lab) *netops.Client {
+	t.Helper()
+	c, err := netops.Open(l.Node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// noProbeTable fails t when a probe table is left in the node.
+func noProbeTable(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", l.Node, "nft", "list", "tables", "bridge").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list tables: %v: %s", err, out)
+	}
+	if strings.Contains(string(out), "hairpinctl-probe") {
+		t.Errorf("probe table left behind:\n%s", out)
+	}
+}
+
+func finding(r *probe.Report, id string) *probe.Finding {
+	for i := range r.Findings {
+		if r.Findings[i].ID == id {
+			return &r.Findings[i]
+		}
+	}
+	return nil
+}
+
+// The pod is the Service's only endpoint and its port has hairpin off:
+// every connection is balanced to itself and the bridge drops it; the
+// trace shows each drop; --fix turns hairpin on and then all succeed.
+func TestProbeOnlyEndpointHairpinOff(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 2, Endpoints: []int{1}})
+	c := open(t, l)
+	self := l.Pod(1)
+	o := probe.Options{Pod: self.HostVeth, Service: l.ServiceName, Count: 20, Timeout: 500 * time.Millisecond}
+	res, err := probe.RunFix(context.Background(), c, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.Before
+	if r.Results[probe.ResultTimedOut] != 20 {
+		t.Fatalf("hairpin off, only endpoint: results %v, want 20 timed out", r.Results)
+	}
+	f := finding(r, probe.FindingHairpinOff)
+	if f == nil || f.Connections != 20 || !strings.Contains(f.Finding, self.HostVeth) {
+		t.Fatalf("findings %+v: want hairpin-off naming %s for 20 connections", r.Findings, self.HostVeth)
+	}
+	if !r.Facts.Traced {
+		t.Fatalf("bridge not traced: %s", r.Facts.TraceError)
+	}
+	for _, cn := range r.Connections {
+		if cn.Bridge != probe.BridgeDropped || cn.Conntrack {
+			t.Errorf("connection from port %d: bridge %q, conntrack %v; want dropped, no entry", cn.SrcPort, cn.Bridge, cn.Conntrack)
+		}
+	}
+	if res.Applied == "" || res.After == nil {
+		t.Fatalf("fix not applied: %+v", res)
+	}
+	a := res.After
+	if a.Results[probe.ResultSucceeded] != 20 || !a.OK || len(a.Findings) != 0 {
+		t.Fatalf("after the fix: results %v, findings %+v; want 20 succeeded", a.Results, a.Findings)
+	}
+	want := fmt.Sprintf("%s:%d", self.IP, 8080)
+	for _, cn := range a.Connections {
+		if cn.Endpoint != want || !cn.SNAT || cn.Bridge != probe.BridgeForwarded || cn.OutPort != self.HostVeth {
+			t.Errorf("after the fix, port %d: endpoint %q snat %v bridge %q out %q; want %s, masqueraded, forwarded back out %s",
+				cn.SrcPort, cn.Endpoint, cn.SNAT, cn.Bridge, cn.OutPort, want, self.HostVeth)
+		}
+	}
+	noProbeTable(t, l)
+}
+
+// One of three endpoints with hairpin off: the connections balanced to the
+// pod itself, and only those, are dropped by the bridge.
+func TestProbeOneOfThreeHairpinOff(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 3, Endpoints: []int{1, 2, 3}})
+	c := open(t, l)
+	self := l.Pod(1)
+	const n = 30
+	r, err := probe.Run(context.Background(), c, probe.Options{Pod: self.IP.String(), Service: l.ServiceIP.String() + ":80", Count: n, Timeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := r.Results[probe.ResultTimedOut]
+	if failed < 1 || failed > n-1 || r.Results[probe.ResultSucceeded] != n-failed {
+		t.Fatalf("results %v: want between 1 and %d timed out, the rest succeeded", r.Results, n-1)
+	}
+	f := finding(r, probe.FindingHairpinOff)
+	if f == nil || f.Connections != failed || !strings.Contains(f.Finding, self.HostVeth) || !strings.Contains(f.Finding, "1 of 3 endpoints") {
+		t.Fatalf("findings %+v: want hairpin-off naming %s, 1 of 3 endpoints, for %d connections", r.Findings, self.HostVeth, failed)
+	}
+	others := map[string]bool{}
+	for _, p := range []*lab.Pod{l.Pod(2), l.Pod(3)} {
+		others[fmt.Sprintf("%s:8080", p.IP)] = true
+	}
+	for _, cn := range r.Connections {
+		switch cn.Result {
+		case probe.ResultSucceeded:
+			if !others[cn.Endpoint] || cn.Bridge != probe.BridgeForwarded {
+				t.Errorf("port %d succeeded to %q (bridge %q); want pod 2 or 3, forwarded", cn.SrcPort, cn.Endpoint, cn.Bridge)
+			}
+		case probe.ResultTimedOut:
+			if cn.Bridge != probe.BridgeDropped {
+				t.Errorf("port %d timed out, bridge %q; want dropped", cn.SrcPort, cn.Bridge)
+			}
+		}
+	}
+	t.Logf("%d of %d timed out", failed, n)
+	noProbeTable(t, l)
+}
+
+// Hairpin on, but the masquerade rule deleted: the connections balanced
+// to the pod itself reach it with its own address as source; conntrack
+// shows them without source NAT.
+func TestProbeNoMasquerade(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 2, Endpoints: []int{1}, Hairpin: true})
+	var masq string
+	for _, line := range strings.Split(l.Rules, "\n") {
+		if strings.HasPrefix(line, "-A KUBE-POSTROUTING") && strings.Contains(line, "-j MASQUERADE") {
+			masq = line
+		}
+	}
+	if masq == "" {
+		t.Fatalf("no MASQUERADE rule in the lab's rules:\n%s", l.Rules)
+	}
+	if out, err := l.Exec("", "sh", "-c", "iptables -t nat -D"+strings.TrimPrefix(masq, "-A")); err != nil {
+		t.Fatalf("delete %s: %v: %s", masq, err, out)
+	}
+	c := open(t, l)
+	self := l.Pod(1)
+	r, err := probe.Run(context.Background(), c, probe.Options{Pod: self.HostVeth, Service: l.ServiceName, Count: 10, Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Results[probe.ResultSucceeded] != 0 {
+		t.Fatalf("results %v: want none to succeed", r.Results)
+	}
+	f := finding(r, probe.FindingNoSNAT)
+	if f == nil || f.Connections != 10 {
+		t.Fatalf("findings %+v: want no-snat for all 10", r.Findings)
+	}
+	if !strings.Contains(strings.Join(f.Evidence, "\n"), "no rule masquerades marked packets") {
+		t.Errorf("no-snat evidence does not name the missing MASQUERADE rule: %q", f.Evidence)
+	}
+	for _, cn := range r.Connections {
+		if !cn.Conntrack || !cn.Self || cn.SNAT {
+			t.Errorf("port %d: conntrack %v self %v snat %v; want an entry to itself without SNAT", cn.SrcPort, cn.Conntrack, cn.Self, cn.SNAT)
+		}
+	}
+	noProbeTable(t, l)
+}
+
+// The endpoint does not listen on the target port: refused, and the
+// finding names the endpoint conntrack saw.
+func TestProbeRefused(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 2, Restore: "none", Hairpin: true})
+	ep := l.Pod(1)
+	const quiet = 9999 // nothing listens there
+	if err := l.Restore("iptables-restore", lab.ServiceRules(l.ServiceName, l.ServiceIP.String(), l.ServicePort, []string{ep.IP.String()}, quiet)); err != nil {
+		t.Fatal(err)
+	}
+	c := open(t, l)
+	for _, from := range []*lab.Pod{l.Pod(2), ep} {
+		r, err := probe.Run(context.Background(), c, probe.Options{Pod: from.HostVeth, Service: l.ServiceName, Count: 5, Timeout: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("%s:%d", ep.IP, quiet)
+		f := finding(r, probe.FindingRefused)
+		if r.Results[probe.ResultRefused] != 5 || f == nil || f.Connections != 5 || !strings.Contains(f.Finding, want) {
+			t.Errorf("from %s: results %v findings %+v; want 5 refused by %s", from.HostVeth, r.Results, r.Findings, want)
+		}
+	}
+	noProbeTable(t, l)
+}
+
+// A probe stopped half-way (its context cancelled, as a signal does)
+// removes its bridge table and closes its sockets.
+func TestProbeCancelledLeavesNothing(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 2, Endpoints: []int{1}})
+	c := open(t, l)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := probe.Run(ctx, c, probe.Options{Pod: l.Pod(1).HostVeth, Service: l.ServiceName, Count: 5, Timeout: time.Minute})
+		errc <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		out, _ := exec.Command("ip", "netns", "exec", l.Node, "nft", "list", "tables", "bridge").CombinedOutput()
+		if strings.Contains(string(out), "hairpinctl-probe") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the probe's bridge table never appeared")
+		}
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Error("a cancelled probe returned no error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the probe did not stop within 10 s of its cancel")
+	}
+	noProbeTable(t, l)
+	out, err := exec.Command("ip", "netns", "exec", l.Pod(1).Name, "ss", "-Htan").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ss: %v: %s", err, out)
+	}
+	if strings.Contains(string(out), "SYN-SENT") {
+		t.Errorf("sockets left in the pod:\n%s", out)
+	}
+}
+
+// A drop that nothing hairpinctl reads explains (a firewall rule in the
+// node's FORWARD chain, as a NetworkPolicy agent would write) is said to
+// be unexplained, never put on the hairpin or the masquerade.
+func TestProbeUnexplainedDrop(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 2, Endpoints: []int{1}, Hairpin: true})
+	from := l.Pod(2)
+	if out, err := l.Exec("", "iptables", "-I", "FORWARD", "-s", from.IP.String(), "-j", "DROP"); err != nil {
+		t.Fatalf("iptables -I FORWARD: %v: %s", err, out)
+	}
+	c := open(t, l)
+	r, err := probe.Run(context.Background(), c, probe.Options{Pod: from.HostVeth, Service: l.ServiceName, Count: 5, Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Results[probe.ResultTimedOut] != 5 || len(r.Findings) != 1 || r.Findings[0].ID != probe.FindingUnexplained || r.Findings[0].Connections != 5 {
+		t.Fatalf("results %v, findings %+v; want 5 timed out, one unexplained finding", r.Results, r.Findings)
+	}
+	noProbeTable(t, l)
+}
+
+// A table left by a probe that was killed (SIGKILL: no chance to remove
+// it) is removed by the next probe: its process is gone.
+func TestProbeRemovesStaleTable(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 2, Endpoints: []int{1}, Hairpin: true})
+	// Above any pid_max (at most 2^22): no such process can exist.
+	const stale = "hairpinctl-probe-9999999"
+	if out, err := l.Exec("", "nft", "add", "table", "bridge", stale); err != nil {
+		t.Fatalf("nft add table: %v: %s", err, out)
+	}
+	c := open(t, l)
+	if _, err := probe.Run(context.Background(), c, probe.Options{Pod: l.Pod(2).HostVeth, Service: l.ServiceName, Count: 2}); err != nil {
+		t.Fatal(err)
+	}
+	noProbeTable(t, l)
+}

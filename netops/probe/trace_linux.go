@@ -1,0 +1,210 @@
+package probe
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/hairpinctl/hairpinctl/netops"
+	"golang.org/x/sys/unix"
+)
+
+// tablePrefix starts the name of the probe's bridge table; the process ID
+// follows, so a table left by a probe killed with SIGKILL is known as
+// stale by the next one and removed.
+const tablePrefix = "hairpinctl-probe-"
+
+// trace is a temporary nf_tables table of family bridge in the node
+// namespace that records which of the probe's source ports the bridge
+// received from the pod's port, forwarded (and to which port), or passed
+// up to the node. A frame the bridge drops because it would leave by the
+// port it came in on (hairpin off) passes the prerouting hook and never
+// reaches forward or input: the sets show the drop itself, not a symptom.
+// Each set is a dynamic set of source ports the rules add to (dynset), so
+// every connection is accounted for once however many times its SYN is
+// sent again.
+type trace struct {
+	conn  *nftables.Conn
+	table *nftables.Table
+	sets  map[string]*nftables.Set
+}
+
+// Sets of the trace: the probe's source ports, and what the bridge did.
+const (
+	setProbe     = "probe"
+	setEntered   = "entered"
+	setForwarded = "forwarded"
+	setHairpin   = "hairpinned"
+	setDelivered = "delivered"
+)
+
+// startTrace adds the table. Everything it adds is one table: removing
+// the table removes it all.
+func startTrace(c *netops.Client, port string, src netip.Addr, proto uint8, sports []uint16) (*trace, error) {
+	// The socket is bound to the node namespace by its handle, the
+	// caller's own included: one code path for --netns and without.
+	conn, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(int(c.Netns())))
+	if err != nil {
+		return nil, fmt.Errorf("nf_tables netlink socket: %w", err)
+	}
+	t := &trace{conn: conn, sets: map[string]*nftables.Set{}}
+	removeStale(conn)
+	t.table = conn.AddTable(&nftables.Table{Family: nftables.TableFamilyBridge, Name: tablePrefix + strconv.Itoa(os.Getpid())})
+	probe := &nftables.Set{Table: t.table, Name: setProbe, KeyType: nftables.TypeInetService, Constant: true}
+	var elems []nftables.SetElement
+	for _, p := range sports {
+		elems = append(elems, nftables.SetElement{Key: binary.BigEndian.AppendUint16(nil, p)})
+	}
+	if err := conn.AddSet(probe, elems); err != nil {
+		t.close()
+		return nil, fmt.Errorf("trace set: %w", err)
+	}
+	t.sets[setProbe] = probe
+	for _, name := range []string{setEntered, setForwarded, setHairpin, setDelivered} {
+		s := &nftables.Set{Table: t.table, Name: name, KeyType: nftables.TypeInetService, Dynamic: true}
+		if err := conn.AddSet(s, nil); err != nil {
+			t.close()
+			return nil, fmt.Errorf("trace set: %w", err)
+		}
+		t.sets[name] = s
+	}
+	filter := nftables.ChainTypeFilter
+	prio := nftables.ChainPriority(-200)
+	zero := nftables.ChainPriority(0)
+	pre := conn.AddChain(&nftables.Chain{Table: t.table, Name: "entered", Type: filter, Hooknum: nftables.ChainHookPrerouting, Priority: &prio})
+	fwd := conn.AddChain(&nftables.Chain{Table: t.table, Name: "forwarded", Type: filter, Hooknum: nftables.ChainHookForward, Priority: &zero})
+	in := conn.AddChain(&nftables.Chain{Table: t.table, Name: "delivered", Type: filter, Hooknum: nftables.ChainHookInput, Priority: &zero})
+	match := probeMatch(port, src, proto)
+	rule := func(ch *nftables.Chain, set string, extra ...expr.Any) {
+		ex := append(append([]expr.Any{}, match...), extra...)
+		ex = append(ex,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+			&expr.Lookup{SourceRegister: 1, SetName: setProbe, SetID: probe.ID},
+			&expr.Dynset{SrcRegKey: 1, SetName: set, SetID: t.sets[set].ID, Operation: unix.NFT_DYNSET_OP_ADD},
+		)
+		conn.AddRule(&nftables.Rule{Table: t.table, Chain: ch, Exprs: ex})
+	}
+	rule(pre, setEntered)
+	rule(fwd, setForwarded)
+	rule(fwd, setHairpin, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(port)})
+	rule(in, setDelivered)
+	if err := conn.Flush(); err != nil {
+		t.close()
+		return nil, fmt.Errorf("add bridge table %s: %w", t.table.Name, err)
+	}
+	return t, nil
+}
+
+// probeMatch matches the probe's packets from the pod: in by its port,
+// from its address, of its protocol.
+func probeMatch(port string, src netip.Addr, proto uint8) []expr.Any {
+	ethType, off := []byte{0x08, 0x00}, uint32(12)
+	if src.Is6() {
+		ethType, off = []byte{0x86, 0xdd}, 8
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(port)},
+		&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ethType},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: uint32(src.BitLen() / 8)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: src.AsSlice()},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	}
+}
+
+// ifname is an interface name as nf_tables compares it: NUL-padded to
+// IFNAMSIZ.
+func ifname(s string) []byte {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, s)
+	return b
+}
+
+// removeStale deletes probe tables whose process is gone: a probe killed
+// by SIGKILL cannot remove its own.
+func removeStale(conn *nftables.Conn) {
+	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyBridge)
+	if err != nil {
+		return
+	}
+	n := 0
+	for _, t := range tables {
+		pid, ok := strings.CutPrefix(t.Name, tablePrefix)
+		if !ok {
+			continue
+		}
+		if _, err := strconv.Atoi(pid); err != nil {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + pid); err == nil {
+			continue
+		}
+		conn.DelTable(t)
+		n++
+	}
+	if n > 0 {
+		_ = conn.Flush()
+	}
+}
+
+// read returns what the bridge did with each source port's packets.
+func (t *trace) read() (map[uint16]string, map[uint16]bool, error) {
+	get := func(name string) (map[uint16]bool, error) {
+		els, err := t.conn.GetSetElements(t.sets[name])
+		if err != nil {
+			return nil, fmt.Errorf("read trace set %s: %w", name, err)
+		}
+		m := map[uint16]bool{}
+		for _, e := range els {
+			if len(e.Key) >= 2 {
+				m[binary.BigEndian.Uint16(e.Key)] = true
+			}
+		}
+		return m, nil
+	}
+	sets := map[string]map[uint16]bool{}
+	for _, n := range []string{setEntered, setForwarded, setHairpin, setDelivered} {
+		m, err := get(n)
+		if err != nil {
+			return nil, nil, err
+		}
+		sets[n] = m
+	}
+	out := map[uint16]string{}
+	for p := range sets[setEntered] {
+		switch {
+		case sets[setForwarded][p]:
+			out[p] = BridgeForwarded
+		case sets[setDelivered][p]:
+			out[p] = BridgeDelivered
+		default:
+			out[p] = BridgeDropped
+		}
+	}
+	return out, sets[setHairpin], nil
+}
+
+// close removes the table and closes the socket; later calls do nothing.
+func (t *trace) close() error {
+	if t.conn == nil {
+		return nil
+	}
+	var err error
+	if t.table != nil {
+		t.conn.DelTable(t.table)
+		if ferr := t.conn.Flush(); ferr != nil && !strings.Contains(ferr.Error(), unix.ENOENT.Error()) {
+			err = fmt.Errorf("remove bridge table %s: %w", t.table.Name, ferr)
+		}
+		t.table = nil
+	}
+	_ = t.conn.CloseLasting()
+	t.conn = nil
+	return err
+}

@@ -1,0 +1,249 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hairpinctl/hairpinctl/netops/lab"
+)
+
+// probeTables lists the probe's bridge tables in the lab's node.
+func probeTables(t *testing.T, l *lab.Lab) string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", l.Node, "nft", "list", "tables", "bridge").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list tables: %v: %s", err, out)
+	}
+	var tables []string
+	for _, ln := range strings.Split(string(out), "\n") {
+		if strings.Contains(ln, "hairpinctl-probe") {
+			tables = append(tables, ln)
+		}
+	}
+	return strings.Join(tables, "\n")
+}
+
+type probeJSON struct {
+	Pod struct {
+		Name, IP, Port, Netns string
+		Hairpin               bool
+	}
+	Count    int
+	Results  map[string]int
+	OK       bool
+	Findings []struct {
+		ID, Finding, Fix string
+		Evidence         []string
+		Connections      int
+	}
+	Connections []struct {
+		Result, Endpoint, Bridge string
+		Conntrack, Self, SNAT    bool
+	}
+}
+
+// The pod is its Service's only endpoint with hairpin off: probe exits 4
+// and names the port; --fix turns hairpin on, and the probe after it
+// succeeds; nothing is left in the node.
+func TestE2EProbe(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 2, Endpoints: []int{1}})
+	self := l.Pod(1)
+	ns := []string{"--netns", l.Node}
+
+	r := run(t, append(ns, "probe", self.HostVeth, l.ServiceName, "--count", "10", "--timeout", "300ms")...)
+	if r.code != 4 || !strings.Contains(r.stdout, "hairpin-off") || !strings.Contains(r.stdout, self.HostVeth) || !strings.Contains(r.stdout, "0/10 succeeded") {
+		t.Fatalf("probe with hairpin off: exit %d, want 4 and hairpin-off naming %s:\n%s\n%s", r.code, self.HostVeth, r.stdout, r.stderr)
+	}
+	for _, ln := range strings.Split(r.stdout, "\n") {
+		if len([]rune(ln)) > 80 {
+			t.Errorf("line wider than 80 columns: %q", ln)
+		}
+	}
+
+	r = run(t, append(ns, "probe", self.IP.String(), fmt.Sprintf("%s:%d", l.ServiceIP, l.ServicePort), "-n", "10", "--timeout", "300ms", "-o", "json")...)
+	var rep probeJSON
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || r.code != 4 {
+		t.Fatalf("probe -o json: exit %d, %v:\n%s\n%s", r.code, err, r.stdout, r.stderr)
+	}
+	if rep.Pod.Port != self.HostVeth || rep.Pod.IP != self.IP.String() || rep.Pod.Hairpin || rep.Count != 10 || rep.Results["timed-out"] != 10 || rep.OK {
+		t.Errorf("probe -o json: %+v; want %s (%s), hairpin off, 10 timed out", rep, self.HostVeth, self.IP)
+	}
+	if len(rep.Findings) != 1 || rep.Findings[0].ID != "hairpin-off" || !strings.Contains(rep.Findings[0].Fix, "enable "+self.HostVeth) {
+		t.Errorf("findings %+v: want one hairpin-off with enable %s as its fix", rep.Findings, self.HostVeth)
+	}
+
+	r = run(t, append(ns, "probe", self.HostVeth, l.ServiceName, "-n", "10", "--timeout", "300ms", "--fix")...)
+	t.Logf("probe --fix:\n%s", r.stdout)
+	if s := probeTables(t, l); s != "" {
+		t.Errorf("probe tables left behind:\n%s", s)
+	}
+	if out, err := exec.Command("ip", "-n", l.Node, "link", "set", self.HostVeth, "type", "bridge_slave", "hairpin", "off").CombinedOutput(); err != nil {
+		t.Fatalf("hairpin off again: %v: %s", err, out)
+	}
+	r = run(t, append(ns, "probe", self.HostVeth, l.ServiceName, "-n", "10", "--timeout", "300ms", "--fix", "-o", "json")...)
+	var fix struct {
+		Before, After *probeJSON
+		Applied       string
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &fix); err != nil || r.code != 0 {
+		t.Fatalf("probe --fix: exit %d, %v:\n%s\n%s", r.code, err, r.stdout, r.stderr)
+	}
+	if fix.Before.Results["timed-out"] != 10 || fix.After == nil || fix.After.Results["succeeded"] != 10 || !fix.After.OK {
+		t.Errorf("probe --fix: before %v, after %+v; want 10 timed out, then 10 succeeded", fix.Before.Results, fix.After)
+	}
+	if !hairpinOf(t, l, self.HostVeth) {
+		t.Errorf("probe --fix left %s with hairpin off", self.HostVeth)
+	}
+	r = run(t, append(ns, "probe", self.HostVeth, l.ServiceName, "-n", "10")...)
+	if r.code != 0 || !strings.Contains(r.stdout, "10/10 succeeded") {
+		t.Errorf("probe after the fix: exit %d, want 0:\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if s := probeTables(t, l); s != "" {
+		t.Errorf("probe tables left behind:\n%s", s)
+	}
+}
+
+// A pod named as pod/NS/NAME is found through the CNI cache, and entered
+// at the namespace the cache recorded.
+func TestE2EProbeCNIPod(t *testing.T) {
+	l, cni, made := cniLab(t)
+	web := made[0]
+	ip := web.Attachments[0].IPs[0].String()
+	if err := l.Restore("iptables-restore", lab.ServiceRules(l.ServiceName, l.ServiceIP.String(), l.ServicePort, []string{ip}, 8080)); err != nil {
+		t.Fatal(err)
+	}
+	// The lab's network has no gateway: give the pod the route a
+	// cluster's CNI gives it.
+	if out, err := exec.Command("ip", "-n", web.Netns, "route", "add", "default", "via", "10.244.0.1").CombinedOutput(); err != nil {
+		t.Fatalf("default route in %s: %v: %s", web.Netns, err, out)
+	}
+	r := run(t, "--netns", l.Node, "probe", "pod/"+web.Namespace+"/"+web.Name, l.ServiceName, "--cni-cache", cni.CacheDir, "-n", "5", "--timeout", "300ms", "-o", "json")
+	var rep probeJSON
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || r.code != 4 {
+		t.Fatalf("probe: exit %d, %v:\n%s\n%s", r.code, err, r.stdout, r.stderr)
+	}
+	if rep.Pod.Name != web.Namespace+"/"+web.Name || rep.Pod.Port != web.Attachments[0].HostVeth || rep.Pod.Netns != web.NetnsPath {
+		t.Errorf("probe pod %+v: want %s/%s behind %s entered at %s", rep.Pod, web.Namespace, web.Name, web.Attachments[0].HostVeth, web.NetnsPath)
+	}
+	// The bridge plugin leaves hairpin off: the only endpoint's own
+	// connections are dropped.
+	if rep.Results["timed-out"] != 5 || len(rep.Findings) != 1 || rep.Findings[0].ID != "hairpin-off" {
+		t.Errorf("probe: results %v findings %+v; want 5 timed out, hairpin-off", rep.Results, rep.Findings)
+	}
+}
+
+func TestE2EProbeBadInput(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 2, Endpoints: []int{1}})
+	ns := []string{"--netns", l.Node}
+	for _, c := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"probe", "veth1"}, 2, "want POD and SERVICE"},
+		{[]string{"probe", "nosuch0", l.ServiceName}, 2, "nosuch0"},
+		{[]string{"probe", "veth1", "default/nosuch:http"}, 2, "no Service port matches default/nosuch:http"},
+		{[]string{"probe", "veth1", "not a service"}, 2, "not a service"},
+		{[]string{"probe", "veth1", l.ServiceName, "--count", "0"}, 2, "--count 0"},
+	} {
+		r := run(t, append(ns, c.args...)...)
+		if r.code != c.code || !strings.Contains(r.stderr, c.msg) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+			t.Errorf("%v: exit %d, stderr %q; want %d and one line with %q", c.args, r.code, r.stderr, c.code, c.msg)
+		}
+	}
+}
+
+// A probe stopped by SIGINT, SIGTERM or SIGHUP while its connections hang
+// removes its bridge table before it exits.
+func TestE2EProbeSignalLeavesNothing(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 2, Endpoints: []int{1}})
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
+		cmd := exec.Command(bin, "--netns", l.Node, "probe", "veth1", l.ServiceName, "--timeout", "1m")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); probeTables(t, l) == ""; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				_ = cmd.Process.Kill()
+				t.Fatalf("%v: the probe's table never appeared", sig)
+			}
+		}
+		_ = cmd.Process.Signal(sig)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Fatalf("%v: the probe did not stop within 10 s", sig)
+		}
+		if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(stderr.String(), "interrupted by") {
+			t.Errorf("%v: exit %d, stderr %q; want 1, interrupted", sig, code, stderr.String())
+		}
+		if s := probeTables(t, l); s != "" {
+			t.Fatalf("%v: probe table left behind:\n%s", sig, s)
+		}
+	}
+}
+
+// doctor --probe probes each endpoint on the node from its own pod and
+// merges the findings into its report, after saying what it will do.
+func TestE2EDoctorProbe(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 3, Endpoints: []int{1, 2}})
+	type report struct {
+		Checks []struct {
+			ID, Status, Finding, Fix string
+			Details                  []string
+		}
+		Summary struct{ Fail int }
+	}
+	doctor := func() (report, result) {
+		r := run(t, "--netns", l.Node, "doctor", "--probe", "-o", "json")
+		var rep report
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+			t.Fatalf("doctor --probe: %v:\n%s\n%s", err, r.stdout, r.stderr)
+		}
+		return rep, r
+	}
+	probes := func(rep report) map[string]string {
+		m := map[string]string{}
+		for _, c := range rep.Checks {
+			if strings.HasPrefix(c.ID, "probe:") {
+				m[c.ID] = c.Status + " " + c.Finding
+			}
+		}
+		return m
+	}
+	rep, r := doctor()
+	if r.code != 4 || !strings.Contains(r.stderr, "doctor: --probe: 2 probes of 10 connections each") || !strings.Contains(r.stderr, "at most 30s") {
+		t.Errorf("doctor --probe, hairpin off: exit %d, stderr %q; want 4 and the plan up front", r.code, r.stderr)
+	}
+	got := probes(rep)
+	for _, p := range []*lab.Pod{l.Pod(1), l.Pod(2)} {
+		id := "probe:" + l.ServiceName + " from " + p.HostVeth
+		if !strings.HasPrefix(got[id], "FAIL ") || !strings.Contains(got[id], "port "+p.HostVeth+" has hairpin off") {
+			t.Errorf("%s: %q; want FAIL naming the port's hairpin (all: %v)", id, got[id], got)
+		}
+	}
+	if len(got) != 2 {
+		t.Errorf("probe checks %v: want one per endpoint (pods 1 and 2)", got)
+	}
+	for _, p := range l.Pods {
+		if out, err := exec.Command("ip", "-n", l.Node, "link", "set", "dev", p.HostVeth, "type", "bridge_slave", "hairpin", "on").CombinedOutput(); err != nil {
+			t.Fatalf("hairpin on %s: %v: %s", p.HostVeth, err, out)
+		}
+	}
+	rep, _ = doctor()
+	for id, v := range probes(rep) {
+		if !strings.HasPrefix(v, "PASS ") {
+			t.Errorf("%s with hairpin on: %s; want PASS", id, v)
+		}
+	}
+}
