@@ -27,10 +27,10 @@ showed: the port's hairpin mode, kube-proxy's masquerade (NO-SNAT in
 conntrack), the Service's endpoints, br_netfilter. A failure none of these
 explains is said to be unexplained.
 
-While it runs, a table of family bridge (hairpinctl-probe-PID) records which
-of the probe's frames the bridge forwarded, passed up or dropped: a drop is
-seen, not inferred. It is removed on every exit, a signal's included
-(--no-trace adds nothing).
+While it runs, a table of family bridge (hairpinctl-probe-PIDNS-PID)
+records which of the probe's frames the bridge forwarded, passed up or
+dropped: a drop is seen, not inferred. It is removed on every exit, a
+signal's included (--no-trace adds nothing).
 
 POD is a pod as pod/NAMESPACE/NAME, a pod IP or a bridge port; SERVICE is
 IP:PORT or NS/NAME[:PORT] (one Service port). --fix turns hairpin on for the

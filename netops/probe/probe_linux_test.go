@@ -3,6 +3,7 @@ package probe_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -254,17 +255,37 @@ func TestProbeUnexplainedDrop(t *testing.T) {
 }
 
 // A table left by a probe that was killed (SIGKILL: no chance to remove
-// it) is removed by the next probe: its process is gone.
+// it) is removed by the next probe: its process is gone. A table of a
+// probe in another PID namespace is left alone: its PID means nothing in
+// this one.
 func TestProbeRemovesStaleTable(t *testing.T) {
 	l := labtest.New(t, lab.Options{Pods: 2, Endpoints: []int{1}, Hairpin: true})
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns = strings.TrimSuffix(strings.TrimPrefix(ns, "pid:["), "]")
 	// Above any pid_max (at most 2^22): no such process can exist.
-	const stale = "hairpinctl-probe-9999999"
-	if out, err := l.Exec("", "nft", "add", "table", "bridge", stale); err != nil {
-		t.Fatalf("nft add table: %v: %s", err, out)
+	stale := "hairpinctl-probe-" + ns + "-9999999"
+	other := "hairpinctl-probe-1-9999999"
+	for _, name := range []string{stale, other} {
+		if out, err := l.Exec("", "nft", "add", "table", "bridge", name); err != nil {
+			t.Fatalf("nft add table: %v: %s", err, out)
+		}
 	}
 	c := open(t, l)
 	if _, err := probe.Run(context.Background(), c, probe.Options{Pod: l.Pod(2).HostVeth, Service: l.ServiceName, Count: 2}); err != nil {
 		t.Fatal(err)
+	}
+	out, err := l.Exec("", "nft", "list", "tables", "bridge")
+	if err != nil {
+		t.Fatalf("nft list tables: %v: %s", err, out)
+	}
+	if strings.Contains(out, stale) || !strings.Contains(out, other) {
+		t.Fatalf("bridge tables after the probe:\n%s\nwant %s removed and %s kept", out, stale, other)
+	}
+	if out, err := l.Exec("", "nft", "delete", "table", "bridge", other); err != nil {
+		t.Fatalf("nft delete table: %v: %s", err, out)
 	}
 	noProbeTable(t, l)
 }

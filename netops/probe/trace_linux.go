@@ -14,10 +14,32 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// tablePrefix starts the name of the probe's bridge table; the process ID
-// follows, so a table left by a probe killed with SIGKILL is known as
-// stale by the next one and removed.
+// tablePrefix starts the name of the probe's bridge table; the PID
+// namespace's inode and the process ID follow ("hairpinctl-probe-
+// 4026531836-4242"), so a table left by a probe killed with SIGKILL is
+// known as stale by the next probe in the same PID namespace and removed.
+// A table of another PID namespace (a probe in a container without the
+// host's PIDs) is never taken for stale: its PID means nothing here.
 const tablePrefix = "hairpinctl-probe-"
+
+// tableName is this process's table name.
+func tableName() string {
+	return tablePrefix + pidNamespace() + "-" + strconv.Itoa(os.Getpid())
+}
+
+// pidNamespace is the inode of this process's PID namespace, or "0" when
+// it cannot be read (then no table is ever judged stale).
+func pidNamespace() string {
+	l, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		return "0"
+	}
+	ino, ok := strings.CutPrefix(l, "pid:[")
+	if ino, ok2 := strings.CutSuffix(ino, "]"); ok && ok2 {
+		return ino
+	}
+	return "0"
+}
 
 // trace is a temporary nf_tables table of family bridge in the node
 // namespace that records which of the probe's source ports the bridge
@@ -54,7 +76,7 @@ func startTrace(c *netops.Client, port string, src netip.Addr, proto uint8, spor
 	}
 	t := &trace{conn: conn, sets: map[string]*nftables.Set{}}
 	removeStale(conn)
-	t.table = conn.AddTable(&nftables.Table{Family: nftables.TableFamilyBridge, Name: tablePrefix + strconv.Itoa(os.Getpid())})
+	t.table = conn.AddTable(&nftables.Table{Family: nftables.TableFamilyBridge, Name: tableName()})
 	probe := &nftables.Set{Table: t.table, Name: setProbe, KeyType: nftables.TypeInetService, Constant: true}
 	var elems []nftables.SetElement
 	for _, p := range sports {
@@ -127,16 +149,20 @@ func ifname(s string) []byte {
 	return b
 }
 
-// removeStale deletes probe tables whose process is gone: a probe killed
-// by SIGKILL cannot remove its own.
+// removeStale deletes probe tables of this PID namespace whose process is
+// gone: a probe killed by SIGKILL cannot remove its own.
 func removeStale(conn *nftables.Conn) {
+	ns := pidNamespace()
+	if ns == "0" {
+		return
+	}
 	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyBridge)
 	if err != nil {
 		return
 	}
 	n := 0
 	for _, t := range tables {
-		pid, ok := strings.CutPrefix(t.Name, tablePrefix)
+		pid, ok := strings.CutPrefix(t.Name, tablePrefix+ns+"-")
 		if !ok {
 			continue
 		}
