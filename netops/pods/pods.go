@@ -5,6 +5,7 @@
 package pods
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/containernetworking/cni/libcni"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
@@ -92,17 +94,63 @@ type Cache struct {
 // reader, CNIConfig.GetCachedAttachments, leaves out the result (the IPs and
 // interfaces), and reading it back per attachment with
 // GetNetworkListCachedResult would read and parse every file twice.
+//
+// Only what is used is decoded: the network configuration (base64 in
+// "config") and the rest of the result are skipped, and the args are kept
+// as raw pairs until one is known to be wanted. A node lists its ports
+// with the pods' names every time, and decoding whole entries into
+// types100.Result cost more than listing the ports.
 type cachedInfo struct {
-	Kind        string      `json:"kind"`
-	ContainerID string      `json:"containerId"`
-	IfName      string      `json:"ifName"`
-	NetworkName string      `json:"networkName"`
-	NetNS       string      `json:"netns"`
-	CniArgs     [][2]string `json:"cniArgs"`
-	// Result is decoded straight into the current CNI result type, which
-	// reads the results of spec 0.3.0 to 1.1.0 alike (their interfaces
-	// and ips have the same shape); older ones are converted (oldResult).
-	Result *types100.Result `json:"result"`
+	Kind        string        `json:"kind"`
+	ContainerID string        `json:"containerId"`
+	IfName      string        `json:"ifName"`
+	NetworkName string        `json:"networkName"`
+	NetNS       string        `json:"netns"`
+	CniArgs     []cniArg      `json:"cniArgs"`
+	Result      *cachedResult `json:"result"`
+}
+
+// cniArg is one [key, value] pair of the runtime's CNI_ARGS, decoded
+// only when its key names the pod.
+type cniArg [2]rawJSON
+
+// rawJSON is a JSON value left undecoded. Unlike json.RawMessage it is
+// not copied: it points into the file's bytes, which parseEntry holds
+// until it has taken what it needs.
+type rawJSON []byte
+
+// UnmarshalJSON keeps data without copying it.
+func (r *rawJSON) UnmarshalJSON(data []byte) error {
+	*r = data
+	return nil
+}
+
+// jsonString decodes a JSON string; one without escapes is its bytes
+// between the quotes, with no decoder started for it.
+func jsonString(r rawJSON) (string, error) {
+	if len(r) >= 2 && r[0] == '"' && r[len(r)-1] == '"' && bytes.IndexByte(r, '\\') < 0 && utf8.Valid(r) {
+		return string(r[1 : len(r)-1]), nil
+	}
+	var s string
+	err := json.Unmarshal(r, &s)
+	return s, err
+}
+
+// cachedResult is the part of a CNI result that places the pod: the
+// result of spec 0.3.0 to 1.1.0 alike (their interfaces and ips have the
+// same shape); older ones are converted (oldResult). Interfaces are the
+// CNI project's own type; an IP is kept as the address string the spec
+// writes ("10.244.0.12/24"), parsed without the allocations of
+// types100.IPConfig's decoder.
+type cachedResult struct {
+	CNIVersion string               `json:"cniVersion"`
+	Interfaces []types100.Interface `json:"interfaces"`
+	IPs        []cachedIP           `json:"ips"`
+}
+
+type cachedIP struct {
+	Interface *int   `json:"interface"`
+	Address   string `json:"address"`
 }
 
 // LoadCache reads the result cache under dir (libcni's CacheDir; the
@@ -201,14 +249,29 @@ func parseEntry(data []byte) (*entry, error) {
 		netns: ci.NetNS,
 	}
 	for _, kv := range ci.CniArgs {
-		switch kv[0] {
-		case "K8S_POD_NAMESPACE":
-			e.pod.Namespace = kv[1]
-		case "K8S_POD_NAME":
-			e.pod.Name = kv[1]
-		case "K8S_POD_UID":
-			e.pod.UID = kv[1]
+		key := kv[0]
+		if bytes.IndexByte(key, '\\') >= 0 { // escaped: libcni writes none
+			if k, err := jsonString(key); err == nil {
+				key, _ = json.Marshal(k)
+			}
 		}
+		var dst *string
+		// Compared as the JSON text, quotes and all: the keys are ASCII.
+		switch string(key) {
+		case `"K8S_POD_NAMESPACE"`:
+			dst = &e.pod.Namespace
+		case `"K8S_POD_NAME"`:
+			dst = &e.pod.Name
+		case `"K8S_POD_UID"`:
+			dst = &e.pod.UID
+		default:
+			continue
+		}
+		v, err := jsonString(kv[1])
+		if err != nil {
+			return nil, fmt.Errorf("cache entry arg %s: %w", kv[0], err)
+		}
+		*dst = v
 	}
 	res := ci.Result
 	if res == nil {
@@ -221,23 +284,20 @@ func parseEntry(data []byte) (*entry, error) {
 		}
 	}
 	for _, ifc := range res.Interfaces {
-		if ifc != nil && ifc.Sandbox == "" && ifc.Name != "" {
+		if ifc.Sandbox == "" && ifc.Name != "" {
 			e.hosts = append(e.hosts, iface{ifc.Name, strings.ToLower(ifc.Mac)})
 		}
 	}
 	for _, ip := range res.IPs {
-		if ip == nil {
-			continue
-		}
 		// An IP of another interface of the result (the bridge's, with
 		// isGateway) is not the pod's.
 		if ip.Interface != nil && *ip.Interface >= 0 && *ip.Interface < len(res.Interfaces) {
-			if ifc := res.Interfaces[*ip.Interface]; ifc != nil && ifc.Sandbox == "" {
+			if res.Interfaces[*ip.Interface].Sandbox == "" {
 				continue
 			}
 		}
-		if a, ok := netip.AddrFromSlice(ip.Address.IP); ok {
-			e.ips = append(e.ips, a.Unmap())
+		if pfx, err := netip.ParsePrefix(ip.Address); err == nil {
+			e.ips = append(e.ips, pfx.Addr().Unmap())
 		}
 	}
 	return e, nil
@@ -245,7 +305,7 @@ func parseEntry(data []byte) (*entry, error) {
 
 // oldResult reads the result of a cache entry in a spec before 0.3.0
 // (ip4 and ip6, no interfaces) and converts it with the CNI library.
-func oldResult(data []byte) (*types100.Result, error) {
+func oldResult(data []byte) (*cachedResult, error) {
 	var raw struct {
 		Result json.RawMessage `json:"result"`
 	}
@@ -260,7 +320,18 @@ func oldResult(data []byte) (*types100.Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cached result: %w", err)
 	}
-	return res, nil
+	out := &cachedResult{CNIVersion: res.CNIVersion}
+	for _, ifc := range res.Interfaces {
+		if ifc != nil {
+			out.Interfaces = append(out.Interfaces, *ifc)
+		}
+	}
+	for _, ip := range res.IPs {
+		if ip != nil {
+			out.IPs = append(out.IPs, cachedIP{Interface: ip.Interface, Address: ip.Address.String()})
+		}
+	}
+	return out, nil
 }
 
 func (c *Cache) add(e *entry) {
