@@ -197,3 +197,148 @@ func TestE2EPortsSilentRuntime(t *testing.T) {
 		t.Errorf("warning does not name the socket: %q", r.stderr)
 	}
 }
+
+// cniServiceLab is cniLab with default/web:http's endpoints being the CNI
+// pod web, the hand-made pod 1 (which nothing names) and an address of
+// another node, in kube-proxy's iptables mode.
+func cniServiceLab(t *testing.T) (*lab.Lab, *lab.CNI, []*lab.CNIPod) {
+	t.Helper()
+	l, cni, made := cniLab(t)
+	web := made[0]
+	eps := []string{web.Attachments[0].IPs[0].String(), l.Pod(1).IP.String(), "10.244.1.7"}
+	if err := l.Restore("iptables-nft-restore", lab.ServiceRules("default/web:http", "10.96.0.10", 80, eps, 8080)); err != nil {
+		t.Fatal(err)
+	}
+	return l, cni, made
+}
+
+// doctor names the pod behind each port and endpoint it speaks of, in the
+// text and in each check's pods, from the CNI cache the runtime keeps.
+func TestE2EDoctorPods(t *testing.T) {
+	l, cni, made := cniServiceLab(t)
+	web := made[0]
+	webPort, webIP := web.Attachments[0].HostVeth, web.Attachments[0].IPs[0].String()
+	args := []string{"default/web:http", "--netns", l.Node, "--cni-cache", cni.CacheDir}
+
+	r := run(t, append([]string{"doctor"}, args...)...)
+	if r.code != 4 || r.stderr != "" {
+		t.Fatalf("doctor: exit %d (want 4), stderr %q\n%s", r.code, r.stderr, r.stdout)
+	}
+	flat := strings.Join(strings.Fields(r.stdout), " ")
+	for _, want := range []string{
+		"endpoint " + webIP + ":8080 (pod default/web-7d9f6c-x2kq) sits behind " + webPort + " on cni0 with hairpin off",
+		"endpoint 10.244.0.11:8080 (pod unknown) sits behind veth1 on cni0 with hairpin off",
+		webPort + " (pod default/web-7d9f6c-x2kq)",
+		"veth1 (pod unknown)",
+	} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("doctor's text lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if strings.Contains(flat, "10.244.1.7:8080 (pod") {
+		t.Errorf("another node's endpoint got a pod:\n%s", r.stdout)
+	}
+
+	r = run(t, append([]string{"doctor", "-o", "json"}, args...)...)
+	var d struct {
+		Checks []struct {
+			ID   string
+			Pods []struct {
+				Bridge, Port, Endpoint string
+				Pod                    *struct{ Namespace, Name, UID, ContainerID, Source string }
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil {
+		t.Fatalf("doctor -o json: %v\n%s", err, r.stdout)
+	}
+	got := map[string]string{} // check id + port + endpoint: pod
+	for _, c := range d.Checks {
+		for _, p := range c.Pods {
+			name := "null"
+			if p.Pod != nil {
+				name = p.Pod.Namespace + "/" + p.Pod.Name + " " + p.Pod.Source
+				if want := made[map[bool]int{true: 0, false: 1}[p.Pod.Name == web.Name]]; p.Pod.UID != want.UID || p.Pod.ContainerID != want.ContainerID {
+					t.Errorf("%s %s: pod %+v, want uid %s container %s", c.ID, p.Port, *p.Pod, want.UID, want.ContainerID)
+				}
+			}
+			got[c.ID+" "+p.Port+" "+p.Endpoint] = name
+		}
+	}
+	want := map[string]string{
+		"bridge-hairpin " + webPort + " ":                             "default/web-7d9f6c-x2kq cache",
+		"bridge-hairpin veth1 ":                                       "null",
+		"bridge-hairpin veth2 ":                                       "null",
+		"service:default/web:http " + webPort + " " + webIP + ":8080": "default/web-7d9f6c-x2kq cache",
+		"service:default/web:http veth1 10.244.0.11:8080":             "null",
+	}
+	// shop/db-0's port has hairpin off too.
+	want["bridge-hairpin "+made[1].Attachments[0].HostVeth+" "] = "shop/db-0 cache"
+	if len(got) != len(want) {
+		t.Errorf("doctor's pods:\n got %v\nwant %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("doctor's pods[%q] = %q, want %q", k, got[k], v)
+		}
+	}
+}
+
+// services shows the pod of each endpoint on this node; another node's
+// endpoint has none, and one nothing names says so.
+func TestE2EServicesPods(t *testing.T) {
+	l, cni, made := cniServiceLab(t)
+	web := made[0]
+	webIP := web.Attachments[0].IPs[0].String()
+	args := []string{"--netns", l.Node, "--cni-cache", cni.CacheDir}
+
+	r := run(t, append([]string{"services", "-o", "json"}, args...)...)
+	var svcs []struct {
+		Endpoints []struct {
+			IP    string
+			Local *bool
+			Pod   *struct{ Namespace, Name, UID, ContainerID, Network, Interface, Source string }
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &svcs); err != nil || r.code != 0 || r.stderr != "" {
+		t.Fatalf("services -o json: %v %+v", err, r)
+	}
+	if len(svcs) != 1 || len(svcs[0].Endpoints) != 3 {
+		t.Fatalf("services: %s", r.stdout)
+	}
+	for _, e := range svcs[0].Endpoints {
+		switch e.IP {
+		case webIP:
+			if e.Pod == nil || e.Pod.Namespace != web.Namespace || e.Pod.Name != web.Name || e.Pod.UID != web.UID || e.Pod.ContainerID != web.ContainerID || e.Pod.Source != "cache" || e.Pod.Interface != "eth0" || e.Pod.Network != cni.Network {
+				t.Errorf("endpoint %s: pod %+v, want %s/%s from the cache", e.IP, e.Pod, web.Namespace, web.Name)
+			}
+		case "10.244.0.11", "10.244.1.7":
+			if e.Pod != nil || e.Local == nil || *e.Local != (e.IP == "10.244.0.11") {
+				t.Errorf("endpoint %s: local %v pod %+v, want no pod", e.IP, e.Local, e.Pod)
+			}
+		default:
+			t.Errorf("endpoint %s not made by the test", e.IP)
+		}
+	}
+
+	r = run(t, append([]string{"services"}, args...)...)
+	if r.code != 0 {
+		t.Fatalf("services: %+v", r)
+	}
+	lines := strings.Split(r.stdout, "\n")
+	// Each pod line follows its endpoint's line.
+	pods := map[string]string{}
+	for i, ln := range lines {
+		if f := strings.Fields(ln); len(f) >= 2 && f[0] == "pod" && i > 0 {
+			ep := strings.Fields(lines[i-1])
+			pods[strings.TrimSuffix(ep[1], ":8080")] = strings.Join(f[1:], " ")
+		}
+		if len(ln) > 80 {
+			t.Errorf("line of %d columns: %q", len(ln), ln)
+		}
+	}
+	want := map[string]string{webIP: "default/web-7d9f6c-x2kq", "10.244.0.11": "unknown"}
+	if len(pods) != 2 || pods[webIP] != want[webIP] || pods["10.244.0.11"] != want["10.244.0.11"] {
+		t.Errorf("pod lines %v, want %v:\n%s", pods, want, r.stdout)
+	}
+}

@@ -34,9 +34,12 @@ finding, and a fix (a command where one exists):
    cni-config      the CNI configuration new pods get sets hairpinMode
    conntrack       insert_failed and drop counters
 
-Without a bridge (routed CNIs such as Calico or Cilium) the bridge checks
-SKIP. Exit status 4 when a check FAILs. Reading kube-proxy's rules and
-conntrack needs root; without it those checks SKIP.
+Each port and endpoint on this node is named by its pod, from the CNI
+result cache, else from the runtime over CRI ("pod unknown" when neither
+says; -o json: each check's "pods"). Without a bridge (routed CNIs such as
+Calico or Cilium) the bridge checks SKIP. Exit status 4 when a check
+FAILs. Reading kube-proxy's rules and conntrack needs root; without it
+those checks SKIP.
 
 EXAMPLES:
    hairpinctl doctor
@@ -47,6 +50,8 @@ EXAMPLES:
 	Flags: []cli.Flag{
 		bridgeFlag("check only bridge `BR` (repeatable; default: every bridge)"),
 		cniConfDirFlag(),
+		cniCacheFlag(),
+		criEndpointFlag(),
 		outputFlag(),
 		netnsFlag(),
 	},
@@ -101,6 +106,7 @@ func runDoctor(c *cli.Context) error {
 		return err
 	}
 	defer cl.Close()
+	o.Pods = podNaming(c, cl)
 	rep, err := cl.Doctor(o)
 	if err != nil {
 		return fmt.Errorf("doctor: %w", err)

@@ -50,3 +50,11 @@ func namePodsFromCRI(c *cli.Context, cl *netops.Client, ports []netops.Port) {
 	}
 	cl.NamePods(ports, pods.FromSandboxes(sbs))
 }
+
+// podNaming is podOptions that also asks the runtime, over CRI, for the
+// pods the cache does not name.
+func podNaming(c *cli.Context, cl *netops.Client) *netops.PodOptions {
+	o := podOptions(c)
+	o.Unnamed = func(ports []netops.Port) { namePodsFromCRI(c, cl, ports) }
+	return o
+}
