@@ -98,10 +98,10 @@ type PodRef struct {
 	// Endpoint is the Service endpoint (IP:port) behind the port, for a
 	// Service check; "" for a port.
 	Endpoint string `json:"endpoint,omitempty"`
-	// Pod is the pod, with where its name came from (pod.source); null
+	// Pod is the pod, with where its name came from (pod.source); absent
 	// when neither the CNI result cache nor the container runtime names
 	// it: the text then says "pod unknown".
-	Pod *pods.Pod `json:"pod"`
+	Pod *pods.Pod `json:"pod,omitempty"`
 }
 
 // DoctorSummary counts the verdicts.
