@@ -4,13 +4,16 @@ import (
 	"encoding/json"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
 	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
+	"github.com/vishvananda/netns"
 )
 
 // cniLab is a lab node with two pods attached through libcni (the real
@@ -340,5 +343,92 @@ func TestE2EServicesPods(t *testing.T) {
 	want := map[string]string{webIP: "default/web-7d9f6c-x2kq", "10.244.0.11": "unknown"}
 	if len(pods) != 2 || pods[webIP] != want[webIP] || pods["10.244.0.11"] != want["10.244.0.11"] {
 		t.Errorf("pod lines %v, want %v:\n%s", pods, want, r.stdout)
+	}
+}
+
+// cniClient is CNI pod p as a lab client: a default route via the node's
+// bridge address (the bridge plugin was not asked to be the gateway) and
+// a handle on its namespace.
+func cniClient(t *testing.T, l *lab.Lab, p *lab.CNIPod) *lab.Pod {
+	t.Helper()
+	if out, err := exec.Command("ip", "-n", p.Netns, "route", "add", "default", "via", "10.244.0.1", "dev", "eth0").CombinedOutput(); err != nil {
+		t.Fatalf("route in %s: %v %s", p.Netns, err, out)
+	}
+	h, err := netns.GetFromPath(p.NetnsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return &lab.Pod{Name: p.Netns, Ns: h, IP: p.Attachments[0].IPs[0], HostVeth: p.Attachments[0].HostVeth}
+}
+
+// conntrack names each flow's client pod in -o wide and -o json, both in
+// the dump and in the events that follow, a pod attached after it started
+// included; a client nothing names has none.
+func TestE2EConntrackPods(t *testing.T) {
+	l, cni, made := cniLab(t)
+	// The Service's endpoint is the hand-made pod 1, which serves.
+	if err := l.Restore("iptables-nft-restore", lab.ServiceRules("default/web:http", "10.96.0.10", 80, []string{l.Pod(1).IP.String()}, 8080)); err != nil {
+		t.Fatal(err)
+	}
+	web := cniClient(t, l, made[0])
+	labtest.HoldService(t, l, web)
+	labtest.HoldService(t, l, l.Pod(2))
+	args := []string{"conntrack", "10.96.0.10", "--netns", l.Node, "--cni-cache", cni.CacheDir}
+
+	clients := func(out string) map[string]string {
+		got := map[string]string{}
+		for _, ln := range strings.Split(strings.TrimSpace(out), "\n") {
+			f := parseCT(t, ln)
+			name := "none"
+			if p := f.ClientPod; p != nil {
+				name = p.Namespace + "/" + p.Name + " " + p.Source + " " + p.UID
+			}
+			got[f.Orig.Src] = name
+		}
+		return got
+	}
+	r := run(t, append(args, "--no-follow", "-o", "json")...)
+	if r.code != 0 {
+		t.Fatalf("conntrack -o json: %+v", r)
+	}
+	want := map[string]string{web.IP.String(): "default/web-7d9f6c-x2kq cache " + made[0].UID, l.Pod(2).IP.String(): "none"}
+	if got := clients(r.stdout); len(got) != 2 || got[web.IP.String()] != want[web.IP.String()] || got[l.Pod(2).IP.String()] != "none" {
+		t.Errorf("clients %v, want %v", got, want)
+	}
+
+	r = run(t, append(args, "--no-follow", "-o", "wide")...)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if r.code != 0 || len(lines) != 3 || !strings.HasSuffix(lines[0], " POD") {
+		t.Fatalf("conntrack -o wide: %+v", r)
+	}
+	for _, ln := range lines[1:] {
+		f := strings.Fields(ln)
+		wantPod := "-"
+		if strings.HasPrefix(f[4], web.IP.String()+":") {
+			wantPod = "default/web-7d9f6c-x2kq"
+		}
+		if f[len(f)-1] != wantPod {
+			t.Errorf("row %q: pod %q, want %q", ln, f[len(f)-1], wantPod)
+		}
+	}
+
+	// Following: a pod attached after the first lines is named too.
+	p := startCT(t, append(args, "--no-dump", "-o", "json", "--timeout", "30s")...)
+	// Until the stream is subscribed a connection may go unseen: one
+	// more every 200ms until pod 2's shows.
+	p.waitLine(t, "pod 2's flow", 10*time.Second, func() { labtest.HoldService(t, l, l.Pod(2)) }, func(ln string) bool { return parseCT(t, ln).Orig.Src == l.Pod(2).IP.String() })
+	late, err := l.NewCNIPod("default", "late-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cni.Attach(late, "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	lateClient := cniClient(t, l, late)
+	labtest.HoldService(t, l, lateClient)
+	ln := p.waitLine(t, "the late pod's flow", 10*time.Second, nil, func(ln string) bool { return parseCT(t, ln).Orig.Src == lateClient.IP.String() })
+	if f := parseCT(t, ln); f.ClientPod == nil || f.ClientPod.Name != "late-0" || f.ClientPod.UID != late.UID || f.ClientPod.Source != "cache" {
+		t.Errorf("late pod's flow: %q", ln)
 	}
 }
