@@ -114,7 +114,11 @@ func (p *livePods) relist() {
 			return
 		}
 		for j, i := range at {
-			p.asked[fresh[j].Index] = true
+			// A port without its pod's IPs yet (a pod coming up) was
+			// not asked about: the runtime names a pod by its IP.
+			if len(fresh[j].PodIPs) > 0 {
+				p.asked[fresh[j].Index] = true
+			}
 			ports[i].Pod = fresh[j].Pod
 		}
 	}
