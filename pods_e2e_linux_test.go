@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -430,5 +431,105 @@ func TestE2EConntrackPods(t *testing.T) {
 	ln := p.waitLine(t, "the late pod's flow", 10*time.Second, nil, func(ln string) bool { return parseCT(t, ln).Orig.Src == lateClient.IP.String() })
 	if f := parseCT(t, ln); f.ClientPod == nil || f.ClientPod.Name != "late-0" || f.ClientPod.UID != late.UID || f.ClientPod.Source != "cache" {
 		t.Errorf("late pod's flow: %q", ln)
+	}
+}
+
+// watch names the pod behind each port it sets on: one there at start,
+// and one the CNI plugin attaches while it runs, whose port joins the
+// bridge before the runtime records the pod; a port nothing names says so.
+func TestE2EWatchPods(t *testing.T) {
+	l, cni, made := cniLab(t)
+	web := made[0]
+	ready := filepath.Join(t.TempDir(), "ready")
+	want := map[string]string{ // port: pod, cause of its first line
+		web.Attachments[0].HostVeth:     "default/web-7d9f6c-x2kq start",
+		made[1].Attachments[0].HostVeth: "shop/db-0 start",
+		"veth1":                         "unknown start",
+		"veth2":                         "unknown start",
+	}
+	for _, format := range []string{"json", "table"} {
+		t.Run(format, func(t *testing.T) {
+			// Every port off again for each run.
+			links, err := l.Handle().LinkList()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ln := range links {
+				if ln.Attrs().MasterIndex > 0 {
+					if err := l.Handle().LinkSetHairpin(ln, false); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			p := startBin(t, nil, nil, bin, "watch", "--bridge", "cni0", "--netns", l.Node, "--cni-cache", cni.CacheDir, "--ready-file", ready, "-o", format)
+			waitFile(t, p, ready)
+			late, err := l.NewCNIPod("batch", "job-"+format)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := cni.Attach(late, "eth0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitHairpin(t, l, a.HostVeth, true)
+			// The joined port's line may wait for its name: stop, which
+			// prints what is queued, only once it is out.
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(p.stdout.String(), a.HostVeth) && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if code := p.stop(t, syscall.SIGTERM); code != 0 {
+				t.Fatalf("exit %d; stderr %s", code, p.stderr.String())
+			}
+			want[a.HostVeth] = "batch/job-" + format + " joined"
+			got := map[string]string{}
+			// The bridge plugin may set the joined port's hairpin again
+			// after it joined: the first line of each port is compared.
+			first := func(port, v string) {
+				if _, seen := got[port]; !seen {
+					got[port] = v
+				}
+			}
+			for _, ln := range strings.Split(strings.TrimSpace(p.stdout.String()), "\n") {
+				if format == "json" {
+					var ev struct {
+						Kind, Port, Cause string
+						Pod               *struct{ Namespace, Name, UID, Source string }
+					}
+					if err := json.Unmarshal([]byte(ln), &ev); err != nil {
+						t.Fatalf("line %q: %v", ln, err)
+					}
+					if ev.Kind != "enabled" {
+						continue
+					}
+					name := "unknown"
+					if ev.Pod != nil {
+						name = ev.Pod.Namespace + "/" + ev.Pod.Name
+						if ev.Pod.Source != "cache" {
+							t.Errorf("line %q: source %q", ln, ev.Pod.Source)
+						}
+					}
+					first(ev.Port, name+" "+ev.Cause)
+					continue
+				}
+				// 2026-...Z hairpin on PORT (cni0, pod NAME): CAUSE
+				_, rest, ok := strings.Cut(ln, " hairpin on ")
+				if !ok {
+					continue
+				}
+				port, rest, _ := strings.Cut(rest, " (cni0, pod ")
+				name, cause, _ := strings.Cut(rest, "): ")
+				first(port, name+" "+map[string]string{"found off at start": "start", "joined the bridge": "joined", "was turned off": "turned-off"}[cause])
+			}
+			if len(got) != len(want) {
+				t.Errorf("enabled lines %v, want %v\n%s", got, want, p.stdout.String())
+			}
+			for port, w := range want {
+				if got[port] != w {
+					t.Errorf("%s: %q, want %q\n%s", port, got[port], w, p.stdout.String())
+				}
+			}
+			want[a.HostVeth] = "batch/job-" + format + " start" // in the next run
+		})
 	}
 }

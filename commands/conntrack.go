@@ -99,7 +99,8 @@ func runConntrack(c *cli.Context) error {
 	events := 0
 	var named *livePods
 	if format != "table" { // the default table has no room for the pod
-		named = newLivePods(c, cl, ctx.Done())
+		named = newLivePods(c, ctx.Done())
+		defer named.Close()
 	}
 	o.Flow = func(f flows.Flow) error {
 		if named != nil {

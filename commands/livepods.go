@@ -27,6 +27,8 @@ type livePods struct {
 	c       *cli.Context
 	cl      *netops.Client
 	changed <-chan struct{}
+	// retry is the least time between two listings for a name not known.
+	retry time.Duration
 	// dirty: a link changed since the last listing.
 	dirty bool
 	// listedAt is when the ports were last listed (zero: never).
@@ -44,15 +46,30 @@ type livePods struct {
 
 // newLivePods follows the namespace's links until done is closed. When
 // it cannot, every look that needs a name lists again (at most once every
-// livePodsRetry).
-func newLivePods(c *cli.Context, cl *netops.Client, done <-chan struct{}) *livePods {
-	p := &livePods{c: c, cl: cl, asked: map[int]bool{}, warned: map[string]bool{}}
+// livePodsRetry). It lists the ports on a client of its own: a netlink
+// handle answers one request at a time, and the command's own client is
+// busy in another goroutine (watch's). Close releases it.
+func newLivePods(c *cli.Context, done <-chan struct{}) *livePods {
+	p := &livePods{c: c, retry: livePodsRetry, asked: map[int]bool{}, warned: map[string]bool{}}
+	cl, err := openClient(c)
+	if err != nil {
+		p.warn(fmt.Sprintf("%v: pod names unknown", err))
+		return p
+	}
+	p.cl = cl
 	ch, err := cl.LinkChanges(done)
 	if err != nil {
 		p.warn(fmt.Sprintf("follow link changes: %v: pod names are looked up again every %s", err, livePodsRetry))
 	}
 	p.changed = ch
 	return p
+}
+
+// Close releases the client.
+func (p *livePods) Close() {
+	if p.cl != nil {
+		p.cl.Close()
+	}
 }
 
 func (p *livePods) warn(msg string) {
@@ -81,10 +98,10 @@ func (p *livePods) look(named bool) bool {
 	switch {
 	case p.listedAt.IsZero():
 		return true
-	case p.dirty && (p.changed != nil || time.Since(p.listedAt) >= livePodsRetry):
+	case p.dirty && (p.changed != nil || time.Since(p.listedAt) >= p.retry):
 		return true
 	case !named:
-		return time.Since(p.listedAt) >= livePodsRetry
+		return time.Since(p.listedAt) >= p.retry
 	}
 	return false
 }
@@ -94,6 +111,9 @@ func (p *livePods) look(named bool) bool {
 func (p *livePods) relist() {
 	p.dirty = false
 	p.listedAt = time.Now()
+	if p.cl == nil {
+		return
+	}
 	o := podOptions(p.c)
 	o.Warn = p.warn
 	o.Unnamed = func(ports []netops.Port) {
