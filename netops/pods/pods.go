@@ -188,6 +188,7 @@ func LoadCache(dir string) (*Cache, error) {
 		go func() {
 			defer wg.Done()
 			r := reader{dir: f}
+			var ps parser
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= len(names) {
@@ -202,7 +203,7 @@ func LoadCache(dir string) (*Cache, error) {
 				if data == nil {
 					continue // a directory
 				}
-				e, err := parseEntry(data)
+				e, err := ps.parse(data)
 				if err != nil {
 					out[i].skip = fmt.Sprintf("%s: %v", path, err)
 					continue
@@ -227,9 +228,32 @@ func LoadCache(dir string) (*Cache, error) {
 // the CNI types of whatever version the plugin answered in, converted to
 // the current one.
 func parseEntry(data []byte) (*entry, error) {
-	var ci cachedInfo
-	if err := json.Unmarshal(data, &ci); err != nil {
-		return nil, fmt.Errorf("not a CNI cache entry: %w", err)
+	var ps parser
+	return ps.parse(data)
+}
+
+// parser reads the entries of one worker: what scanCachedInfo fills is
+// reused from one entry to the next, as nothing of it outlives parse but
+// the strings, and strings many entries share (the network, the kind,
+// the bridge's name and address) are made once.
+type parser struct {
+	ci     cachedInfo
+	res    cachedResult
+	intern map[string]string
+}
+
+func (ps *parser) parse(data []byte) (*entry, error) {
+	ps.ci = cachedInfo{CniArgs: ps.ci.CniArgs[:0]}
+	ps.res = cachedResult{Interfaces: ps.res.Interfaces[:0], IPs: ps.res.IPs[:0]}
+	if ps.intern == nil {
+		ps.intern = map[string]string{}
+	}
+	ci := &ps.ci
+	if !scanCachedInfo(data, ci, &ps.res, ps.intern) {
+		ci = &cachedInfo{}
+		if err := json.Unmarshal(data, ci); err != nil {
+			return nil, fmt.Errorf("not a CNI cache entry: %w", err)
+		}
 	}
 	if ci.Kind != libcni.CNICacheV1 {
 		// Files from before libcni 0.8 hold a bare result, without the
@@ -283,6 +307,8 @@ func parseEntry(data []byte) (*entry, error) {
 			return nil, err
 		}
 	}
+	e.hosts = make([]iface, 0, len(res.Interfaces))
+	e.ips = make([]netip.Addr, 0, len(res.IPs))
 	for _, ifc := range res.Interfaces {
 		if ifc.Sandbox == "" && ifc.Name != "" {
 			e.hosts = append(e.hosts, iface{ifc.Name, strings.ToLower(ifc.Mac)})
