@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
 	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -531,5 +533,74 @@ func TestE2EWatchPods(t *testing.T) {
 			}
 			want[a.HostVeth] = "batch/job-" + format + " start" // in the next run
 		})
+	}
+}
+
+// A node whose runtime never wrote a CNI cache: no command complains. A
+// cache that cannot be read: one warning per command, long-running ones
+// included, and no name.
+func TestE2EPodNamesCacheTrouble(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 2, Endpoints: []int{1}})
+	labtest.HoldService(t, l, l.Pod(2)) // a flow for conntrack to name
+	missing := filepath.Join(t.TempDir(), "no-such-dir")
+	bad := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bad, "results"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The runtime is asked about the hand-made pods: a socket nobody
+	// listens on, to keep the host's out of it; its warning is said once too.
+	cri := []string{"--cri-endpoint", "unix://" + filepath.Join(t.TempDir(), "none.sock")}
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"doctor", "default/web"}, 4},
+		{[]string{"services"}, 0},
+		{[]string{"conntrack", "10.96.0.10", "--no-follow", "-o", "json"}, 0},
+	} {
+		args := append(append([]string{}, tc.args...), "--netns", l.Node)
+		r := run(t, append(args, "--cni-cache", missing)...)
+		if r.code != tc.code || strings.Contains(r.stderr, "pod names") || strings.Contains(r.stderr, "warn") {
+			t.Errorf("%v with no cache directory: %+v", tc.args, r)
+		}
+		r = run(t, append(append(args, "--cni-cache", bad), cri...)...)
+		warned := 0
+		for _, ln := range strings.Split(r.stderr, "\n") {
+			if strings.Contains(ln, "pod names unknown") {
+				warned++
+			}
+		}
+		if r.code != tc.code || warned != 1 || strings.Contains(r.stdout, `"pod"`) || strings.Contains(r.stdout, `"clientPod"`) {
+			t.Errorf("%v with an unreadable cache: %d warnings: %+v", tc.args, warned, r)
+		}
+	}
+
+	// watch lists again for each port that joins: still one warning.
+	ready := filepath.Join(t.TempDir(), "ready")
+	p := startBin(t, nil, nil, append([]string{bin, "watch", "--bridge", "cni0", "--netns", l.Node, "--cni-cache", bad, "--ready-file", ready, "-o", "json"}, cri...)...)
+	waitFile(t, p, ready)
+	br, err := l.Handle().LinkByName("cni0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		name := fmt.Sprintf("vnew%d", i)
+		if err := l.Handle().LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, MasterIndex: br.Attrs().Index}, PeerName: name + "p", PeerNamespace: netlink.NsFd(int(l.Pod(1).Ns))}); err != nil {
+			t.Fatal(err)
+		}
+		waitHairpin(t, l, name, true)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(p.stdout.String(), `"cause":"joined"`) < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code := p.stop(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("watch exit %d", code)
+	}
+	if n := strings.Count(p.stderr.String(), "pod names unknown"); n != 1 || strings.Contains(p.stdout.String(), `"pod"`) {
+		t.Errorf("watch with an unreadable cache: %d warnings\nstderr %s\nstdout %s", n, p.stderr.String(), p.stdout.String())
+	}
+	if n := strings.Count(p.stderr.String(), "from the runtime unknown"); n != 1 {
+		t.Errorf("watch with a silent runtime: %d warnings: %s", n, p.stderr.String())
 	}
 }
