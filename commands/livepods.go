@@ -81,8 +81,11 @@ func (p *livePods) warn(msg string) {
 }
 
 // look says whether the ports must be listed again before a lookup whose
-// pod is known (named) or not.
-func (p *livePods) look(named bool) bool {
+// pod is known (named) or not. A name by address is looked up again
+// after any link change (the address may be another pod's now); a name
+// by ifindex is not: an ifindex is not given again while the kernel runs
+// for long, and a port's pod does not change.
+func (p *livePods) look(named, byIndex bool) bool {
 	if p.changed == nil {
 		p.dirty = true
 	} else {
@@ -98,6 +101,8 @@ func (p *livePods) look(named bool) bool {
 	switch {
 	case p.listedAt.IsZero():
 		return true
+	case byIndex:
+		return !named && time.Since(p.listedAt) >= p.retry
 	case p.dirty && (p.changed != nil || time.Since(p.listedAt) >= p.retry):
 		return true
 	case !named:
@@ -163,7 +168,7 @@ func (p *livePods) relist() {
 // port is the pod behind the port with ifindex idx, nil when not known.
 func (p *livePods) port(idx int) *pods.Pod {
 	pod := p.byIndex[idx]
-	if p.look(pod != nil) {
+	if p.look(pod != nil, true) {
 		p.relist()
 		pod = p.byIndex[idx]
 	}
@@ -176,7 +181,7 @@ func (p *livePods) ip(a netip.Addr) *pods.Pod {
 	pod := p.byIP[a]
 	// An address of no port stays no pod's until a link changes.
 	known := pod != nil || (!p.listedAt.IsZero() && !p.ipPort[a])
-	if p.look(known) {
+	if p.look(known, false) {
 		p.relist()
 		pod = p.byIP[a]
 	}
