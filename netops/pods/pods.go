@@ -95,11 +95,11 @@ type Cache struct {
 // interfaces), and reading it back per attachment with
 // GetNetworkListCachedResult would read and parse every file twice.
 //
-// Only what is used is decoded: the network configuration (base64 in
+// Only what is used is read: the network configuration (base64 in
 // "config") and the rest of the result are skipped, and the args are kept
 // as raw pairs until one is known to be wanted. A node lists its ports
-// with the pods' names every time, and decoding whole entries into
-// types100.Result cost more than listing the ports.
+// with the pods' names every time: scanCachedInfo fills this struct in
+// one pass, and encoding/json, through the tags, takes what it declines.
 type cachedInfo struct {
 	Kind        string        `json:"kind"`
 	ContainerID string        `json:"containerId"`
@@ -115,7 +115,7 @@ type cachedInfo struct {
 type cniArg [2]rawJSON
 
 // rawJSON is a JSON value left undecoded. Unlike json.RawMessage it is
-// not copied: it points into the file's bytes, which parseEntry holds
+// not copied: it points into the file's bytes, which the parser holds
 // until it has taken what it needs.
 type rawJSON []byte
 
@@ -224,9 +224,8 @@ func LoadCache(dir string) (*Cache, error) {
 	return c, nil
 }
 
-// parseEntry reads one cache file: libcni's envelope, then the result with
-// the CNI types of whatever version the plugin answered in, converted to
-// the current one.
+// parseEntry reads one cache file with a parser of its own; LoadCache
+// keeps one parser per reading goroutine.
 func parseEntry(data []byte) (*entry, error) {
 	var ps parser
 	return ps.parse(data)
@@ -242,6 +241,10 @@ type parser struct {
 	intern map[string]string
 }
 
+// parse reads one cache file: libcni's envelope and the result's
+// interfaces and IPs, in one pass or else with encoding/json; a result of
+// a spec before 0.3.0 (ip4 and ip6, no interfaces) is converted with the
+// CNI library.
 func (ps *parser) parse(data []byte) (*entry, error) {
 	ps.ci = cachedInfo{CniArgs: ps.ci.CniArgs[:0]}
 	ps.res = cachedResult{Interfaces: ps.res.Interfaces[:0], IPs: ps.res.IPs[:0]}
