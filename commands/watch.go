@@ -177,7 +177,8 @@ const watchNameWait = 2 * time.Second
 // with the pod behind each port acted on: a port joins the bridge while
 // the CNI plugin runs, before the runtime records the pod, so the line of
 // a joined port waits for its name until watchNameWait after the event.
-// The watcher never waits for a line.
+// The watcher waits for no line, only for room in the queue when 4096
+// lines are waiting.
 type watchLines struct {
 	ch    chan netops.WatchEvent
 	hurry chan struct{}
