@@ -33,6 +33,16 @@ type ctFlow struct {
 	SNAT    *bool      `json:"snat"`
 	Hairpin *bool      `json:"hairpin"`
 	Resync  bool       `json:"resync"`
+	// ClientPod is present when the client is a pod something names.
+	ClientPod *struct {
+		Namespace   string `json:"namespace"`
+		Name        string `json:"name"`
+		UID         string `json:"uid"`
+		ContainerID string `json:"containerID"`
+		Network     string `json:"network"`
+		Interface   string `json:"interface"`
+		Source      string `json:"source"`
+	} `json:"clientPod"`
 	// overflow lines
 	Overflows int    `json:"overflows"`
 	Lost      uint64 `json:"lost"`

@@ -111,7 +111,7 @@ func TestE2EDoctor(t *testing.T) {
 		}
 	}
 	flat := strings.Join(strings.Fields(r.stdout), " ")
-	const headline = "default/web:http 10.96.0.10:80 → endpoint 10.244.0.11:8080 is the pod behind veth1 on cni0, hairpin off: it cannot reach itself through this Service (every one of its connections will hang)"
+	const headline = "default/web:http 10.96.0.10:80 → endpoint 10.244.0.11:8080 (pod unknown) sits behind veth1 on cni0 with hairpin off: it cannot reach itself through this Service (every one of its connections will hang)"
 	if !strings.Contains(flat, headline+" Fix: hairpinctl enable veth1 --netns "+l.Node) {
 		t.Errorf("headline with its fix not in the table:\n%s", r.stdout)
 	}

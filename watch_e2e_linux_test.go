@@ -244,7 +244,7 @@ func TestE2EWatchText(t *testing.T) {
 			out := p.stdout.String()
 			lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
 			want := []string{
-				"hairpin on veth1 (cni0): found off at start",
+				"hairpin on veth1 (cni0, pod unknown): found off at start",
 				"watching bridge cni0 in netns " + l.Node + ": 1 port",
 				"stopped on SIGINT",
 			}
@@ -593,7 +593,7 @@ func TestSystemdUnitsLeastPrivilege(t *testing.T) {
 		if code := p.stop(t, syscall.SIGTERM); code != 0 {
 			t.Errorf("exit %d; stderr: %s", code, p.stderr.String())
 		}
-		if !strings.Contains(p.stdout.String(), "hairpin on veth1 (cni0): found off at start") {
+		if !strings.Contains(p.stdout.String(), "hairpin on veth1 (cni0, pod unknown): found off at start") {
 			t.Errorf("stdout:\n%s", p.stdout.String())
 		}
 

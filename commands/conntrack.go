@@ -25,8 +25,11 @@ and protocol, the state, the client, the endpoint it was DNATed to, the
 address it was masqueraded to (SNAT; "missing" on a hairpin flow that was
 not), and HAIRPIN when the endpoint is the client itself (reply source =
 original source): the traffic that breaks when the port's hairpin mode is
-off. -o wide adds the time and the endpoint's port; -o json prints JSON
-Lines.
+off. -o wide adds the time, the endpoint's port and the client's pod
+(namespace/name, - when the client is no pod of this node or nothing names
+it); -o json prints JSON Lines, with the client's pod as "clientPod". The
+pods are learnt as ports does, once, and again only when a link comes or
+goes or a client is not known (at most once a second).
 
 If events come faster than they are read, the kernel drops some: each
 overflow is reported on stderr (and as an "overflow" line with -o json),
@@ -47,7 +50,9 @@ EXAMPLES:
 		&cli.IntFlag{Name: "count", Aliases: []string{"c"}, Usage: "exit after `N` events (flows listed from the table do not count)", DefaultText: "no limit"},
 		&cli.DurationFlag{Name: "timeout", Usage: "exit after `DURATION`", DefaultText: "no limit"},
 		&cli.IntFlag{Name: "rcvbuf", Hidden: true, Usage: "event socket receive buffer in `BYTES`"},
-		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "output `FORMAT`: table, wide (adds the time and the endpoint's port) or json"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "output `FORMAT`: table, wide (adds the time, the endpoint's port and the client's pod) or json"},
+		cniCacheFlag(),
+		criEndpointFlag(),
 		netnsFlag(),
 	},
 	Action: runConntrack,
@@ -92,7 +97,15 @@ func runConntrack(c *cli.Context) error {
 	}
 	seen := map[flowKey]struct{}{}
 	events := 0
+	var named *livePods
+	if format != "table" { // the default table has no room for the pod
+		named = newLivePods(c, ctx.Done())
+		defer named.Close()
+	}
 	o.Flow = func(f flows.Flow) error {
+		if named != nil {
+			f.ClientPod = named.ip(f.Orig.Src)
+		}
 		if err := p.flow(f); err != nil {
 			return err
 		}

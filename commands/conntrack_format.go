@@ -19,16 +19,18 @@ import (
 type ctLayout struct {
 	wide bool
 	// cols are the start columns of EVENT, SERVICE, STATE, CLIENT,
-	// ENDPOINT, SNAT and FLAGS.
-	cols [7]int
+	// ENDPOINT, SNAT, FLAGS and (wide only) POD.
+	cols [8]int
 }
 
 var (
 	// EVENT (existing) SERVICE (8080/tcp) STATE (ESTABLISHED) CLIENT
 	// (10.244.0.12:45678) ENDPOINT (10.244.0.11) SNAT (10.244.0.1) FLAGS.
-	ctNarrow = ctLayout{cols: [7]int{0, 9, 18, 30, 48, 60, 71}}
-	// TIME first, and ENDPOINT with its port (10.244.0.11:8080).
-	ctWide = ctLayout{wide: true, cols: [7]int{9, 18, 27, 39, 57, 74, 85}}
+	// The client's pod has no room left at 80 columns: -o wide has it.
+	ctNarrow = ctLayout{cols: [8]int{0, 9, 18, 30, 48, 60, 71}}
+	// TIME first, ENDPOINT with its port (10.244.0.11:8080), and POD,
+	// the client's namespace/name.
+	ctWide = ctLayout{wide: true, cols: [8]int{9, 18, 27, 39, 57, 74, 85, 93}}
 )
 
 // ctRow builds one fixed-column line of ASCII text; extra counts the
@@ -66,7 +68,10 @@ func (l *ctLayout) header(b []byte) []byte {
 	if l.wide {
 		r.b = append(r.b, "TIME"...)
 	}
-	for i, h := range []string{"EVENT", "SERVICE", "STATE", "CLIENT", "ENDPOINT", "SNAT", "FLAGS"} {
+	for i, h := range []string{"EVENT", "SERVICE", "STATE", "CLIENT", "ENDPOINT", "SNAT", "FLAGS", "POD"} {
+		if h == "POD" && !l.wide {
+			break
+		}
 		r.to(l.cols[i])
 		r.b = append(r.b, h...)
 	}
@@ -126,6 +131,14 @@ func (l *ctLayout) row(b []byte, f *flows.Flow, pal palette) []byte {
 			r.painted(pal.bad, "HAIRPIN")
 		}
 	}
+	if l.wide {
+		r.to(l.cols[7])
+		if n := f.ClientPod.FullName(); n != "" {
+			r.b = append(r.b, termSafe(n)...)
+		} else {
+			r.b = append(r.b, '-')
+		}
+	}
 	return append(r.b, '\n')
 }
 
@@ -161,6 +174,23 @@ func appendFlowJSON(b []byte, f *flows.Flow) []byte {
 	if f.Resync {
 		b = append(b, `,"resync":true`...)
 	}
+	if p := f.ClientPod; p != nil {
+		b = append(b, `,"clientPod":{"namespace":`...)
+		b = ctAppendString(b, p.Namespace)
+		b = append(b, `,"name":`...)
+		b = ctAppendString(b, p.Name)
+		b = append(b, `,"uid":`...)
+		b = ctAppendString(b, p.UID)
+		b = append(b, `,"containerID":`...)
+		b = ctAppendString(b, p.ContainerID)
+		b = append(b, `,"network":`...)
+		b = ctAppendString(b, p.Network)
+		b = append(b, `,"interface":`...)
+		b = ctAppendString(b, p.Interface)
+		b = append(b, `,"source":`...)
+		b = ctAppendString(b, p.Source)
+		b = append(b, '}')
+	}
 	return append(b, "}\n"...)
 }
 
@@ -190,7 +220,8 @@ func appendOverflowJSON(b []byte, ov *flows.Overflow) []byte {
 }
 
 // ctAppendString quotes the short ASCII words flows puts in events,
-// states and protocols; anything else goes through encoding/json.
+// states, protocols and pod names; anything else goes through
+// encoding/json.
 func ctAppendString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {

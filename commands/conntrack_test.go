@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops/flows"
+	"github.com/hairpinctl/hairpinctl/netops/pods"
 )
 
 func ctFlows() []flows.Flow {
@@ -22,7 +23,8 @@ func ctFlows() []flows.Flow {
 		{Time: at.In(time.FixedZone("X", 3600)), Event: flows.EventExisting, ID: 1, Proto: "tcp", State: "ESTABLISHED",
 			Orig:  flows.Tuple{Src: a("10.244.0.11"), Dst: a("10.96.0.10"), SPort: 37404, DPort: 80},
 			Reply: flows.Tuple{Src: a("10.244.0.11"), Dst: a("10.244.0.1"), SPort: 8080, DPort: 16177},
-			DNAT:  true, SNAT: true, Hairpin: true, Resync: true},
+			DNAT:  true, SNAT: true, Hairpin: true, Resync: true,
+			ClientPod: &pods.Pod{Namespace: "default", Name: "web-0", UID: "u1", ContainerID: "c1", Network: "lab", Interface: "eth0", Source: pods.SourceCache}},
 		{Time: at, Event: flows.EventDestroy, Proto: "udp",
 			Orig:  flows.Tuple{Src: a("10.244.0.12"), Dst: a("10.96.0.10"), SPort: 5000, DPort: 53},
 			Reply: flows.Tuple{Src: a("10.96.0.10"), Dst: a("10.244.0.12"), SPort: 53, DPort: 5000}},
@@ -30,7 +32,7 @@ func ctFlows() []flows.Flow {
 			Orig:  flows.Tuple{Src: a("fd00::5"), Dst: a("fd00:96::10"), SPort: 40000, DPort: 443},
 			Reply: flows.Tuple{Src: a("fd00::5"), Dst: a("fd00::1"), SPort: 8443, DPort: 61000},
 			DNAT:  true, SNAT: true, Hairpin: true},
-		{Event: "odd \"<name>\" é\n", Proto: "tcp"},
+		{Event: "odd \"<name>\" é\n", Proto: "tcp", ClientPod: &pods.Pod{Namespace: "ns<&>", Name: "é\"\n", Source: pods.SourceCRI}},
 	}
 }
 
@@ -58,7 +60,7 @@ func TestConntrackJSONMatchesEncodingJSON(t *testing.T) {
 // SERVICE port/proto, CLIENT, ENDPOINT (the Service IP itself when it was
 // not DNATed), SNAT the masquerade address ("missing" on a hairpin flow
 // without one), EVENT "resync" for a re-listed flow, FLAGS HAIRPIN. -o
-// wide adds TIME and the endpoint's port.
+// wide adds TIME, the endpoint's port and the client's POD.
 func TestConntrackRows(t *testing.T) {
 	fl := ctFlows()
 	noSNAT := fl[1]
@@ -66,15 +68,15 @@ func TestConntrackRows(t *testing.T) {
 	noSNAT.Resync = false
 	fl = append(fl, noSNAT)
 	last := len(fl) - 1
-	names := []string{"TIME", "EVENT", "SERVICE", "STATE", "CLIENT", "ENDPOINT", "SNAT", "FLAGS"}
+	names := []string{"TIME", "EVENT", "SERVICE", "STATE", "CLIENT", "ENDPOINT", "SNAT", "FLAGS", "POD"}
 	wantRows := []struct {
 		row    int
-		fields []string // TIME EVENT SERVICE STATE CLIENT ENDPOINT SNAT FLAGS
+		fields []string // TIME EVENT SERVICE STATE CLIENT ENDPOINT SNAT FLAGS POD
 	}{
-		{0, []string{"05:06:07", "new", "80/tcp", "SYN_SENT", "10.244.0.12:41472", "10.244.0.11:8080", "-", ""}},
-		{1, []string{"06:06:07", "resync", "80/tcp", "ESTABLISHED", "10.244.0.11:37404", "10.244.0.11:8080", "10.244.0.1", "HAIRPIN"}},
-		{2, []string{"05:06:07", "destroy", "53/udp", "-", "10.244.0.12:5000", "10.96.0.10:53", "-", ""}},
-		{last, []string{"06:06:07", "existing", "80/tcp", "ESTABLISHED", "10.244.0.11:37404", "10.244.0.11:8080", "missing", "HAIRPIN"}},
+		{0, []string{"05:06:07", "new", "80/tcp", "SYN_SENT", "10.244.0.12:41472", "10.244.0.11:8080", "-", "", "-"}},
+		{1, []string{"06:06:07", "resync", "80/tcp", "ESTABLISHED", "10.244.0.11:37404", "10.244.0.11:8080", "10.244.0.1", "HAIRPIN", "default/web-0"}},
+		{2, []string{"05:06:07", "destroy", "53/udp", "-", "10.244.0.12:5000", "10.96.0.10:53", "-", "", "-"}},
+		{last, []string{"06:06:07", "existing", "80/tcp", "ESTABLISHED", "10.244.0.11:37404", "10.244.0.11:8080", "missing", "HAIRPIN", "default/web-0"}},
 	}
 	for _, layout := range []*ctLayout{&ctNarrow, &ctWide} {
 		header := strings.TrimSuffix(string(layout.header(nil)), "\n")
@@ -104,7 +106,7 @@ func TestConntrackRows(t *testing.T) {
 			for j, col := range names {
 				want := w.fields[j]
 				switch {
-				case col == "TIME" && !layout.wide:
+				case (col == "TIME" || col == "POD") && !layout.wide:
 					want = ""
 				case col == "ENDPOINT" && !layout.wide:
 					want, _, _ = strings.Cut(want, ":")

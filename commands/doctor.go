@@ -8,7 +8,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/hairpinctl/hairpinctl/netops"
-	"github.com/hairpinctl/hairpinctl/netops/pods"
 	"github.com/hairpinctl/hairpinctl/netops/probe"
 	"github.com/urfave/cli/v2"
 )
@@ -39,9 +38,12 @@ finding, and a fix (a command where one exists):
                    probed from its own pod through the Service (see probe),
                    all within 30s, said up front on stderr
 
-Without a bridge (routed CNIs such as Calico or Cilium) the bridge checks
-SKIP. Exit status 4 when a check FAILs. Reading kube-proxy's rules and
-conntrack needs root; without it those checks SKIP.
+Each port and endpoint on this node is named by its pod, from the CNI
+result cache, else from the runtime over CRI ("pod unknown" when neither
+says; -o json: each check's "pods"). Without a bridge (routed CNIs such as
+Calico or Cilium) the bridge checks SKIP. Exit status 4 when a check
+FAILs. Reading kube-proxy's rules and conntrack needs root; without it
+those checks SKIP.
 
 EXAMPLES:
    hairpinctl doctor
@@ -53,6 +55,8 @@ EXAMPLES:
 	Flags: []cli.Flag{
 		bridgeFlag("check only bridge `BR` (repeatable; default: every bridge)"),
 		cniConfDirFlag(),
+		cniCacheFlag(),
+		criEndpointFlag(),
 		&cli.BoolFlag{Name: "probe", Usage: "also probe each Service endpoint on this node from its pod (see probe; at most 30s)"},
 		outputFlag(),
 		netnsFlag(),
@@ -108,6 +112,7 @@ func runDoctor(c *cli.Context) error {
 		return err
 	}
 	defer cl.Close()
+	o.Pods = podNaming(c, cl)
 	rep, err := cl.Doctor(o)
 	if err != nil {
 		return fmt.Errorf("doctor: %w", err)
@@ -133,7 +138,7 @@ func runDoctor(c *cli.Context) error {
 // from the endpoint's pod through the Service. It says up front, on
 // stderr, how many probes it makes and how long they may take.
 func doctorProbe(c *cli.Context, cl *netops.Client, rep *netops.DoctorReport, services []string) {
-	po := probe.DoctorOptions{Services: services, CacheDir: pods.DefaultCacheDir}
+	po := probe.DoctorOptions{Services: services, CacheDir: c.String("cni-cache")}
 	pairs, err := probe.PlanDoctor(cl, po)
 	if err != nil {
 		rep.AddChecks(netops.Check{ID: "probe", Status: netops.StatusWarn, Finding: "could not list what to probe: " + err.Error(), Details: []string{}})

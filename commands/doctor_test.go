@@ -38,7 +38,7 @@ func TestWrapText(t *testing.T) {
 // The table: every line fits 80 columns, the headline and fix read whole
 // once unwrapped, details show for WARN and FAIL only, and are bounded.
 func TestPrintDoctor(t *testing.T) {
-	headline := "default/web:http 10.96.0.10:80 → endpoint 10.244.0.11:8080 is the pod behind veth1 on cni0, hairpin off: it cannot reach itself through this Service (1 in 3 of its connections will hang)"
+	headline := "default/web:http 10.96.0.10:80 → endpoint 10.244.0.11:8080 sits behind veth1 on cni0 with hairpin off: it cannot reach itself through this Service (1 in 3 of its connections will hang)"
 	var many []string
 	for i := 0; i < 12; i++ {
 		many = append(many, fmt.Sprintf("detail %d", i))

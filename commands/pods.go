@@ -25,6 +25,15 @@ func criEndpointFlag() cli.Flag {
 // is silent; a runtime that fails or does not answer is a warning, never
 // an error: the listing stands without the names.
 func namePodsFromCRI(c *cli.Context, cl *netops.Client, ports []netops.Port) {
+	if err := askRuntime(c, cl, ports); err != nil {
+		fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s\n", c.Command.Name, termSafeText(err.Error()))
+	}
+}
+
+// askRuntime is namePodsFromCRI without the warning: the error, ending
+// in "pod names from the runtime unknown", or nil when the runtime
+// answered, was not needed, or there is none and none was named.
+func askRuntime(c *cli.Context, cl *netops.Client, ports []netops.Port) error {
 	need := false
 	for _, p := range ports {
 		if p.Pod == nil && len(p.PodIPs) > 0 {
@@ -33,7 +42,7 @@ func namePodsFromCRI(c *cli.Context, cl *netops.Client, ports []netops.Port) {
 		}
 	}
 	if !need {
-		return
+		return nil
 	}
 	endpoints := cri.DefaultEndpoints
 	if ep := c.String("cri-endpoint"); ep != "" {
@@ -44,9 +53,18 @@ func namePodsFromCRI(c *cli.Context, cl *netops.Client, ports []netops.Port) {
 	sbs, _, err := cri.Sandboxes(ctx, endpoints)
 	if err != nil {
 		if !errors.Is(err, cri.ErrNoRuntime) || c.IsSet("cri-endpoint") {
-			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s: pod names from the runtime unknown\n", c.Command.Name, termSafeText(err.Error()))
+			return fmt.Errorf("%w: pod names from the runtime unknown", err)
 		}
-		return
+		return nil
 	}
 	cl.NamePods(ports, pods.FromSandboxes(sbs))
+	return nil
+}
+
+// podNaming is podOptions that also asks the runtime, over CRI, for the
+// pods the cache does not name.
+func podNaming(c *cli.Context, cl *netops.Client) *netops.PodOptions {
+	o := podOptions(c)
+	o.Unnamed = func(ports []netops.Port) { namePodsFromCRI(c, cl, ports) }
+	return o
 }

@@ -23,7 +23,9 @@ endpoint with its share of new connections, whether its own connections to
 the Service are masqueraded (HAIRPIN-MASQ: iptables mode's "-s podIP -j
 KUBE-MARK-MASQ", nftables mode's hairpin-connections set; without it a pod
 that reaches itself gets replies it drops; n/a for another node's
-endpoint), and session affinity. Filters select by ClusterIP (or
+endpoint), and session affinity; under an endpoint on this node, its
+pod (from the CNI result cache, else the runtime over CRI; -o json: the
+endpoint's "pod", with its source). Filters select by ClusterIP (or
 external/LB IP) or by NS/NAME, either with an optional :PORT (the port's
 name or number; [IPv6]:PORT), as doctor's do and as the table prints them;
 several may be given.
@@ -52,6 +54,8 @@ EXAMPLES:
 		// A string, read by parseWait: a duration like every other
 		// option, or whole seconds as iptables -w takes them.
 		&cli.StringFlag{Name: "wait", Aliases: []string{"w"}, Value: "5s", Usage: "wait at most `DURATION` (or whole seconds) for the xtables lock, then fail"},
+		cniCacheFlag(),
+		criEndpointFlag(),
 		outputFlag(),
 		netnsFlag(),
 	},
@@ -104,6 +108,9 @@ func runServices(c *cli.Context) error {
 	for _, w := range res.Warnings {
 		fmt.Fprintf(c.App.ErrWriter, "hairpinctl: services: %s\n", w)
 	}
+	if !o.Raw {
+		nameEndpoints(c, cl, res.Services)
+	}
 	if len(res.Services) == 0 && len(res.Unmatched) > 0 {
 		return netops.Errorf(netops.ErrNotFound, "services: no service matches %s in %s %s", strings.Join(res.Unmatched, ", "), res.Backend, cl.SeeHint("services"))
 	}
@@ -127,6 +134,27 @@ func runServices(c *cli.Context) error {
 		return &exitError{code: ExitPartial, err: fmt.Errorf("services: %d of %d filters matched nothing (the others were shown)", len(res.Unmatched), n)}
 	}
 	return nil
+}
+
+// nameEndpoints names the pods behind this node's endpoints, when there
+// are any: the bridge ports are listed with their pods and joined by IP.
+// A listing that fails is a warning; those pods stay unknown.
+func nameEndpoints(c *cli.Context, cl *netops.Client, svcs []netops.Service) {
+	local := false
+	for i := range svcs {
+		for _, e := range svcs[i].Endpoints {
+			local = local || (e.Local != nil && *e.Local)
+		}
+	}
+	if !local {
+		return
+	}
+	ports, err := cl.ListPorts(netops.ListOptions{Pods: podNaming(c, cl)})
+	if err != nil {
+		fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: list bridge ports: %s: pods of this node's endpoints unknown\n", c.Command.Name, termSafeText(err.Error()))
+		return
+	}
+	netops.NameEndpoints(svcs, netops.PodsByIP(ports))
 }
 
 // hostPort joins an address and a port, bracketing IPv6.
@@ -201,6 +229,11 @@ func printServicesTable(w io.Writer, svcs []netops.Service) error {
 				addr = hostPort(e.IP, e.Port)
 			}
 			fmt.Fprintf(tw, "  endpoint\t%s\t%s\t%s\t%s\n", addr, formatProb(e.Share), masq, eaff)
+			if e.Local != nil && *e.Local {
+				// The last cell of a line is no column's: a long pod
+				// name widens nothing.
+				fmt.Fprintf(tw, "    pod\t%s\n", endpointPod(e))
+			}
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -217,6 +250,15 @@ func printServicesTable(w io.Writer, svcs []netops.Service) error {
 	}
 	_, err := w.Write(out.Bytes())
 	return err
+}
+
+// endpointPod names the pod of this node's endpoint e, or says it is
+// unknown.
+func endpointPod(e netops.Endpoint) string {
+	if n := e.Pod.FullName(); n != "" {
+		return termSafe(n)
+	}
+	return "unknown"
 }
 
 // printServicesRaw prints each service's rules under a comment line, then

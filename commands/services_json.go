@@ -171,6 +171,18 @@ func appendEndpointJSON(b []byte, e netops.Endpoint) []byte {
 	if e.Local != nil {
 		o.bool("local", *e.Local)
 	}
+	if e.Pod != nil {
+		o.key("pod")
+		p := jsonObject{b: append(o.b, '{'), indent: o.indent + "  "}
+		p.str("namespace", e.Pod.Namespace)
+		p.str("name", e.Pod.Name)
+		p.str("uid", e.Pod.UID)
+		p.str("containerID", e.Pod.ContainerID)
+		p.str("network", e.Pod.Network)
+		p.str("interface", e.Pod.Interface)
+		p.str("source", e.Pod.Source)
+		o.b = p.end()
+	}
 	return o.end()
 }
 

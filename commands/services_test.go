@@ -34,6 +34,15 @@ func fill(t *testing.T, v reflect.Value, r *rand.Rand, zeroes bool) {
 		case reflect.Bool:
 			f.SetBool(r.IntN(2) == 0)
 		case reflect.Pointer:
+			if f.Type().Elem().Kind() == reflect.Struct {
+				if zeroes && r.IntN(2) == 0 {
+					continue
+				}
+				e := reflect.New(f.Type().Elem())
+				fill(t, e.Elem(), r, zeroes)
+				f.Set(e)
+				continue
+			}
 			if f.Type().Elem().Kind() != reflect.Bool {
 				t.Fatalf("fill: pointer to %s", f.Type().Elem().Kind())
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/google/renameio/v2"
 	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/hairpinctl/hairpinctl/netops/watch"
+	"github.com/hairpinctl/hairpinctl/netops/pods"
 	"github.com/urfave/cli/v2"
 )
 
@@ -28,9 +29,14 @@ notifications (a burst of thousands of pods), watch re-lists every port, so
 none is missed. Host side only: it never enters a pod.
 
 One line per action on stdout (JSON Lines with -o json), without timestamps
-under journald. With --ready-file, the file is written once the initial pass
-is done and notifications are followed, and removed on exit. SIGTERM,
-SIGINT or SIGHUP stops it with exit 0.
+under journald, naming the pod behind the port as ports does ("pod
+unknown" when nothing names it). A port joins the bridge before the
+runtime records its pod, so its line waits up to 2s for the name; the
+port itself is set on at once.
+
+With --ready-file, the file is written once the initial pass is done and
+notifications are followed, and removed on exit. SIGTERM, SIGINT or SIGHUP
+stops it with exit 0.
 
 With --metrics-listen ADDR it serves Prometheus metrics at /metrics and
 200 at /readyz once ready (503 before): hairpinctl_bridge_ports{bridge,
@@ -56,6 +62,8 @@ EXAMPLES:
 		anyPortFlag(),
 		&cli.StringFlag{Name: "ready-file", Usage: "write `PATH` once watching (for a readiness probe); removed on exit"},
 		&cli.DurationFlag{Name: "resync", Value: 5 * time.Minute, Usage: "also re-list every port every `DURATION` (1s or more) as a safety net; 0 never"},
+		cniCacheFlag(),
+		criEndpointFlag(),
 		outputFlag(),
 		netnsFlag(),
 	}, watchMetricsFlags()...),
@@ -123,9 +131,12 @@ func runWatch(c *cli.Context) error {
 	}
 
 	p := newWatchPrinter(c.App.Writer, format, cl.NetnsLabel())
+	named := newLivePods(c, ctx.Done())
+	defer named.Close()
+	lines := startWatchLines(p, named)
 	var readyErr error
 	err = watch.Watch(ctx, cl, watch.WatchOptions{Bridges: brs, All: all, Resync: resync, AnyPort: c.Bool("any-port")}, func(ev watch.WatchEvent) {
-		p.print(ev)
+		lines.send(ev)
 		m.observe(ev)
 		if ev.Kind == watch.WatchReady && readyFile != "" {
 			// Written whole or not at all (a file renamed into place): a
@@ -136,6 +147,7 @@ func runWatch(c *cli.Context) error {
 			}
 		}
 	})
+	lines.stop()
 	if readyFile != "" {
 		if rerr := os.Remove(readyFile); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && readyErr == nil {
 			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: watch: remove ready file: %v\n", rerr)
@@ -154,8 +166,61 @@ func runWatch(c *cli.Context) error {
 	if s, ok := stoppedBy().(syscall.Signal); ok {
 		cause = unixSignalName(s)
 	}
-	p.print(watch.WatchEvent{Time: time.Now(), Kind: watchStopped, Cause: cause})
+	p.print(watch.WatchEvent{Time: time.Now(), Kind: watchStopped, Cause: cause}, nil)
 	return nil
+}
+
+// watchNameWait is how long after a port joined its line waits for the
+// runtime to record the port's pod.
+const watchNameWait = 2 * time.Second
+
+// watchLines prints watch's events in order from a goroutine of its own,
+// with the pod behind each port acted on: a port joins the bridge while
+// the CNI plugin runs, before the runtime records the pod, so the line of
+// a joined port waits for its name until watchNameWait after the event.
+// The watcher waits for no line, only for room in the queue when 4096
+// lines are waiting.
+type watchLines struct {
+	ch    chan watch.WatchEvent
+	hurry chan struct{}
+	done  chan struct{}
+}
+
+func startWatchLines(p *watchPrinter, named *livePods) *watchLines {
+	named.retry = 200 * time.Millisecond // while a line waits for it
+	w := &watchLines{ch: make(chan watch.WatchEvent, 4096), hurry: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for ev := range w.ch {
+			var pod *pods.Pod
+			if (ev.Kind == watch.WatchEnabled || ev.Kind == watch.WatchFailed) && ev.Index > 0 {
+				pod = named.port(ev.Index)
+				wait := time.Until(ev.Time.Add(watchNameWait))
+				for pod == nil && ev.Cause == watch.CauseJoined && wait > 0 {
+					select {
+					case <-w.hurry:
+						wait = 0
+						continue
+					case <-time.After(min(wait, 100*time.Millisecond)):
+					}
+					pod = named.port(ev.Index)
+					wait = time.Until(ev.Time.Add(watchNameWait))
+				}
+			}
+			p.print(ev, pod)
+		}
+	}()
+	return w
+}
+
+func (w *watchLines) send(ev watch.WatchEvent) { w.ch <- ev }
+
+// stop prints what is queued, without waiting for names, and returns
+// when it is printed.
+func (w *watchLines) stop() {
+	close(w.hurry)
+	close(w.ch)
+	<-w.done
 }
 
 // unixSignalName names the signals watch and selftest stop on.
@@ -187,16 +252,24 @@ func newWatchPrinter(w io.Writer, format, netns string) *watchPrinter {
 	return &watchPrinter{w: w, json: format == "json", pal: colours(w), stamps: !journald, netns: netns}
 }
 
-func (p *watchPrinter) print(ev watch.WatchEvent) {
+// watchLine is an event as -o json prints it: the event's fields and,
+// for a port acted on, the pod behind it.
+type watchLine struct {
+	watch.WatchEvent
+	// Pod is the pod behind Port, absent when nothing names it.
+	Pod *pods.Pod `json:"pod,omitempty"`
+}
+
+func (p *watchPrinter) print(ev watch.WatchEvent, pod *pods.Pod) {
 	if p.json {
-		b, err := json.Marshal(ev)
+		b, err := json.Marshal(watchLine{ev, pod})
 		if err == nil {
 			b = append(b, '\n')
 			_, _ = p.w.Write(b)
 		}
 		return
 	}
-	line := p.text(ev)
+	line := p.text(ev, pod)
 	if line == "" {
 		return
 	}
@@ -214,7 +287,11 @@ var enabledCause = map[string]string{
 }
 
 // text is the plain line for ev, "" for events not worth a line.
-func (p *watchPrinter) text(ev watch.WatchEvent) string {
+func (p *watchPrinter) text(ev watch.WatchEvent, pod *pods.Pod) string {
+	where := termSafe(ev.Bridge) + ", pod unknown"
+	if n := pod.FullName(); n != "" {
+		where = termSafe(ev.Bridge) + ", pod " + termSafe(n)
+	}
 	switch ev.Kind {
 	case watch.WatchReady:
 		what := "bridge " + ev.Bridge
@@ -234,9 +311,9 @@ func (p *watchPrinter) text(ev watch.WatchEvent) string {
 		if cause == "" {
 			cause = ev.Cause
 		}
-		return fmt.Sprintf("%s %s (%s): %s", p.pal.good("hairpin on"), termSafe(ev.Port), termSafe(ev.Bridge), cause)
+		return fmt.Sprintf("%s %s (%s): %s", p.pal.good("hairpin on"), termSafe(ev.Port), where, cause)
 	case watch.WatchFailed:
-		return fmt.Sprintf("%s %s (%s): %s", p.pal.bad("failed"), termSafe(ev.Port), termSafe(ev.Bridge), termSafeText(ev.Error))
+		return fmt.Sprintf("%s %s (%s): %s", p.pal.bad("failed"), termSafe(ev.Port), where, termSafeText(ev.Error))
 	case watch.WatchSkipped:
 		return fmt.Sprintf("%s %s (%s): %s (use --any-port to keep it on too)", p.pal.dim("skipped"), termSafe(ev.Port), termSafe(ev.Bridge), ev.Error)
 	case watch.WatchBridgeAdded:

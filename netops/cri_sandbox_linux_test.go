@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,6 +79,40 @@ func pauseImage(t *testing.T) string {
 	return archive
 }
 
+// removeCRILabCache removes the libcni cache entries of network (and the
+// loopback attachment containerd makes beside each), or with network ""
+// those of every crilab network whose sandbox's namespace is gone: a run
+// that was killed before its cleanup. A live run's entries stay.
+func removeCRILabCache(t *testing.T, network string) {
+	t.Helper()
+	dir := filepath.Join(pods.DefaultCacheDir, "results")
+	names, _ := filepath.Glob(filepath.Join(dir, "crilab-*"))
+	for _, path := range names {
+		var entry struct {
+			ContainerID string `json:"containerId"`
+			NetworkName string `json:"networkName"`
+			Netns       string `json:"netns"`
+		}
+		b, err := os.ReadFile(path)
+		if err != nil || json.Unmarshal(b, &entry) != nil || entry.ContainerID == "" {
+			continue
+		}
+		if network != "" && entry.NetworkName != network {
+			continue
+		}
+		if network == "" {
+			if _, err := os.Stat(entry.Netns); entry.Netns == "" || err == nil {
+				continue
+			}
+		}
+		for _, p := range []string{path, filepath.Join(dir, "cni-loopback-"+entry.ContainerID+"-lo")} {
+			if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+				t.Errorf("remove %s: %v", p, err)
+			}
+		}
+	}
+}
+
 // A pod sandbox made by the real containerd through CRI (RunPodSandbox):
 // containerd runs the bridge plugin in the lab's node namespace through
 // libcni, which writes its cache in /var/lib/cni. The port is named from
@@ -92,10 +127,17 @@ func TestPodsOfContainerdSandbox(t *testing.T) {
 	}
 	labtest.RequireCNIPlugins(t)
 	l := newLab(t, lab.Options{Pods: 2, Restore: "none"})
+	// containerd 1.6's CRI plugin has no setting for libcni's cache
+	// directory: its entries go to the host's /var/lib/cni. The network's
+	// name is this run's, its entries are removed when the test ends, and
+	// those a killed run left behind when the next one starts.
+	network := "crilab-" + strings.TrimPrefix(l.Node, "hp-node-")
+	removeCRILabCache(t, "")
+	t.Cleanup(func() { removeCRILabCache(t, network) })
 	confDir, ipam := t.TempDir(), t.TempDir()
 	conf, _ := json.Marshal(map[string]any{
 		"cniVersion": "1.0.0",
-		"name":       "crilab",
+		"name":       network,
 		"plugins": []any{map[string]any{
 			"type": "bridge", "bridge": l.Bridge,
 			"ipam": map[string]any{"type": "host-local", "dataDir": ipam,
@@ -165,7 +207,7 @@ func TestPodsOfContainerdSandbox(t *testing.T) {
 	}
 	p := sandboxPort(ports)
 	got := p.Pod
-	if got == nil || got.Namespace != want.Namespace || got.Name != want.Name || got.UID != want.UID || got.ContainerID != id || got.Source != pods.SourceCache || got.Network != "crilab" || got.Interface != "eth0" {
+	if got == nil || got.Namespace != want.Namespace || got.Name != want.Name || got.UID != want.UID || got.ContainerID != id || got.Source != pods.SourceCache || got.Network != network || got.Interface != "eth0" {
 		t.Errorf("from the cache: %+v, want %+v", got, want)
 	}
 

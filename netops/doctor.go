@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/hairpinctl/hairpinctl/netops/pods"
 )
 
 // CheckStatus is a check's verdict.
@@ -82,6 +84,24 @@ type Check struct {
 	Fix string `json:"fix"`
 	// Details are the facts behind the finding, one a line.
 	Details []string `json:"details"`
+	// Pods are the pods behind the ports and endpoints the finding and
+	// details speak of, when doctor was asked to name them
+	// (DoctorOptions.Pods); empty otherwise.
+	Pods []PodRef `json:"pods"`
+}
+
+// PodRef is a bridge port a check speaks of and the pod behind it.
+type PodRef struct {
+	// Bridge and Port are the bridge port.
+	Bridge string `json:"bridge"`
+	Port   string `json:"port"`
+	// Endpoint is the Service endpoint (IP:port) behind the port, for a
+	// Service check; "" for a port.
+	Endpoint string `json:"endpoint,omitempty"`
+	// Pod is the pod, with where its name came from (pod.source); absent
+	// when neither the CNI result cache nor the container runtime names
+	// it: the text then says "pod unknown".
+	Pod *pods.Pod `json:"pod,omitempty"`
 }
 
 // DoctorSummary counts the verdicts.
@@ -123,6 +143,9 @@ type DoctorOptions struct {
 	// IP:PORT, NS/NAME, NS/NAME:PORT); empty checks every Service kube-proxy programmed, in
 	// one check.
 	Services []string
+	// Pods, when not nil, names the pod behind each port a finding
+	// speaks of, as ListPorts does (ListOptions.Pods).
+	Pods *PodOptions
 }
 
 // doctorFacts is everything doctor read from the kernel and the
@@ -142,6 +165,9 @@ type doctorFacts struct {
 	bridges      []bridgeFacts
 	// bridgesErr is why the bridges or their ports could not be listed.
 	bridgesErr error
+	// podsNamed: the ports were listed with their pods (Port.Pod), so a
+	// port without one is a pod nothing names.
+	podsNamed bool
 
 	brNfCallIPTables sysctlFact
 	ipForward        sysctlFact
@@ -232,6 +258,9 @@ func diagnose(f *doctorFacts) *DoctorReport {
 	for i := range r.Checks {
 		if r.Checks[i].Details == nil {
 			r.Checks[i].Details = []string{}
+		}
+		if r.Checks[i].Pods == nil {
+			r.Checks[i].Pods = []PodRef{}
 		}
 	}
 	r.Summary = summarize(r.Checks, f.netnsLabel())
@@ -379,7 +408,10 @@ func checkBridgeHairpin(f *doctorFacts) Check {
 			}
 			judged++
 			if !p.Hairpin {
-				off = append(off, p.Name)
+				off = append(off, p.Name+f.podSuffix(p))
+				if f.podsNamed {
+					c.Pods = append(c.Pods, PodRef{Bridge: b.Name, Port: p.Name, Pod: p.Pod})
+				}
 			}
 		}
 		total += judged
@@ -434,6 +466,18 @@ func checkBridgeHairpin(f *doctorFacts) Check {
 		c.Finding = fmt.Sprintf("every pod port of %s reflects hairpin traffic (%s)", strings.Join(names, ", "), plural(total, "pod port", "pod ports"))
 	}
 	return c
+}
+
+// podSuffix is " (pod NS/NAME)" for a port whose pod is named, " (pod
+// unknown)" for one nothing names, "" when the names were not asked for.
+func (f *doctorFacts) podSuffix(p Port) string {
+	if !f.podsNamed {
+		return ""
+	}
+	if n := p.Pod.FullName(); n != "" {
+		return " (pod " + n + ")"
+	}
+	return " (pod unknown)"
 }
 
 // portNotJudged says why bridge-hairpin leaves p out, "" when it judges it.
@@ -676,6 +720,8 @@ type serviceVerdict struct {
 	// rules need rewriting.
 	enable  []string
 	restart bool
+	// pods are this node's endpoints the details speak of.
+	pods []PodRef
 }
 
 // judgeService checks every endpoint of s: its hairpin masquerade rule,
@@ -708,6 +754,13 @@ func (f *doctorFacts) judgeService(s Service, idx portIndex) serviceVerdict {
 		// only when it sits behind a port of this node. iptables mode writes
 		// the rule for every endpoint, so a missing one is a fault anywhere.
 		applies := local || !f.services.Masquerade.HairpinSet
+		if local {
+			epLabel += f.podSuffix(ref.port)
+			head = label + " → endpoint " + epLabel
+			if f.podsNamed {
+				v.pods = append(v.pods, PodRef{Bridge: ref.bridge.Name, Port: ref.port.Name, Endpoint: net.JoinHostPort(ep.IP, strconv.Itoa(ep.Port)), Pod: ref.port.Pod})
+			}
+		}
 		if !ep.HairpinMasq && !applies {
 			v.details = append(v.details, fmt.Sprintf("%s: not behind a bridge port of this node: the hairpin masquerade does not apply here", epLabel))
 			continue
@@ -729,13 +782,13 @@ func (f *doctorFacts) judgeService(s Service, idx portIndex) serviceVerdict {
 		case ref.bridge.Promisc && ref.bridge.Dedup.Rule != "":
 			v.details = append(v.details, fmt.Sprintf("%s: masquerade rule %s; behind %s on %s, hairpin off, bridge promiscuous with duplicate suppression (not checked: that the kernel carries hairpin traffic that way; see %s)", epLabel, yesNo(ep.HairpinMasq), ref.port.Name, ref.bridge.Name, CheckBridgeHairpin))
 		case ref.bridge.Promisc:
-			warns = append(warns, fmt.Sprintf("%s is the pod behind %s on %s, hairpin off; the bridge is promiscuous without duplicate suppression, so its hairpin traffic arrives duplicated", head, ref.port.Name, ref.bridge.Name))
+			warns = append(warns, fmt.Sprintf("%s sits behind %s on %s with hairpin off; the bridge is promiscuous without duplicate suppression, so its hairpin traffic arrives duplicated", head, ref.port.Name, ref.bridge.Name))
 			v.enable = append(v.enable, ref.port.Name)
 			v.details = append(v.details, fmt.Sprintf("%s: masquerade rule %s; behind %s on %s, hairpin off, promiscuous bridge", epLabel, yesNo(ep.HairpinMasq), ref.port.Name, ref.bridge.Name))
 		default:
 			v.status = StatusFail
 			v.enable = append(v.enable, ref.port.Name)
-			v.problems = append(v.problems, fmt.Sprintf("%s is the pod behind %s on %s, hairpin off: it cannot reach itself through this Service (%s)", head, ref.port.Name, ref.bridge.Name, hang))
+			v.problems = append(v.problems, fmt.Sprintf("%s sits behind %s on %s with hairpin off: it cannot reach itself through this Service (%s)", head, ref.port.Name, ref.bridge.Name, hang))
 			v.details = append(v.details, fmt.Sprintf("%s: masquerade rule %s; behind %s on %s, hairpin off", epLabel, yesNo(ep.HairpinMasq), ref.port.Name, ref.bridge.Name))
 		}
 	}
@@ -801,7 +854,7 @@ func checkServices(f *doctorFacts) []Check {
 			}
 			found = true
 			v := f.judgeService(s, idx)
-			c := Check{ID: CheckService + ":" + serviceName(s), Status: v.status, Details: append(v.details, note...)}
+			c := Check{ID: CheckService + ":" + serviceName(s), Status: v.status, Details: append(v.details, note...), Pods: v.pods}
 			if len(v.problems) > 0 {
 				c.Finding = v.problems[0]
 				if len(v.problems) > 1 {
@@ -833,7 +886,8 @@ func (f *doctorFacts) allServices(idx portIndex, note []string) Check {
 	var enable []string
 	restart := false
 	endpoints, local := 0, 0
-	var quiet []string // Services without endpoints: said, not judged
+	var quiet []string            // Services without endpoints: said, not judged
+	seenPods := map[string]bool{} // an endpoint of several Services is one pod
 	for _, s := range f.services.Services {
 		v := f.judgeService(s, idx)
 		if len(s.Endpoints) == 0 {
@@ -855,6 +909,12 @@ func (f *doctorFacts) allServices(idx portIndex, note []string) Check {
 		}
 		enable = append(enable, v.enable...)
 		restart = restart || v.restart
+		for _, pr := range v.pods {
+			if k := pr.Port + " " + pr.Endpoint; !seenPods[k] {
+				seenPods[k] = true
+				c.Pods = append(c.Pods, pr)
+			}
+		}
 	}
 	problems := append(fails, warns...)
 	c.Details = append(c.Details, problems...)

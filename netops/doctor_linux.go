@@ -44,7 +44,7 @@ func (c *Client) Doctor(o DoctorOptions) (*DoctorReport, error) {
 	if f.cniDir == "" {
 		f.cniDir = DefaultCNIConfDir
 	}
-	c.readBridges(f)
+	c.readBridges(f, o.Pods)
 	c.readSysctls(f)
 	f.services, f.servicesErr = c.doctorServices()
 	f.cniFiles, f.cniErr = loadCNIConfigs(f.cniDir)
@@ -53,9 +53,9 @@ func (c *Client) Doctor(o DoctorOptions) (*DoctorReport, error) {
 }
 
 // readBridges lists the bridges (every one, or --bridge), their ports
-// with the pod IPs behind them, and, for a promiscuous bridge with a port
+// with the pod IPs (and, when asked, the pods) behind them, and, for a promiscuous bridge with a port
 // whose hairpin is off, looks for duplicate suppression.
-func (c *Client) readBridges(f *doctorFacts) {
+func (c *Client) readBridges(f *doctorFacts, named *PodOptions) {
 	links, err := c.h.LinkList()
 	if err != nil {
 		f.bridgesErr = fmt.Errorf("list links in netns %s: %w", c.NetnsLabel(), err)
@@ -82,12 +82,13 @@ func (c *Client) readBridges(f *doctorFacts) {
 	if len(f.bridges) == 0 {
 		return
 	}
-	ports, err := c.ListPorts(ListOptions{Bridges: f.bridgesAsked, PodIPs: true, Kinds: true})
+	ports, err := c.ListPorts(ListOptions{Bridges: f.bridgesAsked, PodIPs: true, Kinds: true, Pods: named})
 	if err != nil {
 		f.bridgesErr = err
 		f.bridges = nil
 		return
 	}
+	f.podsNamed = named != nil
 	for _, p := range ports {
 		if i, ok := byName[p.Bridge]; ok {
 			f.bridges[i].Ports = append(f.bridges[i].Ports, p)

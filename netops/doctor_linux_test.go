@@ -89,9 +89,9 @@ func TestDoctorLabHairpinAndService(t *testing.T) {
 	checks := runDoctor(t, c, o)
 	wantCheck(t, checks, CheckBridgeHairpin, StatusFail, "3 of 3 pod ports of cni0 have hairpin off: veth1, veth2, veth3", "hairpinctl enable --bridge cni0 --netns "+l.Node)
 	svc := wantCheck(t, checks, "service:default/web:http", StatusFail,
-		"default/web:http 10.96.0.10:80 → endpoint 10.244.0.11:8080 is the pod behind veth1 on cni0, hairpin off: it cannot reach itself through this Service (1 in 2 of its connections will hang)",
+		"default/web:http 10.96.0.10:80 → endpoint 10.244.0.11:8080 sits behind veth1 on cni0 with hairpin off: it cannot reach itself through this Service (1 in 2 of its connections will hang)",
 		"hairpinctl enable veth1 veth2 --netns "+l.Node)
-	if !strings.Contains(strings.Join(svc.Details, "\n"), "10.244.0.12:8080 is the pod behind veth2 on cni0, hairpin off") {
+	if !strings.Contains(strings.Join(svc.Details, "\n"), "10.244.0.12:8080 sits behind veth2 on cni0 with hairpin off") {
 		t.Errorf("the second endpoint's finding is not in the details: %q", svc.Details)
 	}
 	wantCheck(t, checks, CheckKubeProxy, StatusPass, "iptables-nft", "")
@@ -120,7 +120,7 @@ func TestDoctorLabHairpinAndService(t *testing.T) {
 	wantCheck(t, checks, CheckServices, StatusPass, "1 service port, 2 endpoints", "")
 	setHairpin(t, l, "veth2", false)
 	checks = runDoctor(t, c, DoctorOptions{})
-	wantCheck(t, checks, CheckServices, StatusFail, "endpoint 10.244.0.12:8080 is the pod behind veth2 on cni0, hairpin off", "hairpinctl enable veth2")
+	wantCheck(t, checks, CheckServices, StatusFail, "endpoint 10.244.0.12:8080 sits behind veth2 on cni0 with hairpin off", "hairpinctl enable veth2")
 
 	// A Service that kube-proxy does not know.
 	checks = runDoctor(t, c, DoctorOptions{Services: []string{"10.96.0.99"}})

@@ -97,7 +97,7 @@ func TestDoctorServiceHeadline(t *testing.T) {
 	f.bridges[0].Ports[0].Hairpin = false
 	f.selectors = []string{"10.96.0.10"}
 	c := checkByID(t, diagnose(f), "service:default/web:http")
-	const want = "default/web:http 10.96.0.10:80 → endpoint 10.244.0.11:8080 is the pod behind veth1 on cni0, hairpin off: it cannot reach itself through this Service (1 in 3 of its connections will hang)"
+	const want = "default/web:http 10.96.0.10:80 → endpoint 10.244.0.11:8080 sits behind veth1 on cni0 with hairpin off: it cannot reach itself through this Service (1 in 3 of its connections will hang)"
 	if c.Status != StatusFail || c.Finding != want || c.Fix != "hairpinctl enable veth1" {
 		t.Errorf("got %s\n  %q\n  fix %q\nwant FAIL\n  %q\n  fix %q", c.Status, c.Finding, c.Fix, want, "hairpinctl enable veth1")
 	}
@@ -186,7 +186,7 @@ func TestDoctorServiceEndpointVerdicts(t *testing.T) {
 		fix     string
 	}{
 		{name: "hairpin on", hairpin: true, masq: true, status: StatusPass, finding: "all 1 endpoint have their hairpin masquerade rule"},
-		{name: "hairpin off", masq: true, status: StatusFail, finding: "is the pod behind veth1 on cni0, hairpin off", fix: "hairpinctl enable veth1"},
+		{name: "hairpin off", masq: true, status: StatusFail, finding: "sits behind veth1 on cni0 with hairpin off", fix: "hairpinctl enable veth1"},
 		{name: "no masquerade rule", hairpin: true, status: StatusFail,
 			finding: "endpoint 10.244.0.11:8080 has no hairpin masquerade rule (-s 10.244.0.11 -j KUBE-MARK-MASQ): it cannot reach itself through this Service",
 			fix:     "restart kube-proxy"},

@@ -219,3 +219,35 @@ func PortArgsNeedPodIPs(args []string) bool {
 	}
 	return false
 }
+
+// PodsByIP indexes the pods behind ports (listed with ListOptions.Pods)
+// by the pod IPs of their ports: the join of an address seen elsewhere (a
+// Service endpoint, a conntrack flow's client) to the pod holding it. An
+// address of no port, of a port whose pod nothing names, or of two ports
+// of different pods has none.
+func PodsByIP(ports []Port) map[netip.Addr]*pods.Pod {
+	m := map[netip.Addr]*pods.Pod{}
+	for i := range ports {
+		p := &ports[i]
+		for _, s := range p.PodIPs {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				continue
+			}
+			a = a.Unmap()
+			if old, dup := m[a]; dup {
+				if old == nil || p.Pod == nil || old.ContainerID != p.Pod.ContainerID {
+					m[a] = nil // two ports claim it: name neither
+				}
+				continue
+			}
+			m[a] = p.Pod
+		}
+	}
+	for a, p := range m {
+		if p == nil {
+			delete(m, a)
+		}
+	}
+	return m
+}

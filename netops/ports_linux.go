@@ -37,6 +37,10 @@ type PodOptions struct {
 	// Warn, when not nil, is told in one line each what left pods unknown:
 	// an unreadable cache directory or file.
 	Warn func(msg string)
+	// Unnamed, when not nil, is given the ports once the cache has named
+	// what it can, to name the others from another source: commands ask
+	// the container runtime (NamePods with pods.FromSandboxes).
+	Unnamed func(ports []Port)
 }
 
 // ListPorts returns the bridge ports of the namespace, sorted by bridge and
@@ -94,6 +98,9 @@ func (c *Client) ListPorts(o ListOptions) ([]Port, error) {
 	if cache != nil {
 		pc := <-cache
 		c.namePods(ports, pc, o.Pods.Warn)
+		if o.Pods.Unnamed != nil {
+			o.Pods.Unnamed(ports)
+		}
 	}
 	if o.Kinds && len(ports) > 0 {
 		if err := c.classifyPorts(ports); err != nil {

@@ -1,5 +1,11 @@
 package netops
 
+import (
+	"net/netip"
+
+	"github.com/hairpinctl/hairpinctl/netops/pods"
+)
+
 // Backend names a place kube-proxy keeps its Service NAT.
 type Backend string
 
@@ -153,6 +159,26 @@ type Endpoint struct {
 	// (1.36+) writes the hairpin masquerade for this node's endpoints
 	// only, and another node's endpoint is masqueraded by its own node.
 	Local *bool `json:"local,omitempty"`
+	// Pod is the pod behind this node's bridge port that holds the
+	// endpoint's IP (see NameEndpoints), with where its name came from;
+	// absent for another node's endpoint and for one nothing names.
+	Pod *pods.Pod `json:"pod,omitempty"`
+}
+
+// NameEndpoints fills Endpoint.Pod of svcs from byIP (PodsByIP of the
+// ports listed with their pods).
+func NameEndpoints(svcs []Service, byIP map[netip.Addr]*pods.Pod) {
+	if len(byIP) == 0 {
+		return
+	}
+	for i := range svcs {
+		for j := range svcs[i].Endpoints {
+			ep := &svcs[i].Endpoints[j]
+			if a, err := netip.ParseAddr(ep.IP); err == nil {
+				ep.Pod = byIP[a.Unmap()]
+			}
+		}
+	}
 }
 
 // BackendAuto and BackendIPTables are ServicesOptions.Backend values that

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/hairpinctl/hairpinctl/netops/internal/nlattr"
+	"github.com/hairpinctl/hairpinctl/netops/pods"
 	"github.com/ti-mo/conntrack"
 )
 
@@ -100,6 +101,10 @@ type Flow struct {
 	Hairpin bool `json:"hairpin"`
 	// Resync is true on existing flows listed again after an overflow.
 	Resync bool `json:"resync,omitempty"`
+	// ClientPod is the pod behind this node's bridge port that holds
+	// Orig.Src, when the caller names it (Stream does not); absent when
+	// the client is no pod of this node or nothing names it.
+	ClientPod *pods.Pod `json:"clientPod,omitempty"`
 }
 
 // Overflow reports that the event socket's receive buffer was

@@ -5,6 +5,7 @@
 package pods
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/containernetworking/cni/libcni"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
@@ -93,17 +95,63 @@ type Cache struct {
 // reader, CNIConfig.GetCachedAttachments, leaves out the result (the IPs and
 // interfaces), and reading it back per attachment with
 // GetNetworkListCachedResult would read and parse every file twice.
+//
+// Only what is used is read: the network configuration (base64 in
+// "config") and the rest of the result are skipped, and the args are kept
+// as raw pairs until one is known to be wanted. A node lists its ports
+// with the pods' names every time: scanCachedInfo fills this struct in
+// one pass, and encoding/json, through the tags, takes what it declines.
 type cachedInfo struct {
-	Kind        string      `json:"kind"`
-	ContainerID string      `json:"containerId"`
-	IfName      string      `json:"ifName"`
-	NetworkName string      `json:"networkName"`
-	NetNS       string      `json:"netns"`
-	CniArgs     [][2]string `json:"cniArgs"`
-	// Result is decoded straight into the current CNI result type, which
-	// reads the results of spec 0.3.0 to 1.1.0 alike (their interfaces
-	// and ips have the same shape); older ones are converted (oldResult).
-	Result *types100.Result `json:"result"`
+	Kind        string        `json:"kind"`
+	ContainerID string        `json:"containerId"`
+	IfName      string        `json:"ifName"`
+	NetworkName string        `json:"networkName"`
+	NetNS       string        `json:"netns"`
+	CniArgs     []cniArg      `json:"cniArgs"`
+	Result      *cachedResult `json:"result"`
+}
+
+// cniArg is one [key, value] pair of the runtime's CNI_ARGS, decoded
+// only when its key names the pod.
+type cniArg [2]rawJSON
+
+// rawJSON is a JSON value left undecoded. Unlike json.RawMessage it is
+// not copied: it points into the file's bytes, which the parser holds
+// until it has taken what it needs.
+type rawJSON []byte
+
+// UnmarshalJSON keeps data without copying it.
+func (r *rawJSON) UnmarshalJSON(data []byte) error {
+	*r = data
+	return nil
+}
+
+// jsonString decodes a JSON string; one without escapes is its bytes
+// between the quotes, with no decoder started for it.
+func jsonString(r rawJSON) (string, error) {
+	if len(r) >= 2 && r[0] == '"' && r[len(r)-1] == '"' && bytes.IndexByte(r, '\\') < 0 && utf8.Valid(r) {
+		return string(r[1 : len(r)-1]), nil
+	}
+	var s string
+	err := json.Unmarshal(r, &s)
+	return s, err
+}
+
+// cachedResult is the part of a CNI result that places the pod: the
+// result of spec 0.3.0 to 1.1.0 alike (their interfaces and ips have the
+// same shape); older ones are converted (oldResult). Interfaces are the
+// CNI project's own type; an IP is kept as the address string the spec
+// writes ("10.244.0.12/24"), parsed without the allocations of
+// types100.IPConfig's decoder.
+type cachedResult struct {
+	CNIVersion string               `json:"cniVersion"`
+	Interfaces []types100.Interface `json:"interfaces"`
+	IPs        []cachedIP           `json:"ips"`
+}
+
+type cachedIP struct {
+	Interface *int   `json:"interface"`
+	Address   string `json:"address"`
 }
 
 // LoadCache reads the result cache under dir (libcni's CacheDir; the
@@ -141,6 +189,7 @@ func LoadCache(dir string) (*Cache, error) {
 		go func() {
 			defer wg.Done()
 			r := reader{dir: f}
+			var ps parser
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= len(names) {
@@ -155,7 +204,7 @@ func LoadCache(dir string) (*Cache, error) {
 				if data == nil {
 					continue // a directory
 				}
-				e, err := parseEntry(data)
+				e, err := ps.parse(data)
 				if err != nil {
 					out[i].skip = fmt.Sprintf("%s: %v", path, err)
 					continue
@@ -176,13 +225,39 @@ func LoadCache(dir string) (*Cache, error) {
 	return c, nil
 }
 
-// parseEntry reads one cache file: libcni's envelope, then the result with
-// the CNI types of whatever version the plugin answered in, converted to
-// the current one.
+// parseEntry reads one cache file with a parser of its own; LoadCache
+// keeps one parser per reading goroutine.
 func parseEntry(data []byte) (*entry, error) {
-	var ci cachedInfo
-	if err := json.Unmarshal(data, &ci); err != nil {
-		return nil, fmt.Errorf("not a CNI cache entry: %w", err)
+	var ps parser
+	return ps.parse(data)
+}
+
+// parser reads the entries of one worker: what scanCachedInfo fills is
+// reused from one entry to the next, as nothing of it outlives parse but
+// the strings, and strings many entries share (the network, the kind,
+// the bridge's name and address) are made once.
+type parser struct {
+	ci     cachedInfo
+	res    cachedResult
+	intern map[string]string
+}
+
+// parse reads one cache file: libcni's envelope and the result's
+// interfaces and IPs, in one pass or else with encoding/json; a result of
+// a spec before 0.3.0 (ip4 and ip6, no interfaces) is converted with the
+// CNI library.
+func (ps *parser) parse(data []byte) (*entry, error) {
+	ps.ci = cachedInfo{CniArgs: ps.ci.CniArgs[:0]}
+	ps.res = cachedResult{Interfaces: ps.res.Interfaces[:0], IPs: ps.res.IPs[:0]}
+	if ps.intern == nil {
+		ps.intern = map[string]string{}
+	}
+	ci := &ps.ci
+	if !scanCachedInfo(data, ci, &ps.res, ps.intern) {
+		ci = &cachedInfo{}
+		if err := json.Unmarshal(data, ci); err != nil {
+			return nil, fmt.Errorf("not a CNI cache entry: %w", err)
+		}
 	}
 	if ci.Kind != libcni.CNICacheV1 {
 		// Files from before libcni 0.8 hold a bare result, without the
@@ -202,14 +277,29 @@ func parseEntry(data []byte) (*entry, error) {
 		netns: ci.NetNS,
 	}
 	for _, kv := range ci.CniArgs {
-		switch kv[0] {
-		case "K8S_POD_NAMESPACE":
-			e.pod.Namespace = kv[1]
-		case "K8S_POD_NAME":
-			e.pod.Name = kv[1]
-		case "K8S_POD_UID":
-			e.pod.UID = kv[1]
+		key := kv[0]
+		if bytes.IndexByte(key, '\\') >= 0 { // escaped: libcni writes none
+			if k, err := jsonString(key); err == nil {
+				key, _ = json.Marshal(k)
+			}
 		}
+		var dst *string
+		// Compared as the JSON text, quotes and all: the keys are ASCII.
+		switch string(key) {
+		case `"K8S_POD_NAMESPACE"`:
+			dst = &e.pod.Namespace
+		case `"K8S_POD_NAME"`:
+			dst = &e.pod.Name
+		case `"K8S_POD_UID"`:
+			dst = &e.pod.UID
+		default:
+			continue
+		}
+		v, err := jsonString(kv[1])
+		if err != nil {
+			return nil, fmt.Errorf("cache entry arg %s: %w", kv[0], err)
+		}
+		*dst = v
 	}
 	res := ci.Result
 	if res == nil {
@@ -221,24 +311,23 @@ func parseEntry(data []byte) (*entry, error) {
 			return nil, err
 		}
 	}
+	e.hosts = make([]iface, 0, len(res.Interfaces))
+	e.ips = make([]netip.Addr, 0, len(res.IPs))
 	for _, ifc := range res.Interfaces {
-		if ifc != nil && ifc.Sandbox == "" && ifc.Name != "" {
+		if ifc.Sandbox == "" && ifc.Name != "" {
 			e.hosts = append(e.hosts, iface{ifc.Name, strings.ToLower(ifc.Mac)})
 		}
 	}
 	for _, ip := range res.IPs {
-		if ip == nil {
-			continue
-		}
 		// An IP of another interface of the result (the bridge's, with
 		// isGateway) is not the pod's.
 		if ip.Interface != nil && *ip.Interface >= 0 && *ip.Interface < len(res.Interfaces) {
-			if ifc := res.Interfaces[*ip.Interface]; ifc != nil && ifc.Sandbox == "" {
+			if res.Interfaces[*ip.Interface].Sandbox == "" {
 				continue
 			}
 		}
-		if a, ok := netip.AddrFromSlice(ip.Address.IP); ok {
-			e.ips = append(e.ips, a.Unmap())
+		if pfx, err := netip.ParsePrefix(ip.Address); err == nil {
+			e.ips = append(e.ips, pfx.Addr().Unmap())
 		}
 	}
 	return e, nil
@@ -246,7 +335,7 @@ func parseEntry(data []byte) (*entry, error) {
 
 // oldResult reads the result of a cache entry in a spec before 0.3.0
 // (ip4 and ip6, no interfaces) and converts it with the CNI library.
-func oldResult(data []byte) (*types100.Result, error) {
+func oldResult(data []byte) (*cachedResult, error) {
 	var raw struct {
 		Result json.RawMessage `json:"result"`
 	}
@@ -261,7 +350,18 @@ func oldResult(data []byte) (*types100.Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cached result: %w", err)
 	}
-	return res, nil
+	out := &cachedResult{CNIVersion: res.CNIVersion}
+	for _, ifc := range res.Interfaces {
+		if ifc != nil {
+			out.Interfaces = append(out.Interfaces, *ifc)
+		}
+	}
+	for _, ip := range res.IPs {
+		if ip != nil {
+			out.IPs = append(out.IPs, cachedIP{Interface: ip.Interface, Address: ip.Address.String()})
+		}
+	}
+	return out, nil
 }
 
 func (c *Cache) add(e *entry) {
