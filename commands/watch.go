@@ -13,8 +13,8 @@ import (
 
 	"github.com/google/renameio/v2"
 	"github.com/hairpinctl/hairpinctl/netops"
-	"github.com/hairpinctl/hairpinctl/netops/watch"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
+	"github.com/hairpinctl/hairpinctl/netops/watch"
 	"github.com/urfave/cli/v2"
 )
 
