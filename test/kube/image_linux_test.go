@@ -163,7 +163,9 @@ func imageLive(t *testing.T, mode, archive string) {
 	const metricsAddr = "127.0.0.1:9733"
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
-	w := c.Command(wctx, ctrRunArgs(c, "--mount", "type=bind,src="+run+",dst=/run/hairpinctl,options=rbind:rw", "--mount", cniMount(l),
+	// The lab's libcni cache where the DaemonSet mounts the node's.
+	cacheMount := "type=bind,src=" + l.CNI.CacheDir + ",dst=/var/lib/cni,options=rbind:ro"
+	w := c.Command(wctx, ctrRunArgs(c, "--mount", "type=bind,src="+run+",dst=/run/hairpinctl,options=rbind:rw", "--mount", cniMount(l), "--mount", cacheMount,
 		imageRef, "watch", "/usr/local/bin/hairpinctl", "watch", "--bridge", kubelab.BridgeName,
 		"--ready-file", "/run/hairpinctl/ready", "--metrics-listen", metricsAddr, "-o", "json")...)
 	var wout bytes.Buffer
@@ -218,6 +220,14 @@ func imageLive(t *testing.T, mode, archive string) {
 	for deadline := time.Now().Add(10 * time.Second); !hairpinOn(t, l, late.HostVeth); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("watch in the image: %s (pod-late) still has hairpin off 10 s after the CNI ADD:\n%s", late.HostVeth, output())
+		}
+	}
+
+	// The late pod's line names it, from the cache libcni wrote.
+	wantPod := fmt.Sprintf(`"pod":{"namespace":%q,"name":%q`, late.Namespace, late.Name)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(output(), wantPod); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("watch in the image: no line naming %s/%s (%s):\n%s", late.Namespace, late.Name, wantPod, output())
 		}
 	}
 
