@@ -12,11 +12,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
 	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // cniLab is a lab node with two pods attached through libcni (the real
@@ -604,3 +606,64 @@ func TestE2EPodNamesCacheTrouble(t *testing.T) {
 		t.Errorf("watch with a silent runtime: %d warnings: %s", n, p.stderr.String())
 	}
 }
+
+// A client address of a bridge port that nothing names is looked up again
+// for a few seconds (a new pod's cache entry comes after its port), then
+// not until a link changes: a follow on a node whose pods nothing names
+// does not list the ports again every second while their flows come. The
+// listings are seen as opens of the cache's results directory.
+func TestE2EConntrackUnnamedNotRelisted(t *testing.T) {
+	l, cni, _ := cniLab(t)
+	if err := l.Restore("iptables-nft-restore", lab.ServiceRules("default/web:http", "10.96.0.10", 80, []string{l.Pod(1).IP.String()}, 8080)); err != nil {
+		t.Fatal(err)
+	}
+	results := filepath.Join(cni.CacheDir, "results")
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if _, err := unix.InotifyAddWatch(fd, results, unix.IN_OPEN); err != nil {
+		t.Fatal(err)
+	}
+	// opens counts the directory's opens since the last call.
+	opens := func() int {
+		n := 0
+		buf := make([]byte, 4096)
+		for {
+			m, err := unix.Read(fd, buf)
+			if m <= 0 || err != nil {
+				return n
+			}
+			for off := 0; off+unix.SizeofInotifyEvent <= m; {
+				ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+				if ev.Mask&unix.IN_ISDIR != 0 && ev.Len == 0 {
+					n++
+				}
+				off += unix.SizeofInotifyEvent + int(ev.Len)
+			}
+		}
+	}
+
+	p := startCT(t, "conntrack", "10.96.0.10", "--netns", l.Node, "--cni-cache", cni.CacheDir, "--no-dump", "-o", "json", "--timeout", "60s")
+	unnamed := l.Pod(2)
+	p.waitLine(t, "the unnamed pod's flow", 10*time.Second, func() { labtest.HoldService(t, l, unnamed) }, func(ln string) bool {
+		f := parseCT(t, ln)
+		return f.Orig.Src == unnamed.IP.String() && f.ClientPod == nil
+	})
+	// Flows from it, every 200 ms, past the time it is asked about again.
+	for deadline := time.Now().Add(livePodsGraceE2E + 2*time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		labtest.HoldService(t, l, unnamed)
+	}
+	early := opens()
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		labtest.HoldService(t, l, unnamed)
+	}
+	if late := opens(); early == 0 || late != 0 {
+		t.Errorf("results directory opened %d times in the first %v of flows, %d times in the 3 s after; want some, then none", early, livePodsGraceE2E+2*time.Second, late)
+	}
+}
+
+// livePodsGraceE2E is commands.livePodsGrace, the time an unnamed client
+// address is asked about again.
+const livePodsGraceE2E = 5 * time.Second

@@ -15,6 +15,13 @@ import (
 // pod's port joins the bridge before the runtime records the pod.
 const livePodsRetry = time.Second
 
+// livePodsGrace is how long a pod IP of a port that nothing names is
+// asked about again (every livePodsRetry): the time a runtime takes to
+// record a pod after its port joined. After it the IP stays unnamed until
+// a link changes, so a node whose pods nothing names (no libcni cache, no
+// runtime) is not listed again every second for as long as it runs.
+const livePodsGrace = 5 * time.Second
+
 // livePods names pods for a long-running command (watch, conntrack): the
 // bridge ports are listed with their pods once, then again only when a
 // link was added or removed since (netops.LinkChanges: a pod gone, its IP
@@ -39,9 +46,12 @@ type livePods struct {
 	// that is none of them is no pod of this node's bridges until a link
 	// changes.
 	ipPort map[netip.Addr]bool
-	asked  map[int]bool
-	noCRI  bool
-	warned map[string]bool
+	// unnamedSince is when each of ipPort's addresses was first looked
+	// up without a name since the last link change.
+	unnamedSince map[netip.Addr]time.Time
+	asked        map[int]bool
+	noCRI        bool
+	warned       map[string]bool
 }
 
 // newLivePods follows the namespace's links until done is closed. When
@@ -50,7 +60,7 @@ type livePods struct {
 // handle answers one request at a time, and the command's own client is
 // busy in another goroutine (watch's). Close releases it.
 func newLivePods(c *cli.Context, done <-chan struct{}) *livePods {
-	p := &livePods{c: c, retry: livePodsRetry, asked: map[int]bool{}, warned: map[string]bool{}}
+	p := &livePods{c: c, retry: livePodsRetry, asked: map[int]bool{}, warned: map[string]bool{}, unnamedSince: map[netip.Addr]time.Time{}}
 	cl, err := openClient(c)
 	if err != nil {
 		p.warn(fmt.Sprintf("%v: pod names unknown", err))
@@ -114,6 +124,10 @@ func (p *livePods) look(named, byIndex bool) bool {
 // relist lists the ports with their pods, asking the runtime about the
 // ports it was not asked about before.
 func (p *livePods) relist() {
+	if p.dirty {
+		// A new port: its pod IP, or an old one's, may be named soon.
+		clear(p.unnamedSince)
+	}
 	p.dirty = false
 	p.listedAt = time.Now()
 	if p.cl == nil {
@@ -179,8 +193,16 @@ func (p *livePods) port(idx int) *pods.Pod {
 func (p *livePods) ip(a netip.Addr) *pods.Pod {
 	a = a.Unmap()
 	pod := p.byIP[a]
-	// An address of no port stays no pod's until a link changes.
+	// An address of no port stays no pod's until a link changes, and so
+	// does a port's address nothing named within livePodsGrace.
 	known := pod != nil || (!p.listedAt.IsZero() && !p.ipPort[a])
+	if !known && !p.listedAt.IsZero() {
+		if first, ok := p.unnamedSince[a]; !ok {
+			p.unnamedSince[a] = time.Now()
+		} else if time.Since(first) >= livePodsGrace {
+			known = true
+		}
+	}
 	if p.look(known, false) {
 		p.relist()
 		pod = p.byIP[a]
