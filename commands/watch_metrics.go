@@ -12,6 +12,7 @@ import (
 
 	"github.com/hairpinctl/hairpinctl/exporter"
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/doctor"
 	"github.com/hairpinctl/hairpinctl/netops/watch"
 	"github.com/urfave/cli/v2"
 )
@@ -33,7 +34,7 @@ func watchMetricsFlags() []cli.Flag {
 type watchMetricsConfig struct {
 	listen      string
 	doctorEvery time.Duration
-	doctor      netops.DoctorOptions
+	doctor      doctor.Options
 	bridges     []string
 	anyPort     bool
 }
@@ -162,7 +163,7 @@ func (m *watchMetrics) doctorLoop() {
 	defer t.Stop()
 	for {
 		m.clMu.Lock()
-		rep, err := m.cl.Doctor(m.cfg.doctor)
+		rep, err := doctor.Run(m.cl, m.cfg.doctor)
 		m.clMu.Unlock()
 		if err != nil {
 			m.errw(fmt.Errorf("doctor: %w", err))

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/doctor"
 	"github.com/hairpinctl/hairpinctl/netops/watch"
 )
 
@@ -103,7 +104,7 @@ func (w *Watch) Ready() bool { return w.isReady.Load() }
 
 // SetDoctor replaces the doctor verdicts with rep's, made at now. Checks
 // that are gone (a Service deleted) leave the metrics with it.
-func (w *Watch) SetDoctor(rep *netops.DoctorReport, now time.Time) {
+func (w *Watch) SetDoctor(rep *doctor.Report, now time.Time) {
 	if w.checks == nil {
 		return
 	}

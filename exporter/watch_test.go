@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/doctor"
 	"github.com/hairpinctl/hairpinctl/netops/watch"
 )
 
@@ -44,7 +45,7 @@ func TestWatch(t *testing.T) {
 	} {
 		w.Observe(ev)
 	}
-	w.SetDoctor(&netops.DoctorReport{Checks: []netops.Check{{ID: "bridge-hairpin", Status: netops.StatusFail}}}, time.Unix(1765000000, 0))
+	w.SetDoctor(&doctor.Report{Checks: []doctor.Check{{ID: "bridge-hairpin", Status: doctor.StatusFail}}}, time.Unix(1765000000, 0))
 	if code, _ := get(t, h, "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz once ready: %d, want 200", code)
 	}
@@ -74,7 +75,7 @@ func TestWatch(t *testing.T) {
 		}
 	}
 	// A check gone from the next report leaves the metrics.
-	w.SetDoctor(&netops.DoctorReport{Checks: []netops.Check{{ID: "conntrack", Status: netops.StatusPass}}}, time.Unix(1765000060, 0))
+	w.SetDoctor(&doctor.Report{Checks: []doctor.Check{{ID: "conntrack", Status: doctor.StatusPass}}}, time.Unix(1765000060, 0))
 	listErr = errors.New("netlink: no buffer space")
 	_, body = get(t, h, "/metrics")
 	if strings.Contains(body, `check="bridge-hairpin"`) || !strings.Contains(body, `hairpinctl_doctor_check_status{check="conntrack",status="pass"} 1`) {

@@ -141,6 +141,13 @@ func (c *Client) Close() error {
 // Handle is the netlink handle bound to the client's namespace.
 func (c *Client) Handle() *netlink.Handle { return c.h }
 
+// Spec is the --netns value the client was opened with, "" for the
+// caller's own namespace: what a suggested command line passes on.
+func (c *Client) Spec() string { return c.nsName }
+
+// Own reports whether the client works in the caller's own namespace.
+func (c *Client) Own() bool { return c.own }
+
 // Netns is the client's namespace handle. The Client owns it.
 func (c *Client) Netns() netns.NsHandle { return c.ns }
 
@@ -191,7 +198,7 @@ func (c *Client) boundName() string {
 // SeeHint is the "(see: hairpinctl ARGS)" that ends a message, with the
 // --netns given, so that the command it suggests looks where this one did.
 func (c *Client) SeeHint(args string) string {
-	return "(see: " + hairpinctlCmd(c.nsName, args) + ")"
+	return "(see: " + HairpinctlCmd(c.nsName, args) + ")"
 }
 
 // Do runs fn inside the client's namespace, for work that follows the

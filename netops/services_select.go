@@ -15,7 +15,7 @@ import (
 // being the port's name or number. It returns the normalised selector as
 // ip (the address forms) or name; a malformed one is ErrInvalid.
 func ParseServiceArg(arg string) (ip, name string, err error) {
-	a, err := parseServiceArg(arg)
+	a, err := NewServiceArg(arg)
 	if err != nil {
 		return "", "", err
 	}
@@ -28,13 +28,13 @@ func ParseServiceArg(arg string) (ip, name string, err error) {
 // ValidateServiceSelector reports whether s can select a Service, as
 // ParseServiceArg reads it.
 func ValidateServiceSelector(s string) error {
-	_, err := parseServiceArg(s)
+	_, err := NewServiceArg(s)
 	return err
 }
 
-// serviceArg is one selector: by address (addr valid) or by ns/name, and
-// by port (name or number; "" = any).
-type serviceArg struct {
+// ServiceArg is one selector, as services and doctor take it: by address
+// (addr valid) or by ns/name, and by port (name or number; "" = any).
+type ServiceArg struct {
 	// arg is the selector, normalised, as reported when it matches nothing.
 	arg      string
 	addr     netip.Addr
@@ -42,44 +42,44 @@ type serviceArg struct {
 	port     string
 }
 
-// parseServiceArg reads IP, IP:PORT, [IPv6]:PORT, NS/NAME or NS/NAME:PORT.
+// NewServiceArg reads IP, IP:PORT, [IPv6]:PORT, NS/NAME or NS/NAME:PORT.
 // A bare IPv6 address is an address even when it ends in ":digits"
 // ("::1:80"): a port needs the brackets, as in a URL.
-func parseServiceArg(arg string) (serviceArg, error) {
+func NewServiceArg(arg string) (ServiceArg, error) {
 	if strings.Contains(arg, "/") {
 		ns, name, port, err := splitServiceName(arg)
 		if err != nil {
-			return serviceArg{}, err
+			return ServiceArg{}, err
 		}
-		return serviceArg{arg: arg, ns: ns, name: name, port: port}, nil
+		return ServiceArg{arg: arg, ns: ns, name: name, port: port}, nil
 	}
 	bad := errorf(ErrInvalid, "%q is neither an IP address, IP:PORT, NS/NAME nor NS/NAME:PORT", arg)
 	host, port := strings.TrimSuffix(strings.TrimPrefix(arg, "["), "]"), ""
 	if _, err := netip.ParseAddr(host); err != nil || strings.HasPrefix(arg, "[") != strings.HasSuffix(arg, "]") {
 		h, p, err := net.SplitHostPort(arg)
 		if err != nil {
-			return serviceArg{}, bad
+			return ServiceArg{}, bad
 		}
 		if !isPortName(p) {
-			return serviceArg{}, errorf(ErrInvalid, "%q: the port must be a port name (a-z, 0-9, '-', up to 15) or a number from 1 to 65535", arg)
+			return ServiceArg{}, errorf(ErrInvalid, "%q: the port must be a port name (a-z, 0-9, '-', up to 15) or a number from 1 to 65535", arg)
 		}
 		host, port = h, p
 	}
 	a, err := netip.ParseAddr(host)
 	if err != nil || a.Zone() != "" {
-		return serviceArg{}, bad
+		return ServiceArg{}, bad
 	}
 	a = a.Unmap()
 	norm := a.String()
 	if port != "" {
 		norm = net.JoinHostPort(norm, port)
 	}
-	return serviceArg{arg: norm, addr: a, port: port}, nil
+	return ServiceArg{arg: norm, addr: a, port: port}, nil
 }
 
-// matches reports whether svc is selected: by any of its addresses or by
+// Matches reports whether svc is selected: by any of its addresses or by
 // its namespace and name, and then by its port's name or number.
-func (a *serviceArg) matches(svc *Service) bool {
+func (a *ServiceArg) Matches(svc *Service) bool {
 	if a.addr.IsValid() {
 		if !addrIs(svc.ClusterIP, a.addr) && !anyAddrIs(svc.ExternalIPs, a.addr) && !anyAddrIs(svc.LoadBalancerIPs, a.addr) {
 			return false
@@ -138,7 +138,7 @@ type serviceSelector struct {
 	// ips are the addresses of the address selectors, for the lookups
 	// that narrow a read by address before selecting.
 	ips     []netip.Addr
-	args    []serviceArg
+	args    []ServiceArg
 	hasName bool
 	matched map[string]bool
 }
@@ -151,7 +151,7 @@ func newServiceSelector(ips, names []string) (*serviceSelector, error) {
 	}
 	s := &serviceSelector{matched: make(map[string]bool)}
 	for _, v := range append(append([]string(nil), ips...), names...) {
-		a, err := parseServiceArg(v)
+		a, err := NewServiceArg(v)
 		if err != nil {
 			return nil, err
 		}
@@ -177,7 +177,7 @@ func (s *serviceSelector) test(svc *Service, record bool) bool {
 	}
 	hit := false
 	for i := range s.args {
-		if s.args[i].matches(svc) {
+		if s.args[i].Matches(svc) {
 			if record {
 				s.matched[s.args[i].arg] = true
 			}

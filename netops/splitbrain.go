@@ -19,7 +19,7 @@ func splitBrain(nftN, legN int, netns string) (chosen Backend, warning string) {
 	}
 	return chosen, fmt.Sprintf(
 		"split brain: kube-proxy rules in both iptables-nft (%s in KUBE-SERVICES) and iptables-legacy (%s); showing %s, %s; the other is likely stale or written by a second kube-proxy (see: %s)",
-		countRules(nftN), countRules(legN), chosen, why, hairpinctlCmd(netns, "services --backend "+string(other)))
+		countRules(nftN), countRules(legN), chosen, why, HairpinctlCmd(netns, "services --backend "+string(other)))
 }
 
 // countRules is "1 rule" or "N rules".

@@ -1,4 +1,4 @@
-package netops
+package doctor
 
 import (
 	"bytes"
@@ -11,21 +11,22 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/hairpinctl/hairpinctl/netops"
 )
 
-// updateDoctor rewrites testdata/doctor/*.golden (go test ./netops -run
-// DoctorGolden -update-doctor); the name cannot clash with another golden
-// flag in netops.
+// updateDoctor rewrites testdata/doctor/*.golden (go test ./netops/doctor -run
+// DoctorGolden -update-doctor).
 var updateDoctor = flag.Bool("update-doctor", false, "rewrite testdata/doctor/*.golden")
 
 const doctorTestdata = "testdata/doctor"
 
 // webService is the issue's example: default/web:http with three
 // endpoints, the first behind veth1.
-func webService(masq ...bool) Service {
-	s := Service{Namespace: "default", Name: "web", PortName: "http", Protocol: "TCP", ClusterIP: "10.96.0.10", Port: 80}
+func webService(masq ...bool) netops.Service {
+	s := netops.Service{Namespace: "default", Name: "web", PortName: "http", Protocol: "TCP", ClusterIP: "10.96.0.10", Port: 80}
 	for i, ip := range []string{"10.244.0.11", "10.244.0.12", "10.244.1.7"} {
-		ep := Endpoint{IP: ip, Port: 8080, HairpinMasq: true}
+		ep := netops.Endpoint{IP: ip, Port: 8080, HairpinMasq: true}
 		if i < len(masq) {
 			ep.HairpinMasq = masq[i]
 		}
@@ -34,29 +35,29 @@ func webService(masq ...bool) Service {
 	return s
 }
 
-func port(bridge, name string, hairpin bool, ips ...string) Port {
+func port(bridge, name string, hairpin bool, ips ...string) netops.Port {
 	if ips == nil {
 		ips = []string{}
 	}
-	return Port{Bridge: bridge, Name: name, Hairpin: hairpin, PodIPs: ips, Kind: "veth", PodPort: true, OperState: "up", State: "forwarding"}
+	return netops.Port{Bridge: bridge, Name: name, Hairpin: hairpin, PodIPs: ips, Kind: "veth", PodPort: true, OperState: "up", State: "forwarding"}
 }
 
 // healthyFacts is a node where everything passes.
 func healthyFacts() *doctorFacts {
 	return &doctorFacts{
-		bridges: []bridgeFacts{{Name: "cni0", MAC: "02:42:0a:11:00:01", Ports: []Port{
+		bridges: []bridgeFacts{{Name: "cni0", MAC: "02:42:0a:11:00:01", Ports: []netops.Port{
 			port("cni0", "veth1", true, "10.244.0.11"),
 			port("cni0", "veth2", true, "10.244.0.12"),
 			port("cni0", "veth3", true, "10.244.0.13"),
 		}}},
 		brNfCallIPTables: sysctlFact{Value: "1"},
 		ipForward:        sysctlFact{Value: "1"},
-		services: &ServicesResult{
-			Backend:           BackendIPTablesNFT,
-			BackendsWithRules: []Backend{BackendIPTablesNFT},
-			Checked:           []Backend{BackendIPTablesNFT, BackendIPTablesLegacy, BackendNFTables},
-			Masquerade:        MasqueradePlumbing{MarkMasq: true, PostroutingMasquerade: true, PostroutingHooked: true, Mark: "0x4000"},
-			Services:          []Service{webService()},
+		services: &netops.ServicesResult{
+			Backend:           netops.BackendIPTablesNFT,
+			BackendsWithRules: []netops.Backend{netops.BackendIPTablesNFT},
+			Checked:           []netops.Backend{netops.BackendIPTablesNFT, netops.BackendIPTablesLegacy, netops.BackendNFTables},
+			Masquerade:        netops.MasqueradePlumbing{MarkMasq: true, PostroutingMasquerade: true, PostroutingHooked: true, Mark: "0x4000"},
+			Services:          []netops.Service{webService()},
 		},
 		cniDir:    "/etc/cni/net.d",
 		cniFiles:  []cniFile{{Path: "/etc/cni/net.d/10-flannel.conflist", Name: "cbr0", Plugins: []cniPlugin{{Type: "flannel", Bridges: true, Bridge: "cni0", Via: "delegate", HairpinMode: true}}}},
@@ -72,15 +73,15 @@ func brokenFacts() *doctorFacts {
 	f.bridges[0].Ports[2].Hairpin = false
 	f.brNfCallIPTables = sysctlFact{Missing: true}
 	f.ipForward = sysctlFact{Value: "0"}
-	f.services.BackendsWithRules = []Backend{BackendIPTablesNFT, BackendIPTablesLegacy}
+	f.services.BackendsWithRules = []netops.Backend{netops.BackendIPTablesNFT, netops.BackendIPTablesLegacy}
 	f.services.Masquerade.PostroutingMasquerade = false
-	f.services.Services = []Service{webService(true, false, true)}
+	f.services.Services = []netops.Service{webService(true, false, true)}
 	f.cniFiles[0].Plugins[0].HairpinMode = false
 	f.conntrack.InsertFailed, f.conntrack.Drop = 7, 2
 	return f
 }
 
-func checkByID(t *testing.T, r *DoctorReport, id string) Check {
+func checkByID(t *testing.T, r *Report, id string) Check {
 	t.Helper()
 	for _, c := range r.Checks {
 		if c.ID == id {
@@ -126,8 +127,8 @@ func TestDoctorServiceHeadline(t *testing.T) {
 }
 
 func TestDoctorServiceSelectors(t *testing.T) {
-	dns := Service{Namespace: "kube-system", Name: "kube-dns", PortName: "dns-tcp", ClusterIP: "10.96.0.53", Port: 53,
-		ExternalIPs: []string{"192.0.2.53"}, Endpoints: []Endpoint{{IP: "10.244.0.13", Port: 53, HairpinMasq: true}}}
+	dns := netops.Service{Namespace: "kube-system", Name: "kube-dns", PortName: "dns-tcp", ClusterIP: "10.96.0.53", Port: 53,
+		ExternalIPs: []string{"192.0.2.53"}, Endpoints: []netops.Endpoint{{IP: "10.244.0.13", Port: 53, HairpinMasq: true}}}
 	metrics := dns
 	metrics.PortName, metrics.Port = "metrics", 9153
 	f := healthyFacts()
@@ -161,12 +162,12 @@ func TestDoctorServiceSelectors(t *testing.T) {
 
 func TestValidateServiceSelector(t *testing.T) {
 	for _, ok := range []string{"10.96.0.10", "fd00::10", "default/web", "default/web:http", "ns/name:8080", "10.96.0.10:80", "[::1]:80"} {
-		if err := ValidateServiceSelector(ok); err != nil {
+		if err := netops.ValidateServiceSelector(ok); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
 	for _, bad := range []string{"", "web", "/web", "default/", "default/web:", "a/b/c", "10.96.0", "default/web:http:x/y"} {
-		if err := ValidateServiceSelector(bad); !errors.Is(err, ErrInvalid) {
+		if err := netops.ValidateServiceSelector(bad); !errors.Is(err, netops.ErrInvalid) {
 			t.Errorf("%q: %v, want ErrInvalid", bad, err)
 		}
 	}
@@ -201,12 +202,12 @@ func TestDoctorServiceEndpointVerdicts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := healthyFacts()
 			f.bridges = []bridgeFacts{{Name: "cni0", Promisc: tt.promisc, Dedup: dedupFacts{Rule: tt.dedup, Where: "nft"},
-				Ports: []Port{port("cni0", "veth1", tt.hairpin, "10.244.0.11")}}}
+				Ports: []netops.Port{port("cni0", "veth1", tt.hairpin, "10.244.0.11")}}}
 			if tt.noBr {
 				f.bridges = nil
 			}
-			f.services.Services = []Service{{Namespace: "default", Name: "web", PortName: "http", ClusterIP: "10.96.0.10", Port: 80,
-				Endpoints: []Endpoint{{IP: "10.244.0.11", Port: 8080, HairpinMasq: tt.masq}}}}
+			f.services.Services = []netops.Service{{Namespace: "default", Name: "web", PortName: "http", ClusterIP: "10.96.0.10", Port: 80,
+				Endpoints: []netops.Endpoint{{IP: "10.244.0.11", Port: 8080, HairpinMasq: tt.masq}}}}
 			f.selectors = []string{"default/web"}
 			c := checkServices(f)[0]
 			if c.Status != tt.status || !strings.Contains(c.Finding, tt.finding) || !strings.HasPrefix(c.Fix, tt.fix) || (tt.fix == "") != (c.Fix == "") {
@@ -252,19 +253,19 @@ func TestDoctorBridgeHairpin(t *testing.T) {
 		fix     string
 	}{
 		{name: "no bridge", status: StatusSkip, finding: "no Linux bridge in netns host: bridge hairpin does not apply (a routed CNI"},
-		{name: "empty bridge", bridges: []bridgeFacts{{Name: "cni0", Ports: []Port{}}}, status: StatusPass, finding: "every pod port of cni0 reflects hairpin traffic (0 pod ports)"},
+		{name: "empty bridge", bridges: []bridgeFacts{{Name: "cni0", Ports: []netops.Port{}}}, status: StatusPass, finding: "every pod port of cni0 reflects hairpin traffic (0 pod ports)"},
 		{name: "many off", bridges: []bridgeFacts{many}, status: StatusFail,
 			finding: "8 of 9 pod ports of cni0 have hairpin off: veth1, veth2, veth3, veth4 and 4 more", fix: "hairpinctl enable --bridge cni0"},
 		{name: "two bridges", bridges: []bridgeFacts{
-			{Name: "cni0", Ports: []Port{port("cni0", "veth1", false)}},
-			{Name: "cbr0", Promisc: true, Ports: []Port{port("cbr0", "veth9", false)}, Dedup: dedupFacts{Looked: true, Unchecked: []string{"ebtables-legacy is not installed"}}},
+			{Name: "cni0", Ports: []netops.Port{port("cni0", "veth1", false)}},
+			{Name: "cbr0", Promisc: true, Ports: []netops.Port{port("cbr0", "veth9", false)}, Dedup: dedupFacts{Looked: true, Unchecked: []string{"ebtables-legacy is not installed"}}},
 		}, status: StatusFail,
 			finding: "1 of 1 pod ports of cni0 have hairpin off: veth1; cbr0 is promiscuous", fix: "hairpinctl enable --bridge cni0 --bridge cbr0"},
-		{name: "promiscuous, no dedup", bridges: []bridgeFacts{{Name: "cbr0", Promisc: true, Ports: []Port{port("cbr0", "veth9", false)}}},
+		{name: "promiscuous, no dedup", bridges: []bridgeFacts{{Name: "cbr0", Promisc: true, Ports: []netops.Port{port("cbr0", "veth9", false)}}},
 			status: StatusWarn, finding: "cbr0 is promiscuous (promiscuous-bridge mode) but no duplicate-suppression rule was found", fix: "hairpinctl enable --bridge cbr0"},
-		{name: "promiscuous with dedup", bridges: []bridgeFacts{{Name: "cbr0", Promisc: true, Ports: []Port{port("cbr0", "veth9", false)}, Dedup: dedupFacts{Looked: true, Rule: "-j DROP", Where: "ebtables"}}},
+		{name: "promiscuous with dedup", bridges: []bridgeFacts{{Name: "cbr0", Promisc: true, Ports: []netops.Port{port("cbr0", "veth9", false)}, Dedup: dedupFacts{Looked: true, Rule: "-j DROP", Where: "ebtables"}}},
 			status: StatusPass, finding: "every pod port of cbr0 reflects hairpin traffic"},
-		{name: "not permitted", err: Errorf(ErrPermission, "no"), status: StatusSkip, finding: "not permitted", fix: "run as root"},
+		{name: "not permitted", err: netops.Errorf(netops.ErrPermission, "no"), status: StatusSkip, finding: "not permitted", fix: "run as root"},
 		{name: "error", err: errors.New("netlink: boom"), status: StatusWarn, finding: "could not check bridge ports: netlink: boom"},
 	}
 	for _, tt := range tests {
@@ -295,7 +296,7 @@ func TestDoctorSysctls(t *testing.T) {
 	if c := checkIPForward(f); !strings.HasPrefix(c.Fix, "ip netns exec 'odd name' sysctl") {
 		t.Errorf("quoting: %q", c.Fix)
 	}
-	f.ipForward = sysctlFact{Err: Errorf(ErrPermission, "read: denied")}
+	f.ipForward = sysctlFact{Err: netops.Errorf(netops.ErrPermission, "read: denied")}
 	if c := checkIPForward(f); c.Status != StatusSkip {
 		t.Errorf("not permitted: %s", c.Status)
 	}
@@ -303,9 +304,9 @@ func TestDoctorSysctls(t *testing.T) {
 
 func TestDoctorKubeProxyAndMasquerade(t *testing.T) {
 	f := healthyFacts()
-	f.services.Backend = BackendNFTables
-	f.services.BackendsWithRules = []Backend{BackendNFTables}
-	f.services.Masquerade = MasqueradePlumbing{MarkMasq: false, PostroutingMasquerade: true, PostroutingHooked: false}
+	f.services.Backend = netops.BackendNFTables
+	f.services.BackendsWithRules = []netops.Backend{netops.BackendNFTables}
+	f.services.Masquerade = netops.MasqueradePlumbing{MarkMasq: false, PostroutingMasquerade: true, PostroutingHooked: false}
 	if c := checkKubeProxy(f); c.Status != StatusPass || c.Finding != "kube-proxy's rules are in nftables (1 service port)" {
 		t.Errorf("nftables: %s %q", c.Status, c.Finding)
 	}
@@ -322,7 +323,7 @@ func TestDoctorKubeProxyAndMasquerade(t *testing.T) {
 			t.Errorf("read error: %s %s %q", c.ID, c.Status, c.Finding)
 		}
 	}
-	f.servicesErr = Errorf(ErrPermission, "reading kube-proxy's rules needs CAP_NET_ADMIN: run as root")
+	f.servicesErr = netops.Errorf(netops.ErrPermission, "reading kube-proxy's rules needs CAP_NET_ADMIN: run as root")
 	if c := checkKubeProxy(f); c.Status != StatusSkip || c.Fix != "run as root" {
 		t.Errorf("not root: %s %q", c.Status, c.Fix)
 	}
@@ -333,9 +334,9 @@ func TestDoctorKubeProxyAndMasquerade(t *testing.T) {
 // no iptables-legacy-save): the finding says which, never the wrong fix.
 func TestDoctorKubeProxyUnreadableBackend(t *testing.T) {
 	f := healthyFacts()
-	f.services = &ServicesResult{
-		Checked:           []Backend{BackendIPTablesNFT, BackendNFTables},
-		BackendsWithRules: []Backend{},
+	f.services = &netops.ServicesResult{
+		Checked:           []netops.Backend{netops.BackendIPTablesNFT, netops.BackendNFTables},
+		BackendsWithRules: []netops.Backend{},
 		Warnings:          []string{"iptables-legacy-save not found in PATH: install the iptables package"},
 	}
 	c := checkKubeProxy(f)
@@ -343,7 +344,7 @@ func TestDoctorKubeProxyUnreadableBackend(t *testing.T) {
 	if c.Status != StatusWarn || c.Finding != want || strings.Contains(c.Fix, "kubectl") || !slices.Contains(c.Details, f.services.Warnings[0]) {
 		t.Errorf("unreadable backend: %s %q fix %q details %q", c.Status, c.Finding, c.Fix, c.Details)
 	}
-	f.services.Checked = []Backend{BackendIPTablesNFT, BackendIPTablesLegacy, BackendNFTables}
+	f.services.Checked = []netops.Backend{netops.BackendIPTablesNFT, netops.BackendIPTablesLegacy, netops.BackendNFTables}
 	if c := checkKubeProxy(f); c.Status != StatusWarn || !strings.Contains(c.Finding, "kube-proxy is not running here") {
 		t.Errorf("every backend read: %s %q", c.Status, c.Finding)
 	}
@@ -387,8 +388,8 @@ func TestDoctorConntrack(t *testing.T) {
 		{k: conntrackCounters{Drop: 4, EarlyDrop: 9, Entries: 100, MaxEntries: 100}, status: StatusWarn,
 			finding: "drop 4, early_drop 9, table 100% full", fix: "the table fills up: raise it, e.g. sysctl -w net.netfilter.nf_conntrack_max=262144"},
 		{k: conntrackCounters{Entries: 950000, MaxEntries: 1000000}, status: StatusWarn, finding: "table 95% full", fix: "nf_conntrack_max=2000000"},
-		{err: Errorf(ErrNotFound, "conntrack is not loaded in netns host (nf_conntrack_netlink): nothing to check"), status: StatusSkip, finding: "conntrack is not loaded"},
-		{err: Errorf(ErrPermission, "needs CAP_NET_ADMIN"), status: StatusSkip, finding: "not permitted", fix: "run as root"},
+		{err: netops.Errorf(netops.ErrNotFound, "conntrack is not loaded in netns host (nf_conntrack_netlink): nothing to check"), status: StatusSkip, finding: "conntrack is not loaded"},
+		{err: netops.Errorf(netops.ErrPermission, "needs CAP_NET_ADMIN"), status: StatusSkip, finding: "not permitted", fix: "run as root"},
 	}
 	for i, tt := range tests {
 		c := checkConntrack(&doctorFacts{conntrack: tt.k, conntrackErr: tt.err})
@@ -523,11 +524,11 @@ func TestDoctorGolden(t *testing.T) {
 // is, and the finding names the set, not an iptables rule.
 func TestDoctorHairpinSet(t *testing.T) {
 	f := healthyFacts()
-	f.services.Backend = BackendNFTables
-	f.services.BackendsWithRules = []Backend{BackendNFTables}
-	f.services.Masquerade = MasqueradePlumbing{MarkMasq: true, PostroutingMasquerade: true, PostroutingHooked: true, HairpinSet: true, Mark: "0x4000"}
-	f.services.Services = []Service{{Namespace: "default", Name: "web", PortName: "http", Protocol: "TCP", ClusterIP: "10.96.0.10", Port: 80,
-		Endpoints: []Endpoint{
+	f.services.Backend = netops.BackendNFTables
+	f.services.BackendsWithRules = []netops.Backend{netops.BackendNFTables}
+	f.services.Masquerade = netops.MasqueradePlumbing{MarkMasq: true, PostroutingMasquerade: true, PostroutingHooked: true, HairpinSet: true, Mark: "0x4000"}
+	f.services.Services = []netops.Service{{Namespace: "default", Name: "web", PortName: "http", Protocol: "TCP", ClusterIP: "10.96.0.10", Port: 80,
+		Endpoints: []netops.Endpoint{
 			{IP: "10.244.0.11", Port: 8080, HairpinMasq: true},
 			{IP: "10.244.1.7", Port: 8080}, // another node's
 		}}}
@@ -545,7 +546,7 @@ func TestDoctorHairpinSet(t *testing.T) {
 	// iptables mode writes the rule for every endpoint: a remote one
 	// without it is still a fault.
 	f = healthyFacts()
-	f.services.Services[0].Endpoints = append(f.services.Services[0].Endpoints, Endpoint{IP: "10.244.1.7", Port: 8080})
+	f.services.Services[0].Endpoints = append(f.services.Services[0].Endpoints, netops.Endpoint{IP: "10.244.1.7", Port: 8080})
 	if c := checkServices(f)[0]; c.Status != StatusFail {
 		t.Errorf("iptables mode, remote endpoint without its rule: %s %q", c.Status, c.Finding)
 	}
@@ -555,8 +556,8 @@ func TestDoctorHairpinSet(t *testing.T) {
 // hairpin off is right, and a down or STP-disabled pod port is not a fault.
 func TestDoctorBridgeHairpinPodPortsOnly(t *testing.T) {
 	f := healthyFacts()
-	nic := Port{Bridge: "cni0", Name: "enp1s0", PodIPs: []string{}, OperState: "up", State: "forwarding"}
-	vx := Port{Bridge: "cni0", Name: "vxlan0", Kind: "vxlan", PodIPs: []string{}, OperState: "up", State: "forwarding"}
+	nic := netops.Port{Bridge: "cni0", Name: "enp1s0", PodIPs: []string{}, OperState: "up", State: "forwarding"}
+	vx := netops.Port{Bridge: "cni0", Name: "vxlan0", Kind: "vxlan", PodIPs: []string{}, OperState: "up", State: "forwarding"}
 	down := port("cni0", "veth9", false)
 	down.OperState = "down"
 	disabled := port("cni0", "veth8", false)
@@ -575,5 +576,47 @@ func TestDoctorBridgeHairpinPodPortsOnly(t *testing.T) {
 	f.bridges[0].Ports[0].Hairpin = false
 	if c := checkBridgeHairpin(f); c.Status != StatusFail || !strings.Contains(c.Finding, "veth1") || strings.Contains(c.Finding, "enp1s0") {
 		t.Errorf("a pod port off: %s %q", c.Status, c.Finding)
+	}
+}
+
+// doctor --service selects through netops.ServiceArg, as services does:
+// one check per selected service port, a WARN for a selector that selects
+// none.
+func TestCheckServicesSelects(t *testing.T) {
+	web := webService()
+	web6 := webService()
+	web6.ClusterIP, web6.Family = "fd00::10", 6
+	db := webService()
+	db.Name, db.PortName, db.ClusterIP, db.Port = "db", "pg", "10.96.0.20", 5432
+	tests := []struct {
+		sel  string
+		want []netops.Service
+	}{
+		{"10.96.0.10:http", []netops.Service{web}},
+		{"default/web", []netops.Service{web, web6}},
+		{"[fd00::10]:80", []netops.Service{web6}},
+		{"default/db:5432", []netops.Service{db}},
+		{"default/db:http", nil},
+	}
+	for _, tt := range tests {
+		f := healthyFacts()
+		f.services.Services = []netops.Service{web, web6, db}
+		f.selectors = []string{tt.sel}
+		if err := netops.ValidateServiceSelector(tt.sel); err != nil {
+			t.Fatalf("doctor %s: %v", tt.sel, err)
+		}
+		var ids, wantIDs []string
+		for _, c := range checkServices(f) {
+			ids = append(ids, c.ID)
+		}
+		for _, s := range tt.want {
+			wantIDs = append(wantIDs, CheckService+":"+serviceName(s))
+		}
+		if len(tt.want) == 0 {
+			wantIDs = []string{CheckService + ":" + tt.sel}
+		}
+		if !slices.Equal(ids, wantIDs) {
+			t.Errorf("doctor %s checks %v, want %v", tt.sel, ids, wantIDs)
+		}
 	}
 }

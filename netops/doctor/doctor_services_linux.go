@@ -1,25 +1,29 @@
-package netops
+package doctor
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/hairpinctl/hairpinctl/netops"
+)
 
 // doctorServices reads kube-proxy's NAT from whichever backend holds it.
 // It asks DetectBackends first, so that "no kube-proxy rules anywhere" is
 // a finding (kube-proxy absent or replaced) rather than an error, and only
 // then reads the rules with Services.
-func (c *Client) doctorServices() (*ServicesResult, error) {
+func doctorServices(c *netops.Client) (*netops.ServicesResult, error) {
 	const wait = 5 // seconds for the xtables lock, per backend
 	probes, err := c.DetectBackends(0, wait)
 	if err != nil {
 		return nil, err
 	}
-	res := &ServicesResult{
-		Checked:           []Backend{BackendIPTablesNFT, BackendIPTablesLegacy, BackendNFTables},
-		BackendsWithRules: []Backend{},
-		Services:          []Service{},
+	res := &netops.ServicesResult{
+		Checked:           []netops.Backend{netops.BackendIPTablesNFT, netops.BackendIPTablesLegacy, netops.BackendNFTables},
+		BackendsWithRules: []netops.Backend{},
+		Services:          []netops.Service{},
 		Warnings:          []string{},
 	}
 	any := false
-	unreadable := map[Backend]bool{}
+	unreadable := map[netops.Backend]bool{}
 	for _, p := range probes {
 		any = any || p.HasRules
 		if p.Error != "" {
@@ -29,9 +33,9 @@ func (c *Client) doctorServices() (*ServicesResult, error) {
 	}
 	// Checked names only what could be read: a backend that could not is
 	// not one without rules.
-	res.Checked = slices.DeleteFunc(res.Checked, func(b Backend) bool { return unreadable[b] })
+	res.Checked = slices.DeleteFunc(res.Checked, func(b netops.Backend) bool { return unreadable[b] })
 	if !any {
 		return res, nil
 	}
-	return c.Services(ServicesOptions{Backend: BackendAuto, WaitSeconds: wait})
+	return c.Services(netops.ServicesOptions{Backend: netops.BackendAuto, WaitSeconds: wait})
 }

@@ -1,4 +1,4 @@
-package netops
+package doctor
 
 import (
 	"errors"
@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
 )
 
@@ -104,8 +105,8 @@ type PodRef struct {
 	Pod *pods.Pod `json:"pod,omitempty"`
 }
 
-// DoctorSummary counts the verdicts.
-type DoctorSummary struct {
+// Summary counts the verdicts.
+type Summary struct {
 	// Status is the worst verdict: FAIL, WARN, PASS, or SKIP when every
 	// check skipped.
 	Status CheckStatus `json:"status"`
@@ -119,21 +120,21 @@ type DoctorSummary struct {
 	Netns string `json:"netns"`
 }
 
-// DoctorReport is doctor's answer.
-type DoctorReport struct {
+// Report is doctor's answer.
+type Report struct {
 	// Checks in a fixed order: bridge hairpin, br_netfilter, ip_forward,
 	// kube-proxy backend, masquerade, Services, CNI configuration, conntrack.
 	Checks []Check `json:"checks"`
 	// Summary counts the verdicts.
-	Summary DoctorSummary `json:"summary"`
+	Summary Summary `json:"summary"`
 	// Bridges and Ports are the bridges and bridge ports looked at, for
 	// exporters (metrics); not part of doctor's JSON.
-	Bridges []string `json:"-"`
-	Ports   []Port   `json:"-"`
+	Bridges []string      `json:"-"`
+	Ports   []netops.Port `json:"-"`
 }
 
-// DoctorOptions says what doctor looks at.
-type DoctorOptions struct {
+// Options says what doctor looks at.
+type Options struct {
 	// Bridges limits the bridge checks to these bridges; empty means every
 	// bridge in the namespace.
 	Bridges []string
@@ -145,7 +146,7 @@ type DoctorOptions struct {
 	Services []string
 	// Pods, when not nil, names the pod behind each port a finding
 	// speaks of, as ListPorts does (ListOptions.Pods).
-	Pods *PodOptions
+	Pods *netops.PodOptions
 }
 
 // doctorFacts is everything doctor read from the kernel and the
@@ -174,7 +175,7 @@ type doctorFacts struct {
 
 	// services is kube-proxy's NAT as read; servicesErr why it could not
 	// be.
-	services    *ServicesResult
+	services    *netops.ServicesResult
 	servicesErr error
 	// selectors are the Services asked about.
 	selectors []string
@@ -198,7 +199,7 @@ type bridgeFacts struct {
 	// plugin's promiscMode do), so it passes every frame up to the host
 	// stack, hairpin ones included.
 	Promisc bool
-	Ports   []Port
+	Ports   []netops.Port
 	// Dedup is what was found of a duplicate-suppression rule; only
 	// looked for when the bridge is promiscuous and a port has hairpin off.
 	Dedup dedupFacts
@@ -240,8 +241,8 @@ type conntrackCounters struct {
 }
 
 // diagnose runs every check on the facts.
-func diagnose(f *doctorFacts) *DoctorReport {
-	r := &DoctorReport{Checks: []Check{}, Bridges: []string{}, Ports: []Port{}}
+func diagnose(f *doctorFacts) *Report {
+	r := &Report{Checks: []Check{}, Bridges: []string{}, Ports: []netops.Port{}}
 	for _, b := range f.bridges {
 		r.Bridges = append(r.Bridges, b.Name)
 		r.Ports = append(r.Ports, b.Ports...)
@@ -269,13 +270,13 @@ func diagnose(f *doctorFacts) *DoctorReport {
 
 // AddChecks appends checks made outside doctor (doctor --probe's) and
 // counts them in the summary.
-func (r *DoctorReport) AddChecks(checks ...Check) {
+func (r *Report) AddChecks(checks ...Check) {
 	r.Checks = append(r.Checks, checks...)
 	r.Summary = summarize(r.Checks, r.Summary.Netns)
 }
 
-func summarize(checks []Check, netns string) DoctorSummary {
-	s := DoctorSummary{Status: StatusSkip, Netns: netns}
+func summarize(checks []Check, netns string) Summary {
+	s := Summary{Status: StatusSkip, Netns: netns}
 	if s.Netns == "" {
 		s.Netns = "host"
 	}
@@ -300,16 +301,7 @@ func summarize(checks []Check, netns string) DoctorSummary {
 // hairpinctlCmd is a hairpinctl command line that acts on the namespace
 // doctor examined.
 func (f *doctorFacts) hairpinctlCmd(args string) string {
-	return hairpinctlCmd(f.netns, args)
-}
-
-// hairpinctlCmd is a hairpinctl command line, for a fix or a hint, that
-// acts on netns, the --netns value ("" for the caller's own namespace).
-func hairpinctlCmd(netns, args string) string {
-	if netns == "" {
-		return "hairpinctl " + args
-	}
-	return "hairpinctl " + args + " --netns " + shellQuote(netns)
+	return netops.HairpinctlCmd(f.netns, args)
 }
 
 // nsCmd is a shell command run in the namespace doctor examined.
@@ -318,26 +310,16 @@ func (f *doctorFacts) nsCmd(cmd string) string {
 	case f.netns == "":
 		return cmd
 	case strings.Contains(f.netns, "/"):
-		return "nsenter --net=" + shellQuote(f.netns) + " " + cmd
+		return "nsenter --net=" + netops.ShellQuote(f.netns) + " " + cmd
 	default:
-		return "ip netns exec " + shellQuote(f.netns) + " " + cmd
+		return "ip netns exec " + netops.ShellQuote(f.netns) + " " + cmd
 	}
-}
-
-// shellQuote quotes s for a POSIX shell when it needs it.
-func shellQuote(s string) string {
-	if s != "" && strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=@,+", r))
-	}) < 0 {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // couldNotCheck is the verdict when reading the facts failed: SKIP when
 // privileges were missing, WARN otherwise.
 func couldNotCheck(id, what string, err error) Check {
-	if errors.Is(err, ErrPermission) || errors.Is(err, fs.ErrPermission) {
+	if errors.Is(err, netops.ErrPermission) || errors.Is(err, fs.ErrPermission) {
 		return Check{ID: id, Status: StatusSkip, Finding: fmt.Sprintf("%s: not permitted (%v)", what, err), Fix: "run as root"}
 	}
 	return Check{ID: id, Status: StatusWarn, Finding: fmt.Sprintf("could not check %s: %v", what, err)}
@@ -445,7 +427,7 @@ func checkBridgeHairpin(f *doctorFacts) Check {
 	enable := func(brs []string) string {
 		args := "enable"
 		for _, b := range brs {
-			args += " --bridge " + shellQuote(b)
+			args += " --bridge " + netops.ShellQuote(b)
 		}
 		return f.hairpinctlCmd(args)
 	}
@@ -470,7 +452,7 @@ func checkBridgeHairpin(f *doctorFacts) Check {
 
 // podSuffix is " (pod NS/NAME)" for a port whose pod is named, " (pod
 // unknown)" for one nothing names, "" when the names were not asked for.
-func (f *doctorFacts) podSuffix(p Port) string {
+func (f *doctorFacts) podSuffix(p netops.Port) string {
 	if !f.podsNamed {
 		return ""
 	}
@@ -481,10 +463,10 @@ func (f *doctorFacts) podSuffix(p Port) string {
 }
 
 // portNotJudged says why bridge-hairpin leaves p out, "" when it judges it.
-func portNotJudged(p Port) string {
+func portNotJudged(p netops.Port) string {
 	switch {
 	case !p.PodPort:
-		return strings.TrimPrefix(NotPodPort(p), "not a pod's port: ")
+		return strings.TrimPrefix(netops.NotPodPort(p), "not a pod's port: ")
 	case p.OperState == "down" || p.OperState == "lowerlayerdown":
 		return "down"
 	case p.State == "disabled":
@@ -546,7 +528,7 @@ func checkIPForward(f *doctorFacts) Check {
 }
 
 // backendNames joins backend names.
-func backendNames(bs []Backend) string {
+func backendNames(bs []netops.Backend) string {
 	s := make([]string, len(bs))
 	for i, b := range bs {
 		s[i] = string(b)
@@ -574,15 +556,15 @@ func checkKubeProxy(f *doctorFacts) Check {
 	}
 	res := f.services
 	if res == nil {
-		res = &ServicesResult{}
+		res = &netops.ServicesResult{}
 	}
 	c.Details = append(c.Details, "checked: "+backendNames(res.Checked))
 	c.Details = append(c.Details, res.Warnings...)
 	switch len(res.BackendsWithRules) {
 	case 0:
 		c.Status = StatusWarn
-		var unread []Backend
-		for _, b := range []Backend{BackendIPTablesNFT, BackendIPTablesLegacy, BackendNFTables} {
+		var unread []netops.Backend
+		for _, b := range []netops.Backend{netops.BackendIPTablesNFT, netops.BackendIPTablesLegacy, netops.BackendNFTables} {
 			if !slices.Contains(res.Checked, b) {
 				unread = append(unread, b)
 			}
@@ -617,7 +599,7 @@ func checkMasquerade(f *doctorFacts) Check {
 	}
 	m := f.services.Masquerade
 	markChain, postChain, hook := "KUBE-MARK-MASQ", "KUBE-POSTROUTING", "POSTROUTING"
-	if f.services.Backend == BackendNFTables {
+	if f.services.Backend == netops.BackendNFTables {
 		markChain, postChain, hook = "mark-for-masquerade", "masquerading", "nat-postrouting"
 		if m.HairpinSet {
 			// Releases with the hairpin-connections set have no
@@ -664,19 +646,19 @@ func checkMasquerade(f *doctorFacts) Check {
 func (f *doctorFacts) kubeProxyRestart() string {
 	node, whence := "NODE", "NODE: the name of the Node whose namespace this is"
 	if f.node != "" {
-		node, whence = shellQuote(f.node), "this host's name; kubelet's --hostname-override may differ"
+		node, whence = netops.ShellQuote(f.node), "this host's name; kubelet's --hostname-override may differ"
 	}
 	return "restart kube-proxy on this node so it rewrites its rules: kubectl -n kube-system delete pod -l k8s-app=kube-proxy --field-selector spec.nodeName=" + node + " (" + whence + ")"
 }
 
 // serviceLabel names a service port the way the findings do:
 // "default/web:http 10.96.0.10:80".
-func serviceLabel(s Service) string {
+func serviceLabel(s netops.Service) string {
 	return serviceName(s) + " " + net.JoinHostPort(s.ClusterIP, strconv.Itoa(s.Port))
 }
 
 // serviceName is "ns/name" or "ns/name:port".
-func serviceName(s Service) string {
+func serviceName(s netops.Service) string {
 	n := s.Namespace + "/" + s.Name
 	if s.PortName != "" {
 		n += ":" + s.PortName
@@ -688,7 +670,7 @@ func serviceName(s Service) string {
 type portIndex map[netip.Addr]portRef
 
 type portRef struct {
-	port   Port
+	port   netops.Port
 	bridge *bridgeFacts
 }
 
@@ -726,7 +708,7 @@ type serviceVerdict struct {
 
 // judgeService checks every endpoint of s: its hairpin masquerade rule,
 // and hairpin on the bridge port it sits behind, if it is on this node.
-func (f *doctorFacts) judgeService(s Service, idx portIndex) serviceVerdict {
+func (f *doctorFacts) judgeService(s netops.Service, idx portIndex) serviceVerdict {
 	v := serviceVerdict{status: StatusPass}
 	label := serviceLabel(s)
 	if s.NoEndpoints || len(s.Endpoints) == 0 {
@@ -808,7 +790,7 @@ func (f *doctorFacts) serviceFix(enable []string, restart bool) string {
 		for _, p := range enable {
 			if !seen[p] {
 				seen[p] = true
-				ports = append(ports, shellQuote(p))
+				ports = append(ports, netops.ShellQuote(p))
 			}
 		}
 		fixes = append(fixes, f.hairpinctlCmd("enable "+strings.Join(ports, " ")))
@@ -843,13 +825,13 @@ func checkServices(f *doctorFacts) []Check {
 	}
 	var out []Check
 	for _, sel := range f.selectors {
-		arg, err := parseServiceArg(sel)
+		arg, err := netops.NewServiceArg(sel)
 		if err != nil { // validated by Doctor
 			continue
 		}
 		found := false
 		for _, s := range f.services.Services {
-			if !arg.matches(&s) {
+			if !arg.Matches(&s) {
 				continue
 			}
 			found = true
@@ -998,7 +980,7 @@ func checkCNI(f *doctorFacts) Check {
 			if p.PromiscMode {
 				c.Finding += " (promiscMode is set: promiscuous-bridge mode, which needs duplicate suppression)"
 			}
-			c.Fix = fmt.Sprintf(`set "hairpinMode": true in %s (or keep ports on: %s)`, active.Path, f.hairpinctlCmd("watch --bridge "+shellQuote(p.Bridge)))
+			c.Fix = fmt.Sprintf(`set "hairpinMode": true in %s (or keep ports on: %s)`, active.Path, f.hairpinctlCmd("watch --bridge "+netops.ShellQuote(p.Bridge)))
 			return c
 		}
 	}
@@ -1013,7 +995,7 @@ func checkCNI(f *doctorFacts) Check {
 func checkConntrack(f *doctorFacts) Check {
 	c := Check{ID: CheckConntrack}
 	if f.conntrackErr != nil {
-		if errors.Is(f.conntrackErr, ErrNotFound) {
+		if errors.Is(f.conntrackErr, netops.ErrNotFound) {
 			c.Status, c.Finding = StatusSkip, f.conntrackErr.Error()
 			return c
 		}

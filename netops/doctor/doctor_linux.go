@@ -1,4 +1,4 @@
-package netops
+package doctor
 
 import (
 	"bytes"
@@ -11,18 +11,19 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 )
 
-// Doctor runs every check on the client's namespace and returns the
+// Run runs every check on the client's namespace and returns the
 // verdicts. A check that cannot read what it needs says so in its verdict
 // (WARN, or SKIP when it lacks privileges) and the others still run; only
 // bad input is an error: a selector that names no Service shape, or a
 // --bridge that does not exist.
-func (c *Client) Doctor(o DoctorOptions) (*DoctorReport, error) {
+func Run(c *netops.Client, o Options) (*Report, error) {
 	for _, s := range o.Services {
-		if err := ValidateServiceSelector(s); err != nil {
+		if err := netops.ValidateServiceSelector(s); err != nil {
 			return nil, err
 		}
 	}
@@ -31,8 +32,8 @@ func (c *Client) Doctor(o DoctorOptions) (*DoctorReport, error) {
 			return nil, err
 		}
 	}
-	f := &doctorFacts{netns: c.nsName, label: c.NetnsLabel(), bridgesAsked: o.Bridges, selectors: o.Services, cniDir: o.CNIConfDir}
-	if c.own {
+	f := &doctorFacts{netns: c.Spec(), label: c.NetnsLabel(), bridgesAsked: o.Bridges, selectors: o.Services, cniDir: o.CNIConfDir}
+	if c.Own() {
 		// The namespace is this host's, and so is the UTS namespace
 		// whose name kubelet registers as the Node's by default,
 		// trimmed and lowercased (kubelet's GetHostname). Another
@@ -44,19 +45,19 @@ func (c *Client) Doctor(o DoctorOptions) (*DoctorReport, error) {
 	if f.cniDir == "" {
 		f.cniDir = DefaultCNIConfDir
 	}
-	c.readBridges(f, o.Pods)
-	c.readSysctls(f)
-	f.services, f.servicesErr = c.doctorServices()
+	readBridges(c, f, o.Pods)
+	readSysctls(c, f)
+	f.services, f.servicesErr = doctorServices(c)
 	f.cniFiles, f.cniErr = loadCNIConfigs(f.cniDir)
-	f.conntrack, f.conntrackErr = c.conntrackCounters()
+	f.conntrack, f.conntrackErr = readConntrackCounters(c)
 	return diagnose(f), nil
 }
 
 // readBridges lists the bridges (every one, or --bridge), their ports
 // with the pod IPs (and, when asked, the pods) behind them, and, for a promiscuous bridge with a port
 // whose hairpin is off, looks for duplicate suppression.
-func (c *Client) readBridges(f *doctorFacts, named *PodOptions) {
-	links, err := c.h.LinkList()
+func readBridges(c *netops.Client, f *doctorFacts, named *netops.PodOptions) {
+	links, err := c.Handle().LinkList()
 	if err != nil {
 		f.bridgesErr = fmt.Errorf("list links in netns %s: %w", c.NetnsLabel(), err)
 		return
@@ -76,13 +77,13 @@ func (c *Client) readBridges(f *doctorFacts, named *PodOptions) {
 			Name:    a.Name,
 			MAC:     a.HardwareAddr.String(),
 			Promisc: a.RawFlags&unix.IFF_PROMISC != 0,
-			Ports:   []Port{},
+			Ports:   []netops.Port{},
 		})
 	}
 	if len(f.bridges) == 0 {
 		return
 	}
-	ports, err := c.ListPorts(ListOptions{Bridges: f.bridgesAsked, PodIPs: true, Kinds: true, Pods: named})
+	ports, err := c.ListPorts(netops.ListOptions{Bridges: f.bridgesAsked, PodIPs: true, Kinds: true, Pods: named})
 	if err != nil {
 		f.bridgesErr = err
 		f.bridges = nil
@@ -96,16 +97,16 @@ func (c *Client) readBridges(f *doctorFacts, named *PodOptions) {
 	}
 	for i := range f.bridges {
 		b := &f.bridges[i]
-		if !b.Promisc || !slices.ContainsFunc(b.Ports, func(p Port) bool { return !p.Hairpin }) {
+		if !b.Promisc || !slices.ContainsFunc(b.Ports, func(p netops.Port) bool { return !p.Hairpin }) {
 			continue
 		}
-		b.Dedup = c.findDedup(b.MAC)
+		b.Dedup = findDedup(c, b.MAC)
 	}
 }
 
 // findDedup searches nft's bridge tables (which hold ebtables-nft's rules
 // too) and ebtables-legacy's filter table for a duplicate-suppression rule.
-func (c *Client) findDedup(mac string) dedupFacts {
+func findDedup(c *netops.Client, mac string) dedupFacts {
 	d := dedupFacts{Looked: true}
 	tools := []struct {
 		bin  string
@@ -116,7 +117,7 @@ func (c *Client) findDedup(mac string) dedupFacts {
 		{"ebtables-legacy", []string{"-t", "filter", "-L"}, findDedupEbtables},
 	}
 	for _, t := range tools {
-		out, err := c.execIn(t.bin, t.args...)
+		out, err := execIn(c, t.bin, t.args...)
 		if err != nil {
 			d.Unchecked = append(d.Unchecked, err.Error())
 			continue
@@ -130,7 +131,7 @@ func (c *Client) findDedup(mac string) dedupFacts {
 }
 
 // execIn runs a tool inside the namespace and returns its stdout.
-func (c *Client) execIn(bin string, args ...string) (string, error) {
+func execIn(c *netops.Client, bin string, args ...string) (string, error) {
 	path, err := exec.LookPath(bin)
 	if err != nil {
 		return "", fmt.Errorf("%s is not installed", bin)
@@ -152,14 +153,14 @@ func (c *Client) execIn(bin string, args ...string) (string, error) {
 }
 
 // readSysctls reads the two sysctls doctor judges.
-func (c *Client) readSysctls(f *doctorFacts) {
-	f.brNfCallIPTables = c.readSysctl("/proc/sys/net/bridge/bridge-nf-call-iptables")
-	f.ipForward = c.readSysctl("/proc/sys/net/ipv4/ip_forward")
+func readSysctls(c *netops.Client, f *doctorFacts) {
+	f.brNfCallIPTables = readSysctl(c, "/proc/sys/net/bridge/bridge-nf-call-iptables")
+	f.ipForward = readSysctl(c, "/proc/sys/net/ipv4/ip_forward")
 }
 
 // readSysctl reads a /proc/sys file on a thread inside the namespace: the
 // net.* files show the namespace of the task that opens them.
-func (c *Client) readSysctl(path string) sysctlFact {
+func readSysctl(c *netops.Client, path string) sysctlFact {
 	var s sysctlFact
 	err := c.Do(func() error {
 		b, err := os.ReadFile(path)
@@ -173,29 +174,29 @@ func (c *Client) readSysctl(path string) sysctlFact {
 	case errors.Is(err, fs.ErrNotExist):
 		s.Missing = true
 	case errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.EPERM):
-		s.Err = errorf(ErrPermission, "read %s in netns %s: %v", path, c.NetnsLabel(), err)
+		s.Err = netops.Errorf(netops.ErrPermission, "read %s in netns %s: %v", path, c.NetnsLabel(), err)
 	case err != nil:
 		s.Err = fmt.Errorf("read %s in netns %s: %w", path, c.NetnsLabel(), err)
 	}
 	return s
 }
 
-// conntrackCounters reads conntrack's per-CPU statistics
+// readConntrackCounters reads conntrack's per-CPU statistics
 // (IPCTNL_MSG_CT_GET_STATS_CPU) on a NETLINK_NETFILTER socket made in the
 // namespace, and the table's fill from /proc/sys/net/netfilter: the
 // counters and the count are per namespace, the maximum is the host's.
 // ti-mo/conntrack's StatsGlobal is not used: it asks with NLM_F_DUMP for
 // a request the kernel answers once, and on Linux 6.18 it never returns.
-func (c *Client) conntrackCounters() (conntrackCounters, error) {
+func readConntrackCounters(c *netops.Client) (conntrackCounters, error) {
 	var k conntrackCounters
 	ct, err := conntrack.Dial(c.NetlinkConfig())
 	if err != nil {
-		return k, c.doctorConntrackErr("open conntrack netlink socket", err)
+		return k, doctorConntrackErr(c, "open conntrack netlink socket", err)
 	}
 	defer ct.Close()
 	cpus, err := ct.Stats()
 	if err != nil {
-		return k, c.doctorConntrackErr("read conntrack statistics", err)
+		return k, doctorConntrackErr(c, "read conntrack statistics", err)
 	}
 	for _, s := range cpus {
 		k.InsertFailed += uint64(s.InsertFailed)
@@ -211,7 +212,7 @@ func (c *Client) conntrackCounters() (conntrackCounters, error) {
 		{"/proc/sys/net/netfilter/nf_conntrack_count", &k.Entries},
 		{"/proc/sys/net/netfilter/nf_conntrack_max", &k.MaxEntries},
 	} {
-		s := c.readSysctl(v.path)
+		s := readSysctl(c, v.path)
 		if s.Value == "" {
 			continue // no fill figures: the counters alone are judged
 		}
@@ -226,12 +227,12 @@ func (c *Client) conntrackCounters() (conntrackCounters, error) {
 
 // doctorConntrackErr classifies a conntrack netlink error: no privileges,
 // or conntrack not loaded (nothing tracks connections, so nothing is lost).
-func (c *Client) doctorConntrackErr(what string, err error) error {
+func doctorConntrackErr(c *netops.Client, what string, err error) error {
 	switch {
 	case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
-		return errorf(ErrPermission, "%s in netns %s needs CAP_NET_ADMIN", what, c.NetnsLabel())
+		return netops.Errorf(netops.ErrPermission, "%s in netns %s needs CAP_NET_ADMIN", what, c.NetnsLabel())
 	case errors.Is(err, unix.EPROTONOSUPPORT), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOENT):
-		return errorf(ErrNotFound, "conntrack is not loaded in netns %s (nf_conntrack_netlink): nothing to check", c.NetnsLabel())
+		return netops.Errorf(netops.ErrNotFound, "conntrack is not loaded in netns %s (nf_conntrack_netlink): nothing to check", c.NetnsLabel())
 	}
 	return fmt.Errorf("%s in netns %s: %w", what, c.NetnsLabel(), err)
 }

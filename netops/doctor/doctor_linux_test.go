@@ -1,4 +1,4 @@
-package netops
+package doctor
 
 import (
 	"context"
@@ -12,16 +12,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/internal/clienttest"
 	"github.com/hairpinctl/hairpinctl/netops/lab"
+	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 )
 
 // runDoctor runs Doctor on the lab's node and indexes the checks by ID.
-func runDoctor(t *testing.T, c *Client, o DoctorOptions) map[string]Check {
+func runDoctor(t *testing.T, c *netops.Client, o Options) map[string]Check {
 	t.Helper()
 	if o.CNIConfDir == "" {
 		o.CNIConfDir = t.TempDir() // an empty directory: no CNI finding
 	}
-	rep, err := c.Doctor(o)
+	rep, err := Run(c, o)
 	if err != nil {
 		t.Fatalf("Doctor: %v", err)
 	}
@@ -82,9 +85,9 @@ func setHairpin(t *testing.T, l *lab.Lab, port string, on bool) {
 // FAIL naming them, and the Service check finds the endpoint's port; with
 // hairpin on both pass, and the endpoint really reaches itself.
 func TestDoctorLabHairpinAndService(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 3, Endpoints: []int{1, 2}, Restore: "iptables-nft-restore"})
-	c := openLab(t, l)
-	o := DoctorOptions{Services: []string{l.ServiceIP.String()}}
+	l := labtest.New(t, lab.Options{Pods: 3, Endpoints: []int{1, 2}, Restore: "iptables-nft-restore"})
+	c := clienttest.Open(t, l)
+	o := Options{Services: []string{l.ServiceIP.String()}}
 
 	checks := runDoctor(t, c, o)
 	wantCheck(t, checks, CheckBridgeHairpin, StatusFail, "3 of 3 pod ports of cni0 have hairpin off: veth1, veth2, veth3", "hairpinctl enable --bridge cni0 --netns "+l.Node)
@@ -114,24 +117,24 @@ func TestDoctorLabHairpinAndService(t *testing.T) {
 	}
 
 	// Selected by name, and the aggregate over every Service.
-	checks = runDoctor(t, c, DoctorOptions{Services: []string{"default/web"}})
+	checks = runDoctor(t, c, Options{Services: []string{"default/web"}})
 	wantCheck(t, checks, "service:default/web:http", StatusPass, "", "")
-	checks = runDoctor(t, c, DoctorOptions{})
+	checks = runDoctor(t, c, Options{})
 	wantCheck(t, checks, CheckServices, StatusPass, "1 service port, 2 endpoints", "")
 	setHairpin(t, l, "veth2", false)
-	checks = runDoctor(t, c, DoctorOptions{})
+	checks = runDoctor(t, c, Options{})
 	wantCheck(t, checks, CheckServices, StatusFail, "endpoint 10.244.0.12:8080 sits behind veth2 on cni0 with hairpin off", "hairpinctl enable veth2")
 
 	// A Service that kube-proxy does not know.
-	checks = runDoctor(t, c, DoctorOptions{Services: []string{"10.96.0.99"}})
+	checks = runDoctor(t, c, Options{Services: []string{"10.96.0.99"}})
 	wantCheck(t, checks, "service:10.96.0.99", StatusWarn, "no Service 10.96.0.99", "")
 }
 
 // Check 2 and 3 both ways, repaired by running the fix doctor printed.
 func TestDoctorLabSysctls(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 1, Restore: "none", Hairpin: true})
-	c := openLab(t, l)
-	checks := runDoctor(t, c, DoctorOptions{})
+	l := labtest.New(t, lab.Options{Pods: 1, Restore: "none", Hairpin: true})
+	c := clienttest.Open(t, l)
+	checks := runDoctor(t, c, Options{})
 	wantCheck(t, checks, CheckBrNetfilter, StatusPass, "net.bridge.bridge-nf-call-iptables = 1", "")
 	wantCheck(t, checks, CheckIPForward, StatusPass, "net.ipv4.ip_forward = 1", "")
 
@@ -140,13 +143,13 @@ func TestDoctorLabSysctls(t *testing.T) {
 			t.Fatalf("%v: %s", err, out)
 		}
 	}
-	checks = runDoctor(t, c, DoctorOptions{})
+	checks = runDoctor(t, c, Options{})
 	br := wantCheck(t, checks, CheckBrNetfilter, StatusFail, "net.bridge.bridge-nf-call-iptables = 0", "ip netns exec "+l.Node+" sysctl -w net.bridge.bridge-nf-call-iptables=1")
 	fw := wantCheck(t, checks, CheckIPForward, StatusFail, "net.ipv4.ip_forward = 0", "ip netns exec "+l.Node+" sysctl -w net.ipv4.ip_forward=1")
 	// The host's own values are not what doctor read.
 	runFix(t, br.Fix)
 	runFix(t, fw.Fix)
-	checks = runDoctor(t, c, DoctorOptions{})
+	checks = runDoctor(t, c, Options{})
 	wantCheck(t, checks, CheckBrNetfilter, StatusPass, "= 1", "")
 	wantCheck(t, checks, CheckIPForward, StatusPass, "= 1", "")
 }
@@ -158,14 +161,14 @@ func TestDoctorLabBackends(t *testing.T) {
 	if _, err := exec.LookPath("iptables-legacy-restore"); err != nil {
 		t.Skip("iptables-legacy-restore not installed")
 	}
-	l := newLab(t, lab.Options{Pods: 1, Restore: "iptables-nft-restore", Hairpin: true})
-	c := openLab(t, l)
-	wantCheck(t, runDoctor(t, c, DoctorOptions{}), CheckKubeProxy, StatusPass, "kube-proxy's rules are in iptables-nft (1 service port)", "")
+	l := labtest.New(t, lab.Options{Pods: 1, Restore: "iptables-nft-restore", Hairpin: true})
+	c := clienttest.Open(t, l)
+	wantCheck(t, runDoctor(t, c, Options{}), CheckKubeProxy, StatusPass, "kube-proxy's rules are in iptables-nft (1 service port)", "")
 
 	if err := l.Restore("iptables-legacy-restore", l.Rules); err != nil {
 		t.Fatal(err)
 	}
-	checks := runDoctor(t, c, DoctorOptions{})
+	checks := runDoctor(t, c, Options{})
 	wantCheck(t, checks, CheckKubeProxy, StatusWarn, "kube-proxy rules in iptables-nft and iptables-legacy (split brain)", "delete the KUBE-* chains of the other")
 	// The split brain does not stop the other checks.
 	wantCheck(t, checks, CheckServices, StatusPass, "", "")
@@ -175,7 +178,7 @@ func TestDoctorLabBackends(t *testing.T) {
 			t.Fatalf("%v: %s", err, out)
 		}
 	}
-	wantCheck(t, runDoctor(t, c, DoctorOptions{}), CheckKubeProxy, StatusPass, "iptables-nft", "")
+	wantCheck(t, runDoctor(t, c, Options{}), CheckKubeProxy, StatusPass, "iptables-nft", "")
 
 	// Legacy only.
 	if out, err := l.Exec("", "iptables-nft", "-t", "nat", "-F"); err != nil {
@@ -187,13 +190,13 @@ func TestDoctorLabBackends(t *testing.T) {
 	if err := l.Restore("iptables-legacy-restore", l.Rules); err != nil {
 		t.Fatal(err)
 	}
-	wantCheck(t, runDoctor(t, c, DoctorOptions{}), CheckKubeProxy, StatusPass, "kube-proxy's rules are in iptables-legacy", "")
+	wantCheck(t, runDoctor(t, c, Options{}), CheckKubeProxy, StatusPass, "kube-proxy's rules are in iptables-legacy", "")
 }
 
 func TestDoctorLabNoKubeProxy(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 1, Restore: "none", Hairpin: true})
-	c := openLab(t, l)
-	checks := runDoctor(t, c, DoctorOptions{Services: []string{"10.96.0.10"}})
+	l := labtest.New(t, lab.Options{Pods: 1, Restore: "none", Hairpin: true})
+	c := clienttest.Open(t, l)
+	checks := runDoctor(t, c, Options{Services: []string{"10.96.0.10"}})
 	wantCheck(t, checks, CheckKubeProxy, StatusWarn, "no kube-proxy rules in iptables-nft, iptables-legacy, nftables", "kubectl -n kube-system get pods")
 	wantCheck(t, checks, CheckMasquerade, StatusSkip, "no kube-proxy rules", "")
 	wantCheck(t, checks, "service:10.96.0.10", StatusSkip, "no kube-proxy rules", "")
@@ -227,9 +230,9 @@ func withoutLines(t *testing.T, rules string, drop ...string) string {
 // KUBE-POSTROUTING MASQUERADE rule, or an endpoint's -s podIP -j
 // KUBE-MARK-MASQ rule, doctor fails; the full rules pass again.
 func TestDoctorLabMasquerade(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 2, Endpoints: []int{1, 2}, Restore: "iptables-nft-restore", Hairpin: true})
-	c := openLab(t, l)
-	o := DoctorOptions{Services: []string{"default/web:http"}}
+	l := labtest.New(t, lab.Options{Pods: 2, Endpoints: []int{1, 2}, Restore: "iptables-nft-restore", Hairpin: true})
+	c := clienttest.Open(t, l)
+	o := Options{Services: []string{"default/web:http"}}
 	wantCheck(t, runDoctor(t, c, o), CheckMasquerade, StatusPass, "", "")
 
 	broken := withoutLines(t, l.Rules, "-j MASQUERADE")
@@ -270,8 +273,8 @@ func TestDoctorLabPromiscuousBridge(t *testing.T) {
 	if _, err := exec.LookPath("ebtables"); err != nil {
 		t.Skip("ebtables not installed")
 	}
-	l := newLab(t, lab.Options{Pods: 2, Restore: "none"})
-	c := openLab(t, l)
+	l := labtest.New(t, lab.Options{Pods: 2, Restore: "none"})
+	c := clienttest.Open(t, l)
 	br, err := l.Handle().LinkByName(l.Bridge)
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +282,7 @@ func TestDoctorLabPromiscuousBridge(t *testing.T) {
 	if err := l.Handle().SetPromiscOn(br); err != nil {
 		t.Fatal(err)
 	}
-	checks := runDoctor(t, c, DoctorOptions{})
+	checks := runDoctor(t, c, Options{})
 	wantCheck(t, checks, CheckBridgeHairpin, StatusWarn, "cni0 is promiscuous (promiscuous-bridge mode) but no duplicate-suppression rule was found", "hairpinctl enable --bridge cni0")
 
 	mac := br.Attrs().HardwareAddr.String()
@@ -293,7 +296,7 @@ func TestDoctorLabPromiscuousBridge(t *testing.T) {
 			t.Fatalf("%v: %s", err, out)
 		}
 	}
-	ch := wantCheck(t, runDoctor(t, c, DoctorOptions{}), CheckBridgeHairpin, StatusPass, "every pod port of cni0 reflects hairpin traffic", "")
+	ch := wantCheck(t, runDoctor(t, c, Options{}), CheckBridgeHairpin, StatusPass, "every pod port of cni0 reflects hairpin traffic", "")
 	if d := strings.Join(ch.Details, "\n"); !strings.Contains(d, "duplicate suppression (nft table bridge filter chain KUBE-DEDUP") || !strings.Contains(d, "not checked") {
 		t.Errorf("details do not say which rule counted and what was not checked: %q", ch.Details)
 	}
@@ -301,13 +304,13 @@ func TestDoctorLabPromiscuousBridge(t *testing.T) {
 	if err := l.Handle().SetPromiscOff(br); err != nil {
 		t.Fatal(err)
 	}
-	wantCheck(t, runDoctor(t, c, DoctorOptions{}), CheckBridgeHairpin, StatusFail, "2 of 2 pod ports of cni0 have hairpin off", "hairpinctl enable --bridge cni0")
+	wantCheck(t, runDoctor(t, c, Options{}), CheckBridgeHairpin, StatusFail, "2 of 2 pod ports of cni0 have hairpin off", "hairpinctl enable --bridge cni0")
 }
 
 // Without a bridge (a routed CNI) the bridge checks SKIP with the reason.
 func TestDoctorNoBridge(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 1, Restore: "none"})
-	c := openLab(t, l)
+	l := labtest.New(t, lab.Options{Pods: 1, Restore: "none"})
+	c := clienttest.Open(t, l)
 	br, err := l.Handle().LinkByName(l.Bridge)
 	if err != nil {
 		t.Fatal(err)
@@ -315,19 +318,19 @@ func TestDoctorNoBridge(t *testing.T) {
 	if err := l.Handle().LinkDel(br); err != nil {
 		t.Fatal(err)
 	}
-	checks := runDoctor(t, c, DoctorOptions{})
+	checks := runDoctor(t, c, Options{})
 	wantCheck(t, checks, CheckBridgeHairpin, StatusSkip, "no Linux bridge in netns "+l.Node+": bridge hairpin does not apply", "")
 	wantCheck(t, checks, CheckBrNetfilter, StatusSkip, "br_netfilter does not apply", "")
 	// A --bridge that does not exist is bad input, not a finding.
-	if _, err := c.Doctor(DoctorOptions{Bridges: []string{"cni0"}}); !errors.Is(err, ErrNotFound) {
+	if _, err := Run(c, Options{Bridges: []string{"cni0"}}); !errors.Is(err, netops.ErrNotFound) {
 		t.Errorf("--bridge cni0 without cni0: %v, want ErrNotFound", err)
 	}
 }
 
 // Check 7 through Doctor: a temporary --cni-conf-dir, broken then fixed.
 func TestDoctorLabCNIConfig(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 1, Restore: "none", Hairpin: true})
-	c := openLab(t, l)
+	l := labtest.New(t, lab.Options{Pods: 1, Restore: "none", Hairpin: true})
+	c := clienttest.Open(t, l)
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "10-bridge.conflist")
 	write := func(name string) {
@@ -340,15 +343,15 @@ func TestDoctorLabCNIConfig(t *testing.T) {
 		}
 	}
 	write("bridge-nohairpin.conflist")
-	wantCheck(t, runDoctor(t, c, DoctorOptions{CNIConfDir: dir}), CheckCNIConfig, StatusWarn,
+	wantCheck(t, runDoctor(t, c, Options{CNIConfDir: dir}), CheckCNIConfig, StatusWarn,
 		`plugin bridge lacks "hairpinMode": true: new pods on cni0 come up with hairpin off`, `set "hairpinMode": true in `+conf)
 	write("bridge-hairpin-promisc.conflist")
-	wantCheck(t, runDoctor(t, c, DoctorOptions{CNIConfDir: dir}), CheckCNIConfig, StatusFail,
+	wantCheck(t, runDoctor(t, c, Options{CNIConfDir: dir}), CheckCNIConfig, StatusFail,
 		"sets hairpinMode and promiscMode together", `remove "promiscMode" from `+conf)
 	write("10-flannel.conflist")
-	wantCheck(t, runDoctor(t, c, DoctorOptions{CNIConfDir: dir}), CheckCNIConfig, StatusPass,
+	wantCheck(t, runDoctor(t, c, Options{CNIConfDir: dir}), CheckCNIConfig, StatusPass,
 		`plugin flannel (its delegate) sets "hairpinMode": true`, "")
-	wantCheck(t, runDoctor(t, c, DoctorOptions{CNIConfDir: filepath.Join(dir, "nope")}), CheckCNIConfig, StatusSkip, "no CNI configuration directory", "")
+	wantCheck(t, runDoctor(t, c, Options{CNIConfDir: filepath.Join(dir, "nope")}), CheckCNIConfig, StatusSkip, "no CNI configuration directory", "")
 }
 
 // Check 8 both ways: a fresh namespace has lost nothing; a connection
@@ -358,9 +361,9 @@ func TestDoctorLabConntrack(t *testing.T) {
 	if _, err := exec.LookPath("conntrack"); err != nil {
 		t.Skip("conntrack tool not installed")
 	}
-	l := newLab(t, lab.Options{Pods: 2, Endpoints: []int{1}, Restore: "iptables-nft-restore", Hairpin: true})
-	c := openLab(t, l)
-	wantCheck(t, runDoctor(t, c, DoctorOptions{}), CheckConntrack, StatusPass, "no conntrack insert failures or drops", "")
+	l := labtest.New(t, lab.Options{Pods: 2, Endpoints: []int{1}, Restore: "iptables-nft-restore", Hairpin: true})
+	c := clienttest.Open(t, l)
+	wantCheck(t, runDoctor(t, c, Options{}), CheckConntrack, StatusPass, "no conntrack insert failures or drops", "")
 
 	// Pod 2 connects to the Service, DNATed to pod 1's 8080 and SNATed to
 	// a fixed 10.244.0.1:50000, so its reply tuple must be 10.244.0.11:8080
@@ -394,7 +397,7 @@ func TestDoctorLabConntrack(t *testing.T) {
 	// The SYN is dropped as it is sent; poll the counters until it is.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		k, err := c.conntrackCounters()
+		k, err := readConntrackCounters(c)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -414,7 +417,7 @@ func TestDoctorLabConntrack(t *testing.T) {
 	if err := <-dialed; err == nil {
 		t.Error("the clashing connection succeeded")
 	}
-	wantCheck(t, runDoctor(t, c, DoctorOptions{}), CheckConntrack, StatusWarn, "conntrack lost connections: insert_failed", "random-fully")
+	wantCheck(t, runDoctor(t, c, Options{}), CheckConntrack, StatusWarn, "conntrack lost connections: insert_failed", "random-fully")
 }
 
 // Checks 4, 5 and 6 on kube-proxy's nftables mode: the backend is named,
@@ -429,8 +432,8 @@ func TestDoctorLabNFTablesMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := newLab(t, lab.Options{Pods: 2, Endpoints: []int{1, 2}, Restore: "none", Hairpin: true})
-	c := openLab(t, l)
+	l := labtest.New(t, lab.Options{Pods: 2, Endpoints: []int{1, 2}, Restore: "none", Hairpin: true})
+	c := clienttest.Open(t, l)
 	load := func(text string) {
 		t.Helper()
 		if out, err := l.Exec("", "nft", "delete", "table", "ip", "kube-proxy"); err != nil && !strings.Contains(out, "No such file") {
@@ -441,7 +444,7 @@ func TestDoctorLabNFTablesMode(t *testing.T) {
 		}
 	}
 	load(string(rules))
-	o := DoctorOptions{Services: []string{"10.96.0.10"}}
+	o := Options{Services: []string{"10.96.0.10"}}
 	checks := runDoctor(t, c, o)
 	wantCheck(t, checks, CheckKubeProxy, StatusPass, "kube-proxy's rules are in nftables (1 service port)", "")
 	wantCheck(t, checks, CheckMasquerade, StatusPass, "mark-for-masquerade marks with 0x4000 and masquerading masquerades what is marked (nftables)", "")

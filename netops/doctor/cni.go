@@ -1,4 +1,4 @@
-package netops
+package doctor
 
 import (
 	"encoding/json"
