@@ -9,6 +9,7 @@ import (
 
 	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/hairpinctl/hairpinctl/netops/doctor"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/hairpinctl/hairpinctl/netops/probe"
 	"github.com/urfave/cli/v2"
 )
@@ -81,7 +82,7 @@ func doctorOptions(c *cli.Context, services []string) (doctor.Options, error) {
 		return doctor.Options{}, err
 	}
 	for _, s := range services {
-		if err := netops.ValidateServiceSelector(s); err != nil {
+		if err := kubeproxy.ValidateServiceSelector(s); err != nil {
 			return doctor.Options{}, fmt.Errorf("%s: %w", cmd, err)
 		}
 	}

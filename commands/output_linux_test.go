@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
 
 	"golang.org/x/sys/unix"
@@ -163,9 +164,9 @@ func TestColouredTablesAlign(t *testing.T) {
 		})
 	})
 	t.Run("services", func(t *testing.T) {
-		svcs := []netops.Service{{
+		svcs := []kubeproxy.Service{{
 			Namespace: "default", Name: "web", ClusterIP: "10.96.0.10", Port: 80, Protocol: "TCP",
-			Endpoints: []netops.Endpoint{
+			Endpoints: []kubeproxy.Endpoint{
 				{IP: "10.244.0.11", Port: 8080, Probability: 0.5, Share: 0.5, HairpinMasq: true, SessionAffinity: true},
 				{IP: "10.244.0.12", Port: 8080, Probability: 1, Share: 0.5},
 			},

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/hairpinctl/hairpinctl/netops/probe"
 	"github.com/urfave/cli/v2"
 )
@@ -71,7 +72,7 @@ func runProbe(c *cli.Context) error {
 	if err := netops.ValidatePortArg(o.Pod); err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
-	if err := netops.ValidateServiceSelector(o.Service); err != nil {
+	if err := kubeproxy.ValidateServiceSelector(o.Service); err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
 	if o.Count < 1 || o.Count > probe.MaxCount {

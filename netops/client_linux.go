@@ -76,7 +76,7 @@ func Open(spec string) (*Client, error) {
 		c.ns.Close()
 		return nil, errorf(ErrInvalid, "%s is not a network namespace", spec)
 	}
-	target := c.target()
+	target := c.Target()
 	c.h, err = netlink.NewHandleAt(target, unix.NETLINK_ROUTE)
 	if err != nil {
 		c.ns.Close()
@@ -117,10 +117,10 @@ func isNetns(fd int) bool {
 	return t == unix.CLONE_NEWNET
 }
 
-// target is the namespace to open sockets in: none in the caller's own
+// Target is the namespace to open sockets in: none in the caller's own
 // namespace, where no setns is needed, which keeps listing usable
 // without privileges.
-func (c *Client) target() netns.NsHandle {
+func (c *Client) Target() netns.NsHandle {
 	if c.own {
 		return netns.None()
 	}

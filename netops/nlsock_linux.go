@@ -11,9 +11,6 @@ import (
 // rawConn is an nlsock.Conn.
 type rawConn = nlsock.Conn
 
-// errDumpInterrupted is nlsock.ErrDumpInterrupted.
-var errDumpInterrupted = nlsock.ErrDumpInterrupted
-
 // openRawConn is nlsock.OpenRoute.
 func openRawConn(ns netns.NsHandle, bufSize int) (*rawConn, error) {
 	return nlsock.OpenRoute(ns, bufSize)

@@ -88,7 +88,7 @@ func (d *addrDumper) add(v vethPeer) {
 		d.overflow = append(d.overflow, v.netnsID)
 	}
 	if d.open < d.limit && len(d.seen) >= podAddrsPerWorker*(d.open+1) {
-		conn, err := openRawConn(d.c.target(), 16<<10)
+		conn, err := openRawConn(d.c.Target(), 16<<10)
 		if err != nil {
 			d.limit = d.open // cannot open more: the open ones and the caller's do the rest
 			return

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
 )
 
@@ -175,7 +176,7 @@ type doctorFacts struct {
 
 	// services is kube-proxy's NAT as read; servicesErr why it could not
 	// be.
-	services    *netops.ServicesResult
+	services    *kubeproxy.Result
 	servicesErr error
 	// selectors are the Services asked about.
 	selectors []string
@@ -528,7 +529,7 @@ func checkIPForward(f *doctorFacts) Check {
 }
 
 // backendNames joins backend names.
-func backendNames(bs []netops.Backend) string {
+func backendNames(bs []kubeproxy.Backend) string {
 	s := make([]string, len(bs))
 	for i, b := range bs {
 		s[i] = string(b)
@@ -556,15 +557,15 @@ func checkKubeProxy(f *doctorFacts) Check {
 	}
 	res := f.services
 	if res == nil {
-		res = &netops.ServicesResult{}
+		res = &kubeproxy.Result{}
 	}
 	c.Details = append(c.Details, "checked: "+backendNames(res.Checked))
 	c.Details = append(c.Details, res.Warnings...)
 	switch len(res.BackendsWithRules) {
 	case 0:
 		c.Status = StatusWarn
-		var unread []netops.Backend
-		for _, b := range []netops.Backend{netops.BackendIPTablesNFT, netops.BackendIPTablesLegacy, netops.BackendNFTables} {
+		var unread []kubeproxy.Backend
+		for _, b := range []kubeproxy.Backend{kubeproxy.BackendIPTablesNFT, kubeproxy.BackendIPTablesLegacy, kubeproxy.BackendNFTables} {
 			if !slices.Contains(res.Checked, b) {
 				unread = append(unread, b)
 			}
@@ -599,7 +600,7 @@ func checkMasquerade(f *doctorFacts) Check {
 	}
 	m := f.services.Masquerade
 	markChain, postChain, hook := "KUBE-MARK-MASQ", "KUBE-POSTROUTING", "POSTROUTING"
-	if f.services.Backend == netops.BackendNFTables {
+	if f.services.Backend == kubeproxy.BackendNFTables {
 		markChain, postChain, hook = "mark-for-masquerade", "masquerading", "nat-postrouting"
 		if m.HairpinSet {
 			// Releases with the hairpin-connections set have no
@@ -653,12 +654,12 @@ func (f *doctorFacts) kubeProxyRestart() string {
 
 // serviceLabel names a service port the way the findings do:
 // "default/web:http 10.96.0.10:80".
-func serviceLabel(s netops.Service) string {
+func serviceLabel(s kubeproxy.Service) string {
 	return serviceName(s) + " " + net.JoinHostPort(s.ClusterIP, strconv.Itoa(s.Port))
 }
 
 // serviceName is "ns/name" or "ns/name:port".
-func serviceName(s netops.Service) string {
+func serviceName(s kubeproxy.Service) string {
 	n := s.Namespace + "/" + s.Name
 	if s.PortName != "" {
 		n += ":" + s.PortName
@@ -708,7 +709,7 @@ type serviceVerdict struct {
 
 // judgeService checks every endpoint of s: its hairpin masquerade rule,
 // and hairpin on the bridge port it sits behind, if it is on this node.
-func (f *doctorFacts) judgeService(s netops.Service, idx portIndex) serviceVerdict {
+func (f *doctorFacts) judgeService(s kubeproxy.Service, idx portIndex) serviceVerdict {
 	v := serviceVerdict{status: StatusPass}
 	label := serviceLabel(s)
 	if s.NoEndpoints || len(s.Endpoints) == 0 {
@@ -825,7 +826,7 @@ func checkServices(f *doctorFacts) []Check {
 	}
 	var out []Check
 	for _, sel := range f.selectors {
-		arg, err := netops.NewServiceArg(sel)
+		arg, err := kubeproxy.NewServiceArg(sel)
 		if err != nil { // validated by Doctor
 			continue
 		}

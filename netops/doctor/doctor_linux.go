@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 )
@@ -23,7 +24,7 @@ import (
 // --bridge that does not exist.
 func Run(c *netops.Client, o Options) (*Report, error) {
 	for _, s := range o.Services {
-		if err := netops.ValidateServiceSelector(s); err != nil {
+		if err := kubeproxy.ValidateServiceSelector(s); err != nil {
 			return nil, err
 		}
 	}

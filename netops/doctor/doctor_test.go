@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 )
 
 // updateDoctor rewrites testdata/doctor/*.golden (go test ./netops/doctor -run
@@ -23,10 +24,10 @@ const doctorTestdata = "testdata/doctor"
 
 // webService is the example: default/web:http with three
 // endpoints, the first behind veth1.
-func webService(masq ...bool) netops.Service {
-	s := netops.Service{Namespace: "default", Name: "web", PortName: "http", Protocol: "TCP", ClusterIP: "10.96.0.10", Port: 80}
+func webService(masq ...bool) kubeproxy.Service {
+	s := kubeproxy.Service{Namespace: "default", Name: "web", PortName: "http", Protocol: "TCP", ClusterIP: "10.96.0.10", Port: 80}
 	for i, ip := range []string{"10.244.0.11", "10.244.0.12", "10.244.1.7"} {
-		ep := netops.Endpoint{IP: ip, Port: 8080, HairpinMasq: true}
+		ep := kubeproxy.Endpoint{IP: ip, Port: 8080, HairpinMasq: true}
 		if i < len(masq) {
 			ep.HairpinMasq = masq[i]
 		}
@@ -52,12 +53,12 @@ func healthyFacts() *doctorFacts {
 		}}},
 		brNfCallIPTables: sysctlFact{Value: "1"},
 		ipForward:        sysctlFact{Value: "1"},
-		services: &netops.ServicesResult{
-			Backend:           netops.BackendIPTablesNFT,
-			BackendsWithRules: []netops.Backend{netops.BackendIPTablesNFT},
-			Checked:           []netops.Backend{netops.BackendIPTablesNFT, netops.BackendIPTablesLegacy, netops.BackendNFTables},
-			Masquerade:        netops.MasqueradePlumbing{MarkMasq: true, PostroutingMasquerade: true, PostroutingHooked: true, Mark: "0x4000"},
-			Services:          []netops.Service{webService()},
+		services: &kubeproxy.Result{
+			Backend:           kubeproxy.BackendIPTablesNFT,
+			BackendsWithRules: []kubeproxy.Backend{kubeproxy.BackendIPTablesNFT},
+			Checked:           []kubeproxy.Backend{kubeproxy.BackendIPTablesNFT, kubeproxy.BackendIPTablesLegacy, kubeproxy.BackendNFTables},
+			Masquerade:        kubeproxy.MasqueradePlumbing{MarkMasq: true, PostroutingMasquerade: true, PostroutingHooked: true, Mark: "0x4000"},
+			Services:          []kubeproxy.Service{webService()},
 		},
 		cniDir:    "/etc/cni/net.d",
 		cniFiles:  []cniFile{{Path: "/etc/cni/net.d/10-flannel.conflist", Name: "cbr0", Plugins: []cniPlugin{{Type: "flannel", Bridges: true, Bridge: "cni0", Via: "delegate", HairpinMode: true}}}},
@@ -73,9 +74,9 @@ func brokenFacts() *doctorFacts {
 	f.bridges[0].Ports[2].Hairpin = false
 	f.brNfCallIPTables = sysctlFact{Missing: true}
 	f.ipForward = sysctlFact{Value: "0"}
-	f.services.BackendsWithRules = []netops.Backend{netops.BackendIPTablesNFT, netops.BackendIPTablesLegacy}
+	f.services.BackendsWithRules = []kubeproxy.Backend{kubeproxy.BackendIPTablesNFT, kubeproxy.BackendIPTablesLegacy}
 	f.services.Masquerade.PostroutingMasquerade = false
-	f.services.Services = []netops.Service{webService(true, false, true)}
+	f.services.Services = []kubeproxy.Service{webService(true, false, true)}
 	f.cniFiles[0].Plugins[0].HairpinMode = false
 	f.conntrack.InsertFailed, f.conntrack.Drop = 7, 2
 	return f
@@ -127,8 +128,8 @@ func TestDoctorServiceHeadline(t *testing.T) {
 }
 
 func TestDoctorServiceSelectors(t *testing.T) {
-	dns := netops.Service{Namespace: "kube-system", Name: "kube-dns", PortName: "dns-tcp", ClusterIP: "10.96.0.53", Port: 53,
-		ExternalIPs: []string{"192.0.2.53"}, Endpoints: []netops.Endpoint{{IP: "10.244.0.13", Port: 53, HairpinMasq: true}}}
+	dns := kubeproxy.Service{Namespace: "kube-system", Name: "kube-dns", PortName: "dns-tcp", ClusterIP: "10.96.0.53", Port: 53,
+		ExternalIPs: []string{"192.0.2.53"}, Endpoints: []kubeproxy.Endpoint{{IP: "10.244.0.13", Port: 53, HairpinMasq: true}}}
 	metrics := dns
 	metrics.PortName, metrics.Port = "metrics", 9153
 	f := healthyFacts()
@@ -162,12 +163,12 @@ func TestDoctorServiceSelectors(t *testing.T) {
 
 func TestValidateServiceSelector(t *testing.T) {
 	for _, ok := range []string{"10.96.0.10", "fd00::10", "default/web", "default/web:http", "ns/name:8080", "10.96.0.10:80", "[::1]:80"} {
-		if err := netops.ValidateServiceSelector(ok); err != nil {
+		if err := kubeproxy.ValidateServiceSelector(ok); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
 	for _, bad := range []string{"", "web", "/web", "default/", "default/web:", "a/b/c", "10.96.0", "default/web:http:x/y"} {
-		if err := netops.ValidateServiceSelector(bad); !errors.Is(err, netops.ErrInvalid) {
+		if err := kubeproxy.ValidateServiceSelector(bad); !errors.Is(err, netops.ErrInvalid) {
 			t.Errorf("%q: %v, want ErrInvalid", bad, err)
 		}
 	}
@@ -206,8 +207,8 @@ func TestDoctorServiceEndpointVerdicts(t *testing.T) {
 			if tt.noBr {
 				f.bridges = nil
 			}
-			f.services.Services = []netops.Service{{Namespace: "default", Name: "web", PortName: "http", ClusterIP: "10.96.0.10", Port: 80,
-				Endpoints: []netops.Endpoint{{IP: "10.244.0.11", Port: 8080, HairpinMasq: tt.masq}}}}
+			f.services.Services = []kubeproxy.Service{{Namespace: "default", Name: "web", PortName: "http", ClusterIP: "10.96.0.10", Port: 80,
+				Endpoints: []kubeproxy.Endpoint{{IP: "10.244.0.11", Port: 8080, HairpinMasq: tt.masq}}}}
 			f.selectors = []string{"default/web"}
 			c := checkServices(f)[0]
 			if c.Status != tt.status || !strings.Contains(c.Finding, tt.finding) || !strings.HasPrefix(c.Fix, tt.fix) || (tt.fix == "") != (c.Fix == "") {
@@ -304,9 +305,9 @@ func TestDoctorSysctls(t *testing.T) {
 
 func TestDoctorKubeProxyAndMasquerade(t *testing.T) {
 	f := healthyFacts()
-	f.services.Backend = netops.BackendNFTables
-	f.services.BackendsWithRules = []netops.Backend{netops.BackendNFTables}
-	f.services.Masquerade = netops.MasqueradePlumbing{MarkMasq: false, PostroutingMasquerade: true, PostroutingHooked: false}
+	f.services.Backend = kubeproxy.BackendNFTables
+	f.services.BackendsWithRules = []kubeproxy.Backend{kubeproxy.BackendNFTables}
+	f.services.Masquerade = kubeproxy.MasqueradePlumbing{MarkMasq: false, PostroutingMasquerade: true, PostroutingHooked: false}
 	if c := checkKubeProxy(f); c.Status != StatusPass || c.Finding != "kube-proxy's rules are in nftables (1 service port)" {
 		t.Errorf("nftables: %s %q", c.Status, c.Finding)
 	}
@@ -334,9 +335,9 @@ func TestDoctorKubeProxyAndMasquerade(t *testing.T) {
 // no iptables-legacy-save): the finding says which, never the wrong fix.
 func TestDoctorKubeProxyUnreadableBackend(t *testing.T) {
 	f := healthyFacts()
-	f.services = &netops.ServicesResult{
-		Checked:           []netops.Backend{netops.BackendIPTablesNFT, netops.BackendNFTables},
-		BackendsWithRules: []netops.Backend{},
+	f.services = &kubeproxy.Result{
+		Checked:           []kubeproxy.Backend{kubeproxy.BackendIPTablesNFT, kubeproxy.BackendNFTables},
+		BackendsWithRules: []kubeproxy.Backend{},
 		Warnings:          []string{"iptables-legacy-save not found in PATH: install the iptables package"},
 	}
 	c := checkKubeProxy(f)
@@ -344,7 +345,7 @@ func TestDoctorKubeProxyUnreadableBackend(t *testing.T) {
 	if c.Status != StatusWarn || c.Finding != want || strings.Contains(c.Fix, "kubectl") || !slices.Contains(c.Details, f.services.Warnings[0]) {
 		t.Errorf("unreadable backend: %s %q fix %q details %q", c.Status, c.Finding, c.Fix, c.Details)
 	}
-	f.services.Checked = []netops.Backend{netops.BackendIPTablesNFT, netops.BackendIPTablesLegacy, netops.BackendNFTables}
+	f.services.Checked = []kubeproxy.Backend{kubeproxy.BackendIPTablesNFT, kubeproxy.BackendIPTablesLegacy, kubeproxy.BackendNFTables}
 	if c := checkKubeProxy(f); c.Status != StatusWarn || !strings.Contains(c.Finding, "kube-proxy is not running here") {
 		t.Errorf("every backend read: %s %q", c.Status, c.Finding)
 	}
@@ -524,11 +525,11 @@ func TestDoctorGolden(t *testing.T) {
 // is, and the finding names the set, not an iptables rule.
 func TestDoctorHairpinSet(t *testing.T) {
 	f := healthyFacts()
-	f.services.Backend = netops.BackendNFTables
-	f.services.BackendsWithRules = []netops.Backend{netops.BackendNFTables}
-	f.services.Masquerade = netops.MasqueradePlumbing{MarkMasq: true, PostroutingMasquerade: true, PostroutingHooked: true, HairpinSet: true, Mark: "0x4000"}
-	f.services.Services = []netops.Service{{Namespace: "default", Name: "web", PortName: "http", Protocol: "TCP", ClusterIP: "10.96.0.10", Port: 80,
-		Endpoints: []netops.Endpoint{
+	f.services.Backend = kubeproxy.BackendNFTables
+	f.services.BackendsWithRules = []kubeproxy.Backend{kubeproxy.BackendNFTables}
+	f.services.Masquerade = kubeproxy.MasqueradePlumbing{MarkMasq: true, PostroutingMasquerade: true, PostroutingHooked: true, HairpinSet: true, Mark: "0x4000"}
+	f.services.Services = []kubeproxy.Service{{Namespace: "default", Name: "web", PortName: "http", Protocol: "TCP", ClusterIP: "10.96.0.10", Port: 80,
+		Endpoints: []kubeproxy.Endpoint{
 			{IP: "10.244.0.11", Port: 8080, HairpinMasq: true},
 			{IP: "10.244.1.7", Port: 8080}, // another node's
 		}}}
@@ -546,7 +547,7 @@ func TestDoctorHairpinSet(t *testing.T) {
 	// iptables mode writes the rule for every endpoint: a remote one
 	// without it is still a fault.
 	f = healthyFacts()
-	f.services.Services[0].Endpoints = append(f.services.Services[0].Endpoints, netops.Endpoint{IP: "10.244.1.7", Port: 8080})
+	f.services.Services[0].Endpoints = append(f.services.Services[0].Endpoints, kubeproxy.Endpoint{IP: "10.244.1.7", Port: 8080})
 	if c := checkServices(f)[0]; c.Status != StatusFail {
 		t.Errorf("iptables mode, remote endpoint without its rule: %s %q", c.Status, c.Finding)
 	}
@@ -590,19 +591,19 @@ func TestCheckServicesSelects(t *testing.T) {
 	db.Name, db.PortName, db.ClusterIP, db.Port = "db", "pg", "10.96.0.20", 5432
 	tests := []struct {
 		sel  string
-		want []netops.Service
+		want []kubeproxy.Service
 	}{
-		{"10.96.0.10:http", []netops.Service{web}},
-		{"default/web", []netops.Service{web, web6}},
-		{"[fd00::10]:80", []netops.Service{web6}},
-		{"default/db:5432", []netops.Service{db}},
+		{"10.96.0.10:http", []kubeproxy.Service{web}},
+		{"default/web", []kubeproxy.Service{web, web6}},
+		{"[fd00::10]:80", []kubeproxy.Service{web6}},
+		{"default/db:5432", []kubeproxy.Service{db}},
 		{"default/db:http", nil},
 	}
 	for _, tt := range tests {
 		f := healthyFacts()
-		f.services.Services = []netops.Service{web, web6, db}
+		f.services.Services = []kubeproxy.Service{web, web6, db}
 		f.selectors = []string{tt.sel}
-		if err := netops.ValidateServiceSelector(tt.sel); err != nil {
+		if err := kubeproxy.ValidateServiceSelector(tt.sel); err != nil {
 			t.Fatalf("doctor %s: %v", tt.sel, err)
 		}
 		var ids, wantIDs []string

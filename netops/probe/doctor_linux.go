@@ -10,6 +10,7 @@ import (
 
 	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/hairpinctl/hairpinctl/netops/doctor"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 )
 
 // DoctorOptions says what doctor --probe probes and how long it may take.
@@ -77,9 +78,9 @@ func PlanDoctor(c *netops.Client, o DoctorOptions) ([]Pair, error) {
 			}
 		}
 	}
-	so := netops.ServicesOptions{}
+	so := kubeproxy.Options{}
 	for _, s := range o.Services {
-		ip, name, err := netops.ParseServiceArg(s)
+		ip, name, err := kubeproxy.ParseServiceArg(s)
 		if err != nil {
 			return nil, err
 		}
@@ -89,7 +90,7 @@ func PlanDoctor(c *netops.Client, o DoctorOptions) ([]Pair, error) {
 			so.Names = append(so.Names, name)
 		}
 	}
-	model, err := c.Services(so)
+	model, err := kubeproxy.Services(c, so)
 	if err != nil {
 		return nil, err
 	}

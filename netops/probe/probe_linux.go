@@ -15,6 +15,7 @@ import (
 	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/hairpinctl/hairpinctl/netops/flows"
 	"github.com/hairpinctl/hairpinctl/netops/internal/nsenter"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -25,8 +26,8 @@ type target struct {
 	podIP netip.Addr
 	ns    netns.NsHandle
 	path  string
-	svc   netops.Service
-	model *netops.ServicesResult
+	svc   kubeproxy.Service
+	model *kubeproxy.Result
 	proto uint8
 }
 
@@ -121,17 +122,17 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	if !t.port.PodPort {
 		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s is %s", t.port.Name, netops.NotPodPort(t.port))
 	}
-	ip, name, err := netops.ParseServiceArg(o.Service)
+	ip, name, err := kubeproxy.ParseServiceArg(o.Service)
 	if err != nil {
 		return nil, err
 	}
-	so := netops.ServicesOptions{Backend: o.Backend}
+	so := kubeproxy.Options{Backend: o.Backend}
 	if ip != "" {
 		so.ClusterIPs = []string{ip}
 	} else {
 		so.Names = []string{name}
 	}
-	t.model, err = c.Services(so)
+	t.model, err = kubeproxy.Services(c, so)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +142,7 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 			addrs = append(addrs, a.Unmap())
 		}
 	}
-	var cands []netops.Service
+	var cands []kubeproxy.Service
 	for _, s := range t.model.Services {
 		for _, a := range addrs {
 			if (a.Is4() && s.Family == 4) || (a.Is6() && s.Family == 6) {
@@ -155,7 +156,7 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	}
 	// A dual-stack Service selected by name is probed over IPv4.
 	if len(cands) > 1 {
-		var v4 []netops.Service
+		var v4 []kubeproxy.Service
 		for _, s := range cands {
 			if s.Family == 4 {
 				v4 = append(v4, s)
@@ -200,7 +201,7 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	return t, nil
 }
 
-func svcLabel(s *netops.Service) string {
+func svcLabel(s *kubeproxy.Service) string {
 	if s.Name == "" {
 		return s.ClusterIP + ":" + strconv.Itoa(s.Port)
 	}
