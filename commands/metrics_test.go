@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/exporter"
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/doctor"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -22,7 +22,7 @@ func TestMetricsRegistry(t *testing.T) {
 			{ID: "service:default/web:http", Status: doctor.StatusPass},
 		},
 		Bridges: []string{"cni0", "empty0"},
-		Ports: []netops.Port{
+		Ports: []bridgeports.Port{
 			{Bridge: "cni0", Name: "veth1", Hairpin: false},
 			{Bridge: "cni0", Name: "veth2", Hairpin: true},
 			{Bridge: "cni0", Name: "veth3", Hairpin: false},

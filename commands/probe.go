@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/hairpinctl/hairpinctl/netops/probe"
 	"github.com/urfave/cli/v2"
@@ -69,7 +69,7 @@ func runProbe(c *cli.Context) error {
 		Count: c.Int("count"), Timeout: c.Duration("timeout"),
 		CacheDir: c.String("cni-cache"), Backend: c.String("backend"), NoTrace: c.Bool("no-trace"),
 	}
-	if err := netops.ValidatePortArg(o.Pod); err != nil {
+	if err := bridgeports.ValidatePortArg(o.Pod); err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
 	if err := kubeproxy.ValidateServiceSelector(o.Service); err != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/urfave/cli/v2"
 )
@@ -150,12 +151,12 @@ func nameEndpoints(c *cli.Context, cl *netops.Client, svcs []kubeproxy.Service) 
 	if !local {
 		return
 	}
-	ports, err := cl.ListPorts(netops.ListOptions{Pods: podNaming(c, cl)})
+	ports, err := bridgeports.List(cl, bridgeports.ListOptions{Pods: podNaming(c, cl)})
 	if err != nil {
 		fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: list bridge ports: %s: pods of this node's endpoints unknown\n", c.Command.Name, termSafeText(err.Error()))
 		return
 	}
-	kubeproxy.NameEndpoints(svcs, netops.PodsByIP(ports))
+	kubeproxy.NameEndpoints(svcs, bridgeports.PodsByIP(ports))
 }
 
 // hostPort joins an address and a port, bracketing IPv6.

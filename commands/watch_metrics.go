@@ -12,6 +12,7 @@ import (
 
 	"github.com/hairpinctl/hairpinctl/exporter"
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/doctor"
 	"github.com/hairpinctl/hairpinctl/netops/watch"
 	"github.com/urfave/cli/v2"
@@ -122,19 +123,19 @@ func (cfg watchMetricsConfig) start(ctx context.Context, cancelWatch context.Can
 
 // listPorts returns the ports watch keeps on: those of the selected
 // bridges (every bridge with --all), pods' ports only without --any-port.
-func (m *watchMetrics) listPorts() ([]string, []netops.Port, error) {
+func (m *watchMetrics) listPorts() ([]string, []bridgeports.Port, error) {
 	m.clMu.Lock()
-	ports, err := m.cl.ListPorts(netops.ListOptions{Kinds: !m.cfg.anyPort})
+	ports, err := bridgeports.List(m.cl, bridgeports.ListOptions{Kinds: !m.cfg.anyPort})
 	m.clMu.Unlock()
 	if err != nil {
 		return nil, nil, err
 	}
-	kept := []netops.Port{}
+	kept := []bridgeports.Port{}
 	for _, p := range ports {
 		if len(m.cfg.bridges) > 0 && !slices.Contains(m.cfg.bridges, p.Bridge) {
 			continue
 		}
-		if !m.cfg.anyPort && netops.NotPodPort(p) != "" {
+		if !m.cfg.anyPort && bridgeports.NotPodPort(p) != "" {
 			continue
 		}
 		kept = append(kept, p)

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/doctor"
 )
 
@@ -53,7 +53,7 @@ func newLastSuccess() *vec {
 // setPorts fills v with the ports of each bridge by hairpin state. Both
 // series exist for every bridge in bridges, so "off" reads 0 rather than
 // vanishing when all is well.
-func setPorts(v *vec, bridges []string, ports []netops.Port) {
+func setPorts(v *vec, bridges []string, ports []bridgeports.Port) {
 	for _, b := range bridges {
 		v.Touch(b, "on")
 		v.Touch(b, "off")

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/doctor"
 	"github.com/hairpinctl/hairpinctl/netops/watch"
 )
@@ -26,8 +26,8 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 // event; a failed listing reads hairpinctl_up 0 and leaves the rest.
 func TestWatch(t *testing.T) {
 	var listErr error
-	ports := []netops.Port{{Bridge: "cni0", Name: "veth1", Hairpin: true}, {Bridge: "cni0", Name: "veth2"}}
-	w := NewWatch("v1.2.3", func() ([]string, []netops.Port, error) {
+	ports := []bridgeports.Port{{Bridge: "cni0", Name: "veth1", Hairpin: true}, {Bridge: "cni0", Name: "veth2"}}
+	w := NewWatch("v1.2.3", func() ([]string, []bridgeports.Port, error) {
 		return []string{"cni0", "cni1"}, ports, listErr
 	}, true)
 	h := w.Handler()

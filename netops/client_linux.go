@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/hairpinctl/hairpinctl/netops/internal/nlsock"
 	"github.com/hairpinctl/hairpinctl/netops/internal/nsenter"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -27,7 +28,7 @@ type Client struct {
 	h   *netlink.Handle
 	// raw is a NETLINK_ROUTE socket in the namespace for requests the netlink
 	// package has no bulk form of: the AF_BRIDGE link dump and pipelined RTM_SETLINK.
-	raw *rawConn
+	raw *nlsock.Conn
 	// ownLabel is the own namespace's name for messages, found once.
 	ownLabel     string
 	ownLabelOnce sync.Once
@@ -82,7 +83,7 @@ func Open(spec string) (*Client, error) {
 		c.ns.Close()
 		return nil, c.socketError(err)
 	}
-	c.raw, err = openRawConn(target, 64<<10)
+	c.raw, err = nlsock.OpenRoute(target, 64<<10)
 	if err != nil {
 		c.h.Close()
 		c.ns.Close()
@@ -140,6 +141,11 @@ func (c *Client) Close() error {
 
 // Handle is the netlink handle bound to the client's namespace.
 func (c *Client) Handle() *netlink.Handle { return c.h }
+
+// RouteConn is the client's NETLINK_ROUTE socket, made in its namespace,
+// for the requests the netlink package has no bulk form of: the AF_BRIDGE
+// link dump and pipelined RTM_SETLINK.
+func (c *Client) RouteConn() *nlsock.Conn { return c.raw }
 
 // Spec is the --netns value the client was opened with, "" for the
 // caller's own namespace: what a suggested command line passes on.

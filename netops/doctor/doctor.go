@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
 )
@@ -130,8 +131,8 @@ type Report struct {
 	Summary Summary `json:"summary"`
 	// Bridges and Ports are the bridges and bridge ports looked at, for
 	// exporters (metrics); not part of doctor's JSON.
-	Bridges []string      `json:"-"`
-	Ports   []netops.Port `json:"-"`
+	Bridges []string           `json:"-"`
+	Ports   []bridgeports.Port `json:"-"`
 }
 
 // Options says what doctor looks at.
@@ -146,8 +147,8 @@ type Options struct {
 	// one check.
 	Services []string
 	// Pods, when not nil, names the pod behind each port a finding
-	// speaks of, as ListPorts does (ListOptions.Pods).
-	Pods *netops.PodOptions
+	// speaks of, as bridgeports.List does (ListOptions.Pods).
+	Pods *bridgeports.PodOptions
 }
 
 // doctorFacts is everything doctor read from the kernel and the
@@ -200,7 +201,7 @@ type bridgeFacts struct {
 	// plugin's promiscMode do), so it passes every frame up to the host
 	// stack, hairpin ones included.
 	Promisc bool
-	Ports   []netops.Port
+	Ports   []bridgeports.Port
 	// Dedup is what was found of a duplicate-suppression rule; only
 	// looked for when the bridge is promiscuous and a port has hairpin off.
 	Dedup dedupFacts
@@ -243,7 +244,7 @@ type conntrackCounters struct {
 
 // diagnose runs every check on the facts.
 func diagnose(f *doctorFacts) *Report {
-	r := &Report{Checks: []Check{}, Bridges: []string{}, Ports: []netops.Port{}}
+	r := &Report{Checks: []Check{}, Bridges: []string{}, Ports: []bridgeports.Port{}}
 	for _, b := range f.bridges {
 		r.Bridges = append(r.Bridges, b.Name)
 		r.Ports = append(r.Ports, b.Ports...)
@@ -453,7 +454,7 @@ func checkBridgeHairpin(f *doctorFacts) Check {
 
 // podSuffix is " (pod NS/NAME)" for a port whose pod is named, " (pod
 // unknown)" for one nothing names, "" when the names were not asked for.
-func (f *doctorFacts) podSuffix(p netops.Port) string {
+func (f *doctorFacts) podSuffix(p bridgeports.Port) string {
 	if !f.podsNamed {
 		return ""
 	}
@@ -464,10 +465,10 @@ func (f *doctorFacts) podSuffix(p netops.Port) string {
 }
 
 // portNotJudged says why bridge-hairpin leaves p out, "" when it judges it.
-func portNotJudged(p netops.Port) string {
+func portNotJudged(p bridgeports.Port) string {
 	switch {
 	case !p.PodPort:
-		return strings.TrimPrefix(netops.NotPodPort(p), "not a pod's port: ")
+		return strings.TrimPrefix(bridgeports.NotPodPort(p), "not a pod's port: ")
 	case p.OperState == "down" || p.OperState == "lowerlayerdown":
 		return "down"
 	case p.State == "disabled":
@@ -671,7 +672,7 @@ func serviceName(s kubeproxy.Service) string {
 type portIndex map[netip.Addr]portRef
 
 type portRef struct {
-	port   netops.Port
+	port   bridgeports.Port
 	bridge *bridgeFacts
 }
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
@@ -29,7 +30,7 @@ func Run(c *netops.Client, o Options) (*Report, error) {
 		}
 	}
 	for _, b := range o.Bridges {
-		if _, err := c.Bridge(b); err != nil {
+		if _, err := bridgeports.Bridge(c, b); err != nil {
 			return nil, err
 		}
 	}
@@ -57,7 +58,7 @@ func Run(c *netops.Client, o Options) (*Report, error) {
 // readBridges lists the bridges (every one, or --bridge), their ports
 // with the pod IPs (and, when asked, the pods) behind them, and, for a promiscuous bridge with a port
 // whose hairpin is off, looks for duplicate suppression.
-func readBridges(c *netops.Client, f *doctorFacts, named *netops.PodOptions) {
+func readBridges(c *netops.Client, f *doctorFacts, named *bridgeports.PodOptions) {
 	links, err := c.Handle().LinkList()
 	if err != nil {
 		f.bridgesErr = fmt.Errorf("list links in netns %s: %w", c.NetnsLabel(), err)
@@ -78,13 +79,13 @@ func readBridges(c *netops.Client, f *doctorFacts, named *netops.PodOptions) {
 			Name:    a.Name,
 			MAC:     a.HardwareAddr.String(),
 			Promisc: a.RawFlags&unix.IFF_PROMISC != 0,
-			Ports:   []netops.Port{},
+			Ports:   []bridgeports.Port{},
 		})
 	}
 	if len(f.bridges) == 0 {
 		return
 	}
-	ports, err := c.ListPorts(netops.ListOptions{Bridges: f.bridgesAsked, PodIPs: true, Kinds: true, Pods: named})
+	ports, err := bridgeports.List(c, bridgeports.ListOptions{Bridges: f.bridgesAsked, PodIPs: true, Kinds: true, Pods: named})
 	if err != nil {
 		f.bridgesErr = err
 		f.bridges = nil
@@ -98,7 +99,7 @@ func readBridges(c *netops.Client, f *doctorFacts, named *netops.PodOptions) {
 	}
 	for i := range f.bridges {
 		b := &f.bridges[i]
-		if !b.Promisc || !slices.ContainsFunc(b.Ports, func(p netops.Port) bool { return !p.Hairpin }) {
+		if !b.Promisc || !slices.ContainsFunc(b.Ports, func(p bridgeports.Port) bool { return !p.Hairpin }) {
 			continue
 		}
 		b.Dedup = findDedup(c, b.MAC)

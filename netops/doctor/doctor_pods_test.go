@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
 )
 
@@ -123,14 +123,14 @@ func TestDoctorPodsOncePerEndpoint(t *testing.T) {
 func TestPodsByIP(t *testing.T) {
 	a := &pods.Pod{Namespace: "ns", Name: "a", ContainerID: "ca"}
 	b := &pods.Pod{Namespace: "ns", Name: "b", ContainerID: "cb"}
-	ports := []netops.Port{
+	ports := []bridgeports.Port{
 		{Name: "v1", PodIPs: []string{"10.0.0.1", "fd00::1"}, Pod: a},
 		{Name: "v2", PodIPs: []string{"10.0.0.2"}},         // nothing names it
 		{Name: "v3", PodIPs: []string{"10.0.0.3"}, Pod: b}, // and a port of another pod claims its IP
 		{Name: "v4", PodIPs: []string{"10.0.0.3"}, Pod: a},
 		{Name: "v5", PodIPs: []string{"::ffff:10.0.0.5"}, Pod: b},
 	}
-	m := netops.PodsByIP(ports)
+	m := bridgeports.PodsByIP(ports)
 	want := map[string]*pods.Pod{"10.0.0.1": a, "fd00::1": a, "10.0.0.5": b}
 	if len(m) != len(want) {
 		t.Errorf("PodsByIP = %v, want %v", m, want)

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 )
 
@@ -36,17 +37,17 @@ func webService(masq ...bool) kubeproxy.Service {
 	return s
 }
 
-func port(bridge, name string, hairpin bool, ips ...string) netops.Port {
+func port(bridge, name string, hairpin bool, ips ...string) bridgeports.Port {
 	if ips == nil {
 		ips = []string{}
 	}
-	return netops.Port{Bridge: bridge, Name: name, Hairpin: hairpin, PodIPs: ips, Kind: "veth", PodPort: true, OperState: "up", State: "forwarding"}
+	return bridgeports.Port{Bridge: bridge, Name: name, Hairpin: hairpin, PodIPs: ips, Kind: "veth", PodPort: true, OperState: "up", State: "forwarding"}
 }
 
 // healthyFacts is a node where everything passes.
 func healthyFacts() *doctorFacts {
 	return &doctorFacts{
-		bridges: []bridgeFacts{{Name: "cni0", MAC: "02:42:0a:11:00:01", Ports: []netops.Port{
+		bridges: []bridgeFacts{{Name: "cni0", MAC: "02:42:0a:11:00:01", Ports: []bridgeports.Port{
 			port("cni0", "veth1", true, "10.244.0.11"),
 			port("cni0", "veth2", true, "10.244.0.12"),
 			port("cni0", "veth3", true, "10.244.0.13"),
@@ -203,7 +204,7 @@ func TestDoctorServiceEndpointVerdicts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := healthyFacts()
 			f.bridges = []bridgeFacts{{Name: "cni0", Promisc: tt.promisc, Dedup: dedupFacts{Rule: tt.dedup, Where: "nft"},
-				Ports: []netops.Port{port("cni0", "veth1", tt.hairpin, "10.244.0.11")}}}
+				Ports: []bridgeports.Port{port("cni0", "veth1", tt.hairpin, "10.244.0.11")}}}
 			if tt.noBr {
 				f.bridges = nil
 			}
@@ -254,17 +255,17 @@ func TestDoctorBridgeHairpin(t *testing.T) {
 		fix     string
 	}{
 		{name: "no bridge", status: StatusSkip, finding: "no Linux bridge in netns host: bridge hairpin does not apply (a routed CNI"},
-		{name: "empty bridge", bridges: []bridgeFacts{{Name: "cni0", Ports: []netops.Port{}}}, status: StatusPass, finding: "every pod port of cni0 reflects hairpin traffic (0 pod ports)"},
+		{name: "empty bridge", bridges: []bridgeFacts{{Name: "cni0", Ports: []bridgeports.Port{}}}, status: StatusPass, finding: "every pod port of cni0 reflects hairpin traffic (0 pod ports)"},
 		{name: "many off", bridges: []bridgeFacts{many}, status: StatusFail,
 			finding: "8 of 9 pod ports of cni0 have hairpin off: veth1, veth2, veth3, veth4 and 4 more", fix: "hairpinctl enable --bridge cni0"},
 		{name: "two bridges", bridges: []bridgeFacts{
-			{Name: "cni0", Ports: []netops.Port{port("cni0", "veth1", false)}},
-			{Name: "cbr0", Promisc: true, Ports: []netops.Port{port("cbr0", "veth9", false)}, Dedup: dedupFacts{Looked: true, Unchecked: []string{"ebtables-legacy is not installed"}}},
+			{Name: "cni0", Ports: []bridgeports.Port{port("cni0", "veth1", false)}},
+			{Name: "cbr0", Promisc: true, Ports: []bridgeports.Port{port("cbr0", "veth9", false)}, Dedup: dedupFacts{Looked: true, Unchecked: []string{"ebtables-legacy is not installed"}}},
 		}, status: StatusFail,
 			finding: "1 of 1 pod ports of cni0 have hairpin off: veth1; cbr0 is promiscuous", fix: "hairpinctl enable --bridge cni0 --bridge cbr0"},
-		{name: "promiscuous, no dedup", bridges: []bridgeFacts{{Name: "cbr0", Promisc: true, Ports: []netops.Port{port("cbr0", "veth9", false)}}},
+		{name: "promiscuous, no dedup", bridges: []bridgeFacts{{Name: "cbr0", Promisc: true, Ports: []bridgeports.Port{port("cbr0", "veth9", false)}}},
 			status: StatusWarn, finding: "cbr0 is promiscuous (promiscuous-bridge mode) but no duplicate-suppression rule was found", fix: "hairpinctl enable --bridge cbr0"},
-		{name: "promiscuous with dedup", bridges: []bridgeFacts{{Name: "cbr0", Promisc: true, Ports: []netops.Port{port("cbr0", "veth9", false)}, Dedup: dedupFacts{Looked: true, Rule: "-j DROP", Where: "ebtables"}}},
+		{name: "promiscuous with dedup", bridges: []bridgeFacts{{Name: "cbr0", Promisc: true, Ports: []bridgeports.Port{port("cbr0", "veth9", false)}, Dedup: dedupFacts{Looked: true, Rule: "-j DROP", Where: "ebtables"}}},
 			status: StatusPass, finding: "every pod port of cbr0 reflects hairpin traffic"},
 		{name: "not permitted", err: netops.Errorf(netops.ErrPermission, "no"), status: StatusSkip, finding: "not permitted", fix: "run as root"},
 		{name: "error", err: errors.New("netlink: boom"), status: StatusWarn, finding: "could not check bridge ports: netlink: boom"},
@@ -557,8 +558,8 @@ func TestDoctorHairpinSet(t *testing.T) {
 // hairpin off is right, and a down or STP-disabled pod port is not a fault.
 func TestDoctorBridgeHairpinPodPortsOnly(t *testing.T) {
 	f := healthyFacts()
-	nic := netops.Port{Bridge: "cni0", Name: "enp1s0", PodIPs: []string{}, OperState: "up", State: "forwarding"}
-	vx := netops.Port{Bridge: "cni0", Name: "vxlan0", Kind: "vxlan", PodIPs: []string{}, OperState: "up", State: "forwarding"}
+	nic := bridgeports.Port{Bridge: "cni0", Name: "enp1s0", PodIPs: []string{}, OperState: "up", State: "forwarding"}
+	vx := bridgeports.Port{Bridge: "cni0", Name: "vxlan0", Kind: "vxlan", PodIPs: []string{}, OperState: "up", State: "forwarding"}
 	down := port("cni0", "veth9", false)
 	down.OperState = "down"
 	disabled := port("cni0", "veth8", false)

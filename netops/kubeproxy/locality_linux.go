@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/vishvananda/netlink"
 )
 
@@ -16,7 +17,7 @@ func markLocal(c *netops.Client, svcs []Service) {
 	var nets []netip.Prefix
 	// BridgeNames' dump is filtered by the kernel: on a node of 1,000 pods
 	// listing every link would cost more than the rest.
-	bridges, err := c.BridgeNames()
+	bridges, err := bridgeports.BridgeNames(c)
 	if err != nil {
 		return
 	}

@@ -60,7 +60,7 @@ type Result struct {
 	// Warnings are one-line remarks for stderr (split brain, ...).
 	Warnings []string `json:"warnings"`
 	// UnparsedRules are the rules counted in Unparsed that belong to no
-	// service, verbatim (only with ServicesOptions.Raw).
+	// service, verbatim (only with Options.Raw).
 	UnparsedRules []string `json:"unparsedRules,omitempty"`
 	// Families lists the address families read, 4 and/or 6.
 	Families []int `json:"families"`
@@ -181,7 +181,7 @@ func NameEndpoints(svcs []Service, byIP map[netip.Addr]*pods.Pod) {
 	}
 }
 
-// BackendAuto and BackendIPTables are ServicesOptions.Backend values that
+// BackendAuto and BackendIPTables are Options.Backend values that
 // pick a backend: auto looks at all three, iptables at the two iptables
 // backends.
 const (

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/doctor"
 	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 )
@@ -63,11 +64,11 @@ func (o *DoctorOptions) defaults() {
 // of a selected TCP or UDP Service port that sits behind a pod's port of
 // this node's bridges, in the Services' order.
 func PlanDoctor(c *netops.Client, o DoctorOptions) ([]Pair, error) {
-	ports, err := c.ListPorts(netops.ListOptions{PodIPs: true, Kinds: true, Pods: &netops.PodOptions{CacheDir: o.CacheDir}})
+	ports, err := bridgeports.List(c, bridgeports.ListOptions{PodIPs: true, Kinds: true, Pods: &bridgeports.PodOptions{CacheDir: o.CacheDir}})
 	if err != nil {
 		return nil, err
 	}
-	byIP := map[netip.Addr]netops.Port{}
+	byIP := map[netip.Addr]bridgeports.Port{}
 	for _, p := range ports {
 		if !p.PodPort {
 			continue

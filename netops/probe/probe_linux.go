@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/flows"
 	"github.com/hairpinctl/hairpinctl/netops/internal/nsenter"
 	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
@@ -22,7 +23,7 @@ import (
 
 // target is what a probe connects from and to, resolved once.
 type target struct {
-	port  netops.Port
+	port  bridgeports.Port
 	podIP netip.Addr
 	ns    netns.NsHandle
 	path  string
@@ -62,7 +63,7 @@ func RunFix(ctx context.Context, c *netops.Client, o Options) (*FixResult, error
 	if !hasFinding(before, FindingHairpinOff) || ctx.Err() != nil {
 		return res, nil
 	}
-	sr := c.SetHairpin([]netops.Port{t.port}, true, false)
+	sr := bridgeports.SetHairpin(c, []bridgeports.Port{t.port}, true, false)
 	if len(sr.Failed) > 0 {
 		return res, fmt.Errorf("fix: %s", sr.Failed[0].Error)
 	}
@@ -100,14 +101,14 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	if o.Count > MaxCount {
 		return nil, netops.Errorf(netops.ErrInvalid, "probe: --count %d is more than %d", o.Count, MaxCount)
 	}
-	if err := netops.ValidatePortArg(o.Pod); err != nil {
+	if err := bridgeports.ValidatePortArg(o.Pod); err != nil {
 		return nil, err
 	}
-	ports, err := c.ListPorts(netops.ListOptions{PodIPs: true, Kinds: true, Pods: &netops.PodOptions{CacheDir: o.CacheDir}})
+	ports, err := bridgeports.List(c, bridgeports.ListOptions{PodIPs: true, Kinds: true, Pods: &bridgeports.PodOptions{CacheDir: o.CacheDir}})
 	if err != nil {
 		return nil, err
 	}
-	sel, fails := c.SelectPorts(ports, []string{o.Pod})
+	sel, fails := bridgeports.Select(c, ports, []string{o.Pod})
 	if len(fails) > 0 {
 		return nil, fails[0].Err()
 	}
@@ -120,7 +121,7 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	}
 	t := &target{port: sel[0]}
 	if !t.port.PodPort {
-		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s is %s", t.port.Name, netops.NotPodPort(t.port))
+		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s is %s", t.port.Name, bridgeports.NotPodPort(t.port))
 	}
 	ip, name, err := kubeproxy.ParseServiceArg(o.Service)
 	if err != nil {
@@ -194,7 +195,7 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	default:
 		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s is %s: only TCP and UDP can be probed", svcLabel(&t.svc), t.svc.Protocol)
 	}
-	t.ns, t.path, err = c.PortNetns(t.port)
+	t.ns, t.path, err = bridgeports.PortNetns(c, t.port)
 	if err != nil {
 		return nil, err
 	}

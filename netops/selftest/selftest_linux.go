@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/hairpinctl/hairpinctl/netops/lab"
 	"golang.org/x/sys/unix"
@@ -165,15 +166,15 @@ func (t *selftest) enable(port string) (got, detail string) {
 		return "failed", err.Error()
 	}
 	defer c.Close()
-	ports, err := c.ListPorts(netops.ListOptions{Bridges: []string{t.lab.Bridge}})
+	ports, err := bridgeports.List(c, bridgeports.ListOptions{Bridges: []string{t.lab.Bridge}})
 	if err != nil {
 		return "failed", err.Error()
 	}
-	sel, fails := c.SelectPorts(ports, []string{port})
+	sel, fails := bridgeports.Select(c, ports, []string{port})
 	if len(fails) > 0 {
 		return "failed", fails[0].Error
 	}
-	res := c.SetHairpin(sel, true, false)
+	res := bridgeports.SetHairpin(c, sel, true, false)
 	switch {
 	case len(res.Failed) > 0:
 		return "failed", res.Failed[0].Error

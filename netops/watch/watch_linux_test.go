@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/internal/clienttest"
 	"github.com/hairpinctl/hairpinctl/netops/lab"
 	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
@@ -103,7 +104,7 @@ func enabledFor(port, cause string) func(WatchEvent) bool {
 // client of the test's own (the watcher's is not shared).
 func hairpinStates(t *testing.T, c *netops.Client) map[string]bool {
 	t.Helper()
-	ports, err := c.DumpBridgePorts()
+	ports, err := bridgeports.Dump(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +430,7 @@ func TestWatchSkipsUplinks(t *testing.T) {
 			w.waitEvent(t, "vx0 skipped", func(ev WatchEvent) bool {
 				return ev.Kind == WatchSkipped && ev.Port == "vx0" && ev.Error == "not a pod's port: a vxlan uplink"
 			})
-			ports, err := check.ListPorts(netops.ListOptions{})
+			ports, err := bridgeports.List(check, bridgeports.ListOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}

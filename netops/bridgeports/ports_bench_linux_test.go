@@ -1,22 +1,23 @@
-package netops
+package bridgeports
 
 import (
 	"fmt"
 	"os"
 	"testing"
 
+	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/vishvananda/netlink"
 )
 
 // benchNs opens the namespace named by HAIRPINCTL_BENCH_NETNS, a scratch
 // node with many ports built by bench/ports.sh, or skips.
-func benchNs(b *testing.B) *Client {
+func benchNs(b *testing.B) *netops.Client {
 	b.Helper()
 	ns := os.Getenv("HAIRPINCTL_BENCH_NETNS")
 	if ns == "" {
 		b.Skip("set HAIRPINCTL_BENCH_NETNS to a namespace with bridge ports (see bench/ports.sh)")
 	}
-	c, err := Open(ns)
+	c, err := netops.Open(ns)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -27,7 +28,7 @@ func benchNs(b *testing.B) *Client {
 func BenchmarkDumpBridgePorts(b *testing.B) {
 	c := benchNs(b)
 	for b.Loop() {
-		if _, err := c.DumpBridgePorts(); err != nil {
+		if _, err := Dump(c); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -36,7 +37,7 @@ func BenchmarkDumpBridgePorts(b *testing.B) {
 func BenchmarkListPortsPodIPs(b *testing.B) {
 	c := benchNs(b)
 	for b.Loop() {
-		if _, err := c.ListPorts(ListOptions{PodIPs: true}); err != nil {
+		if _, err := List(c, ListOptions{PodIPs: true}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -45,7 +46,7 @@ func BenchmarkListPortsPodIPs(b *testing.B) {
 func BenchmarkLinkList(b *testing.B) {
 	c := benchNs(b)
 	for b.Loop() {
-		if _, err := c.h.LinkList(); err != nil {
+		if _, err := c.Handle().LinkList(); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -58,11 +59,11 @@ func BenchmarkSetHairpinToggle(b *testing.B) {
 	c := benchNs(b)
 	on := true
 	for b.Loop() {
-		ports, err := c.ListPorts(ListOptions{})
+		ports, err := List(c, ListOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if r := c.SetHairpin(ports, on, false); len(r.Failed) > 0 {
+		if r := SetHairpin(c, ports, on, false); len(r.Failed) > 0 {
 			b.Fatal(r.Failed[0].Error)
 		}
 		on = !on

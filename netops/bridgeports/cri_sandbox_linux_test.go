@@ -1,4 +1,4 @@
-package netops
+package bridgeports
 
 import (
 	"archive/tar"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops/cri"
+	"github.com/hairpinctl/hairpinctl/netops/internal/clienttest"
 	"github.com/hairpinctl/hairpinctl/netops/lab"
 	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
@@ -126,7 +127,7 @@ func TestPodsOfContainerdSandbox(t *testing.T) {
 		}
 	}
 	labtest.RequireCNIPlugins(t)
-	l := newLab(t, lab.Options{Pods: 2, Restore: "none"})
+	l := labtest.New(t, lab.Options{Pods: 2, Restore: "none"})
 	// containerd 1.6's CRI plugin has no setting for libcni's cache
 	// directory: its entries go to the host's /var/lib/cni. The network's
 	// name is this run's, its entries are removed when the test ends, and
@@ -198,10 +199,10 @@ func TestPodsOfContainerdSandbox(t *testing.T) {
 		}
 		return other[0]
 	}
-	c := openLab(t, l)
+	c := clienttest.Open(t, l)
 
 	// From the cache containerd's libcni wrote.
-	ports, err := c.ListPorts(ListOptions{Pods: &PodOptions{CacheDir: pods.DefaultCacheDir}})
+	ports, err := List(c, ListOptions{Pods: &PodOptions{CacheDir: pods.DefaultCacheDir}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +213,7 @@ func TestPodsOfContainerdSandbox(t *testing.T) {
 	}
 
 	// From the runtime, with no cache.
-	ports, err = c.ListPorts(ListOptions{Pods: &PodOptions{CacheDir: t.TempDir()}})
+	ports, err = List(c, ListOptions{Pods: &PodOptions{CacheDir: t.TempDir()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +224,7 @@ func TestPodsOfContainerdSandbox(t *testing.T) {
 	if err != nil || ep != ctd.Endpoint {
 		t.Fatalf("Sandboxes: %v", err)
 	}
-	c.NamePods(ports, pods.FromSandboxes(sbs))
+	NamePods(c, ports, pods.FromSandboxes(sbs))
 	want.Source = pods.SourceCRI
 	if got := sandboxPort(ports).Pod; got == nil || *got != want {
 		t.Errorf("from CRI: %+v, want %+v (sandboxes %+v)", got, want, sbs)

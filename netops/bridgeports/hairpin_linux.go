@@ -1,4 +1,4 @@
-package netops
+package bridgeports
 
 import (
 	"errors"
@@ -6,9 +6,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,7 +27,7 @@ const setRcvBuf = 1 << 20
 // matched to its port by sequence number, so one failure (a pod deleted
 // mid-way) costs that port only. With dryRun nothing is written and the
 // ports that would change are reported as Changed.
-func (c *Client) SetHairpin(ports []Port, on, dryRun bool) *SetResult {
+func SetHairpin(c *netops.Client, ports []Port, on, dryRun bool) *SetResult {
 	res := NewSetResult()
 	res.DryRun = dryRun
 	todo := make([]Port, 0, len(ports))
@@ -51,12 +51,12 @@ func (c *Client) SetHairpin(ports []Port, on, dryRun bool) *SetResult {
 	// its 36 bytes, so ask for room beyond rmem_max (SO_RCVBUFFORCE, which
 	// CAP_NET_ADMIN allows). If refused, a window of 128 still fits the
 	// default 208 KiB.
-	if err := c.raw.SetReceiveBufferSize(setRcvBuf, true); err != nil {
-		_ = c.raw.SetReceiveBufferSize(setRcvBuf, false)
+	if err := c.RouteConn().SetReceiveBufferSize(setRcvBuf, true); err != nil {
+		_ = c.RouteConn().SetReceiveBufferSize(setRcvBuf, false)
 	}
 	for start := 0; start < len(todo); start += SetWindow {
 		end := min(start+SetWindow, len(todo))
-		c.setWindow(todo[start:end], on, res)
+		setWindow(c, todo[start:end], on, res)
 	}
 	return res
 }
@@ -67,7 +67,7 @@ const ackTimeout = 10 * time.Second
 
 // setWindow sends one request per port, then reads until every request
 // has its ACK or error.
-func (c *Client) setWindow(ports []Port, on bool, res *SetResult) {
+func setWindow(c *netops.Client, ports []Port, on bool, res *SetResult) {
 	mode := []byte{0}
 	if on {
 		mode[0] = 1
@@ -81,7 +81,7 @@ func (c *Client) setWindow(ports []Port, on bool, res *SetResult) {
 	for i := range ports {
 		p := &ports[i]
 		req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
-		req.Seq = c.raw.NextSeq()
+		req.Seq = c.RouteConn().NextSeq()
 		msg := nl.NewIfInfomsg(unix.AF_BRIDGE)
 		msg.Index = int32(p.Index)
 		req.AddData(msg)
@@ -92,7 +92,7 @@ func (c *Client) setWindow(ports []Port, on bool, res *SetResult) {
 		pending[req.Seq] = p
 		order = append(order, req.Seq)
 	}
-	if err := unix.Sendto(c.raw.Fd(), buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	if err := unix.Sendto(c.RouteConn().Fd(), buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		for _, seq := range order {
 			p := pending[seq]
 			res.Fail(p.Name, fmt.Errorf("set hairpin on %s: %w", p.Name, err))
@@ -100,10 +100,10 @@ func (c *Client) setWindow(ports []Port, on bool, res *SetResult) {
 		return
 	}
 	errs := map[uint32]error{}
-	rb := c.raw.RecvBuf()
+	rb := c.RouteConn().RecvBuf()
 	deadline := time.Now().Add(ackTimeout)
 	for len(errs) < len(pending) {
-		msgs, err := c.raw.Recv(rb, deadline)
+		msgs, err := c.RouteConn().Recv(rb, deadline)
 		if err != nil {
 			// Timed out or the socket failed: every unanswered port fails.
 			for seq, p := range pending {
@@ -142,12 +142,12 @@ func (c *Client) setWindow(ports []Port, on bool, res *SetResult) {
 func setError(name string, err error) error {
 	switch errnoOf(err) {
 	case unix.ENODEV:
-		return errorf(ErrVanished, "%s no longer exists", name)
+		return netops.Errorf(netops.ErrVanished, "%s no longer exists", name)
 	case unix.EOPNOTSUPP:
 		// rtnl_bridge_setlink: the device has no bridge master any more.
-		return errorf(ErrVanished, "%s is no longer attached to a bridge", name)
+		return netops.Errorf(netops.ErrVanished, "%s is no longer attached to a bridge", name)
 	case unix.EPERM, unix.EACCES:
-		return errorf(ErrPermission, "set hairpin on %s needs CAP_NET_ADMIN: run as root", name)
+		return netops.Errorf(netops.ErrPermission, "set hairpin on %s needs CAP_NET_ADMIN: run as root", name)
 	}
 	return fmt.Errorf("set hairpin on %s: %w", name, err)
 }
@@ -159,10 +159,10 @@ func setError(name string, err error) error {
 // runs out, a bridge that exists without ports is not an error (a node
 // with no pods yet); one that does not exist is ErrTimeout. It subscribes
 // to link updates before looking, so a change in between is not missed.
-func (c *Client) WaitForBridges(names []string, timeout time.Duration) error {
+func WaitForBridges(c *netops.Client, names []string, timeout time.Duration) error {
 	missing := map[string]bool{}
 	for _, n := range names {
-		if err := ValidateIfName(n); err != nil {
+		if err := netops.ValidateIfName(n); err != nil {
 			return err
 		}
 		missing[n] = true
@@ -176,10 +176,7 @@ func (c *Client) WaitForBridges(names []string, timeout time.Duration) error {
 		for range updates {
 		}
 	}()
-	var nsp *netns.NsHandle
-	if !c.own {
-		nsp = &c.ns
-	}
+	nsp := c.SubscribeNetns()
 	subErr := make(chan error, 1)
 	err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
 		Namespace: nsp,
@@ -195,7 +192,7 @@ func (c *Client) WaitForBridges(names []string, timeout time.Duration) error {
 	}
 	present := map[string]bool{} // exists, without a port yet
 	check := func() error {
-		links, err := c.h.LinkList()
+		links, err := c.Handle().LinkList()
 		if err != nil {
 			return fmt.Errorf("list links in netns %s: %w", c.NetnsLabel(), err)
 		}
@@ -213,7 +210,7 @@ func (c *Client) WaitForBridges(names []string, timeout time.Duration) error {
 			i, ok := bridges[n]
 			if !ok {
 				// Absent, or there but no bridge: that is an error.
-				if _, err := c.Bridge(n); err != nil && !errors.Is(err, ErrNotFound) {
+				if _, err := Bridge(c, n); err != nil && !errors.Is(err, netops.ErrNotFound) {
 					return err
 				}
 				continue
@@ -257,7 +254,7 @@ func (c *Client) WaitForBridges(names []string, timeout time.Duration) error {
 			if len(absent) == 0 {
 				return nil // there, without ports yet: nothing to set
 			}
-			return errorf(ErrTimeout, "bridge %s did not appear in netns %s within %s", setString(absent), c.NetnsLabel(), timeout)
+			return netops.Errorf(netops.ErrTimeout, "bridge %s did not appear in netns %s within %s", setString(absent), c.NetnsLabel(), timeout)
 		}
 		if err := check(); err != nil {
 			return err

@@ -1,4 +1,4 @@
-package netops
+package bridgeports
 
 import (
 	"errors"
@@ -10,19 +10,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/internal/clienttest"
 	"github.com/hairpinctl/hairpinctl/netops/lab"
+	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
 func TestListPortsLab(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 3, Restore: "none"})
-	c := openLab(t, l)
+	l := labtest.New(t, lab.Options{Pods: 3, Restore: "none"})
+	c := clienttest.Open(t, l)
 	// Turn pod 2's port on so the listing has both states.
 	if err := l.Handle().LinkSetHairpin(mustLink(t, l, "veth2"), true); err != nil {
 		t.Fatal(err)
 	}
-	ports, err := c.ListPorts(ListOptions{PodIPs: true})
+	ports, err := List(c, ListOptions{PodIPs: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,8 +63,8 @@ func TestListPortsLab(t *testing.T) {
 func TestListPortsPodIPsManyPods(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(podAddrWorkersMax))
 	const pods = podAddrWorkersMax*podAddrsPerWorker + 3
-	l := newLab(t, lab.Options{Pods: pods, Restore: "none"})
-	c := openLab(t, l)
+	l := labtest.New(t, lab.Options{Pods: pods, Restore: "none"})
+	c := clienttest.Open(t, l)
 	dual := l.Pod(7)
 	ph, err := netlink.NewHandleAt(dual.Ns)
 	if err != nil {
@@ -77,7 +80,7 @@ func TestListPortsPodIPsManyPods(t *testing.T) {
 	if err := ph.AddrAdd(eth0, v6); err != nil {
 		t.Fatal(err)
 	}
-	ports, err := c.ListPorts(ListOptions{PodIPs: true})
+	ports, err := List(c, ListOptions{PodIPs: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,9 +107,9 @@ func TestListPortsPodIPsManyPods(t *testing.T) {
 // full queue (here no extra socket is opened, so only the caller reads it).
 func TestPodAddrsMoreNamespacesThanExpected(t *testing.T) {
 	const pods = 4
-	l := newLab(t, lab.Options{Pods: pods, Restore: "none"})
-	c := openLab(t, l)
-	ports, err := c.DumpBridgePorts()
+	l := labtest.New(t, lab.Options{Pods: pods, Restore: "none"})
+	c := clienttest.Open(t, l)
+	ports, err := Dump(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +124,7 @@ func TestPodAddrsMoreNamespacesThanExpected(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		peers, byNs, err := c.podAddrs(bridges, 1)
+		peers, byNs, err := podAddrs(c, bridges, 1)
 		done <- result{peers, byNs, err}
 	}()
 	var r result
@@ -145,22 +148,22 @@ func TestPodAddrsMoreNamespacesThanExpected(t *testing.T) {
 }
 
 func TestPodIPsFromNeighbourTables(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 2, Restore: "none"})
-	c := openLab(t, l)
+	l := labtest.New(t, lab.Options{Pods: 2, Restore: "none"})
+	c := clienttest.Open(t, l)
 	// Traffic from pod 1 to the bridge address teaches the bridge FDB the
 	// pod's MAC and the node's ARP table its IP.
 	if out, err := lab.Exec(l.Pod(1).Ns, "", "ping", "-c1", "-W2", "10.244.0.1"); err != nil {
 		t.Skipf("ping unavailable: %v %s", err, out)
 	}
-	ports, err := c.DumpBridgePorts()
+	ports, err := Dump(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.nameBridges(ports); err != nil {
+	if err := nameBridges(c, ports); err != nil {
 		t.Fatal(err)
 	}
 	// No netns lookup: only the neighbour path may fill the IPs.
-	c.podIPsFromNeigh(ports)
+	podIPsFromNeigh(c, ports)
 	got := map[string][]string{}
 	for _, p := range ports {
 		got[p.Name] = p.PodIPs
@@ -174,8 +177,8 @@ func TestPodIPsFromNeighbourTables(t *testing.T) {
 }
 
 func TestListPortsBridgeFilter(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 2, Restore: "none"})
-	c := openLab(t, l)
+	l := labtest.New(t, lab.Options{Pods: 2, Restore: "none"})
+	c := clienttest.Open(t, l)
 	h := l.Handle()
 	// A second bridge with no ports, and a veth that is no port.
 	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br-empty"}}); err != nil {
@@ -193,13 +196,13 @@ func TestListPortsBridgeFilter(t *testing.T) {
 		{"all", nil, 2, nil},
 		{"cni0", []string{"cni0"}, 2, nil},
 		{"empty bridge", []string{"br-empty"}, 0, nil},
-		{"unknown bridge", []string{"nosuchbr"}, 0, ErrNotFound},
-		{"not a bridge", []string{"veth9"}, 0, ErrNotBridge},
-		{"bad name", []string{"a/b"}, 0, ErrInvalid},
+		{"unknown bridge", []string{"nosuchbr"}, 0, netops.ErrNotFound},
+		{"not a bridge", []string{"veth9"}, 0, netops.ErrNotBridge},
+		{"bad name", []string{"a/b"}, 0, netops.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ports, err := c.ListPorts(ListOptions{Bridges: tt.bridges})
+			ports, err := List(c, ListOptions{Bridges: tt.bridges})
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
 			}
@@ -208,12 +211,12 @@ func TestListPortsBridgeFilter(t *testing.T) {
 			}
 		})
 	}
-	ports, _ := c.ListPorts(ListOptions{})
-	sel, fails := c.SelectPorts(ports, []string{"veth2", "veth9", "nope0", "veth2"})
+	ports, _ := List(c, ListOptions{})
+	sel, fails := Select(c, ports, []string{"veth2", "veth9", "nope0", "veth2"})
 	if len(sel) != 1 || sel[0].Name != "veth2" {
 		t.Errorf("selected %v, want [veth2]", sel)
 	}
-	if len(fails) != 2 || !errors.Is(fails[0].Err(), ErrNotBridgePort) || !errors.Is(fails[1].Err(), ErrNotFound) {
+	if len(fails) != 2 || !errors.Is(fails[0].Err(), netops.ErrNotBridgePort) || !errors.Is(fails[1].Err(), netops.ErrNotFound) {
 		t.Errorf("failures = %+v, want veth9 not a port, nope0 not found", fails)
 	}
 	if !strings.Contains(fails[0].Error, "veth9 is not attached to a bridge") {
@@ -222,11 +225,11 @@ func TestListPortsBridgeFilter(t *testing.T) {
 }
 
 func TestSetHairpinIdempotentAndDryRun(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 3, Restore: "none"})
-	c := openLab(t, l)
+	l := labtest.New(t, lab.Options{Pods: 3, Restore: "none"})
+	c := clienttest.Open(t, l)
 	list := func() map[string]bool {
 		t.Helper()
-		ports, err := c.ListPorts(ListOptions{})
+		ports, err := List(c, ListOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -236,9 +239,9 @@ func TestSetHairpinIdempotentAndDryRun(t *testing.T) {
 		}
 		return m
 	}
-	ports, _ := c.ListPorts(ListOptions{})
+	ports, _ := List(c, ListOptions{})
 
-	dry := c.SetHairpin(ports, true, true)
+	dry := SetHairpin(c, ports, true, true)
 	if len(dry.Changed) != 3 || !dry.DryRun {
 		t.Fatalf("dry run = %+v", dry)
 	}
@@ -248,7 +251,7 @@ func TestSetHairpinIdempotentAndDryRun(t *testing.T) {
 		}
 	}
 
-	res := c.SetHairpin(ports, true, false)
+	res := SetHairpin(c, ports, true, false)
 	if len(res.Changed) != 3 || len(res.Unchanged) != 0 || len(res.Failed) != 0 {
 		t.Fatalf("enable = %+v", res)
 	}
@@ -263,12 +266,12 @@ func TestSetHairpinIdempotentAndDryRun(t *testing.T) {
 		t.Errorf("protinfo veth3 = %+v, %v", pi, err)
 	}
 
-	ports, _ = c.ListPorts(ListOptions{})
-	again := c.SetHairpin(ports, true, false)
+	ports, _ = List(c, ListOptions{})
+	again := SetHairpin(c, ports, true, false)
 	if len(again.Changed) != 0 || len(again.Unchanged) != 3 {
 		t.Errorf("second enable = %+v, want all unchanged", again)
 	}
-	off := c.SetHairpin(ports[:1], false, false)
+	off := SetHairpin(c, ports[:1], false, false)
 	if !slices.Equal(off.Changed, []string{"veth1"}) {
 		t.Errorf("disable veth1 = %+v", off)
 	}
@@ -278,9 +281,9 @@ func TestSetHairpinIdempotentAndDryRun(t *testing.T) {
 }
 
 func TestSetHairpinPortVanishes(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 4, Restore: "none"})
-	c := openLab(t, l)
-	ports, err := c.ListPorts(ListOptions{Bridges: []string{"cni0"}})
+	l := labtest.New(t, lab.Options{Pods: 4, Restore: "none"})
+	c := clienttest.Open(t, l)
+	ports, err := List(c, ListOptions{Bridges: []string{"cni0"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +294,7 @@ func TestSetHairpinPortVanishes(t *testing.T) {
 	if err := l.Handle().LinkSetNoMaster(mustLink(t, l, "veth3")); err != nil {
 		t.Fatal(err)
 	}
-	res := c.SetHairpin(ports, true, false)
+	res := SetHairpin(c, ports, true, false)
 	if !slices.Equal(res.Changed, []string{"veth1", "veth4"}) {
 		t.Errorf("changed = %v, want [veth1 veth4]", res.Changed)
 	}
@@ -299,14 +302,14 @@ func TestSetHairpinPortVanishes(t *testing.T) {
 		t.Fatalf("failed = %+v, want veth2 and veth3", res.Failed)
 	}
 	for _, f := range res.Failed {
-		if !errors.Is(f.Err(), ErrVanished) {
+		if !errors.Is(f.Err(), netops.ErrVanished) {
 			t.Errorf("%s: %v, want ErrVanished", f.Name, f.Err())
 		}
 	}
 	if !strings.Contains(res.Failed[0].Error, "veth2 no longer exists") {
 		t.Errorf("message %q", res.Failed[0].Error)
 	}
-	now, _ := c.ListPorts(ListOptions{})
+	now, _ := List(c, ListOptions{})
 	for _, p := range now {
 		if !p.Hairpin {
 			t.Errorf("%s not set", p.Name)
@@ -319,8 +322,8 @@ func TestSetHairpinManyPorts(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	l := newLab(t, lab.Options{Pods: 1, Restore: "none"})
-	c := openLab(t, l)
+	l := labtest.New(t, lab.Options{Pods: 1, Restore: "none"})
+	c := clienttest.Open(t, l)
 	br, _ := l.Handle().LinkByName("cni0")
 	const n = 600
 	for i := 0; i < n; i++ {
@@ -329,18 +332,18 @@ func TestSetHairpinManyPorts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ports, err := c.ListPorts(ListOptions{})
+	ports, err := List(c, ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(ports) != n+1 {
 		t.Fatalf("%d ports, want %d", len(ports), n+1)
 	}
-	res := c.SetHairpin(ports, true, false)
+	res := SetHairpin(c, ports, true, false)
 	if len(res.Changed) != n+1 || len(res.Failed) != 0 {
 		t.Fatalf("changed %d failed %v", len(res.Changed), res.Failed)
 	}
-	ports, _ = c.ListPorts(ListOptions{})
+	ports, _ = List(c, ListOptions{})
 	for _, p := range ports {
 		if !p.Hairpin {
 			t.Fatalf("%s off", p.Name)
@@ -349,14 +352,14 @@ func TestSetHairpinManyPorts(t *testing.T) {
 }
 
 func TestWaitForBridges(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 1, Restore: "none"})
-	c := openLab(t, l)
-	if err := c.WaitForBridges([]string{"cni0"}, time.Second); err != nil {
+	l := labtest.New(t, lab.Options{Pods: 1, Restore: "none"})
+	c := clienttest.Open(t, l)
+	if err := WaitForBridges(c, []string{"cni0"}, time.Second); err != nil {
 		t.Fatalf("existing bridge: %v", err)
 	}
 	start := time.Now()
-	err := c.WaitForBridges([]string{"late0"}, 300*time.Millisecond)
-	if !errors.Is(err, ErrTimeout) || time.Since(start) < 300*time.Millisecond {
+	err := WaitForBridges(c, []string{"late0"}, 300*time.Millisecond)
+	if !errors.Is(err, netops.ErrTimeout) || time.Since(start) < 300*time.Millisecond {
 		t.Fatalf("missing bridge: %v after %v", err, time.Since(start))
 	}
 	// The bridge appears, and its first port joins later (the bridge
@@ -370,7 +373,7 @@ func TestWaitForBridges(t *testing.T) {
 		joined <- time.Now()
 		_ = l.Handle().LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vlate0", MasterIndex: br.Attrs().Index}, PeerName: "vlate0p"})
 	}()
-	if err := c.WaitForBridges([]string{"late0"}, 10*time.Second); err != nil {
+	if err := WaitForBridges(c, []string{"late0"}, 10*time.Second); err != nil {
 		t.Fatalf("bridge created while waiting: %v", err)
 	}
 	if at := <-joined; time.Now().Before(at) {
@@ -381,21 +384,21 @@ func TestWaitForBridges(t *testing.T) {
 		t.Fatal(err)
 	}
 	start = time.Now()
-	if err := c.WaitForBridges([]string{"empty0"}, 300*time.Millisecond); err != nil || time.Since(start) < 300*time.Millisecond {
+	if err := WaitForBridges(c, []string{"empty0"}, 300*time.Millisecond); err != nil || time.Since(start) < 300*time.Millisecond {
 		t.Fatalf("empty bridge: %v after %v, want nil after the whole wait", err, time.Since(start))
 	}
-	if err := c.WaitForBridges([]string{"veth1"}, time.Second); !errors.Is(err, ErrNotBridge) {
+	if err := WaitForBridges(c, []string{"veth1"}, time.Second); !errors.Is(err, netops.ErrNotBridge) {
 		t.Fatalf("veth1 as bridge: %v", err)
 	}
 }
 
 func TestOpenNetnsErrors(t *testing.T) {
 	for _, spec := range []string{"no-such-netns-xyz", "/nonexistent/ns/net"} {
-		if _, err := Open(spec); !errors.Is(err, ErrNotFound) {
+		if _, err := netops.Open(spec); !errors.Is(err, netops.ErrNotFound) {
 			t.Errorf("Open(%q) = %v, want ErrNotFound", spec, err)
 		}
 	}
-	if _, err := Open("/etc/hostname"); !errors.Is(err, ErrInvalid) {
+	if _, err := netops.Open("/etc/hostname"); !errors.Is(err, netops.ErrInvalid) {
 		t.Errorf("Open(/etc/hostname) = %v, want ErrInvalid", err)
 	}
 }

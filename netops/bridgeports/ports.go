@@ -1,9 +1,10 @@
-package netops
+package bridgeports
 
 import (
 	"net/netip"
 	"strings"
 
+	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
 )
 
@@ -191,11 +192,11 @@ func ValidatePortArg(s string) error {
 	if full, ok := PortArgPod(s); ok {
 		ns, name, ok := strings.Cut(full, "/")
 		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-			return errorf(ErrInvalid, "%q is not a pod: write pod/NAMESPACE/NAME, e.g. pod/default/web-0", s)
+			return netops.Errorf(netops.ErrInvalid, "%q is not a pod: write pod/NAMESPACE/NAME, e.g. pod/default/web-0", s)
 		}
 		return nil
 	}
-	return ValidateIfName(s)
+	return netops.ValidateIfName(s)
 }
 
 // PortArgsNeedPods reports whether an argument names a pod, so that the

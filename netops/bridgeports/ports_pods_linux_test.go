@@ -1,4 +1,4 @@
-package netops
+package bridgeports
 
 import (
 	"encoding/json"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/internal/clienttest"
 	"github.com/hairpinctl/hairpinctl/netops/lab"
 	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
@@ -19,7 +21,7 @@ import (
 func podLab(t *testing.T) (*lab.Lab, *lab.CNI) {
 	t.Helper()
 	labtest.RequireCNIPlugins(t)
-	l := newLab(t, lab.Options{Pods: 2, Restore: "none"})
+	l := labtest.New(t, lab.Options{Pods: 2, Restore: "none"})
 	cni, err := l.NewCNI(lab.CNIConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -39,10 +41,10 @@ func cniPod(t *testing.T, l *lab.Lab, cni *lab.CNI, ns, name string) *lab.CNIPod
 	return p
 }
 
-func listWithPods(t *testing.T, c *Client, cacheDir string) (map[string]Port, []string) {
+func listWithPods(t *testing.T, c *netops.Client, cacheDir string) (map[string]Port, []string) {
 	t.Helper()
 	var warns []string
-	ports, err := c.ListPorts(ListOptions{Pods: &PodOptions{CacheDir: cacheDir, Warn: func(m string) { warns = append(warns, m) }}})
+	ports, err := List(c, ListOptions{Pods: &PodOptions{CacheDir: cacheDir, Warn: func(m string) { warns = append(warns, m) }}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +72,7 @@ func TestListPortsNamesCNIPods(t *testing.T) {
 	l, cni := podLab(t)
 	web := cniPod(t, l, cni, "default", "web-7d9f6c-x2kq")
 	db := cniPod(t, l, cni, "shop", "db-0")
-	c := openLab(t, l)
+	c := clienttest.Open(t, l)
 	ports, warns := listWithPods(t, c, cni.CacheDir)
 	if len(warns) > 0 {
 		t.Errorf("warnings: %q", warns)
@@ -88,7 +90,7 @@ func TestListPortsNamesCNIPods(t *testing.T) {
 		t.Errorf("web pod IPs %v, want %v", got, web.Attachments[0].IPs)
 	}
 	// Selecting by pod.
-	sel, fails := c.SelectPorts(mapValues(ports), []string{"pod/shop/db-0", "pod/shop/nope"})
+	sel, fails := Select(c, mapValues(ports), []string{"pod/shop/db-0", "pod/shop/nope"})
 	if len(sel) != 1 || sel[0].Name != db.Attachments[0].HostVeth {
 		t.Errorf("pod/shop/db-0 selects %+v", sel)
 	}
@@ -117,14 +119,14 @@ func TestListPortsPodTwoInterfaces(t *testing.T) {
 	if _, err := cni2.Attach(p, "net1"); err != nil {
 		t.Fatal(err)
 	}
-	c := openLab(t, l)
+	c := clienttest.Open(t, l)
 	ports, _ := listWithPods(t, c, cni.CacheDir)
 	wantPod(t, ports, p.Attachments[0], p)
 	wantPod(t, ports, p.Attachments[1], p)
 	if b := ports[p.Attachments[1].HostVeth].Bridge; b != "cni1" {
 		t.Errorf("net1's port on %q, want cni1", b)
 	}
-	sel, fails := c.SelectPorts(mapValues(ports), []string{"pod/default/multi-0"})
+	sel, fails := Select(c, mapValues(ports), []string{"pod/default/multi-0"})
 	if len(sel) != 2 || len(fails) != 0 {
 		t.Errorf("pod/default/multi-0 selects %d ports (%+v), want both", len(sel), fails)
 	}
@@ -162,7 +164,7 @@ func TestListPortsStaleCacheEntry(t *testing.T) {
 	if !young.Attachments[0].IPs[0].Equal(oldIP) {
 		t.Fatalf("new pod got %v, old had %v: the test needs the address reused", young.Attachments[0].IPs, oldIP)
 	}
-	c := openLab(t, l)
+	c := clienttest.Open(t, l)
 	ports, _ := listWithPods(t, c, cni.CacheDir)
 	wantPod(t, ports, young.Attachments[0], young)
 
@@ -192,7 +194,7 @@ func TestListPortsBadCache(t *testing.T) {
 	if err := os.WriteFile(cni.CacheFile(db, "eth0"), data[:len(data)/2], 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := openLab(t, l)
+	c := clienttest.Open(t, l)
 	ports, warns := listWithPods(t, c, cni.CacheDir)
 	wantPod(t, ports, web.Attachments[0], web)
 	if p := ports[db.Attachments[0].HostVeth]; p.Pod != nil {
@@ -248,7 +250,7 @@ func TestListPortsPodByIPAndNetns(t *testing.T) {
 	if err := os.WriteFile(file, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := openLab(t, l)
+	c := clienttest.Open(t, l)
 	ports, _ := listWithPods(t, c, cni.CacheDir)
 	wantPod(t, ports, web.Attachments[0], web)
 
@@ -275,9 +277,9 @@ func TestNamePodsFromSandboxes(t *testing.T) {
 	l, cni := podLab(t)
 	web := cniPod(t, l, cni, "default", "web-0")
 	db := cniPod(t, l, cni, "default", "db-0")
-	c := openLab(t, l)
+	c := clienttest.Open(t, l)
 	empty := t.TempDir()
-	ports, err := c.ListPorts(ListOptions{Pods: &PodOptions{CacheDir: empty}})
+	ports, err := List(c, ListOptions{Pods: &PodOptions{CacheDir: empty}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +289,7 @@ func TestNamePodsFromSandboxes(t *testing.T) {
 		// must not be believed.
 		{ID: "sb-db", Namespace: "default", Name: "db-0", UID: "u-db", IPs: []string{db.Attachments[0].IPs[0].String()}, Netns: "/run/netns/" + l.Pods[0].Name},
 	}
-	c.NamePods(ports, pods.FromSandboxes(sbs))
+	NamePods(c, ports, pods.FromSandboxes(sbs))
 	byName := map[string]Port{}
 	for _, p := range ports {
 		byName[p.Name] = p
@@ -323,7 +325,7 @@ func TestListPortsOlderCNIVersions(t *testing.T) {
 			if !strings.Contains(string(data), `"cniVersion":"`+v+`"`) {
 				t.Fatalf("libcni cached a result of another version:\n%s", data)
 			}
-			ports, warns := listWithPods(t, openLab(t, l), cni.CacheDir)
+			ports, warns := listWithPods(t, clienttest.Open(t, l), cni.CacheDir)
 			if len(warns) > 0 {
 				t.Errorf("warnings %q", warns)
 			}

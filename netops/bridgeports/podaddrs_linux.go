@@ -1,9 +1,12 @@
-package netops
+package bridgeports
 
 import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+
+	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/internal/nlsock"
 )
 
 // podAddrWorkersMax bounds the extra sockets that read pod namespaces'
@@ -26,7 +29,7 @@ const (
 // there probably are (one per port listed); more (pods started meanwhile)
 // are read too. It returns port ifindex → peer and netnsid → (ifindex →
 // addresses); a namespace whose dump failed is left out.
-func (c *Client) podAddrs(bridges map[int]bool, expect int) (map[int]vethPeer, map[int]map[int][]string, error) {
+func podAddrs(c *netops.Client, bridges map[int]bool, expect int) (map[int]vethPeer, map[int]map[int][]string, error) {
 	d := &addrDumper{
 		c:     c,
 		todo:  make(chan int, expect+1),
@@ -37,7 +40,7 @@ func (c *Client) podAddrs(bridges map[int]bool, expect int) (map[int]vethPeer, m
 	peers := map[int]vethPeer{}
 	var err error
 	for br := range bridges {
-		if err = c.dumpVethPeersOf(br, peers, d.add); err != nil {
+		if err = dumpVethPeersOf(c, br, peers, d.add); err != nil {
 			break
 		}
 	}
@@ -47,9 +50,9 @@ func (c *Client) podAddrs(bridges map[int]bool, expect int) (map[int]vethPeer, m
 		d.stop.Store(true)
 	}
 	close(d.todo)
-	d.work(c.raw) // the caller's socket helps with what is left
+	d.work(c.RouteConn()) // the caller's socket helps with what is left
 	for _, id := range d.overflow {
-		d.dump(c.raw, id)
+		d.dump(c.RouteConn(), id)
 	}
 	d.wg.Wait()
 	if err != nil {
@@ -61,7 +64,7 @@ func (c *Client) podAddrs(bridges map[int]bool, expect int) (map[int]vethPeer, m
 // addrDumper reads the addresses of each pod namespace once, on a pool of
 // sockets that grows with the number of namespaces seen.
 type addrDumper struct {
-	c        *Client
+	c        *netops.Client
 	todo     chan int // netnsids for the pool to read
 	overflow []int    // netnsids that found todo full, read by the caller
 	seen     map[int]bool
@@ -88,7 +91,7 @@ func (d *addrDumper) add(v vethPeer) {
 		d.overflow = append(d.overflow, v.netnsID)
 	}
 	if d.open < d.limit && len(d.seen) >= podAddrsPerWorker*(d.open+1) {
-		conn, err := openRawConn(d.c.Target(), 16<<10)
+		conn, err := nlsock.OpenRoute(d.c.Target(), 16<<10)
 		if err != nil {
 			d.limit = d.open // cannot open more: the open ones and the caller's do the rest
 			return
@@ -104,14 +107,14 @@ func (d *addrDumper) add(v vethPeer) {
 }
 
 // work reads namespaces from todo on conn until it is closed and empty.
-func (d *addrDumper) work(conn *rawConn) {
+func (d *addrDumper) work(conn *nlsock.Conn) {
 	for id := range d.todo {
 		d.dump(conn, id)
 	}
 }
 
 // dump reads one namespace's addresses on conn, unless stopped.
-func (d *addrDumper) dump(conn *rawConn, id int) {
+func (d *addrDumper) dump(conn *nlsock.Conn, id int) {
 	if d.stop.Load() {
 		return
 	}

@@ -1,10 +1,11 @@
-package netops
+package bridgeports
 
 import (
 	"os"
 	"path/filepath"
 	"strconv"
 
+	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -19,12 +20,12 @@ import (
 // every process. It returns the handle and the path it was opened at;
 // ErrNotFound when the port has no peer in another namespace or no file
 // of that namespace is reachable.
-func (c *Client) PortNetns(p Port) (netns.NsHandle, string, error) {
+func PortNetns(c *netops.Client, p Port) (netns.NsHandle, string, error) {
 	if p.peerNetnsID < 0 {
-		return netns.None(), "", errorf(ErrNotFound, "%s: its veth peer is not in another network namespace: not a pod's port %s", p.Name, c.SeeHint("ports -o wide"))
+		return netns.None(), "", netops.Errorf(netops.ErrNotFound, "%s: its veth peer is not in another network namespace: not a pod's port %s", p.Name, c.SeeHint("ports -o wide"))
 	}
 	try := func(path string) (netns.NsHandle, bool) {
-		if path == "" || c.netnsIDOf(path) != p.peerNetnsID {
+		if path == "" || netnsIDOf(c, path) != p.peerNetnsID {
 			return netns.None(), false
 		}
 		h, err := netns.GetFromPath(path)
@@ -32,7 +33,7 @@ func (c *Client) PortNetns(p Port) (netns.NsHandle, string, error) {
 			return netns.None(), false
 		}
 		// The file may have been replaced between the two opens.
-		if id, err := c.h.GetNetNsIdByFd(int(h)); err != nil || id != p.peerNetnsID {
+		if id, err := c.Handle().GetNetNsIdByFd(int(h)); err != nil || id != p.peerNetnsID {
 			h.Close()
 			return netns.None(), false
 		}
@@ -43,9 +44,9 @@ func (c *Client) PortNetns(p Port) (netns.NsHandle, string, error) {
 			return h, path, nil
 		}
 	}
-	if ents, err := os.ReadDir(NetnsDir); err == nil {
+	if ents, err := os.ReadDir(netops.NetnsDir); err == nil {
 		for _, e := range ents {
-			path := filepath.Join(NetnsDir, e.Name())
+			path := filepath.Join(netops.NetnsDir, e.Name())
 			if h, ok := try(path); ok {
 				return h, path, nil
 			}
@@ -70,5 +71,5 @@ func (c *Client) PortNetns(p Port) (netns.NsHandle, string, error) {
 			}
 		}
 	}
-	return netns.None(), "", errorf(ErrNotFound, "%s: no file of its pod's network namespace (netnsid %d) found in the CNI cache, %s or /proc", p.Name, p.peerNetnsID, NetnsDir)
+	return netns.None(), "", netops.Errorf(netops.ErrNotFound, "%s: no file of its pod's network namespace (netnsid %d) found in the CNI cache, %s or /proc", p.Name, p.peerNetnsID, netops.NetnsDir)
 }

@@ -1,4 +1,4 @@
-package netops
+package bridgeports
 
 import (
 	"errors"
@@ -10,13 +10,16 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/internal/nlattr"
+	"github.com/hairpinctl/hairpinctl/netops/internal/nlsock"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
-// ListOptions says which ports ListPorts returns and how much it learns.
+// ListOptions says which ports List returns and how much it learns.
 type ListOptions struct {
 	// Bridges keeps ports of these bridges only; each must exist and be a bridge.
 	Bridges []string
@@ -30,7 +33,7 @@ type ListOptions struct {
 	Pods *PodOptions
 }
 
-// PodOptions says where ListPorts learns the pods' names.
+// PodOptions says where List learns the pods' names.
 type PodOptions struct {
 	// CacheDir is libcni's cache directory, pods.DefaultCacheDir on a node.
 	CacheDir string
@@ -43,13 +46,13 @@ type PodOptions struct {
 	Unnamed func(ports []Port)
 }
 
-// ListPorts returns the bridge ports of the namespace, sorted by bridge and
+// List returns the bridge ports of the namespace, sorted by bridge and
 // ifindex. Hairpin and STP state come from ONE AF_BRIDGE RTM_GETLINK dump:
 // netlink.LinkGetProtinfo dumps the whole table per call, which is O(N²).
-func (c *Client) ListPorts(o ListOptions) ([]Port, error) {
+func List(c *netops.Client, o ListOptions) ([]Port, error) {
 	keep := map[int]bool{}
 	for _, b := range o.Bridges {
-		br, err := c.Bridge(b)
+		br, err := Bridge(c, b)
 		if err != nil {
 			return nil, err
 		}
@@ -65,7 +68,7 @@ func (c *Client) ListPorts(o ListOptions) ([]Port, error) {
 			cache <- podCache{pc, err}
 		}()
 	}
-	ports, err := c.DumpBridgePorts()
+	ports, err := Dump(c)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +84,7 @@ func (c *Client) ListPorts(o ListOptions) ([]Port, error) {
 		}
 		ports = kept
 	}
-	if err := c.nameBridges(ports); err != nil {
+	if err := nameBridges(c, ports); err != nil {
 		return nil, err
 	}
 	if o.PodIPs && len(ports) > 0 {
@@ -89,21 +92,21 @@ func (c *Client) ListPorts(o ListOptions) ([]Port, error) {
 		for _, p := range ports {
 			bridges[p.BridgeIndex] = true
 		}
-		peers, addrs, err := c.podAddrs(bridges, len(ports))
+		peers, addrs, err := podAddrs(c, bridges, len(ports))
 		if err != nil {
 			return nil, err
 		}
-		c.resolvePodIPs(ports, peers, addrs)
+		resolvePodIPs(c, ports, peers, addrs)
 	}
 	if cache != nil {
 		pc := <-cache
-		c.namePods(ports, pc, o.Pods.Warn)
+		namePods(c, ports, pc, o.Pods.Warn)
 		if o.Pods.Unnamed != nil {
 			o.Pods.Unnamed(ports)
 		}
 	}
 	if o.Kinds && len(ports) > 0 {
-		if err := c.classifyPorts(ports); err != nil {
+		if err := classifyPorts(c, ports); err != nil {
 			return nil, err
 		}
 	}
@@ -125,7 +128,7 @@ type podCache struct {
 // path is checked against the namespace of the port's veth peer by asking
 // the kernel for the netnsid it has, from this namespace, for the file
 // (RTM_GETNSID with NETNSA_FD): the same id IFLA_LINK_NETNSID gave the peer.
-func (c *Client) namePods(ports []Port, pc podCache, warn func(string)) {
+func namePods(c *netops.Client, ports []Port, pc podCache, warn func(string)) {
 	if warn == nil {
 		warn = func(string) {}
 	}
@@ -136,14 +139,14 @@ func (c *Client) namePods(ports []Port, pc podCache, warn func(string)) {
 	for _, s := range pc.c.Skipped {
 		warn("skipped CNI cache file " + s)
 	}
-	c.NamePods(ports, pc.c)
+	NamePods(c, ports, pc.c)
 }
 
 // NamePods fills Port.Pod of the ports still without one from cache (the
 // ports listed with ListOptions.Pods, whose pod IPs and veth peers are
 // known): the runtime's sandboxes (pods.FromSandboxes) name what the
 // libcni cache did not.
-func (c *Client) NamePods(ports []Port, cache *pods.Cache) {
+func NamePods(c *netops.Client, ports []Port, cache *pods.Cache) {
 	if cache.Len() == 0 {
 		return
 	}
@@ -152,7 +155,7 @@ func (c *Client) NamePods(ports []Port, cache *pods.Cache) {
 		if id, ok := ids[path]; ok {
 			return id
 		}
-		id := c.netnsIDOf(path)
+		id := netnsIDOf(c, path)
 		ids[path] = id
 		return id
 	}
@@ -171,12 +174,12 @@ func (c *Client) NamePods(ports []Port, cache *pods.Cache) {
 // netnsIDOf is the netnsid this namespace has for the namespace file at
 // path (RTM_GETNSID with NETNSA_FD): the id IFLA_LINK_NETNSID gives a veth
 // peer in that namespace; -1 when path is no namespace or has no id.
-func (c *Client) netnsIDOf(path string) int {
+func netnsIDOf(c *netops.Client, path string) int {
 	id := -1
 	// O_NONBLOCK: a path that is a FIFO, not a namespace, must not
 	// block the listing.
 	if fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
-		if n, err := c.h.GetNetNsIdByFd(fd); err == nil {
+		if n, err := c.Handle().GetNetNsIdByFd(fd); err == nil {
 			id = n
 		}
 		unix.Close(fd)
@@ -185,32 +188,32 @@ func (c *Client) netnsIDOf(path string) int {
 }
 
 // Bridge returns the named bridge, ErrNotFound or ErrNotBridge.
-func (c *Client) Bridge(name string) (netlink.Link, error) {
-	if err := ValidateIfName(name); err != nil {
+func Bridge(c *netops.Client, name string) (netlink.Link, error) {
+	if err := netops.ValidateIfName(name); err != nil {
 		return nil, err
 	}
-	l, err := c.h.LinkByName(name)
+	l, err := c.Handle().LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
-			return nil, errorf(ErrNotFound, "bridge %s not found in netns %s", name, c.NetnsLabel())
+			return nil, netops.Errorf(netops.ErrNotFound, "bridge %s not found in netns %s", name, c.NetnsLabel())
 		}
 		return nil, fmt.Errorf("look up bridge %s: %w", name, err)
 	}
 	if l.Type() != "bridge" {
-		return nil, errorf(ErrNotBridge, "%s is a %s device, not a bridge", name, l.Type())
+		return nil, netops.Errorf(netops.ErrNotBridge, "%s is a %s device, not a bridge", name, l.Type())
 	}
 	return l, nil
 }
 
-// SelectPorts picks the named ports out of ports, in the order named, each
+// Select picks the named ports out of ports, in the order named, each
 // once. A name may be a pod IP (PortArgAddr): it picks the port whose
 // PodIPs hold it (list the ports with ListOptions.PodIPs); or a pod
 // (PortArgPod): it picks every port of that pod (list the ports with
 // ListOptions.Pods). A name that is not among them is a Failure:
 // ErrNotFound when no such interface, pod IP or pod exists,
 // ErrNotBridgePort when it exists but is no port (of the selected bridges).
-func (c *Client) SelectPorts(ports []Port, names []string) ([]Port, []Failure) {
+func Select(c *netops.Client, ports []Port, names []string) ([]Port, []Failure) {
 	byName := make(map[string]int, len(ports))
 	for i, p := range ports {
 		byName[p.Name] = i
@@ -238,7 +241,7 @@ func (c *Client) SelectPorts(ports []Port, names []string) ([]Port, []Failure) {
 				}
 			}
 			if !found {
-				err := errorf(ErrNotFound, "%s: no bridge port in netns %s has this pod, or its name is unknown %s", n, c.NetnsLabel(), c.SeeHint("ports -o wide"))
+				err := netops.Errorf(netops.ErrNotFound, "%s: no bridge port in netns %s has this pod, or its name is unknown %s", n, c.NetnsLabel(), c.SeeHint("ports -o wide"))
 				fails = append(fails, Failure{Name: n, Error: err.Error(), err: err})
 			}
 			continue
@@ -248,11 +251,11 @@ func (c *Client) SelectPorts(ports []Port, names []string) ([]Port, []Failure) {
 				pick(i)
 				continue
 			}
-			err := errorf(ErrNotFound, "%s: no bridge port has a pod with this IP in netns %s %s", n, c.NetnsLabel(), c.SeeHint("ports"))
+			err := netops.Errorf(netops.ErrNotFound, "%s: no bridge port has a pod with this IP in netns %s %s", n, c.NetnsLabel(), c.SeeHint("ports"))
 			fails = append(fails, Failure{Name: n, Error: err.Error(), err: err})
 			continue
 		}
-		if err := ValidateIfName(n); err != nil {
+		if err := netops.ValidateIfName(n); err != nil {
 			fails = append(fails, Failure{Name: n, Error: err.Error(), err: err})
 			continue
 		}
@@ -260,7 +263,7 @@ func (c *Client) SelectPorts(ports []Port, names []string) ([]Port, []Failure) {
 			pick(i)
 			continue
 		}
-		err := c.classifyMissing(n)
+		err := classifyMissing(c, n)
 		fails = append(fails, Failure{Name: n, Error: err.Error(), err: err})
 	}
 	return sel, fails
@@ -278,29 +281,29 @@ func portOfPodIP(ports []Port, a netip.Addr) int {
 	return -1
 }
 
-func (c *Client) classifyMissing(name string) error {
-	l, err := c.h.LinkByName(name)
+func classifyMissing(c *netops.Client, name string) error {
+	l, err := c.Handle().LinkByName(name)
 	if err != nil {
-		return errorf(ErrNotFound, "%s: no such interface in netns %s %s", name, c.NetnsLabel(), c.SeeHint("ports"))
+		return netops.Errorf(netops.ErrNotFound, "%s: no such interface in netns %s %s", name, c.NetnsLabel(), c.SeeHint("ports"))
 	}
 	if m := l.Attrs().MasterIndex; m != 0 {
-		if br, err := c.h.LinkByIndex(m); err == nil && br.Type() == "bridge" {
-			return errorf(ErrNotBridgePort, "%s is a port of %s, which was not selected %s", name, br.Attrs().Name, c.SeeHint("ports"))
+		if br, err := c.Handle().LinkByIndex(m); err == nil && br.Type() == "bridge" {
+			return netops.Errorf(netops.ErrNotBridgePort, "%s is a port of %s, which was not selected %s", name, br.Attrs().Name, c.SeeHint("ports"))
 		}
 	}
-	return errorf(ErrNotBridgePort, "%s is not attached to a bridge %s", name, c.SeeHint("ports"))
+	return netops.Errorf(netops.ErrNotBridgePort, "%s is not attached to a bridge %s", name, c.SeeHint("ports"))
 }
 
-// DumpBridgePorts reads every bridge port with one AF_BRIDGE RTM_GETLINK
+// Dump reads every bridge port with one AF_BRIDGE RTM_GETLINK
 // dump. The kernel answers it with br_getlink for each port: name, master,
 // operstate, address, IFLA_LINK and the IFLA_PROTINFO nest that holds the
 // STP state and hairpin mode (IFLA_BRPORT_MODE).
-func (c *Client) DumpBridgePorts() ([]Port, error) {
+func Dump(c *netops.Client) ([]Port, error) {
 	var ports []Port
 	var perr, err error
 	for attempt := 0; attempt < 3; attempt++ {
 		ports, perr = ports[:0], nil
-		req := c.raw.NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+		req := c.RouteConn().NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 		req.AddData(nl.NewIfInfomsg(unix.AF_BRIDGE))
 		err = req.Stream(unix.RTM_NEWLINK, func(m []byte) {
 			p, ok, err := parseBridgeLinkMsg(m)
@@ -333,7 +336,7 @@ func parseBridgeLinkMsg(m []byte) (Port, bool, error) {
 	ifi := nl.DeserializeIfInfomsg(m)
 	p := Port{Index: int(ifi.Index), PodIPs: []string{}, peerNetnsID: -1}
 	hasProtinfo := false
-	forEachAttr(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
+	nlattr.ForEach(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
 		switch typ {
 		case unix.IFLA_IFNAME:
 			p.Name = nl.BytesToString(val)
@@ -353,7 +356,7 @@ func parseBridgeLinkMsg(m []byte) (Port, bool, error) {
 			p.MAC = net.HardwareAddr(val).String()
 		case unix.IFLA_PROTINFO:
 			hasProtinfo = true
-			forEachAttr(val, func(t uint16, v []byte) {
+			nlattr.ForEach(val, func(t uint16, v []byte) {
 				if len(v) == 0 {
 					return
 				}
@@ -372,13 +375,13 @@ func parseBridgeLinkMsg(m []byte) (Port, bool, error) {
 
 // nameBridges fills Port.Bridge with one RTM_GETLINK per distinct bridge
 // (there are few).
-func (c *Client) nameBridges(ports []Port) error {
+func nameBridges(c *netops.Client, ports []Port) error {
 	names := map[int]string{}
 	for i := range ports {
 		bi := ports[i].BridgeIndex
 		name, ok := names[bi]
 		if !ok {
-			if l, err := c.h.LinkByIndex(bi); err == nil {
+			if l, err := c.Handle().LinkByIndex(bi); err == nil {
 				name = l.Attrs().Name
 			} else {
 				name = "if" + strconv.Itoa(bi)
@@ -394,7 +397,7 @@ func (c *Client) nameBridges(ports []Port) error {
 // the pod's namespace (see podAddrs); ports left unknown (no privilege, no
 // veth, no address) fall back to the bridge's FDB (MAC → port) joined with
 // its neighbour table (IP → MAC).
-func (c *Client) resolvePodIPs(ports []Port, peers map[int]vethPeer, byNs map[int]map[int][]string) {
+func resolvePodIPs(c *netops.Client, ports []Port, peers map[int]vethPeer, byNs map[int]map[int][]string) {
 	unknown := false
 	for i := range ports {
 		p := &ports[i]
@@ -415,7 +418,7 @@ func (c *Client) resolvePodIPs(ports []Port, peers map[int]vethPeer, byNs map[in
 		unknown = true
 	}
 	if unknown {
-		c.podIPsFromNeigh(ports)
+		podIPsFromNeigh(c, ports)
 	}
 }
 
@@ -435,7 +438,7 @@ const ifaTargetNetnsid = 10
 //
 // When the IPv6 dump fails (IPv6 disabled, say), the IPv4 addresses are
 // still returned.
-func dumpAddrs(conn *rawConn, netnsID int) (map[int][]string, error) {
+func dumpAddrs(conn *nlsock.Conn, netnsID int) (map[int][]string, error) {
 	out := map[int][]string{}
 	if err := dumpFamilyAddrs(conn, netnsID, unix.AF_INET, out); err != nil {
 		return nil, err
@@ -444,7 +447,7 @@ func dumpAddrs(conn *rawConn, netnsID int) (map[int][]string, error) {
 	return out, nil
 }
 
-func dumpFamilyAddrs(conn *rawConn, netnsID, family int, out map[int][]string) error {
+func dumpFamilyAddrs(conn *nlsock.Conn, netnsID, family int, out map[int][]string) error {
 	req := conn.NewRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfAddrmsg(family))
 	if netnsID >= 0 {
@@ -461,7 +464,7 @@ func dumpFamilyAddrs(conn *rawConn, netnsID, family int, out map[int][]string) e
 			return
 		}
 		var local, addr net.IP
-		forEachAttr(m[unix.SizeofIfAddrmsg:], func(typ uint16, val []byte) {
+		nlattr.ForEach(m[unix.SizeofIfAddrmsg:], func(typ uint16, val []byte) {
 			switch typ {
 			case unix.IFA_LOCAL:
 				local = net.IP(val)
@@ -487,7 +490,7 @@ func dumpFamilyAddrs(conn *rawConn, netnsID, family int, out map[int][]string) e
 // podIPsFromNeigh fills PodIPs still unknown from the bridge's tables: a
 // learnt (not permanent) FDB entry says which port a MAC sits behind, and
 // the neighbour entries on the bridge device say which IPs use that MAC.
-func (c *Client) podIPsFromNeigh(ports []Port) {
+func podIPsFromNeigh(c *netops.Client, ports []Port) {
 	onBridge := map[int]bool{}
 	for _, p := range ports {
 		if len(p.PodIPs) == 0 {
@@ -496,7 +499,7 @@ func (c *Client) podIPsFromNeigh(ports []Port) {
 	}
 	// The neighbour table is small (pods that talked recently); the FDB
 	// holds an entry per port and is dumped only when it can help.
-	neighs, err := c.h.NeighList(0, netlink.FAMILY_ALL)
+	neighs, err := c.Handle().NeighList(0, netlink.FAMILY_ALL)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return
 	}
@@ -516,7 +519,7 @@ func (c *Client) podIPsFromNeigh(ports []Port) {
 	if len(ipsByMAC) == 0 {
 		return
 	}
-	fdb, err := c.h.NeighList(0, unix.AF_BRIDGE)
+	fdb, err := c.Handle().NeighList(0, unix.AF_BRIDGE)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return
 	}
@@ -570,8 +573,8 @@ const rtextFilterSkipStats = 1 << 3
 // IFLA_LINK_NETNSID, the namespace of the pod end. onPeer is called for
 // each peer as its datagram arrives, so the pods' namespaces can be read
 // while the rest of the dump is still being built by the kernel.
-func (c *Client) dumpVethPeersOf(bridge int, peers map[int]vethPeer, onPeer func(vethPeer)) error {
-	req := c.raw.NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+func dumpVethPeersOf(c *netops.Client, bridge int, peers map[int]vethPeer, onPeer func(vethPeer)) error {
+	req := c.RouteConn().NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
 	req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(bridge))))
@@ -585,7 +588,7 @@ func (c *Client) dumpVethPeersOf(bridge int, peers map[int]vethPeer, onPeer func
 		ifi := nl.DeserializeIfInfomsg(m)
 		v := vethPeer{netnsID: -1}
 		isVeth := false
-		forEachAttr(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
+		nlattr.ForEach(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
 			switch typ {
 			case unix.IFLA_LINK:
 				if len(val) >= 4 {
@@ -596,7 +599,7 @@ func (c *Client) dumpVethPeersOf(bridge int, peers map[int]vethPeer, onPeer func
 					v.netnsID = int(int32(nl.NativeEndian().Uint32(val)))
 				}
 			case unix.IFLA_LINKINFO:
-				forEachAttr(val, func(t uint16, kind []byte) {
+				nlattr.ForEach(val, func(t uint16, kind []byte) {
 					if t == nl.IFLA_INFO_KIND && nl.BytesToString(kind) == "veth" {
 						isVeth = true
 					}
@@ -619,8 +622,8 @@ func (c *Client) dumpVethPeersOf(bridge int, peers map[int]vethPeer, onPeer func
 
 // BridgeNames lists the bridges of the namespace, with one RTM_GETLINK
 // dump filtered by the kernel to kind "bridge".
-func (c *Client) BridgeNames() ([]string, error) {
-	req := c.raw.NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+func BridgeNames(c *netops.Client) ([]string, error) {
+	req := c.RouteConn().NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
 	linkinfo := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
@@ -633,12 +636,12 @@ func (c *Client) BridgeNames() ([]string, error) {
 		}
 		var name string
 		bridge := false
-		forEachAttr(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
+		nlattr.ForEach(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
 			switch typ {
 			case unix.IFLA_IFNAME:
 				name = nl.BytesToString(val)
 			case unix.IFLA_LINKINFO:
-				forEachAttr(val, func(t uint16, kind []byte) {
+				nlattr.ForEach(val, func(t uint16, kind []byte) {
 					if t == nl.IFLA_INFO_KIND && nl.BytesToString(kind) == "bridge" {
 						bridge = true
 					}
@@ -660,7 +663,7 @@ func (c *Client) BridgeNames() ([]string, error) {
 // per bridge, filtered by the kernel to its ports (IFLA_MASTER) and without
 // statistics: the AF_BRIDGE dump carries neither the link kind
 // (IFLA_LINKINFO) nor where a veth's peer lives (IFLA_LINK_NETNSID).
-func (c *Client) classifyPorts(ports []Port) error {
+func classifyPorts(c *netops.Client, ports []Port) error {
 	type kind struct {
 		kind    string
 		otherNs bool
@@ -672,7 +675,7 @@ func (c *Client) classifyPorts(ports []Port) error {
 			continue
 		}
 		seen[p.BridgeIndex] = true
-		req := c.raw.NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+		req := c.RouteConn().NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 		req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 		req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
 		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(p.BridgeIndex))))
@@ -682,12 +685,12 @@ func (c *Client) classifyPorts(ports []Port) error {
 			}
 			ifi := nl.DeserializeIfInfomsg(m)
 			var k kind
-			forEachAttr(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
+			nlattr.ForEach(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
 				switch typ {
 				case unix.IFLA_LINK_NETNSID:
 					k.otherNs = len(val) >= 4
 				case unix.IFLA_LINKINFO:
-					forEachAttr(val, func(t uint16, v []byte) {
+					nlattr.ForEach(val, func(t uint16, v []byte) {
 						if t == nl.IFLA_INFO_KIND {
 							k.kind = nl.BytesToString(v)
 						}
