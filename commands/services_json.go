@@ -109,7 +109,7 @@ func jsonArray[T any](o *jsonObject, k string, v []T, elem func([]byte, T) []byt
 
 // appendServiceJSON appends s as an element of the array (its fields
 // indented by four spaces) with the field order and the omitempty rules of
-// netops.Service's JSON tags.
+// kubeproxy.Service's JSON tags.
 func appendServiceJSON(b []byte, s *kubeproxy.Service) []byte {
 	o := jsonObject{b: append(b, '{'), indent: "    "}
 	o.str("namespace", s.Namespace)

@@ -11,7 +11,7 @@ import (
 )
 
 // fill sets every field of v (a pointer to a struct) to a value derived
-// from r, so that a field added to netops.Service later shows up here.
+// from r, so that a field added to kubeproxy.Service later shows up here.
 func fill(t *testing.T, v reflect.Value, r *rand.Rand, zeroes bool) {
 	t.Helper()
 	strs := []string{"ns1", "", `quote " back \ slash`, "<html>&", "tab\tnl\n", "ünïcode ✓", "\u2028\u2029", string([]byte{0xff, 'x'}), "fd00:10:96::41", "KUBE-SVC-XPGD46QRK7WJZT7O"}

@@ -89,7 +89,7 @@ type Check struct {
 	Details []string `json:"details"`
 	// Pods are the pods behind the ports and endpoints the finding and
 	// details speak of, when doctor was asked to name them
-	// (DoctorOptions.Pods); empty otherwise.
+	// (Options.Pods); empty otherwise.
 	Pods []PodRef `json:"pods"`
 }
 

@@ -581,7 +581,7 @@ func TestDoctorBridgeHairpinPodPortsOnly(t *testing.T) {
 	}
 }
 
-// doctor --service selects through netops.ServiceArg, as services does:
+// doctor --service selects through kubeproxy.ServiceArg, as services does:
 // one check per selected service port, a WARN for a selector that selects
 // none.
 func TestCheckServicesSelects(t *testing.T) {
