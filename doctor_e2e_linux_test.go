@@ -72,7 +72,7 @@ func cniDir(t *testing.T, file string) string {
 
 func setCNI(t *testing.T, dir, file string) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("netops/testdata/cni", file))
+	b, err := os.ReadFile(filepath.Join("netops/doctor/testdata/cni", file))
 	if err != nil {
 		t.Fatal(err)
 	}

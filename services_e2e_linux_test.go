@@ -20,10 +20,10 @@ func runWithEnv(t *testing.T, env []string, args ...string) result {
 	return runCmd(t, nil, env, args...)
 }
 
-// loadServices loads a fixture of netops/testdata/services into the lab.
+// loadServices loads a fixture of netops/kubeproxy/testdata/services into the lab.
 func loadServices(t *testing.T, l *lab.Lab, tool, fixture string) {
 	t.Helper()
-	text, err := os.ReadFile(filepath.Join("netops", "testdata", "services", fixture))
+	text, err := os.ReadFile(filepath.Join("netops", "kubeproxy", "testdata", "services", fixture))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
 	"github.com/urfave/cli/v2"
 )
@@ -244,21 +245,21 @@ func netnsOf(words []string) string {
 }
 
 // livePortList lists the ports, with their pods when withPods.
-func livePortList(words []string, withPods bool) []netops.Port {
+func livePortList(words []string, withPods bool) []bridgeports.Port {
 	cl, err := netops.Open(netnsOf(words))
 	if err != nil {
 		return nil
 	}
 	defer cl.Close()
-	var o netops.ListOptions
+	var o bridgeports.ListOptions
 	if withPods {
 		dir := flagOf(words, "cni-cache")
 		if dir == "" {
 			dir = pods.DefaultCacheDir
 		}
-		o.Pods = &netops.PodOptions{CacheDir: dir}
+		o.Pods = &bridgeports.PodOptions{CacheDir: dir}
 	}
-	ports, err := cl.ListPorts(o)
+	ports, err := bridgeports.List(cl, o)
 	if err != nil {
 		return nil
 	}
@@ -268,12 +269,12 @@ func livePortList(words []string, withPods bool) []netops.Port {
 // livePorts offers the ports' names, and pod/NAMESPACE/NAME for the pods
 // behind them once "pod/" is being typed.
 func livePorts(words []string) []string {
-	withPods := strings.HasPrefix(netops.PodArgPrefix, words[len(words)-1]) || strings.HasPrefix(words[len(words)-1], netops.PodArgPrefix)
+	withPods := strings.HasPrefix(bridgeports.PodArgPrefix, words[len(words)-1]) || strings.HasPrefix(words[len(words)-1], bridgeports.PodArgPrefix)
 	var out []string
 	for _, p := range livePortList(words, withPods) {
 		out = append(out, p.Name)
 		if n := p.Pod.FullName(); n != "" {
-			out = append(out, netops.PodArgPrefix+n)
+			out = append(out, bridgeports.PodArgPrefix+n)
 		}
 	}
 	return out
@@ -296,7 +297,7 @@ func liveBridges(words []string) []string {
 		return nil
 	}
 	defer cl.Close()
-	names, err := cl.BridgeNames()
+	names, err := bridgeports.BridgeNames(cl)
 	if err != nil {
 		return nil
 	}

@@ -8,6 +8,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/doctor"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/hairpinctl/hairpinctl/netops/probe"
 	"github.com/urfave/cli/v2"
 )
@@ -67,35 +69,35 @@ EXAMPLES:
 func cniConfDirFlag() cli.Flag {
 	return &cli.StringFlag{
 		Name:  "cni-conf-dir",
-		Value: netops.DefaultCNIConfDir,
+		Value: doctor.DefaultCNIConfDir,
 		Usage: "read CNI network configurations from `DIR`",
 	}
 }
 
 // doctorOptions validates doctor's and metrics' shared input.
-func doctorOptions(c *cli.Context, services []string) (netops.DoctorOptions, error) {
+func doctorOptions(c *cli.Context, services []string) (doctor.Options, error) {
 	cmd := c.Command.Name
 	brs, err := bridges(c)
 	if err != nil {
-		return netops.DoctorOptions{}, err
+		return doctor.Options{}, err
 	}
 	for _, s := range services {
-		if err := netops.ValidateServiceSelector(s); err != nil {
-			return netops.DoctorOptions{}, fmt.Errorf("%s: %w", cmd, err)
+		if err := kubeproxy.ValidateServiceSelector(s); err != nil {
+			return doctor.Options{}, fmt.Errorf("%s: %w", cmd, err)
 		}
 	}
 	dir := c.String("cni-conf-dir")
 	if dir == "" {
-		return netops.DoctorOptions{}, usageErrorf("%s: --cni-conf-dir is empty", cmd)
+		return doctor.Options{}, usageErrorf("%s: --cni-conf-dir is empty", cmd)
 	}
 	// The default directory may be absent (a routed CNI: the check SKIPs);
 	// one the user named must exist.
 	if c.IsSet("cni-conf-dir") {
 		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			return netops.DoctorOptions{}, usageErrorf("%s: --cni-conf-dir %s is not a directory: give the CNI configuration directory (default /etc/cni/net.d)", cmd, dir)
+			return doctor.Options{}, usageErrorf("%s: --cni-conf-dir %s is not a directory: give the CNI configuration directory (default /etc/cni/net.d)", cmd, dir)
 		}
 	}
-	return netops.DoctorOptions{Bridges: brs, CNIConfDir: dir, Services: services}, nil
+	return doctor.Options{Bridges: brs, CNIConfDir: dir, Services: services}, nil
 }
 
 func runDoctor(c *cli.Context) error {
@@ -113,7 +115,7 @@ func runDoctor(c *cli.Context) error {
 	}
 	defer cl.Close()
 	o.Pods = podNaming(c, cl)
-	rep, err := cl.Doctor(o)
+	rep, err := doctor.Run(cl, o)
 	if err != nil {
 		return fmt.Errorf("doctor: %w", err)
 	}
@@ -137,11 +139,11 @@ func runDoctor(c *cli.Context) error {
 // doctorProbe adds a check per Service endpoint on this node: a probe
 // from the endpoint's pod through the Service. It says up front, on
 // stderr, how many probes it makes and how long they may take.
-func doctorProbe(c *cli.Context, cl *netops.Client, rep *netops.DoctorReport, services []string) {
+func doctorProbe(c *cli.Context, cl *netops.Client, rep *doctor.Report, services []string) {
 	po := probe.DoctorOptions{Services: services, CacheDir: c.String("cni-cache")}
 	pairs, err := probe.PlanDoctor(cl, po)
 	if err != nil {
-		rep.AddChecks(netops.Check{ID: "probe", Status: netops.StatusWarn, Finding: "could not list what to probe: " + err.Error(), Details: []string{}})
+		rep.AddChecks(doctor.Check{ID: "probe", Status: doctor.StatusWarn, Finding: "could not list what to probe: " + err.Error(), Details: []string{}})
 		return
 	}
 	fmt.Fprintf(c.App.ErrWriter, "doctor: --probe: %s of %d connections each (timeout %s), at most %s in all\n",
@@ -163,7 +165,7 @@ const (
 // printDoctor writes one block per check: the verdict and the check's ID,
 // then the finding, the fix and (for WARN and FAIL) the details, wrapped
 // to 80 columns under the ID; then a summary line.
-func printDoctor(w io.Writer, rep *netops.DoctorReport) error {
+func printDoctor(w io.Writer, rep *doctor.Report) error {
 	pal := colours(w)
 	var b strings.Builder
 	pad := strings.Repeat(" ", doctorIndent)
@@ -178,7 +180,7 @@ func printDoctor(w io.Writer, rep *netops.DoctorReport) error {
 				b.WriteString(pad + ln + "\n")
 			}
 		}
-		if ch.Status != netops.StatusWarn && ch.Status != netops.StatusFail {
+		if ch.Status != doctor.StatusWarn && ch.Status != doctor.StatusFail {
 			continue
 		}
 		for i, d := range ch.Details {
@@ -198,13 +200,13 @@ func printDoctor(w io.Writer, rep *netops.DoctorReport) error {
 	return err
 }
 
-func paintStatus(pal palette, s netops.CheckStatus) string {
+func paintStatus(pal palette, s doctor.CheckStatus) string {
 	switch s {
-	case netops.StatusPass:
+	case doctor.StatusPass:
 		return pal.good(string(s))
-	case netops.StatusWarn:
+	case doctor.StatusWarn:
 		return pal.warn(string(s))
-	case netops.StatusFail:
+	case doctor.StatusFail:
 		return pal.bad(string(s))
 	}
 	return pal.dim(string(s))

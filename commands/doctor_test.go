@@ -7,7 +7,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/doctor"
 )
 
 func TestWrapText(t *testing.T) {
@@ -43,13 +43,13 @@ func TestPrintDoctor(t *testing.T) {
 	for i := 0; i < 12; i++ {
 		many = append(many, fmt.Sprintf("detail %d", i))
 	}
-	rep := &netops.DoctorReport{
-		Checks: []netops.Check{
-			{ID: "bridge-hairpin", Status: netops.StatusPass, Finding: "every port of cni0 reflects hairpin traffic (3 ports)", Details: []string{"cni0: hairpin on for all 3 ports"}},
-			{ID: "service:default/web:http", Status: netops.StatusFail, Finding: headline, Fix: "hairpinctl enable veth1", Details: many},
-			{ID: "cni-config", Status: netops.StatusSkip, Finding: "no CNI configuration directory /etc/cni/net.d", Details: []string{}},
+	rep := &doctor.Report{
+		Checks: []doctor.Check{
+			{ID: "bridge-hairpin", Status: doctor.StatusPass, Finding: "every port of cni0 reflects hairpin traffic (3 ports)", Details: []string{"cni0: hairpin on for all 3 ports"}},
+			{ID: "service:default/web:http", Status: doctor.StatusFail, Finding: headline, Fix: "hairpinctl enable veth1", Details: many},
+			{ID: "cni-config", Status: doctor.StatusSkip, Finding: "no CNI configuration directory /etc/cni/net.d", Details: []string{}},
 		},
-		Summary: netops.DoctorSummary{Status: netops.StatusFail, Pass: 1, Fail: 1, Skip: 1, Netns: "host"},
+		Summary: doctor.Summary{Status: doctor.StatusFail, Pass: 1, Fail: 1, Skip: 1, Netns: "host"},
 	}
 	t.Setenv("LC_ALL", "C.UTF-8")
 	var b bytes.Buffer

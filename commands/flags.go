@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
 	"github.com/urfave/cli/v2"
 )
@@ -138,8 +139,8 @@ func cniCacheFlag() cli.Flag {
 
 // podOptions asks netops for the pods' names from --cni-cache, warnings
 // going to stderr.
-func podOptions(c *cli.Context) *netops.PodOptions {
-	return &netops.PodOptions{
+func podOptions(c *cli.Context) *bridgeports.PodOptions {
+	return &bridgeports.PodOptions{
 		CacheDir: c.String("cni-cache"),
 		Warn: func(msg string) {
 			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s\n", c.Command.Name, termSafeText(msg))

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/watch"
 	"github.com/urfave/cli/v2"
 )
@@ -53,7 +54,7 @@ func hairpinAction(on bool) cli.ActionFunc {
 			return usageErrorf("%s: --wait-bridge needs --bridge BR, the bridge to wait for", cmd)
 		}
 		for _, n := range names {
-			if err := netops.ValidatePortArg(n); err != nil {
+			if err := bridgeports.ValidatePortArg(n); err != nil {
 				return fmt.Errorf("%s: %w", cmd, err)
 			}
 		}
@@ -67,7 +68,7 @@ func hairpinAction(on bool) cli.ActionFunc {
 		}
 		defer cl.Close()
 		if wait > 0 {
-			if err := cl.WaitForBridges(brs, wait); err != nil {
+			if err := bridgeports.WaitForBridges(cl, brs, wait); err != nil {
 				return fmt.Errorf("%s: %w", cmd, err)
 			}
 		}
@@ -76,40 +77,40 @@ func hairpinAction(on bool) cli.ActionFunc {
 		if len(names) > 0 {
 			listed = nil
 			for _, b := range brs {
-				if _, err := cl.Bridge(b); err != nil {
+				if _, err := bridgeports.Bridge(cl, b); err != nil {
 					return fmt.Errorf("%s: %w", cmd, err)
 				}
 			}
 		}
 		anyPort := c.Bool("any-port")
-		o := netops.ListOptions{Bridges: listed, PodIPs: netops.PortArgsNeedPodIPs(names), Kinds: !anyPort && (all || len(brs) > 0)}
-		if netops.PortArgsNeedPods(names) {
+		o := bridgeports.ListOptions{Bridges: listed, PodIPs: bridgeports.PortArgsNeedPodIPs(names), Kinds: !anyPort && (all || len(brs) > 0)}
+		if bridgeports.PortArgsNeedPods(names) {
 			o.Pods = podOptions(c)
 		}
-		ports, err := cl.ListPorts(o)
+		ports, err := bridgeports.List(cl, o)
 		if err != nil {
 			return fmt.Errorf("%s: %w", cmd, err)
 		}
 		if o.Pods != nil {
 			namePodsFromCRI(c, cl, ports)
 		}
-		var fails []netops.Failure
-		skipped := []netops.Skipped{}
+		var fails []bridgeports.Failure
+		skipped := []bridgeports.Skipped{}
 		if len(names) > 0 {
 			// A named port is acted on whatever it is; the ports a
 			// --bridge adds are pods' ports only.
-			var sel []netops.Port
-			sel, fails = cl.SelectPorts(ports, names)
+			var sel []bridgeports.Port
+			sel, fails = bridgeports.Select(cl, ports, names)
 			bulk := addBridgePorts(nil, ports, brs)
-			bulk = slices.DeleteFunc(bulk, func(p netops.Port) bool {
-				return slices.ContainsFunc(sel, func(q netops.Port) bool { return q.Name == p.Name })
+			bulk = slices.DeleteFunc(bulk, func(p bridgeports.Port) bool {
+				return slices.ContainsFunc(sel, func(q bridgeports.Port) bool { return q.Name == p.Name })
 			})
 			if !anyPort {
-				bulk, skipped = netops.SplitPodPorts(bulk)
+				bulk, skipped = bridgeports.SplitPodPorts(bulk)
 			}
 			ports = append(sel, bulk...)
 		} else if !anyPort && len(ports) > 0 {
-			ports, skipped = netops.SplitPodPorts(ports)
+			ports, skipped = bridgeports.SplitPodPorts(ports)
 		} else if len(ports) == 0 {
 			where := "no bridge in netns " + cl.NetnsLabel() + " has a port"
 			switch {
@@ -118,7 +119,7 @@ func hairpinAction(on bool) cli.ActionFunc {
 			case len(brs) > 1:
 				where = "bridges " + strings.Join(brs, ", ") + " have no ports"
 			default:
-				if names, err := cl.BridgeNames(); err == nil && len(names) == 0 {
+				if names, err := bridgeports.BridgeNames(cl); err == nil && len(names) == 0 {
 					where = "no bridge in netns " + cl.NetnsLabel()
 				}
 			}
@@ -127,7 +128,7 @@ func hairpinAction(on bool) cli.ActionFunc {
 		if !on {
 			warnWatchers(c, cl, ports)
 		}
-		res := cl.SetHairpin(ports, on, dry)
+		res := bridgeports.SetHairpin(cl, ports, on, dry)
 		res.Skipped = skipped
 		if len(fails) > 0 {
 			// Not unconditionally: appending to a nil fails would turn
@@ -150,7 +151,7 @@ func hairpinAction(on bool) cli.ActionFunc {
 
 // addBridgePorts appends to sel every port of ports on one of brs that
 // sel does not hold yet.
-func addBridgePorts(sel, ports []netops.Port, brs []string) []netops.Port {
+func addBridgePorts(sel, ports []bridgeports.Port, brs []string) []bridgeports.Port {
 	have := make(map[string]bool, len(sel))
 	for _, p := range sel {
 		have[p.Name] = true
@@ -164,7 +165,7 @@ func addBridgePorts(sel, ports []netops.Port, brs []string) []netops.Port {
 	return sel
 }
 
-func printSetResult(w io.Writer, r *netops.SetResult, on bool) error {
+func printSetResult(w io.Writer, r *bridgeports.SetResult, on bool) error {
 	pal := colours(w)
 	to, from := "on", "off"
 	if !on {
@@ -193,7 +194,7 @@ func printSetResult(w io.Writer, r *netops.SetResult, on bool) error {
 
 // warnWatchers says when a running hairpinctl watch will undo a disable:
 // it turns hairpin back on for every port of the bridges it keeps.
-func warnWatchers(c *cli.Context, cl *netops.Client, ports []netops.Port) {
+func warnWatchers(c *cli.Context, cl *netops.Client, ports []bridgeports.Port) {
 	for _, w := range watch.Watchers(cl) {
 		var brs []string
 		for _, p := range ports {

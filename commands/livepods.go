@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
 	"github.com/urfave/cli/v2"
 )
@@ -135,11 +136,11 @@ func (p *livePods) relist() {
 	}
 	o := podOptions(p.c)
 	o.Warn = p.warn
-	o.Unnamed = func(ports []netops.Port) {
+	o.Unnamed = func(ports []bridgeports.Port) {
 		if p.noCRI {
 			return
 		}
-		var fresh []netops.Port
+		var fresh []bridgeports.Port
 		var at []int
 		for i, pt := range ports {
 			if !p.asked[pt.Index] {
@@ -161,7 +162,7 @@ func (p *livePods) relist() {
 			ports[i].Pod = fresh[j].Pod
 		}
 	}
-	ports, err := p.cl.ListPorts(netops.ListOptions{Pods: o})
+	ports, err := bridgeports.List(p.cl, bridgeports.ListOptions{Pods: o})
 	if err != nil {
 		p.warn(fmt.Sprintf("list bridge ports: %v: pod names unknown until it works", err))
 		return
@@ -176,7 +177,7 @@ func (p *livePods) relist() {
 			}
 		}
 	}
-	p.byIP = netops.PodsByIP(ports)
+	p.byIP = bridgeports.PodsByIP(ports)
 }
 
 // port is the pod behind the port with ifindex idx, nil when not known.

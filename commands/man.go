@@ -11,7 +11,7 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/doctor"
 	"github.com/urfave/cli/v2"
 )
 
@@ -186,7 +186,7 @@ var manFiles = []manEntry{
 	{"/usr/lib/systemd/system/hairpinctl-metrics.service", "runs **hairpinctl metrics --textfile /var/lib/node_exporter/textfile_collector**."},
 	{"/usr/lib/systemd/system/hairpinctl-metrics.timer", "runs hairpinctl-metrics.service every minute."},
 	{"/var/lib/node_exporter/textfile_collector/" + metricsFile, "the metrics **hairpinctl metrics --textfile** writes, for node_exporter's textfile collector."},
-	{netops.DefaultCNIConfDir, "CNI network configurations, read by **doctor** and **metrics** for hairpinMode (--cni-conf-dir)."},
+	{doctor.DefaultCNIConfDir, "CNI network configurations, read by **doctor** and **metrics** for hairpinMode (--cni-conf-dir)."},
 	{"/proc/sys/net/bridge/bridge-nf-call-iptables, /proc/sys/net/ipv4/ip_forward", "read by **doctor** in the namespace it checks."},
 	{"/run/xtables.lock", "the xtables lock, taken by iptables-save while **services**, **doctor** and **metrics** read the rules."},
 }

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/doctor"
 )
 
 var update = flag.Bool("update", false, "rewrite generated files (man page, completion scripts)")
@@ -160,15 +160,15 @@ func TestManPageContent(t *testing.T) {
 		}
 	}
 
-	doctor := manSection(page, ".SS doctor")
-	for _, id := range []string{netops.CheckBridgeHairpin, netops.CheckBrNetfilter, netops.CheckIPForward, netops.CheckKubeProxy,
-		netops.CheckMasquerade, netops.CheckService + ":", netops.CheckCNIConfig, netops.CheckConntrack} {
-		if !strings.Contains(doctor, ".TP\n\\fB"+code(id)) {
+	sec := manSection(page, ".SS doctor")
+	for _, id := range []string{doctor.CheckBridgeHairpin, doctor.CheckBrNetfilter, doctor.CheckIPForward, doctor.CheckKubeProxy,
+		doctor.CheckMasquerade, doctor.CheckService + ":", doctor.CheckCNIConfig, doctor.CheckConntrack} {
+		if !strings.Contains(sec, ".TP\n\\fB"+code(id)) {
 			t.Errorf("doctor section lacks check %s", id)
 		}
 	}
-	if !strings.Contains(doctor, `"`+netops.CheckServices+`"`) {
-		t.Errorf("doctor section lacks check %s", netops.CheckServices)
+	if !strings.Contains(sec, `"`+doctor.CheckServices+`"`) {
+		t.Errorf("doctor section lacks check %s", doctor.CheckServices)
 	}
 
 	env := manSection(page, ".SH ENVIRONMENT")
@@ -179,7 +179,7 @@ func TestManPageContent(t *testing.T) {
 	}
 
 	files := manSection(page, ".SH FILES")
-	want := []string{"/run/netns/NAME", "/run/hairpinctl/ready", netops.DefaultCNIConfDir}
+	want := []string{"/run/netns/NAME", "/run/hairpinctl/ready", doctor.DefaultCNIConfDir}
 	units, err := os.ReadDir("../systemd")
 	if err != nil {
 		t.Fatal(err)

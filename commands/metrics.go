@@ -13,6 +13,7 @@ import (
 	"github.com/google/renameio/v2"
 	"github.com/hairpinctl/hairpinctl/exporter"
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/doctor"
 	"github.com/urfave/cli/v2"
 )
 
@@ -105,7 +106,7 @@ func runMetrics(c *cli.Context) error {
 		return err
 	}
 	defer cl.Close()
-	rep, err := cl.Doctor(o)
+	rep, err := doctor.Run(cl, o)
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}

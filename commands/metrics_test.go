@@ -6,7 +6,8 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/exporter"
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
+	"github.com/hairpinctl/hairpinctl/netops/doctor"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -15,13 +16,13 @@ import (
 // The registry holds one series per bridge and hairpin state, zeros
 // included, and one per check and verdict, exactly one of them 1.
 func TestMetricsRegistry(t *testing.T) {
-	rep := &netops.DoctorReport{
-		Checks: []netops.Check{
-			{ID: "bridge-hairpin", Status: netops.StatusFail},
-			{ID: "service:default/web:http", Status: netops.StatusPass},
+	rep := &doctor.Report{
+		Checks: []doctor.Check{
+			{ID: "bridge-hairpin", Status: doctor.StatusFail},
+			{ID: "service:default/web:http", Status: doctor.StatusPass},
 		},
 		Bridges: []string{"cni0", "empty0"},
-		Ports: []netops.Port{
+		Ports: []bridgeports.Port{
 			{Bridge: "cni0", Name: "veth1", Hairpin: false},
 			{Bridge: "cni0", Name: "veth2", Hairpin: true},
 			{Bridge: "cni0", Name: "veth3", Hairpin: false},

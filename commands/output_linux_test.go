@@ -10,7 +10,8 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
 
 	"golang.org/x/sys/unix"
@@ -137,7 +138,7 @@ func checkColumns(t *testing.T, out string, rows map[string][]string) {
 // after them in line: the colour is not counted as width.
 func TestColouredTablesAlign(t *testing.T) {
 	t.Run("ports", func(t *testing.T) {
-		ports := []netops.Port{
+		ports := []bridgeports.Port{
 			{Bridge: "cni0", Name: "veth1", Index: 5, State: "forwarding", OperState: "up", MAC: "aa:bb:cc:dd:ee:01", PodIPs: []string{"10.244.0.11"},
 				Pod: &pods.Pod{Namespace: "default", Name: "web-0", ContainerID: "0123456789abcdef0123", Interface: "eth0", Source: "cache"}},
 			{Bridge: "cni0", Name: "veth2", Index: 6, Hairpin: true, State: "forwarding", OperState: "up", MAC: "aa:bb:cc:dd:ee:02", PodIPs: []string{}},
@@ -154,7 +155,7 @@ func TestColouredTablesAlign(t *testing.T) {
 		})
 	})
 	t.Run("enable", func(t *testing.T) {
-		res := &netops.SetResult{Changed: []string{"veth1"}, Unchanged: []string{"veth2"}, Failed: []netops.Failure{{Name: "veth3", Error: "gone"}}}
+		res := &bridgeports.SetResult{Changed: []string{"veth1"}, Unchanged: []string{"veth2"}, Failed: []bridgeports.Failure{{Name: "veth3", Error: "gone"}}}
 		out := onTerminal(t, func(w io.Writer) error { return printSetResult(w, res, true) })
 		checkColumns(t, out, map[string][]string{
 			"veth1": {"RESULT=changed", "DETAIL=hairpin off -> on"},
@@ -163,9 +164,9 @@ func TestColouredTablesAlign(t *testing.T) {
 		})
 	})
 	t.Run("services", func(t *testing.T) {
-		svcs := []netops.Service{{
+		svcs := []kubeproxy.Service{{
 			Namespace: "default", Name: "web", ClusterIP: "10.96.0.10", Port: 80, Protocol: "TCP",
-			Endpoints: []netops.Endpoint{
+			Endpoints: []kubeproxy.Endpoint{
 				{IP: "10.244.0.11", Port: 8080, Probability: 0.5, Share: 0.5, HairpinMasq: true, SessionAffinity: true},
 				{IP: "10.244.0.12", Port: 8080, Probability: 1, Share: 0.5},
 			},

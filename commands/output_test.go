@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 )
 
 // Linux takes almost any byte in an interface name: what could rewrite
@@ -54,9 +54,9 @@ func TestDisplayWidth(t *testing.T) {
 // with wide or combining characters keeps its row in line.
 func TestPortsTableOddNames(t *testing.T) {
 	names := []string{"veth1", "ev\x1b[31mred", "vé网", "ve\u0301x"}
-	var ports []netops.Port
+	var ports []bridgeports.Port
 	for i, n := range names {
-		ports = append(ports, netops.Port{Bridge: "cni0", Name: n, Index: i + 5, State: "forwarding", OperState: "up", MAC: "aa:bb:cc:dd:ee:0" + string(rune('1'+i)), PodIPs: []string{"10.244.0." + string(rune('1'+i))}})
+		ports = append(ports, bridgeports.Port{Bridge: "cni0", Name: n, Index: i + 5, State: "forwarding", OperState: "up", MAC: "aa:bb:cc:dd:ee:0" + string(rune('1'+i)), PodIPs: []string{"10.244.0." + string(rune('1'+i))}})
 	}
 	var b bytes.Buffer
 	if err := printPortsTable(&b, ports); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/cri"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
 	"github.com/urfave/cli/v2"
@@ -24,7 +25,7 @@ func criEndpointFlag() cli.Flag {
 // left unknown, within cri.DefaultTimeout. A node without a runtime socket
 // is silent; a runtime that fails or does not answer is a warning, never
 // an error: the listing stands without the names.
-func namePodsFromCRI(c *cli.Context, cl *netops.Client, ports []netops.Port) {
+func namePodsFromCRI(c *cli.Context, cl *netops.Client, ports []bridgeports.Port) {
 	if err := askRuntime(c, cl, ports); err != nil {
 		fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s\n", c.Command.Name, termSafeText(err.Error()))
 	}
@@ -33,7 +34,7 @@ func namePodsFromCRI(c *cli.Context, cl *netops.Client, ports []netops.Port) {
 // askRuntime is namePodsFromCRI without the warning: the error, ending
 // in "pod names from the runtime unknown", or nil when the runtime
 // answered, was not needed, or there is none and none was named.
-func askRuntime(c *cli.Context, cl *netops.Client, ports []netops.Port) error {
+func askRuntime(c *cli.Context, cl *netops.Client, ports []bridgeports.Port) error {
 	need := false
 	for _, p := range ports {
 		if p.Pod == nil && len(p.PodIPs) > 0 {
@@ -57,14 +58,14 @@ func askRuntime(c *cli.Context, cl *netops.Client, ports []netops.Port) error {
 		}
 		return nil
 	}
-	cl.NamePods(ports, pods.FromSandboxes(sbs))
+	bridgeports.NamePods(cl, ports, pods.FromSandboxes(sbs))
 	return nil
 }
 
 // podNaming is podOptions that also asks the runtime, over CRI, for the
 // pods the cache does not name.
-func podNaming(c *cli.Context, cl *netops.Client) *netops.PodOptions {
+func podNaming(c *cli.Context, cl *netops.Client) *bridgeports.PodOptions {
 	o := podOptions(c)
-	o.Unnamed = func(ports []netops.Port) { namePodsFromCRI(c, cl, ports) }
+	o.Unnamed = func(ports []bridgeports.Port) { namePodsFromCRI(c, cl, ports) }
 	return o
 }

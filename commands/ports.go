@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/pods"
 	"github.com/urfave/cli/v2"
 )
@@ -76,7 +76,7 @@ func runPorts(c *cli.Context) error {
 	}
 	names := c.Args().Slice()
 	for _, n := range names {
-		if err := netops.ValidatePortArg(n); err != nil {
+		if err := bridgeports.ValidatePortArg(n); err != nil {
 			return fmt.Errorf("ports: %w", err)
 		}
 	}
@@ -92,20 +92,20 @@ func runPorts(c *cli.Context) error {
 	}
 	defer cl.Close()
 	quiet := c.Bool("quiet")
-	o := netops.ListOptions{Bridges: brs, PodIPs: !quiet || netops.PortArgsNeedPodIPs(names), Kinds: !quiet}
-	if !quiet || len(podPats) > 0 || netops.PortArgsNeedPods(names) {
+	o := bridgeports.ListOptions{Bridges: brs, PodIPs: !quiet || bridgeports.PortArgsNeedPodIPs(names), Kinds: !quiet}
+	if !quiet || len(podPats) > 0 || bridgeports.PortArgsNeedPods(names) {
 		o.Pods = podOptions(c)
 	}
-	ports, err := cl.ListPorts(o)
+	ports, err := bridgeports.List(cl, o)
 	if err != nil {
 		return fmt.Errorf("ports: %w", err)
 	}
 	if o.Pods != nil {
 		namePodsFromCRI(c, cl, ports)
 	}
-	var fails []netops.Failure
+	var fails []bridgeports.Failure
 	if len(names) > 0 {
-		ports, fails = cl.SelectPorts(ports, names)
+		ports, fails = bridgeports.Select(cl, ports, names)
 	}
 	if want != nil {
 		kept := ports[:0]
@@ -117,7 +117,7 @@ func runPorts(c *cli.Context) error {
 		ports = kept
 	}
 	if len(podPats) > 0 {
-		ports = slices.DeleteFunc(ports, func(p netops.Port) bool {
+		ports = slices.DeleteFunc(ports, func(p bridgeports.Port) bool {
 			return !matchesPod(p.Pod, podPats)
 		})
 	}
@@ -145,7 +145,7 @@ func runPorts(c *cli.Context) error {
 // failuresError reports failures of named items on stderr and picks the exit
 // code: none failed 0; one item asked for and it failed, its own code;
 // some failed while others were done 3 (partial).
-func failuresError(c *cli.Context, fails []netops.Failure, done int) error {
+func failuresError(c *cli.Context, fails []bridgeports.Failure, done int) error {
 	if len(fails) == 0 {
 		return nil
 	}
@@ -170,7 +170,7 @@ func failuresError(c *cli.Context, fails []netops.Failure, done int) error {
 
 // printPortNames prints the names as they are for a script's loop, or
 // escaped (see termSafe) when a person reads them on a terminal.
-func printPortNames(w io.Writer, ports []netops.Port) error {
+func printPortNames(w io.Writer, ports []bridgeports.Port) error {
 	name := func(s string) string { return s }
 	if isTerminal(w) {
 		name = termSafe
@@ -207,7 +207,7 @@ func podName(p *pods.Pod) string {
 	return "-"
 }
 
-func printPortsTable(w io.Writer, ports []netops.Port) error {
+func printPortsTable(w io.Writer, ports []bridgeports.Port) error {
 	pal := colours(w)
 	// With the pod's name the row has no room for the ifindex, operational
 	// state and MAC at 80 columns: -o wide has them. A pod's further IPs go
@@ -227,7 +227,7 @@ func printPortsTable(w io.Writer, ports []netops.Port) error {
 // portCells are a port's HAIRPIN cell, coloured, and its first pod IP
 // ("-" for none); the table and -o wide print the others on lines of
 // their own.
-func portCells(pal palette, p netops.Port) (hairpin, firstIP string) {
+func portCells(pal palette, p bridgeports.Port) (hairpin, firstIP string) {
 	hairpin, firstIP = pal.bad("off"), "-"
 	if p.Hairpin {
 		hairpin = pal.good("on")
@@ -239,7 +239,7 @@ func portCells(pal palette, p netops.Port) (hairpin, firstIP string) {
 }
 
 // printPortsWide is -o wide: every column, wider than 80.
-func printPortsWide(w io.Writer, ports []netops.Port) error {
+func printPortsWide(w io.Writer, ports []bridgeports.Port) error {
 	pal := colours(w)
 	tw := newTable(w)
 	fmt.Fprintln(tw, "BRIDGE\tPORT\tINDEX\tSTATE\tOPER\tHAIRPIN\tMAC\tPOD-IPS\tPOD\tCONTAINER\tIFACE\tSOURCE")

@@ -8,7 +8,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/hairpinctl/hairpinctl/netops/probe"
 	"github.com/urfave/cli/v2"
 )
@@ -68,10 +69,10 @@ func runProbe(c *cli.Context) error {
 		Count: c.Int("count"), Timeout: c.Duration("timeout"),
 		CacheDir: c.String("cni-cache"), Backend: c.String("backend"), NoTrace: c.Bool("no-trace"),
 	}
-	if err := netops.ValidatePortArg(o.Pod); err != nil {
+	if err := bridgeports.ValidatePortArg(o.Pod); err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
-	if err := netops.ValidateServiceSelector(o.Service); err != nil {
+	if err := kubeproxy.ValidateServiceSelector(o.Service); err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
 	if o.Count < 1 || o.Count > probe.MaxCount {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/hairpinctl/hairpinctl/netops/selftest"
 	"github.com/urfave/cli/v2"
 )
@@ -59,7 +59,7 @@ func runSelftest(c *cli.Context) error {
 		return usageErrorf("selftest: builds namespaces of its own: --netns does not apply")
 	}
 	switch b := c.String("backend"); b {
-	case "auto", string(netops.BackendIPTablesNFT), string(netops.BackendIPTablesLegacy), string(netops.BackendNFTables):
+	case "auto", string(kubeproxy.BackendIPTablesNFT), string(kubeproxy.BackendIPTablesLegacy), string(kubeproxy.BackendNFTables):
 	default:
 		return usageErrorf("selftest: --backend %q: use auto, iptables-nft, iptables-legacy or nftables", b)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/urfave/cli/v2"
 )
 
@@ -71,9 +73,9 @@ func runServices(c *cli.Context) error {
 	if err != nil {
 		return usageErrorf("services: %v", err)
 	}
-	o := netops.ServicesOptions{Backend: c.String("backend"), Raw: c.Bool("raw"), WaitSeconds: wait}
+	o := kubeproxy.Options{Backend: c.String("backend"), Raw: c.Bool("raw"), WaitSeconds: wait}
 	switch o.Backend {
-	case netops.BackendAuto, netops.BackendIPTables, string(netops.BackendIPTablesNFT), string(netops.BackendIPTablesLegacy), string(netops.BackendNFTables):
+	case kubeproxy.BackendAuto, kubeproxy.BackendIPTables, string(kubeproxy.BackendIPTablesNFT), string(kubeproxy.BackendIPTablesLegacy), string(kubeproxy.BackendNFTables):
 	default:
 		return usageErrorf("services: --backend %q: use auto, iptables, iptables-nft, iptables-legacy or nftables", o.Backend)
 	}
@@ -86,7 +88,7 @@ func runServices(c *cli.Context) error {
 		o.Family = 6
 	}
 	for _, a := range c.Args().Slice() {
-		ip, name, err := netops.ParseServiceArg(a)
+		ip, name, err := kubeproxy.ParseServiceArg(a)
 		if err != nil {
 			return fmt.Errorf("services: %w", err)
 		}
@@ -101,7 +103,7 @@ func runServices(c *cli.Context) error {
 		return err
 	}
 	defer cl.Close()
-	res, err := cl.Services(o)
+	res, err := kubeproxy.Services(cl, o)
 	if err != nil {
 		return fmt.Errorf("services: %w", err)
 	}
@@ -139,7 +141,7 @@ func runServices(c *cli.Context) error {
 // nameEndpoints names the pods behind this node's endpoints, when there
 // are any: the bridge ports are listed with their pods and joined by IP.
 // A listing that fails is a warning; those pods stay unknown.
-func nameEndpoints(c *cli.Context, cl *netops.Client, svcs []netops.Service) {
+func nameEndpoints(c *cli.Context, cl *netops.Client, svcs []kubeproxy.Service) {
 	local := false
 	for i := range svcs {
 		for _, e := range svcs[i].Endpoints {
@@ -149,12 +151,12 @@ func nameEndpoints(c *cli.Context, cl *netops.Client, svcs []netops.Service) {
 	if !local {
 		return
 	}
-	ports, err := cl.ListPorts(netops.ListOptions{Pods: podNaming(c, cl)})
+	ports, err := bridgeports.List(cl, bridgeports.ListOptions{Pods: podNaming(c, cl)})
 	if err != nil {
 		fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: list bridge ports: %s: pods of this node's endpoints unknown\n", c.Command.Name, termSafeText(err.Error()))
 		return
 	}
-	netops.NameEndpoints(svcs, netops.PodsByIP(ports))
+	kubeproxy.NameEndpoints(svcs, bridgeports.PodsByIP(ports))
 }
 
 // hostPort joins an address and a port, bracketing IPv6.
@@ -165,7 +167,7 @@ func hostPort(ip string, port int) string {
 	return ip + ":" + strconv.Itoa(port)
 }
 
-func serviceLabel(s *netops.Service) string {
+func serviceLabel(s *kubeproxy.Service) string {
 	if s.Name == "" {
 		// No comments to name it by (see --raw, -o json for its chain).
 		return "(unnamed)"
@@ -184,7 +186,7 @@ func formatProb(p float64) string {
 // printServicesTable prints one block per service port: the service row,
 // then its node ports, external and load-balancer IPs, and endpoints,
 // indented, so that long names do not widen the endpoint columns.
-func printServicesTable(w io.Writer, svcs []netops.Service) error {
+func printServicesTable(w io.Writer, svcs []kubeproxy.Service) error {
 	pal := colours(w)
 	var buf bytes.Buffer
 	tw := newTable(&buf)
@@ -254,7 +256,7 @@ func printServicesTable(w io.Writer, svcs []netops.Service) error {
 
 // endpointPod names the pod of this node's endpoint e, or says it is
 // unknown.
-func endpointPod(e netops.Endpoint) string {
+func endpointPod(e kubeproxy.Endpoint) string {
 	if n := e.Pod.FullName(); n != "" {
 		return termSafe(n)
 	}
@@ -263,7 +265,7 @@ func endpointPod(e netops.Endpoint) string {
 
 // printServicesRaw prints each service's rules under a comment line, then
 // the rules not understood that belong to no service.
-func printServicesRaw(w io.Writer, res *netops.ServicesResult) error {
+func printServicesRaw(w io.Writer, res *kubeproxy.Result) error {
 	var b strings.Builder
 	for i := range res.Services {
 		s := &res.Services[i]

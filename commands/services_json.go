@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 )
 
 // writeServicesJSON writes svcs exactly as writeJSON would (a two-space
@@ -16,7 +16,7 @@ import (
 // endpoints that is 84 MB and longer than reading the rules.
 // TestServicesJSONMatchesEncodingJSON keeps the two identical, field for
 // field.
-func writeServicesJSON(w io.Writer, svcs []netops.Service) error {
+func writeServicesJSON(w io.Writer, svcs []kubeproxy.Service) error {
 	if len(svcs) == 0 {
 		_, err := io.WriteString(w, "[]\n")
 		return err
@@ -109,8 +109,8 @@ func jsonArray[T any](o *jsonObject, k string, v []T, elem func([]byte, T) []byt
 
 // appendServiceJSON appends s as an element of the array (its fields
 // indented by four spaces) with the field order and the omitempty rules of
-// netops.Service's JSON tags.
-func appendServiceJSON(b []byte, s *netops.Service) []byte {
+// kubeproxy.Service's JSON tags.
+func appendServiceJSON(b []byte, s *kubeproxy.Service) []byte {
 	o := jsonObject{b: append(b, '{'), indent: "    "}
 	o.str("namespace", s.Namespace)
 	o.str("name", s.Name)
@@ -156,7 +156,7 @@ func appendServiceJSON(b []byte, s *netops.Service) []byte {
 }
 
 // appendEndpointJSON appends e as an element of a service's endpoints.
-func appendEndpointJSON(b []byte, e netops.Endpoint) []byte {
+func appendEndpointJSON(b []byte, e kubeproxy.Endpoint) []byte {
 	o := jsonObject{b: append(b, '{'), indent: "        "}
 	o.str("ip", e.IP)
 	o.int("port", e.Port)

@@ -5,24 +5,24 @@ import (
 	"io"
 	"testing"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 )
 
 // tableOf returns n services of e endpoints each, shaped as a kube-proxy
 // table reads back.
-func tableOf(n, e int) []netops.Service {
-	svcs := make([]netops.Service, n)
+func tableOf(n, e int) []kubeproxy.Service {
+	svcs := make([]kubeproxy.Service, n)
 	for i := range svcs {
 		s := &svcs[i]
-		*s = netops.Service{Namespace: fmt.Sprintf("ns%d", i%100), Name: fmt.Sprintf("svc%d", i), PortName: "http",
+		*s = kubeproxy.Service{Namespace: fmt.Sprintf("ns%d", i%100), Name: fmt.Sprintf("svc%d", i), PortName: "http",
 			Protocol: "TCP", ClusterIP: fmt.Sprintf("10.96.%d.%d", i/250, i%250+1), Port: 80,
-			Chain: fmt.Sprintf("KUBE-SVC-%016X", i), Backend: netops.BackendIPTablesLegacy, Family: 4}
+			Chain: fmt.Sprintf("KUBE-SVC-%016X", i), Backend: kubeproxy.BackendIPTablesLegacy, Family: 4}
 		for j := range e {
 			p := 1.0
 			if j < e-1 {
 				p = 1 / float64(e-j)
 			}
-			s.Endpoints = append(s.Endpoints, netops.Endpoint{IP: fmt.Sprintf("10.244.%d.%d", (i*e+j)/250, (i*e+j)%250+1),
+			s.Endpoints = append(s.Endpoints, kubeproxy.Endpoint{IP: fmt.Sprintf("10.244.%d.%d", (i*e+j)/250, (i*e+j)%250+1),
 				Port: 8080, Probability: p, Chain: fmt.Sprintf("KUBE-SEP-%016X", i*e+j), HairpinMasq: true, Share: 1 / float64(e)})
 		}
 	}

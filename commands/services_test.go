@@ -7,11 +7,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 )
 
 // fill sets every field of v (a pointer to a struct) to a value derived
-// from r, so that a field added to netops.Service later shows up here.
+// from r, so that a field added to kubeproxy.Service later shows up here.
 func fill(t *testing.T, v reflect.Value, r *rand.Rand, zeroes bool) {
 	t.Helper()
 	strs := []string{"ns1", "", `quote " back \ slash`, "<html>&", "tab\tnl\n", "ünïcode ✓", "\u2028\u2029", string([]byte{0xff, 'x'}), "fd00:10:96::41", "KUBE-SVC-XPGD46QRK7WJZT7O"}
@@ -79,7 +79,7 @@ func fill(t *testing.T, v reflect.Value, r *rand.Rand, zeroes bool) {
 func TestServicesJSONMatchesEncodingJSON(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, n := range []int{0, 1, 7, 1200} {
-		svcs := make([]netops.Service, n)
+		svcs := make([]kubeproxy.Service, n)
 		for i := range svcs {
 			fill(t, reflect.ValueOf(&svcs[i]).Elem(), r, i%2 == 1)
 		}
@@ -101,30 +101,30 @@ func TestServicesJSONMatchesEncodingJSON(t *testing.T) {
 		}
 	}
 	// A service with every field set: nothing may be left out.
-	var s netops.Service
+	var s kubeproxy.Service
 	fill(t, reflect.ValueOf(&s).Elem(), rand.New(rand.NewPCG(3, 4)), false)
 	s.NoEndpoints, s.LocalPolicy = true, true
 	var want, got bytes.Buffer
-	_ = writeJSON(&want, []netops.Service{s})
-	_ = writeServicesJSON(&got, []netops.Service{s})
+	_ = writeJSON(&want, []kubeproxy.Service{s})
+	_ = writeServicesJSON(&got, []kubeproxy.Service{s})
 	if got.String() != want.String() {
 		t.Fatalf("full service:\n got %s\nwant %s", got.String(), want.String())
 	}
 }
 
 func TestServicesTable(t *testing.T) {
-	svcs := []netops.Service{
+	svcs := []kubeproxy.Service{
 		{Namespace: "default", Name: "web", PortName: "http", Protocol: "TCP", ClusterIP: "10.96.0.10", Port: 80,
 			NodePorts: []int{30080}, ExternalIPs: []string{"192.168.99.1"}, LoadBalancerIPs: []string{"1.2.3.4"}, LocalPolicy: true,
 			SessionAffinitySeconds: 10800,
-			Endpoints: []netops.Endpoint{
+			Endpoints: []kubeproxy.Endpoint{
 				// iptables' conditional probabilities 1/3 then 1: shares 1/3 and 2/3.
 				{IP: "10.244.0.11", Port: 8080, Probability: 0.33333333349, Share: 0.3333, HairpinMasq: true, SessionAffinity: true},
 				{IP: "10.244.0.12", Port: 8080, Probability: 1, Share: 0.6667},
 			}},
-		{Namespace: "ns6", Name: "svc6", PortName: "p80", Protocol: "TCP", ClusterIP: "fd00:10:96::46", Port: 80, NoEndpoints: true, Endpoints: []netops.Endpoint{}},
+		{Namespace: "ns6", Name: "svc6", PortName: "p80", Protocol: "TCP", ClusterIP: "fd00:10:96::46", Port: 80, NoEndpoints: true, Endpoints: []kubeproxy.Endpoint{}},
 		{Chain: "KUBE-SVC-XPGD46QRK7WJZT7O", Protocol: "UDP", ClusterIP: "10.96.0.11", Port: 53,
-			Endpoints: []netops.Endpoint{{Probability: 1, Share: 1}}},
+			Endpoints: []kubeproxy.Endpoint{{Probability: 1, Share: 1}}},
 	}
 	var b bytes.Buffer
 	if err := printServicesTable(&b, svcs); err != nil {

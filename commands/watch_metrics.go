@@ -12,6 +12,8 @@ import (
 
 	"github.com/hairpinctl/hairpinctl/exporter"
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
+	"github.com/hairpinctl/hairpinctl/netops/doctor"
 	"github.com/hairpinctl/hairpinctl/netops/watch"
 	"github.com/urfave/cli/v2"
 )
@@ -33,7 +35,7 @@ func watchMetricsFlags() []cli.Flag {
 type watchMetricsConfig struct {
 	listen      string
 	doctorEvery time.Duration
-	doctor      netops.DoctorOptions
+	doctor      doctor.Options
 	bridges     []string
 	anyPort     bool
 }
@@ -121,19 +123,19 @@ func (cfg watchMetricsConfig) start(ctx context.Context, cancelWatch context.Can
 
 // listPorts returns the ports watch keeps on: those of the selected
 // bridges (every bridge with --all), pods' ports only without --any-port.
-func (m *watchMetrics) listPorts() ([]string, []netops.Port, error) {
+func (m *watchMetrics) listPorts() ([]string, []bridgeports.Port, error) {
 	m.clMu.Lock()
-	ports, err := m.cl.ListPorts(netops.ListOptions{Kinds: !m.cfg.anyPort})
+	ports, err := bridgeports.List(m.cl, bridgeports.ListOptions{Kinds: !m.cfg.anyPort})
 	m.clMu.Unlock()
 	if err != nil {
 		return nil, nil, err
 	}
-	kept := []netops.Port{}
+	kept := []bridgeports.Port{}
 	for _, p := range ports {
 		if len(m.cfg.bridges) > 0 && !slices.Contains(m.cfg.bridges, p.Bridge) {
 			continue
 		}
-		if !m.cfg.anyPort && netops.NotPodPort(p) != "" {
+		if !m.cfg.anyPort && bridgeports.NotPodPort(p) != "" {
 			continue
 		}
 		kept = append(kept, p)
@@ -162,7 +164,7 @@ func (m *watchMetrics) doctorLoop() {
 	defer t.Stop()
 	for {
 		m.clMu.Lock()
-		rep, err := m.cl.Doctor(m.cfg.doctor)
+		rep, err := doctor.Run(m.cl, m.cfg.doctor)
 		m.clMu.Unlock()
 		if err != nil {
 			m.errw(fmt.Errorf("doctor: %w", err))

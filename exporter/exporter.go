@@ -15,7 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
+	"github.com/hairpinctl/hairpinctl/netops/doctor"
 )
 
 // Metric names, stable: dashboards and alerts key on them.
@@ -52,7 +53,7 @@ func newLastSuccess() *vec {
 // setPorts fills v with the ports of each bridge by hairpin state. Both
 // series exist for every bridge in bridges, so "off" reads 0 rather than
 // vanishing when all is well.
-func setPorts(v *vec, bridges []string, ports []netops.Port) {
+func setPorts(v *vec, bridges []string, ports []bridgeports.Port) {
 	for _, b := range bridges {
 		v.Touch(b, "on")
 		v.Touch(b, "off")
@@ -68,9 +69,9 @@ func setPorts(v *vec, bridges []string, ports []netops.Port) {
 
 // setChecks fills v with one series per check and verdict: 1 for the
 // check's verdict, 0 for the other three.
-func setChecks(v *vec, checks []netops.Check) {
+func setChecks(v *vec, checks []doctor.Check) {
 	for _, ch := range checks {
-		for _, s := range netops.CheckStatuses {
+		for _, s := range doctor.CheckStatuses {
 			val := 0.0
 			if ch.Status == s {
 				val = 1
@@ -88,7 +89,7 @@ func UpFamilies(up float64) []Family {
 
 // DoctorFamilies turns a doctor report made at now into gauges (no Go
 // runtime metrics: node_exporter has the node's).
-func DoctorFamilies(rep *netops.DoctorReport, now time.Time) []Family {
+func DoctorFamilies(rep *doctor.Report, now time.Time) []Family {
 	last := newLastSuccess()
 	last.Set(unixSeconds(now))
 	ports := newBridgePorts()

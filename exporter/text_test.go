@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -84,7 +84,7 @@ func TestWriteTextMatchesClientGolang(t *testing.T) {
 // A scrape of the watcher's endpoint parses as the text format, with the
 // process series Prometheus dashboards expect.
 func TestWatchScrapeParses(t *testing.T) {
-	w := NewWatch("v1", func() ([]string, []netops.Port, error) { return nil, nil, nil }, false)
+	w := NewWatch("v1", func() ([]string, []bridgeports.Port, error) { return nil, nil, nil }, false)
 	_, body := get(t, w.Handler(), "/metrics")
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(strings.NewReader(body))

@@ -6,7 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
+	"github.com/hairpinctl/hairpinctl/netops/doctor"
 	"github.com/hairpinctl/hairpinctl/netops/watch"
 )
 
@@ -31,7 +32,7 @@ const (
 
 // PortLister returns, at scrape time, the bridges the watcher looks after
 // and the ports it keeps on.
-type PortLister func() (bridges []string, ports []netops.Port, err error)
+type PortLister func() (bridges []string, ports []bridgeports.Port, err error)
 
 // Watch holds the metrics of a running watcher: counters fed with its
 // events (Observe), the ports read from the kernel at each scrape through
@@ -103,7 +104,7 @@ func (w *Watch) Ready() bool { return w.isReady.Load() }
 
 // SetDoctor replaces the doctor verdicts with rep's, made at now. Checks
 // that are gone (a Service deleted) leave the metrics with it.
-func (w *Watch) SetDoctor(rep *netops.DoctorReport, now time.Time) {
+func (w *Watch) SetDoctor(rep *doctor.Report, now time.Time) {
 	if w.checks == nil {
 		return
 	}

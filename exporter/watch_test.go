@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
+	"github.com/hairpinctl/hairpinctl/netops/doctor"
 	"github.com/hairpinctl/hairpinctl/netops/watch"
 )
 
@@ -25,8 +26,8 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 // event; a failed listing reads hairpinctl_up 0 and leaves the rest.
 func TestWatch(t *testing.T) {
 	var listErr error
-	ports := []netops.Port{{Bridge: "cni0", Name: "veth1", Hairpin: true}, {Bridge: "cni0", Name: "veth2"}}
-	w := NewWatch("v1.2.3", func() ([]string, []netops.Port, error) {
+	ports := []bridgeports.Port{{Bridge: "cni0", Name: "veth1", Hairpin: true}, {Bridge: "cni0", Name: "veth2"}}
+	w := NewWatch("v1.2.3", func() ([]string, []bridgeports.Port, error) {
 		return []string{"cni0", "cni1"}, ports, listErr
 	}, true)
 	h := w.Handler()
@@ -44,7 +45,7 @@ func TestWatch(t *testing.T) {
 	} {
 		w.Observe(ev)
 	}
-	w.SetDoctor(&netops.DoctorReport{Checks: []netops.Check{{ID: "bridge-hairpin", Status: netops.StatusFail}}}, time.Unix(1765000000, 0))
+	w.SetDoctor(&doctor.Report{Checks: []doctor.Check{{ID: "bridge-hairpin", Status: doctor.StatusFail}}}, time.Unix(1765000000, 0))
 	if code, _ := get(t, h, "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz once ready: %d, want 200", code)
 	}
@@ -74,7 +75,7 @@ func TestWatch(t *testing.T) {
 		}
 	}
 	// A check gone from the next report leaves the metrics.
-	w.SetDoctor(&netops.DoctorReport{Checks: []netops.Check{{ID: "conntrack", Status: netops.StatusPass}}}, time.Unix(1765000060, 0))
+	w.SetDoctor(&doctor.Report{Checks: []doctor.Check{{ID: "conntrack", Status: doctor.StatusPass}}}, time.Unix(1765000060, 0))
 	listErr = errors.New("netlink: no buffer space")
 	_, body = get(t, h, "/metrics")
 	if strings.Contains(body, `check="bridge-hairpin"`) || !strings.Contains(body, `hairpinctl_doctor_check_status{check="conntrack",status="pass"} 1`) {

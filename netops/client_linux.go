@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/hairpinctl/hairpinctl/netops/internal/nlsock"
 	"github.com/hairpinctl/hairpinctl/netops/internal/nsenter"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -27,7 +28,7 @@ type Client struct {
 	h   *netlink.Handle
 	// raw is a NETLINK_ROUTE socket in the namespace for requests the netlink
 	// package has no bulk form of: the AF_BRIDGE link dump and pipelined RTM_SETLINK.
-	raw *rawConn
+	raw *nlsock.Conn
 	// ownLabel is the own namespace's name for messages, found once.
 	ownLabel     string
 	ownLabelOnce sync.Once
@@ -76,13 +77,13 @@ func Open(spec string) (*Client, error) {
 		c.ns.Close()
 		return nil, errorf(ErrInvalid, "%s is not a network namespace", spec)
 	}
-	target := c.target()
+	target := c.Target()
 	c.h, err = netlink.NewHandleAt(target, unix.NETLINK_ROUTE)
 	if err != nil {
 		c.ns.Close()
 		return nil, c.socketError(err)
 	}
-	c.raw, err = openRawConn(target, 64<<10)
+	c.raw, err = nlsock.OpenRoute(target, 64<<10)
 	if err != nil {
 		c.h.Close()
 		c.ns.Close()
@@ -117,10 +118,10 @@ func isNetns(fd int) bool {
 	return t == unix.CLONE_NEWNET
 }
 
-// target is the namespace to open sockets in: none in the caller's own
+// Target is the namespace to open sockets in: none in the caller's own
 // namespace, where no setns is needed, which keeps listing usable
 // without privileges.
-func (c *Client) target() netns.NsHandle {
+func (c *Client) Target() netns.NsHandle {
 	if c.own {
 		return netns.None()
 	}
@@ -140,6 +141,18 @@ func (c *Client) Close() error {
 
 // Handle is the netlink handle bound to the client's namespace.
 func (c *Client) Handle() *netlink.Handle { return c.h }
+
+// RouteConn is the client's NETLINK_ROUTE socket, made in its namespace,
+// for the requests the netlink package has no bulk form of: the AF_BRIDGE
+// link dump and pipelined RTM_SETLINK.
+func (c *Client) RouteConn() *nlsock.Conn { return c.raw }
+
+// Spec is the --netns value the client was opened with, "" for the
+// caller's own namespace: what a suggested command line passes on.
+func (c *Client) Spec() string { return c.nsName }
+
+// Own reports whether the client works in the caller's own namespace.
+func (c *Client) Own() bool { return c.own }
 
 // Netns is the client's namespace handle. The Client owns it.
 func (c *Client) Netns() netns.NsHandle { return c.ns }
@@ -191,7 +204,7 @@ func (c *Client) boundName() string {
 // SeeHint is the "(see: hairpinctl ARGS)" that ends a message, with the
 // --netns given, so that the command it suggests looks where this one did.
 func (c *Client) SeeHint(args string) string {
-	return "(see: " + hairpinctlCmd(c.nsName, args) + ")"
+	return "(see: " + HairpinctlCmd(c.nsName, args) + ")"
 }
 
 // Do runs fn inside the client's namespace, for work that follows the

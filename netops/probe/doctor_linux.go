@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
+	"github.com/hairpinctl/hairpinctl/netops/doctor"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 )
 
 // DoctorOptions says what doctor --probe probes and how long it may take.
@@ -61,11 +64,11 @@ func (o *DoctorOptions) defaults() {
 // of a selected TCP or UDP Service port that sits behind a pod's port of
 // this node's bridges, in the Services' order.
 func PlanDoctor(c *netops.Client, o DoctorOptions) ([]Pair, error) {
-	ports, err := c.ListPorts(netops.ListOptions{PodIPs: true, Kinds: true, Pods: &netops.PodOptions{CacheDir: o.CacheDir}})
+	ports, err := bridgeports.List(c, bridgeports.ListOptions{PodIPs: true, Kinds: true, Pods: &bridgeports.PodOptions{CacheDir: o.CacheDir}})
 	if err != nil {
 		return nil, err
 	}
-	byIP := map[netip.Addr]netops.Port{}
+	byIP := map[netip.Addr]bridgeports.Port{}
 	for _, p := range ports {
 		if !p.PodPort {
 			continue
@@ -76,9 +79,9 @@ func PlanDoctor(c *netops.Client, o DoctorOptions) ([]Pair, error) {
 			}
 		}
 	}
-	so := netops.ServicesOptions{}
+	so := kubeproxy.Options{}
 	for _, s := range o.Services {
-		ip, name, err := netops.ParseServiceArg(s)
+		ip, name, err := kubeproxy.ParseServiceArg(s)
 		if err != nil {
 			return nil, err
 		}
@@ -88,7 +91,7 @@ func PlanDoctor(c *netops.Client, o DoctorOptions) ([]Pair, error) {
 			so.Names = append(so.Names, name)
 		}
 	}
-	model, err := c.Services(so)
+	model, err := kubeproxy.Services(c, so)
 	if err != nil {
 		return nil, err
 	}
@@ -125,12 +128,12 @@ func PlanDoctor(c *netops.Client, o DoctorOptions) ([]Pair, error) {
 // for each: PASS when every connection succeeded, FAIL when some failed
 // (WARN when only UDP's unanswered datagrams did), SKIP for the pairs left
 // when the budget would be overrun or ctx ends.
-func Doctor(ctx context.Context, c *netops.Client, pairs []Pair, o DoctorOptions) []netops.Check {
+func Doctor(ctx context.Context, c *netops.Client, pairs []Pair, o DoctorOptions) []doctor.Check {
 	o.defaults()
 	start := time.Now()
 	// A probe lasts its timeout, and reading the node takes a little more.
 	per := o.Timeout + 250*time.Millisecond
-	checks := []netops.Check{}
+	checks := []doctor.Check{}
 	for _, p := range pairs {
 		id := "probe:" + p.Service
 		if p.Name != "" {
@@ -142,13 +145,13 @@ func Doctor(ctx context.Context, c *netops.Client, pairs []Pair, o DoctorOptions
 		}
 		id += " from " + from
 		if ctx.Err() != nil || time.Since(start)+per > o.Budget {
-			checks = append(checks, netops.Check{ID: id, Status: netops.StatusSkip,
+			checks = append(checks, doctor.Check{ID: id, Status: doctor.StatusSkip,
 				Finding: fmt.Sprintf("not probed: the --probe budget of %s was spent", o.Budget), Details: []string{}})
 			continue
 		}
 		r, err := Run(ctx, c, Options{Pod: p.Port, Service: p.Service, Count: o.Count, Timeout: o.Timeout, CacheDir: o.CacheDir})
 		if err != nil {
-			checks = append(checks, netops.Check{ID: id, Status: netops.StatusWarn, Finding: "could not probe: " + err.Error(), Details: []string{}})
+			checks = append(checks, doctor.Check{ID: id, Status: doctor.StatusWarn, Finding: "could not probe: " + err.Error(), Details: []string{}})
 			continue
 		}
 		checks = append(checks, probeCheck(id, r))
@@ -157,18 +160,18 @@ func Doctor(ctx context.Context, c *netops.Client, pairs []Pair, o DoctorOptions
 }
 
 // probeCheck turns a probe into a doctor check.
-func probeCheck(id string, r *Report) netops.Check {
-	ch := netops.Check{ID: id, Status: netops.StatusPass, Details: []string{}}
+func probeCheck(id string, r *Report) doctor.Check {
+	ch := doctor.Check{ID: id, Status: doctor.StatusPass, Details: []string{}}
 	ok := r.Results[ResultSucceeded]
 	if r.OK {
 		ch.Finding = fmt.Sprintf("%d/%d connections from the pod to itself through the Service succeeded", ok, r.Count)
 		return ch
 	}
-	ch.Status = netops.StatusWarn
+	ch.Status = doctor.StatusWarn
 	var finds []string
 	for _, f := range r.Findings {
 		if f.ID != FindingUDPNoReply {
-			ch.Status = netops.StatusFail
+			ch.Status = doctor.StatusFail
 		}
 		finds = append(finds, f.Finding)
 		if ch.Fix == "" {

@@ -46,7 +46,7 @@ const (
 type Options struct {
 	// Pod is the client: pod/NS/NAME, a pod IP, or a bridge port's name.
 	Pod string
-	// Service is the Service port, as netops.ParseServiceArg reads it.
+	// Service is the Service port, as kubeproxy.ParseServiceArg reads it.
 	Service string
 	// Count is how many connections to make [DefaultCount].
 	Count int
@@ -205,7 +205,7 @@ type Facts struct {
 // Masquerade is the part of kube-proxy's NAT a hairpin connection needs.
 type Masquerade struct {
 	// MarkMasq, PostroutingMasquerade, PostroutingHooked and HairpinSet
-	// are netops.MasqueradePlumbing's.
+	// are kubeproxy.MasqueradePlumbing's.
 	MarkMasq              bool `json:"markMasq"`
 	PostroutingMasquerade bool `json:"postroutingMasquerade"`
 	PostroutingHooked     bool `json:"postroutingHooked"`

@@ -13,20 +13,22 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/hairpinctl/hairpinctl/netops/flows"
 	"github.com/hairpinctl/hairpinctl/netops/internal/nsenter"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
 // target is what a probe connects from and to, resolved once.
 type target struct {
-	port  netops.Port
+	port  bridgeports.Port
 	podIP netip.Addr
 	ns    netns.NsHandle
 	path  string
-	svc   netops.Service
-	model *netops.ServicesResult
+	svc   kubeproxy.Service
+	model *kubeproxy.Result
 	proto uint8
 }
 
@@ -61,7 +63,7 @@ func RunFix(ctx context.Context, c *netops.Client, o Options) (*FixResult, error
 	if !hasFinding(before, FindingHairpinOff) || ctx.Err() != nil {
 		return res, nil
 	}
-	sr := c.SetHairpin([]netops.Port{t.port}, true, false)
+	sr := bridgeports.SetHairpin(c, []bridgeports.Port{t.port}, true, false)
 	if len(sr.Failed) > 0 {
 		return res, fmt.Errorf("fix: %s", sr.Failed[0].Error)
 	}
@@ -99,14 +101,14 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	if o.Count > MaxCount {
 		return nil, netops.Errorf(netops.ErrInvalid, "probe: --count %d is more than %d", o.Count, MaxCount)
 	}
-	if err := netops.ValidatePortArg(o.Pod); err != nil {
+	if err := bridgeports.ValidatePortArg(o.Pod); err != nil {
 		return nil, err
 	}
-	ports, err := c.ListPorts(netops.ListOptions{PodIPs: true, Kinds: true, Pods: &netops.PodOptions{CacheDir: o.CacheDir}})
+	ports, err := bridgeports.List(c, bridgeports.ListOptions{PodIPs: true, Kinds: true, Pods: &bridgeports.PodOptions{CacheDir: o.CacheDir}})
 	if err != nil {
 		return nil, err
 	}
-	sel, fails := c.SelectPorts(ports, []string{o.Pod})
+	sel, fails := bridgeports.Select(c, ports, []string{o.Pod})
 	if len(fails) > 0 {
 		return nil, fails[0].Err()
 	}
@@ -119,19 +121,19 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	}
 	t := &target{port: sel[0]}
 	if !t.port.PodPort {
-		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s is %s", t.port.Name, netops.NotPodPort(t.port))
+		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s is %s", t.port.Name, bridgeports.NotPodPort(t.port))
 	}
-	ip, name, err := netops.ParseServiceArg(o.Service)
+	ip, name, err := kubeproxy.ParseServiceArg(o.Service)
 	if err != nil {
 		return nil, err
 	}
-	so := netops.ServicesOptions{Backend: o.Backend}
+	so := kubeproxy.Options{Backend: o.Backend}
 	if ip != "" {
 		so.ClusterIPs = []string{ip}
 	} else {
 		so.Names = []string{name}
 	}
-	t.model, err = c.Services(so)
+	t.model, err = kubeproxy.Services(c, so)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +143,7 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 			addrs = append(addrs, a.Unmap())
 		}
 	}
-	var cands []netops.Service
+	var cands []kubeproxy.Service
 	for _, s := range t.model.Services {
 		for _, a := range addrs {
 			if (a.Is4() && s.Family == 4) || (a.Is6() && s.Family == 6) {
@@ -155,7 +157,7 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	}
 	// A dual-stack Service selected by name is probed over IPv4.
 	if len(cands) > 1 {
-		var v4 []netops.Service
+		var v4 []kubeproxy.Service
 		for _, s := range cands {
 			if s.Family == 4 {
 				v4 = append(v4, s)
@@ -193,14 +195,14 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	default:
 		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s is %s: only TCP and UDP can be probed", svcLabel(&t.svc), t.svc.Protocol)
 	}
-	t.ns, t.path, err = c.PortNetns(t.port)
+	t.ns, t.path, err = bridgeports.PortNetns(c, t.port)
 	if err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
-func svcLabel(s *netops.Service) string {
+func svcLabel(s *kubeproxy.Service) string {
 	if s.Name == "" {
 		return s.ClusterIP + ":" + strconv.Itoa(s.Port)
 	}

@@ -1,6 +1,6 @@
 package selftest
 
-import "github.com/hairpinctl/hairpinctl/netops"
+import "github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 
 // Options shapes Run. Zero values take the defaults in brackets.
 type Options struct {
@@ -46,7 +46,7 @@ type Report struct {
 	// Backend is how the Service was programmed: iptables-nft,
 	// iptables-legacy, or nftables (kube-proxy's nftables mode, over
 	// netlink).
-	Backend netops.Backend `json:"backend"`
+	Backend kubeproxy.Backend `json:"backend"`
 	// Restore is the iptables-restore binary that loaded it, or "nftables"
 	// when it was programmed over netlink.
 	Restore string `json:"restore"`

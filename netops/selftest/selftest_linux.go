@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
+	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/hairpinctl/hairpinctl/netops/lab"
 	"golang.org/x/sys/unix"
 )
@@ -49,7 +51,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	switch o.Backend {
-	case "", "auto", string(netops.BackendIPTablesNFT), string(netops.BackendIPTablesLegacy), string(netops.BackendNFTables):
+	case "", "auto", string(kubeproxy.BackendIPTablesNFT), string(kubeproxy.BackendIPTablesLegacy), string(kubeproxy.BackendNFTables):
 	default:
 		return nil, netops.Errorf(netops.ErrInvalid, "backend %q: use auto, iptables-nft, iptables-legacy or nftables", o.Backend)
 	}
@@ -164,15 +166,15 @@ func (t *selftest) enable(port string) (got, detail string) {
 		return "failed", err.Error()
 	}
 	defer c.Close()
-	ports, err := c.ListPorts(netops.ListOptions{Bridges: []string{t.lab.Bridge}})
+	ports, err := bridgeports.List(c, bridgeports.ListOptions{Bridges: []string{t.lab.Bridge}})
 	if err != nil {
 		return "failed", err.Error()
 	}
-	sel, fails := c.SelectPorts(ports, []string{port})
+	sel, fails := bridgeports.Select(c, ports, []string{port})
 	if len(fails) > 0 {
 		return "failed", fails[0].Error
 	}
-	res := c.SetHairpin(sel, true, false)
+	res := bridgeports.SetHairpin(c, sel, true, false)
 	switch {
 	case len(res.Failed) > 0:
 		return "failed", res.Failed[0].Error
@@ -257,29 +259,29 @@ func (t *selftest) cleanup() {
 // detectIptables picks the iptables backend and the restore binary that
 // loads it. "auto" asks the host's `iptables -V`, which names its mode
 // since iptables 1.8 ("(nf_tables)" or "(legacy)"; older ones are legacy).
-func detectIptables(want string) (b netops.Backend, restore, detail string, err error) {
+func detectIptables(want string) (b kubeproxy.Backend, restore, detail string, err error) {
 	switch want {
-	case string(netops.BackendNFTables):
-		return netops.BackendNFTables, lab.RestoreNFTables, "chosen with --backend; kube-proxy's nftables-mode rules programmed over netlink", nil
+	case string(kubeproxy.BackendNFTables):
+		return kubeproxy.BackendNFTables, lab.RestoreNFTables, "chosen with --backend; kube-proxy's nftables-mode rules programmed over netlink", nil
 	case "", "auto":
 		out, err := exec.Command("iptables", "-V").CombinedOutput()
 		if err != nil {
 			// No iptables tools (a fresh machine, a minimal image):
 			// program the Service as kube-proxy's nftables mode does,
 			// which needs nothing but nf_tables in the kernel.
-			return netops.BackendNFTables, lab.RestoreNFTables, "no iptables command on this machine: kube-proxy's nftables-mode rules programmed over netlink", nil
+			return kubeproxy.BackendNFTables, lab.RestoreNFTables, "no iptables command on this machine: kube-proxy's nftables-mode rules programmed over netlink", nil
 		}
 		detail = strings.TrimSpace(string(out))
-		b = netops.BackendIPTablesLegacy
+		b = kubeproxy.BackendIPTablesLegacy
 		if strings.Contains(detail, "nf_tables") {
-			b = netops.BackendIPTablesNFT
+			b = kubeproxy.BackendIPTablesNFT
 		}
 	default:
-		b = netops.Backend(want)
+		b = kubeproxy.Backend(want)
 		detail = "chosen with --backend"
 	}
 	restore = "iptables-legacy-restore"
-	if b == netops.BackendIPTablesNFT {
+	if b == kubeproxy.BackendIPTablesNFT {
 		restore = "iptables-nft-restore"
 	}
 	if _, err := exec.LookPath(restore); err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -72,7 +73,7 @@ func Watch(ctx context.Context, c *netops.Client, o WatchOptions, emit func(Watc
 		}
 		// A missing bridge is waited for; a name that is some other
 		// device is a mistake worth stopping for.
-		if _, err := c.Bridge(b); err != nil && !errors.Is(err, netops.ErrNotFound) {
+		if _, err := bridgeports.Bridge(c, b); err != nil && !errors.Is(err, netops.ErrNotFound) {
 			return err
 		}
 		w.want[b] = true
@@ -135,7 +136,7 @@ type portState struct {
 
 // queued is a port waiting to be set on in the next batch.
 type queued struct {
-	port  netops.Port
+	port  bridgeports.Port
 	cause string
 }
 
@@ -169,7 +170,7 @@ type portClass struct {
 
 // skip reports whether p is left alone (not a pod's port, without
 // AnyPort), saying so once per port.
-func (w *watcher) skip(p netops.Port) bool {
+func (w *watcher) skip(p bridgeports.Port) bool {
 	if w.o.AnyPort {
 		return false
 	}
@@ -187,7 +188,7 @@ func (w *watcher) skip(p netops.Port) bool {
 		}
 	}
 	p.Kind, p.PodPort = cl.kind, cl.kind == "veth" && cl.otherNs
-	why := netops.NotPodPort(p)
+	why := bridgeports.NotPodPort(p)
 	if why != "" && !w.skipped[p.Index] {
 		w.skipped[p.Index] = true
 		w.send(WatchEvent{Kind: WatchSkipped, Port: p.Name, Index: p.Index, Bridge: p.Bridge, Error: why})
@@ -320,7 +321,7 @@ func (w *watcher) relist(cause string) (int, error) {
 	if err := w.refreshBridges(); err != nil {
 		return 0, err
 	}
-	ports, err := w.c.DumpBridgePorts()
+	ports, err := bridgeports.Dump(w.c)
 	if err != nil {
 		return 0, err
 	}
@@ -419,7 +420,7 @@ func (w *watcher) selected(idx int) (string, bool) {
 // returns false when the channel closed.
 func (w *watcher) take(first netlink.LinkUpdate, ch <-chan netlink.LinkUpdate) bool {
 	w.handle(first)
-	for len(w.order) < netops.SetWindow {
+	for len(w.order) < bridgeports.SetWindow {
 		select {
 		case u, ok := <-ch:
 			if !ok {
@@ -480,7 +481,7 @@ func (w *watcher) handlePort(u netlink.LinkUpdate) {
 	if known && st.on {
 		cause = CauseTurnedOff
 	}
-	p := netops.Port{Name: a.Name, Index: idx, Bridge: br, BridgeIndex: a.MasterIndex, PodIPs: []string{}}
+	p := bridgeports.Port{Name: a.Name, Index: idx, Bridge: br, BridgeIndex: a.MasterIndex, PodIPs: []string{}}
 	if w.skip(p) {
 		return
 	}
@@ -546,7 +547,7 @@ func (w *watcher) handleLink(u netlink.LinkUpdate) {
 	w.send(WatchEvent{Kind: WatchBridgeAdded, Bridge: name, Index: idx})
 }
 
-func (w *watcher) queue(p netops.Port, cause string) {
+func (w *watcher) queue(p bridgeports.Port, cause string) {
 	if _, ok := w.todo[p.Index]; ok {
 		return
 	}
@@ -573,7 +574,7 @@ func (w *watcher) flush() {
 	if len(w.order) == 0 {
 		return
 	}
-	batch := make([]netops.Port, 0, len(w.order))
+	batch := make([]bridgeports.Port, 0, len(w.order))
 	byName := make(map[string]queued, len(w.order))
 	for _, idx := range w.order {
 		q := w.todo[idx]
@@ -582,7 +583,7 @@ func (w *watcher) flush() {
 	}
 	w.todo = map[int]queued{}
 	w.order = w.order[:0]
-	res := w.c.SetHairpin(batch, true, false)
+	res := bridgeports.SetHairpin(w.c, batch, true, false)
 	until := time.Now().Add(echoWait)
 	for _, name := range res.Changed {
 		q := byName[name]

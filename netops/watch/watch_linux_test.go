@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
+	"github.com/hairpinctl/hairpinctl/netops/internal/clienttest"
 	"github.com/hairpinctl/hairpinctl/netops/lab"
+	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 	"github.com/vishvananda/netlink"
 )
 
@@ -24,7 +27,7 @@ type watchRun struct {
 // test ends, and waits for it to be ready.
 func startWatch(t *testing.T, l *lab.Lab, o WatchOptions) *watchRun {
 	t.Helper()
-	c := openLab(t, l)
+	c := clienttest.Open(t, l)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &watchRun{}
 	done := make(chan error, 1)
@@ -101,7 +104,7 @@ func enabledFor(port, cause string) func(WatchEvent) bool {
 // client of the test's own (the watcher's is not shared).
 func hairpinStates(t *testing.T, c *netops.Client) map[string]bool {
 	t.Helper()
-	ports, err := c.DumpBridgePorts()
+	ports, err := bridgeports.Dump(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,8 +166,8 @@ func addBridge(t *testing.T, l *lab.Lab, name string) {
 }
 
 func TestWatchStartAndJoin(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 2, Restore: "none"})
-	check := openLab(t, l)
+	l := labtest.New(t, lab.Options{Pods: 2, Restore: "none"})
+	check := clienttest.Open(t, l)
 	addBridge(t, l, "br-other")
 
 	w := startWatch(t, l, WatchOptions{Bridges: []string{"cni0"}})
@@ -218,8 +221,8 @@ func TestWatchStartAndJoin(t *testing.T) {
 // (what `bridge link set` and the netlink package do), bridge-slave data
 // (`ip link set type bridge_slave`), and sysfs.
 func TestWatchFlipsBack(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 3, Restore: "none"})
-	check := openLab(t, l)
+	l := labtest.New(t, lab.Options{Pods: 3, Restore: "none"})
+	check := clienttest.Open(t, l)
 	w := startWatch(t, l, WatchOptions{Bridges: []string{"cni0"}})
 	waitHairpinOn(t, check, "veth1", "veth2", "veth3")
 
@@ -265,8 +268,8 @@ func TestWatchFlipsBack(t *testing.T) {
 // resubscribe-and-re-list path can find the ports whose notifications
 // the kernel dropped.
 func TestWatchSurvivesOverflow(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 1, Restore: "none"})
-	check := openLab(t, l)
+	l := labtest.New(t, lab.Options{Pods: 1, Restore: "none"})
+	check := clienttest.Open(t, l)
 	w := startWatch(t, l, WatchOptions{Bridges: []string{"cni0"}, ReceiveBufferSize: 1})
 
 	const n = 60
@@ -289,8 +292,8 @@ func TestWatchSurvivesOverflow(t *testing.T) {
 }
 
 func TestWatchBridgeRecreated(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 1, Restore: "none"})
-	check := openLab(t, l)
+	l := labtest.New(t, lab.Options{Pods: 1, Restore: "none"})
+	check := clienttest.Open(t, l)
 	w := startWatch(t, l, WatchOptions{Bridges: []string{"cni0", "late0"}})
 	w.waitEvent(t, "late0 missing", func(ev WatchEvent) bool { return ev.Kind == WatchBridgeMissing && ev.Bridge == "late0" })
 	waitHairpinOn(t, check, "veth1")
@@ -337,8 +340,8 @@ func TestWatchBridgeRecreated(t *testing.T) {
 }
 
 func TestWatchAllBridges(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 1, Restore: "none"})
-	check := openLab(t, l)
+	l := labtest.New(t, lab.Options{Pods: 1, Restore: "none"})
+	check := clienttest.Open(t, l)
 	addBridge(t, l, "br1")
 	addPort(t, l, "br1", "va1")
 	addBridge(t, l, "br-idle") // no ports: its name is never looked up
@@ -378,8 +381,8 @@ func TestWatchAllBridges(t *testing.T) {
 }
 
 func TestWatchBadOptions(t *testing.T) {
-	l := newLab(t, lab.Options{Pods: 1, Restore: "none"})
-	c := openLab(t, l)
+	l := labtest.New(t, lab.Options{Pods: 1, Restore: "none"})
+	c := clienttest.Open(t, l)
 	tests := []struct {
 		name string
 		o    WatchOptions
@@ -407,8 +410,8 @@ func TestWatchBadOptions(t *testing.T) {
 func TestWatchSkipsUplinks(t *testing.T) {
 	for _, anyPort := range []bool{false, true} {
 		t.Run(fmt.Sprintf("AnyPort=%v", anyPort), func(t *testing.T) {
-			l := newLab(t, lab.Options{Pods: 1, Restore: "none"})
-			check := openLab(t, l)
+			l := labtest.New(t, lab.Options{Pods: 1, Restore: "none"})
+			check := clienttest.Open(t, l)
 			br, err := l.Handle().LinkByName(l.Bridge)
 			if err != nil {
 				t.Fatal(err)
@@ -427,7 +430,7 @@ func TestWatchSkipsUplinks(t *testing.T) {
 			w.waitEvent(t, "vx0 skipped", func(ev WatchEvent) bool {
 				return ev.Kind == WatchSkipped && ev.Port == "vx0" && ev.Error == "not a pod's port: a vxlan uplink"
 			})
-			ports, err := check.ListPorts(netops.ListOptions{})
+			ports, err := bridgeports.List(check, bridgeports.ListOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
