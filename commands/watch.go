@@ -135,10 +135,10 @@ func runWatch(c *cli.Context) error {
 	defer named.Close()
 	lines := startWatchLines(p, named)
 	var readyErr error
-	err = watch.Watch(ctx, cl, watch.WatchOptions{Bridges: brs, All: all, Resync: resync, AnyPort: c.Bool("any-port")}, func(ev watch.WatchEvent) {
+	err = watch.Watch(ctx, cl, watch.Options{Bridges: brs, All: all, Resync: resync, AnyPort: c.Bool("any-port")}, func(ev watch.Event) {
 		lines.send(ev)
 		m.observe(ev)
-		if ev.Kind == watch.WatchReady && readyFile != "" {
+		if ev.Kind == watch.KindReady && readyFile != "" {
 			// Written whole or not at all (a file renamed into place): a
 			// probe that finds it never reads it empty.
 			if err := renameio.WriteFile(readyFile, fmt.Appendf(nil, "%d\n", os.Getpid()), 0o644); err != nil {
@@ -166,7 +166,7 @@ func runWatch(c *cli.Context) error {
 	if s, ok := stoppedBy().(syscall.Signal); ok {
 		cause = unixSignalName(s)
 	}
-	p.print(watch.WatchEvent{Time: time.Now(), Kind: watchStopped, Cause: cause}, nil)
+	p.print(watch.Event{Time: time.Now(), Kind: watchStopped, Cause: cause}, nil)
 	return nil
 }
 
@@ -181,19 +181,19 @@ const watchNameWait = 2 * time.Second
 // The watcher waits for no line, only for room in the queue when 4096
 // lines are waiting.
 type watchLines struct {
-	ch    chan watch.WatchEvent
+	ch    chan watch.Event
 	hurry chan struct{}
 	done  chan struct{}
 }
 
 func startWatchLines(p *watchPrinter, named *livePods) *watchLines {
 	named.retry = 200 * time.Millisecond // while a line waits for it
-	w := &watchLines{ch: make(chan watch.WatchEvent, 4096), hurry: make(chan struct{}), done: make(chan struct{})}
+	w := &watchLines{ch: make(chan watch.Event, 4096), hurry: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
 		for ev := range w.ch {
 			var pod *pods.Pod
-			if (ev.Kind == watch.WatchEnabled || ev.Kind == watch.WatchFailed) && ev.Index > 0 {
+			if (ev.Kind == watch.KindEnabled || ev.Kind == watch.KindFailed) && ev.Index > 0 {
 				pod = named.port(ev.Index)
 				wait := time.Until(ev.Time.Add(watchNameWait))
 				for pod == nil && ev.Cause == watch.CauseJoined && wait > 0 {
@@ -213,7 +213,7 @@ func startWatchLines(p *watchPrinter, named *livePods) *watchLines {
 	return w
 }
 
-func (w *watchLines) send(ev watch.WatchEvent) { w.ch <- ev }
+func (w *watchLines) send(ev watch.Event) { w.ch <- ev }
 
 // stop prints what is queued, without waiting for names, and returns
 // when it is printed.
@@ -255,12 +255,12 @@ func newWatchPrinter(w io.Writer, format, netns string) *watchPrinter {
 // watchLine is an event as -o json prints it: the event's fields and,
 // for a port acted on, the pod behind it.
 type watchLine struct {
-	watch.WatchEvent
+	watch.Event
 	// Pod is the pod behind Port, absent when nothing names it.
 	Pod *pods.Pod `json:"pod,omitempty"`
 }
 
-func (p *watchPrinter) print(ev watch.WatchEvent, pod *pods.Pod) {
+func (p *watchPrinter) print(ev watch.Event, pod *pods.Pod) {
 	if p.json {
 		b, err := json.Marshal(watchLine{ev, pod})
 		if err == nil {
@@ -287,13 +287,13 @@ var enabledCause = map[string]string{
 }
 
 // text is the plain line for ev, "" for events not worth a line.
-func (p *watchPrinter) text(ev watch.WatchEvent, pod *pods.Pod) string {
+func (p *watchPrinter) text(ev watch.Event, pod *pods.Pod) string {
 	where := termSafe(ev.Bridge) + ", pod unknown"
 	if n := pod.FullName(); n != "" {
 		where = termSafe(ev.Bridge) + ", pod " + termSafe(n)
 	}
 	switch ev.Kind {
-	case watch.WatchReady:
+	case watch.KindReady:
 		what := "bridge " + ev.Bridge
 		if strings.Contains(ev.Bridge, ",") {
 			what = "bridges " + ev.Bridge
@@ -306,23 +306,23 @@ func (p *watchPrinter) text(ev watch.WatchEvent, pod *pods.Pod) string {
 			unit = "port"
 		}
 		return fmt.Sprintf("%s %s in netns %s: %d %s", p.pal.good("watching"), what, p.netns, ev.Ports, unit)
-	case watch.WatchEnabled:
+	case watch.KindEnabled:
 		cause := enabledCause[ev.Cause]
 		if cause == "" {
 			cause = ev.Cause
 		}
 		return fmt.Sprintf("%s %s (%s): %s", p.pal.good("hairpin on"), termSafe(ev.Port), where, cause)
-	case watch.WatchFailed:
+	case watch.KindFailed:
 		return fmt.Sprintf("%s %s (%s): %s", p.pal.bad("failed"), termSafe(ev.Port), where, termSafeText(ev.Error))
-	case watch.WatchSkipped:
+	case watch.KindSkipped:
 		return fmt.Sprintf("%s %s (%s): %s (use --any-port to keep it on too)", p.pal.dim("skipped"), termSafe(ev.Port), termSafe(ev.Bridge), ev.Error)
-	case watch.WatchBridgeAdded:
+	case watch.KindBridgeAdded:
 		return fmt.Sprintf("bridge %s appeared (ifindex %d)", termSafe(ev.Bridge), ev.Index)
-	case watch.WatchBridgeRemoved:
+	case watch.KindBridgeRemoved:
 		return fmt.Sprintf("%s %s removed: waiting for it to come back", p.pal.warn("bridge"), termSafe(ev.Bridge))
-	case watch.WatchBridgeMissing:
+	case watch.KindBridgeMissing:
 		return fmt.Sprintf("%s %s does not exist yet: waiting for it", p.pal.warn("bridge"), termSafe(ev.Bridge))
-	case watch.WatchResync:
+	case watch.KindResync:
 		switch ev.Cause {
 		case watch.ResyncPeriodic:
 			return "" // routine: its findings get their own lines
@@ -330,7 +330,7 @@ func (p *watchPrinter) text(ev watch.WatchEvent, pod *pods.Pod) string {
 			return fmt.Sprintf("%s every port: the kernel dropped notifications (%s)", p.pal.warn("re-listing"), ev.Error)
 		}
 		return fmt.Sprintf("%s every port: the subscription ended (%s)", p.pal.warn("re-listing"), ev.Error)
-	case watch.WatchError:
+	case watch.KindError:
 		return fmt.Sprintf("%s %s", p.pal.bad("error"), ev.Error)
 	case watchStopped:
 		return "stopped on " + ev.Cause

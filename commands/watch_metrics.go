@@ -145,12 +145,12 @@ func (m *watchMetrics) listPorts() ([]string, []bridgeports.Port, error) {
 
 // observe counts ev; the first ready event starts the doctor runs, so
 // their first verdict sees the ports watch has just turned on.
-func (m *watchMetrics) observe(ev watch.WatchEvent) {
+func (m *watchMetrics) observe(ev watch.Event) {
 	if m == nil {
 		return
 	}
 	m.exp.Observe(ev)
-	if ev.Kind == watch.WatchReady && m.cfg.doctorEvery > 0 {
+	if ev.Kind == watch.KindReady && m.cfg.doctorEvery > 0 {
 		m.startDr.Do(func() {
 			m.doctors.Add(1)
 			go m.doctorLoop()

@@ -83,18 +83,18 @@ func NewWatch(version string, list PortLister, doctor bool) *Watch {
 }
 
 // Observe counts one watch event.
-func (w *Watch) Observe(ev watch.WatchEvent) {
+func (w *Watch) Observe(ev watch.Event) {
 	switch ev.Kind {
-	case watch.WatchReady:
+	case watch.KindReady:
 		w.ready.Set(1)
 		w.isReady.Store(true)
-	case watch.WatchEnabled:
+	case watch.KindEnabled:
 		w.fixes.Add(1, ev.Bridge, ev.Cause)
-	case watch.WatchFailed:
+	case watch.KindFailed:
 		w.failures.Add(1, ev.Bridge)
-	case watch.WatchResync:
+	case watch.KindResync:
 		w.resyncs.Add(1, ev.Cause)
-	case watch.WatchError:
+	case watch.KindError:
 		w.errors.Add(1)
 	}
 }

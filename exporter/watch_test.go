@@ -34,14 +34,14 @@ func TestWatch(t *testing.T) {
 	if code, _ := get(t, h, "/readyz"); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz before ready: %d, want 503", code)
 	}
-	for _, ev := range []watch.WatchEvent{
-		{Kind: watch.WatchEnabled, Bridge: "cni0", Cause: watch.CauseStart},
-		{Kind: watch.WatchEnabled, Bridge: "cni0", Cause: watch.CauseStart},
-		{Kind: watch.WatchReady},
-		{Kind: watch.WatchEnabled, Bridge: "cni0", Cause: watch.CauseJoined},
-		{Kind: watch.WatchFailed, Bridge: "cni0"},
-		{Kind: watch.WatchResync, Cause: watch.ResyncOverflow},
-		{Kind: watch.WatchError},
+	for _, ev := range []watch.Event{
+		{Kind: watch.KindEnabled, Bridge: "cni0", Cause: watch.CauseStart},
+		{Kind: watch.KindEnabled, Bridge: "cni0", Cause: watch.CauseStart},
+		{Kind: watch.KindReady},
+		{Kind: watch.KindEnabled, Bridge: "cni0", Cause: watch.CauseJoined},
+		{Kind: watch.KindFailed, Bridge: "cni0"},
+		{Kind: watch.KindResync, Cause: watch.ResyncOverflow},
+		{Kind: watch.KindError},
 	} {
 		w.Observe(ev)
 	}

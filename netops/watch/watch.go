@@ -2,8 +2,8 @@ package watch
 
 import "time"
 
-// WatchOptions selects what Watch keeps hairpin on for.
-type WatchOptions struct {
+// Options selects what Watch keeps hairpin on for.
+type Options struct {
 	// Bridges names the bridges whose ports are kept on. A bridge that
 	// does not exist yet is waited for; one deleted and re-created is
 	// picked up again.
@@ -18,44 +18,44 @@ type WatchOptions struct {
 	// is reported once as skipped.
 	AnyPort bool
 	// ReceiveBufferSize is the subscription socket's receive buffer in
-	// bytes; 0 asks for DefaultWatchReceiveBuffer. A small buffer makes the
+	// bytes; 0 asks for DefaultReceiveBuffer. A small buffer makes the
 	// kernel drop notifications (ENOBUFS) sooner, which Watch survives by
 	// re-listing: the tests use that to force an overflow.
 	ReceiveBufferSize int
 }
 
-// DefaultWatchReceiveBuffer is the subscription socket's receive buffer:
+// DefaultReceiveBuffer is the subscription socket's receive buffer:
 // a veth pair joining a bridge costs about 10 KiB of notifications, so 4 MiB
 // absorbs a burst of a few hundred pods before the kernel drops any.
-const DefaultWatchReceiveBuffer = 4 << 20
+const DefaultReceiveBuffer = 4 << 20
 
-// WatchEvent kinds.
+// Event kinds.
 const (
-	// WatchReady: the initial pass is done and the subscription is up;
+	// KindReady: the initial pass is done and the subscription is up;
 	// from now on no port is missed. Ports counts the selected ports.
-	WatchReady = "ready"
-	// WatchEnabled: hairpin was turned on for Port; Cause says why.
-	WatchEnabled = "enabled"
-	// WatchFailed: turning hairpin on for Port failed; Error says why.
-	WatchFailed = "failed"
-	// WatchBridgeAdded: a selected bridge appeared (or was re-created).
-	WatchBridgeAdded = "bridge-added"
-	// WatchBridgeRemoved: a selected bridge was deleted; Watch waits for it.
-	WatchBridgeRemoved = "bridge-removed"
-	// WatchBridgeMissing: a selected bridge does not exist yet at start.
-	WatchBridgeMissing = "bridge-missing"
-	// WatchResync: every port was re-listed; Cause says why ("overflow",
+	KindReady = "ready"
+	// KindEnabled: hairpin was turned on for Port; Cause says why.
+	KindEnabled = "enabled"
+	// KindFailed: turning hairpin on for Port failed; Error says why.
+	KindFailed = "failed"
+	// KindBridgeAdded: a selected bridge appeared (or was re-created).
+	KindBridgeAdded = "bridge-added"
+	// KindBridgeRemoved: a selected bridge was deleted; Watch waits for it.
+	KindBridgeRemoved = "bridge-removed"
+	// KindBridgeMissing: a selected bridge does not exist yet at start.
+	KindBridgeMissing = "bridge-missing"
+	// KindResync: every port was re-listed; Cause says why ("overflow",
 	// "subscription-error", "periodic") and Error holds the socket error.
-	WatchResync = "resync"
-	// WatchError: a transient error Watch recovers from (a failed
+	KindResync = "resync"
+	// KindError: a transient error Watch recovers from (a failed
 	// resubscribe, a failed re-list); it retries.
-	WatchError = "error"
-	// WatchSkipped: Port, on a selected bridge, is not a pod's port and is
+	KindError = "error"
+	// KindSkipped: Port, on a selected bridge, is not a pod's port and is
 	// left alone (Error says what it is); said once per port.
-	WatchSkipped = "skipped"
+	KindSkipped = "skipped"
 )
 
-// Causes of a WatchEnabled event.
+// Causes of a KindEnabled event.
 const (
 	// CauseStart: the port was off when Watch started.
 	CauseStart = "start"
@@ -67,19 +67,19 @@ const (
 	CauseResync = "resync"
 )
 
-// Causes of a WatchResync event.
+// Causes of a KindResync event.
 const (
 	// ResyncOverflow: the kernel dropped notifications (ENOBUFS).
 	ResyncOverflow = "overflow"
 	// ResyncSubscription: the subscription ended for another reason.
 	ResyncSubscription = "subscription-error"
-	// ResyncPeriodic: WatchOptions.Resync elapsed.
+	// ResyncPeriodic: Options.Resync elapsed.
 	ResyncPeriodic = "periodic"
 )
 
-// WatchEvent is one thing Watch did or saw. Fields that do not apply to
+// Event is one thing Watch did or saw. Fields that do not apply to
 // a kind are left empty.
-type WatchEvent struct {
+type Event struct {
 	// Time is when it happened.
 	Time time.Time `json:"time"`
 	// Kind is one of the Watch* kinds: ready, enabled, failed, skipped,

@@ -48,7 +48,7 @@ const updateQueue = 1024
 // emit is called from Watch's goroutine for every action and event.
 // Watch returns an error only when it cannot start: a selected name is
 // not a bridge, or the first subscription or listing fails.
-func Watch(ctx context.Context, c *netops.Client, o WatchOptions, emit func(WatchEvent)) error {
+func Watch(ctx context.Context, c *netops.Client, o Options, emit func(Event)) error {
 	if o.All == (len(o.Bridges) > 0) {
 		return netops.Errorf(netops.ErrInvalid, "select bridges or all bridges, not both or neither")
 	}
@@ -65,7 +65,7 @@ func Watch(ctx context.Context, c *netops.Client, o WatchOptions, emit func(Watc
 		rcvbuf:  o.ReceiveBufferSize,
 	}
 	if w.rcvbuf == 0 {
-		w.rcvbuf = DefaultWatchReceiveBuffer
+		w.rcvbuf = DefaultReceiveBuffer
 	}
 	for _, b := range o.Bridges {
 		if err := netops.ValidateIfName(b); err != nil {
@@ -88,7 +88,7 @@ func Watch(ctx context.Context, c *netops.Client, o WatchOptions, emit func(Watc
 		return err
 	}
 	w.started = true
-	w.send(WatchEvent{Kind: WatchReady, Ports: n, Bridge: strings.Join(o.Bridges, ",")})
+	w.send(Event{Kind: KindReady, Ports: n, Bridge: strings.Join(o.Bridges, ",")})
 
 	var tick <-chan time.Time
 	if o.Resync > 0 {
@@ -111,13 +111,13 @@ func Watch(ctx context.Context, c *netops.Client, o WatchOptions, emit func(Watc
 				if sub = w.resubscribe(ctx); sub == nil {
 					return nil
 				}
-				w.send(WatchEvent{Kind: WatchResync, Cause: cause, Error: reason})
+				w.send(Event{Kind: KindResync, Cause: cause, Error: reason})
 				if !w.relistUntilDone(ctx, CauseResync) {
 					return nil
 				}
 			}
 		case <-tick:
-			w.send(WatchEvent{Kind: WatchResync, Cause: ResyncPeriodic})
+			w.send(Event{Kind: KindResync, Cause: ResyncPeriodic})
 			if !w.relistUntilDone(ctx, CauseResync) {
 				return nil
 			}
@@ -142,8 +142,8 @@ type queued struct {
 
 type watcher struct {
 	c      *netops.Client
-	o      WatchOptions
-	emit   func(WatchEvent)
+	o      Options
+	emit   func(Event)
 	rcvbuf int
 	// want holds the selected bridge names (empty with All).
 	want map[string]bool
@@ -191,12 +191,12 @@ func (w *watcher) skip(p bridgeports.Port) bool {
 	why := bridgeports.NotPodPort(p)
 	if why != "" && !w.skipped[p.Index] {
 		w.skipped[p.Index] = true
-		w.send(WatchEvent{Kind: WatchSkipped, Port: p.Name, Index: p.Index, Bridge: p.Bridge, Error: why})
+		w.send(Event{Kind: KindSkipped, Port: p.Name, Index: p.Index, Bridge: p.Bridge, Error: why})
 	}
 	return why != ""
 }
 
-func (w *watcher) send(ev WatchEvent) {
+func (w *watcher) send(ev Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
@@ -279,7 +279,7 @@ func (w *watcher) resubscribe(ctx context.Context) *watchSub {
 		if err == nil {
 			return s
 		}
-		w.send(WatchEvent{Kind: WatchError, Error: fmt.Sprintf("resubscribe to link updates in netns %s: %v (retrying in %s)", w.c.NetnsLabel(), err, backoff)})
+		w.send(Event{Kind: KindError, Error: fmt.Sprintf("resubscribe to link updates in netns %s: %v (retrying in %s)", w.c.NetnsLabel(), err, backoff)})
 		if !sleepCtx(ctx, backoff) {
 			return nil
 		}
@@ -295,7 +295,7 @@ func (w *watcher) relistUntilDone(ctx context.Context, cause string) bool {
 		if err == nil {
 			return true
 		}
-		w.send(WatchEvent{Kind: WatchError, Error: fmt.Sprintf("%v (retrying in %s)", err, backoff)})
+		w.send(Event{Kind: KindError, Error: fmt.Sprintf("%v (retrying in %s)", err, backoff)})
 		if !sleepCtx(ctx, backoff) {
 			return false
 		}
@@ -373,15 +373,15 @@ func (w *watcher) refreshBridges() error {
 			}
 			w.brName[idx] = name
 			if w.started {
-				w.send(WatchEvent{Kind: WatchBridgeAdded, Bridge: name, Index: idx})
+				w.send(Event{Kind: KindBridgeAdded, Bridge: name, Index: idx})
 			}
 		case err == nil, errors.As(err, &nf), errors.Is(err, unix.ENODEV):
 			// Gone, or now some other kind of device.
 			if had {
 				delete(w.brName, old)
-				w.send(WatchEvent{Kind: WatchBridgeRemoved, Bridge: name, Index: old})
+				w.send(Event{Kind: KindBridgeRemoved, Bridge: name, Index: old})
 			} else if !w.started {
-				w.send(WatchEvent{Kind: WatchBridgeMissing, Bridge: name})
+				w.send(Event{Kind: KindBridgeMissing, Bridge: name})
 			}
 		default:
 			return fmt.Errorf("look up bridge %s in netns %s: %w", name, w.c.NetnsLabel(), err)
@@ -506,7 +506,7 @@ func (w *watcher) handleLink(u netlink.LinkUpdate) {
 			name, known = a.Name, true // a bridge whose name was never needed
 		}
 		if known && (w.o.All || w.want[name]) {
-			w.send(WatchEvent{Kind: WatchBridgeRemoved, Bridge: name, Index: idx})
+			w.send(Event{Kind: KindBridgeRemoved, Bridge: name, Index: idx})
 		}
 		return
 	}
@@ -528,14 +528,14 @@ func (w *watcher) handleLink(u netlink.LinkUpdate) {
 		// A device's first notification (register_netdevice) reports
 		// every flag as changed; later ones only what changed.
 		if u.IfInfomsg.Change == ^uint32(0) {
-			w.send(WatchEvent{Kind: WatchBridgeAdded, Bridge: name, Index: idx})
+			w.send(Event{Kind: KindBridgeAdded, Bridge: name, Index: idx})
 		}
 		return
 	}
 	// With --bridge, brName holds the selected names only.
 	if known {
 		delete(w.brName, idx)
-		w.send(WatchEvent{Kind: WatchBridgeRemoved, Bridge: old, Index: idx}) // renamed away
+		w.send(Event{Kind: KindBridgeRemoved, Bridge: old, Index: idx}) // renamed away
 	}
 	if !w.want[name] {
 		return
@@ -544,7 +544,7 @@ func (w *watcher) handleLink(u netlink.LinkUpdate) {
 		delete(w.brName, prev)
 	}
 	w.brName[idx] = name
-	w.send(WatchEvent{Kind: WatchBridgeAdded, Bridge: name, Index: idx})
+	w.send(Event{Kind: KindBridgeAdded, Bridge: name, Index: idx})
 }
 
 func (w *watcher) queue(p bridgeports.Port, cause string) {
@@ -589,7 +589,7 @@ func (w *watcher) flush() {
 		q := byName[name]
 		p := q.port
 		w.ports[p.Index] = portState{master: p.BridgeIndex, on: true, pendingUntil: until}
-		w.send(WatchEvent{Kind: WatchEnabled, Port: p.Name, Index: p.Index, Bridge: p.Bridge, Cause: q.cause})
+		w.send(Event{Kind: KindEnabled, Port: p.Name, Index: p.Index, Bridge: p.Bridge, Cause: q.cause})
 	}
 	for _, f := range res.Failed {
 		q := byName[f.Name]
@@ -599,6 +599,6 @@ func (w *watcher) flush() {
 		} else {
 			w.ports[p.Index] = portState{master: p.BridgeIndex}
 		}
-		w.send(WatchEvent{Kind: WatchFailed, Port: p.Name, Index: p.Index, Bridge: p.Bridge, Cause: q.cause, Error: f.Error})
+		w.send(Event{Kind: KindFailed, Port: p.Name, Index: p.Index, Bridge: p.Bridge, Cause: q.cause, Error: f.Error})
 	}
 }

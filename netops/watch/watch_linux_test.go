@@ -20,19 +20,19 @@ import (
 // watchRun is a Watch running in the background for one test.
 type watchRun struct {
 	mu     sync.Mutex
-	events []WatchEvent
+	events []Event
 }
 
 // startWatch runs Watch on its own client in l's node namespace until the
 // test ends, and waits for it to be ready.
-func startWatch(t *testing.T, l *lab.Lab, o WatchOptions) *watchRun {
+func startWatch(t *testing.T, l *lab.Lab, o Options) *watchRun {
 	t.Helper()
 	c := clienttest.Open(t, l)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &watchRun{}
 	done := make(chan error, 1)
 	go func() {
-		done <- Watch(ctx, c, o, func(ev WatchEvent) {
+		done <- Watch(ctx, c, o, func(ev Event) {
 			r.mu.Lock()
 			r.events = append(r.events, ev)
 			r.mu.Unlock()
@@ -50,7 +50,7 @@ func startWatch(t *testing.T, l *lab.Lab, o WatchOptions) *watchRun {
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
-	for r.find(func(ev WatchEvent) bool { return ev.Kind == WatchReady }) == nil {
+	for r.find(func(ev Event) bool { return ev.Kind == KindReady }) == nil {
 		select {
 		case err := <-done:
 			t.Fatalf("Watch ended before ready: %v", err)
@@ -64,13 +64,13 @@ func startWatch(t *testing.T, l *lab.Lab, o WatchOptions) *watchRun {
 	return r
 }
 
-func (r *watchRun) all() []WatchEvent {
+func (r *watchRun) all() []Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]WatchEvent(nil), r.events...)
+	return append([]Event(nil), r.events...)
 }
 
-func (r *watchRun) find(match func(WatchEvent) bool) *WatchEvent {
+func (r *watchRun) find(match func(Event) bool) *Event {
 	for _, ev := range r.all() {
 		if match(ev) {
 			return &ev
@@ -80,7 +80,7 @@ func (r *watchRun) find(match func(WatchEvent) bool) *WatchEvent {
 }
 
 // waitEvent polls for an event until the deadline.
-func (r *watchRun) waitEvent(t *testing.T, what string, match func(WatchEvent) bool) WatchEvent {
+func (r *watchRun) waitEvent(t *testing.T, what string, match func(Event) bool) Event {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -94,9 +94,9 @@ func (r *watchRun) waitEvent(t *testing.T, what string, match func(WatchEvent) b
 	}
 }
 
-func enabledFor(port, cause string) func(WatchEvent) bool {
-	return func(ev WatchEvent) bool {
-		return ev.Kind == WatchEnabled && ev.Port == port && (cause == "" || ev.Cause == cause)
+func enabledFor(port, cause string) func(Event) bool {
+	return func(ev Event) bool {
+		return ev.Kind == KindEnabled && ev.Port == port && (cause == "" || ev.Cause == cause)
 	}
 }
 
@@ -170,8 +170,8 @@ func TestWatchStartAndJoin(t *testing.T) {
 	check := clienttest.Open(t, l)
 	addBridge(t, l, "br-other")
 
-	w := startWatch(t, l, WatchOptions{Bridges: []string{"cni0"}})
-	ready := w.waitEvent(t, "ready", func(ev WatchEvent) bool { return ev.Kind == WatchReady })
+	w := startWatch(t, l, Options{Bridges: []string{"cni0"}})
+	ready := w.waitEvent(t, "ready", func(ev Event) bool { return ev.Kind == KindReady })
 	if ready.Ports != 2 || ready.Bridge != "cni0" {
 		t.Errorf("ready = %+v, want 2 ports on cni0", ready)
 	}
@@ -197,7 +197,7 @@ func TestWatchStartAndJoin(t *testing.T) {
 		t.Error("vo1 on br-other (not selected) got hairpin on")
 	}
 	for _, ev := range w.all() {
-		if ev.Kind == WatchFailed || ev.Kind == WatchError || ev.Port == "vo1" {
+		if ev.Kind == KindFailed || ev.Kind == KindError || ev.Port == "vo1" {
 			t.Errorf("unexpected event %+v", ev)
 		}
 	}
@@ -206,7 +206,7 @@ func TestWatchStartAndJoin(t *testing.T) {
 	// itself sets hairpin off right after the join, a real turn-off.)
 	count := map[string]int{}
 	for _, ev := range w.all() {
-		if ev.Kind == WatchEnabled {
+		if ev.Kind == KindEnabled {
 			count[ev.Port]++
 		}
 	}
@@ -223,7 +223,7 @@ func TestWatchStartAndJoin(t *testing.T) {
 func TestWatchFlipsBack(t *testing.T) {
 	l := labtest.New(t, lab.Options{Pods: 3, Restore: "none"})
 	check := clienttest.Open(t, l)
-	w := startWatch(t, l, WatchOptions{Bridges: []string{"cni0"}})
+	w := startWatch(t, l, Options{Bridges: []string{"cni0"}})
 	waitHairpinOn(t, check, "veth1", "veth2", "veth3")
 
 	ways := []struct {
@@ -270,7 +270,7 @@ func TestWatchFlipsBack(t *testing.T) {
 func TestWatchSurvivesOverflow(t *testing.T) {
 	l := labtest.New(t, lab.Options{Pods: 1, Restore: "none"})
 	check := clienttest.Open(t, l)
-	w := startWatch(t, l, WatchOptions{Bridges: []string{"cni0"}, ReceiveBufferSize: 1})
+	w := startWatch(t, l, Options{Bridges: []string{"cni0"}, ReceiveBufferSize: 1})
 
 	const n = 60
 	names := make([]string, n)
@@ -279,13 +279,13 @@ func TestWatchSurvivesOverflow(t *testing.T) {
 		addPort(t, l, "cni0", names[i])
 	}
 	waitHairpinOn(t, check, append(names, "veth1")...)
-	ev := w.waitEvent(t, "overflow resync", func(ev WatchEvent) bool { return ev.Kind == WatchResync && ev.Cause == ResyncOverflow })
+	ev := w.waitEvent(t, "overflow resync", func(ev Event) bool { return ev.Kind == KindResync && ev.Cause == ResyncOverflow })
 	if ev.Error == "" {
 		t.Errorf("overflow resync without the socket error: %+v", ev)
 	}
-	w.waitEvent(t, "a port found by re-listing", func(ev WatchEvent) bool { return ev.Kind == WatchEnabled && ev.Cause == CauseResync })
+	w.waitEvent(t, "a port found by re-listing", func(ev Event) bool { return ev.Kind == KindEnabled && ev.Cause == CauseResync })
 	for _, ev := range w.all() {
-		if ev.Kind == WatchFailed || ev.Kind == WatchError {
+		if ev.Kind == KindFailed || ev.Kind == KindError {
 			t.Errorf("unexpected event %+v", ev)
 		}
 	}
@@ -294,13 +294,13 @@ func TestWatchSurvivesOverflow(t *testing.T) {
 func TestWatchBridgeRecreated(t *testing.T) {
 	l := labtest.New(t, lab.Options{Pods: 1, Restore: "none"})
 	check := clienttest.Open(t, l)
-	w := startWatch(t, l, WatchOptions{Bridges: []string{"cni0", "late0"}})
-	w.waitEvent(t, "late0 missing", func(ev WatchEvent) bool { return ev.Kind == WatchBridgeMissing && ev.Bridge == "late0" })
+	w := startWatch(t, l, Options{Bridges: []string{"cni0", "late0"}})
+	w.waitEvent(t, "late0 missing", func(ev Event) bool { return ev.Kind == KindBridgeMissing && ev.Bridge == "late0" })
 	waitHairpinOn(t, check, "veth1")
 
 	// A bridge that did not exist at start.
 	addBridge(t, l, "late0")
-	w.waitEvent(t, "late0 added", func(ev WatchEvent) bool { return ev.Kind == WatchBridgeAdded && ev.Bridge == "late0" })
+	w.waitEvent(t, "late0 added", func(ev Event) bool { return ev.Kind == KindBridgeAdded && ev.Bridge == "late0" })
 	addPort(t, l, "late0", "vl1")
 	waitHairpinOn(t, check, "vl1")
 
@@ -313,13 +313,13 @@ func TestWatchBridgeRecreated(t *testing.T) {
 	if err := l.Handle().LinkDel(br); err != nil {
 		t.Fatal(err)
 	}
-	w.waitEvent(t, "cni0 removed", func(ev WatchEvent) bool { return ev.Kind == WatchBridgeRemoved && ev.Bridge == "cni0" })
+	w.waitEvent(t, "cni0 removed", func(ev Event) bool { return ev.Kind == KindBridgeRemoved && ev.Bridge == "cni0" })
 
 	// Re-created under the same name, a new ifindex; an old port rejoins
 	// (a new bridge port starts with hairpin off) and a new one joins.
 	addBridge(t, l, "cni0")
-	w.waitEvent(t, "cni0 re-added", func(ev WatchEvent) bool {
-		return ev.Kind == WatchBridgeAdded && ev.Bridge == "cni0" && ev.Index != oldIndex
+	w.waitEvent(t, "cni0 re-added", func(ev Event) bool {
+		return ev.Kind == KindBridgeAdded && ev.Bridge == "cni0" && ev.Index != oldIndex
 	})
 	br, err = l.Handle().LinkByName("cni0")
 	if err != nil {
@@ -334,8 +334,8 @@ func TestWatchBridgeRecreated(t *testing.T) {
 	}
 	addPort(t, l, "cni0", "vr1")
 	waitHairpinOn(t, check, "veth1", "vr1")
-	w.waitEvent(t, "veth1 rejoined", func(ev WatchEvent) bool {
-		return ev.Kind == WatchEnabled && ev.Port == "veth1" && ev.Cause == CauseJoined && ev.Bridge == "cni0"
+	w.waitEvent(t, "veth1 rejoined", func(ev Event) bool {
+		return ev.Kind == KindEnabled && ev.Port == "veth1" && ev.Cause == CauseJoined && ev.Bridge == "cni0"
 	})
 }
 
@@ -345,7 +345,7 @@ func TestWatchAllBridges(t *testing.T) {
 	addBridge(t, l, "br1")
 	addPort(t, l, "br1", "va1")
 	addBridge(t, l, "br-idle") // no ports: its name is never looked up
-	w := startWatch(t, l, WatchOptions{All: true})
+	w := startWatch(t, l, Options{All: true})
 	waitHairpinOn(t, check, "veth1", "va1")
 
 	// An existing bridge changing state is no news; a new one is.
@@ -364,7 +364,7 @@ func TestWatchAllBridges(t *testing.T) {
 	}
 	added := 0
 	for _, ev := range w.all() {
-		if ev.Kind == WatchBridgeAdded {
+		if ev.Kind == KindBridgeAdded {
 			added++
 			if ev.Bridge != "br2" {
 				t.Errorf("bridge-added for %s, which existed at start", ev.Bridge)
@@ -377,7 +377,7 @@ func TestWatchAllBridges(t *testing.T) {
 	if err := l.Handle().LinkDel(idle); err != nil {
 		t.Fatal(err)
 	}
-	w.waitEvent(t, "br-idle removed", func(ev WatchEvent) bool { return ev.Kind == WatchBridgeRemoved && ev.Bridge == "br-idle" })
+	w.waitEvent(t, "br-idle removed", func(ev Event) bool { return ev.Kind == KindBridgeRemoved && ev.Bridge == "br-idle" })
 }
 
 func TestWatchBadOptions(t *testing.T) {
@@ -385,13 +385,13 @@ func TestWatchBadOptions(t *testing.T) {
 	c := clienttest.Open(t, l)
 	tests := []struct {
 		name string
-		o    WatchOptions
+		o    Options
 		kind error
 	}{
-		{"neither", WatchOptions{}, netops.ErrInvalid},
-		{"both", WatchOptions{All: true, Bridges: []string{"cni0"}}, netops.ErrInvalid},
-		{"not a bridge", WatchOptions{Bridges: []string{"veth1"}}, netops.ErrNotBridge},
-		{"bad name", WatchOptions{Bridges: []string{"a/b"}}, netops.ErrInvalid},
+		{"neither", Options{}, netops.ErrInvalid},
+		{"both", Options{All: true, Bridges: []string{"cni0"}}, netops.ErrInvalid},
+		{"not a bridge", Options{Bridges: []string{"veth1"}}, netops.ErrNotBridge},
+		{"bad name", Options{Bridges: []string{"a/b"}}, netops.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -420,15 +420,15 @@ func TestWatchSkipsUplinks(t *testing.T) {
 			if err := l.Handle().LinkAdd(vx); err != nil {
 				t.Fatal(err)
 			}
-			w := startWatch(t, l, WatchOptions{Bridges: []string{l.Bridge}, AnyPort: anyPort})
+			w := startWatch(t, l, Options{Bridges: []string{l.Bridge}, AnyPort: anyPort})
 			addPort(t, l, l.Bridge, "vnew")
 			waitHairpinOn(t, check, "veth1", "vnew")
 			if anyPort {
 				waitHairpinOn(t, check, "vx0")
 				return
 			}
-			w.waitEvent(t, "vx0 skipped", func(ev WatchEvent) bool {
-				return ev.Kind == WatchSkipped && ev.Port == "vx0" && ev.Error == "not a pod's port: a vxlan uplink"
+			w.waitEvent(t, "vx0 skipped", func(ev Event) bool {
+				return ev.Kind == KindSkipped && ev.Port == "vx0" && ev.Error == "not a pod's port: a vxlan uplink"
 			})
 			ports, err := bridgeports.List(check, bridgeports.ListOptions{})
 			if err != nil {
