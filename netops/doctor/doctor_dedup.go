@@ -34,43 +34,9 @@ func normalizeMAC(s string) string {
 	return b.String()
 }
 
-// findDedupNft looks through `nft list ruleset bridge` output for a rule
-// that drops frames the bridge itself sends (ether saddr = the bridge's
-// MAC), or any drop rule in a KUBE-DEDUP chain. ebtables-nft keeps its
-// rules in these tables, so this also finds rules ebtables-nft added.
-func findDedupNft(out, bridgeMAC string) (rule, where string) {
-	mac := normalizeMAC(bridgeMAC)
-	var table, chain string
-	sc := bufio.NewScanner(strings.NewReader(out))
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		f := strings.Fields(line)
-		switch {
-		case len(f) >= 3 && f[0] == "table":
-			table, chain = f[1]+" "+f[2], ""
-			continue
-		case len(f) >= 2 && f[0] == "chain":
-			chain = f[1]
-			continue
-		case chain == "" || len(f) == 0 || f[len(f)-1] != "drop":
-			continue
-		}
-		match := chain == dedupChain
-		for i := 0; i+2 < len(f) && !match; i++ {
-			if f[i] == "ether" && f[i+1] == "saddr" && mac != "" && normalizeMAC(f[i+2]) == mac {
-				match = true
-			}
-		}
-		if match {
-			return line, fmt.Sprintf("nft table %s chain %s", table, chain)
-		}
-	}
-	return "", ""
-}
-
-// findDedupEbtables does the same for `ebtables -t filter -L` output
-// (ebtables-legacy, whose rules nft cannot see).
+// findDedupEbtables looks through `ebtables -t filter -L` output
+// (ebtables-legacy, whose rules are not in nf_tables) for a drop of frames
+// from the bridge's MAC, or any drop in a KUBE-DEDUP chain.
 func findDedupEbtables(out, bridgeMAC string) (rule, where string) {
 	mac := normalizeMAC(bridgeMAC)
 	var chain string

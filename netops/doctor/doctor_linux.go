@@ -106,29 +106,25 @@ func readBridges(c *netops.Client, f *doctorFacts, named *bridgeports.PodOptions
 	}
 }
 
-// findDedup searches nft's bridge tables (which hold ebtables-nft's rules
-// too) and ebtables-legacy's filter table for a duplicate-suppression rule.
+// findDedup searches the bridge-family nf_tables rules (nft's and
+// ebtables-nft's, read over netlink) and ebtables-legacy's filter table
+// (not in nf_tables: read with its binary) for a duplicate-suppression
+// rule.
 func findDedup(c *netops.Client, mac string) dedupFacts {
 	d := dedupFacts{Looked: true}
-	tools := []struct {
-		bin  string
-		args []string
-		find func(out, mac string) (string, string)
-	}{
-		{"nft", []string{"list", "ruleset", "bridge"}, findDedupNft},
-		{"ebtables-legacy", []string{"-t", "filter", "-L"}, findDedupEbtables},
+	rule, where, err := findDedupNFT(c, mac)
+	if err != nil {
+		d.Unchecked = append(d.Unchecked, err.Error())
+	} else if rule != "" {
+		d.Rule, d.Where = rule, where
+		return d
 	}
-	for _, t := range tools {
-		out, err := execIn(c, t.bin, t.args...)
-		if err != nil {
-			d.Unchecked = append(d.Unchecked, err.Error())
-			continue
-		}
-		if rule, where := t.find(out, mac); rule != "" {
-			d.Rule, d.Where = rule, where
-			return d
-		}
+	out, err := execIn(c, "ebtables-legacy", "-t", "filter", "-L")
+	if err != nil {
+		d.Unchecked = append(d.Unchecked, err.Error())
+		return d
 	}
+	d.Rule, d.Where = findDedupEbtables(out, mac)
 	return d
 }
 

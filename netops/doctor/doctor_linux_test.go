@@ -475,3 +475,43 @@ func TestDoctorLabNFTablesMode(t *testing.T) {
 	}
 	wantCheck(t, runDoctor(t, c, o), CheckKubeProxy, StatusWarn, "kube-proxy rules in iptables-nft and nftables", "")
 }
+
+// Duplicate suppression read from the kernel: bridge-family rules loaded
+// with nft into the lab's node, then looked for over netlink. Each rule
+// wanted is the line of the loaded file that matches, without the
+// counter's values and with the "meta protocol ip" that nft loads before
+// an ip match in a bridge table (and does not print when it lists it).
+func TestFindDedupNFT(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 1, Restore: "none"})
+	c := clienttest.Open(t, l)
+	const mac = "02:42:0a:11:00:01"
+	tests := []struct {
+		file, mac string
+		rule      string
+		where     string
+	}{
+		{"nft-kubenet-dedup.txt", mac, `oifname "veth*" ether saddr 02:42:0a:11:00:01 ether type ip ip saddr 10.244.0.0/24 counter drop`, "nft table bridge filter chain KUBE-DEDUP"},
+		// A KUBE-DEDUP chain counts whatever the bridge's MAC.
+		{"nft-kubenet-dedup.txt", "02:00:00:00:00:99", `oifname "veth*" ether saddr 02:42:0a:11:00:01 ether type ip ip saddr 10.244.0.0/24 counter drop`, "nft table bridge filter chain KUBE-DEDUP"},
+		{"nft-custom-dedup.txt", mac, `oifname "veth*" ether saddr 02:42:0a:11:00:01 meta protocol ip ip saddr 10.244.0.0/24 drop`, "nft table bridge custom chain out"},
+		// The other table drops another MAC and accepts this one.
+		{"nft-no-dedup.txt", mac, "", ""},
+		{"nft-custom-dedup.txt", "02:00:00:00:00:99", "", ""},
+	}
+	for _, tt := range tests {
+		b, err := os.ReadFile(filepath.Join(doctorTestdata, tt.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := l.Exec(string(b), "nft", "-f", "-"); err != nil {
+			t.Fatalf("nft -f %s: %v: %s", tt.file, err, out)
+		}
+		rule, where, err := findDedupNFT(c, tt.mac)
+		if err != nil || rule != tt.rule || where != tt.where {
+			t.Errorf("%s with %s: %q in %q (%v), want %q in %q", tt.file, tt.mac, rule, where, err, tt.rule, tt.where)
+		}
+		if out, err := l.Exec("", "nft", "flush", "ruleset", "bridge"); err != nil {
+			t.Fatalf("nft flush ruleset bridge: %v: %s", err, out)
+		}
+	}
+}

@@ -420,32 +420,25 @@ func TestNormalizeMAC(t *testing.T) {
 	}
 }
 
-// Duplicate suppression found in captured nft and ebtables listings.
-func TestFindDedup(t *testing.T) {
+// Duplicate suppression found in captured ebtables-legacy listings (the
+// nf_tables rules are read from the kernel: TestFindDedupNFT).
+func TestFindDedupEbtables(t *testing.T) {
 	const mac = "02:42:0a:11:00:01"
 	tests := []struct {
 		file, mac string
-		find      func(string, string) (string, string)
 		rule      string
 		where     string
 	}{
-		{"nft-kubenet-dedup.txt", mac, findDedupNft, "ip saddr 10.244.0.0/24 counter packets 0 bytes 0 drop", "nft table bridge filter chain KUBE-DEDUP"},
-		// A KUBE-DEDUP chain counts whatever the bridge's MAC.
-		{"nft-kubenet-dedup.txt", "02:00:00:00:00:99", findDedupNft, "drop", "nft table bridge filter chain KUBE-DEDUP"},
-		{"nft-custom-dedup.txt", mac, findDedupNft, `oifname "veth*" ether saddr 02:42:0a:11:00:01 ip saddr 10.244.0.0/24 drop`, "nft table bridge custom chain out"},
-		// The other table drops another MAC and accepts this one.
-		{"nft-no-dedup.txt", mac, findDedupNft, "", ""},
-		{"nft-custom-dedup.txt", "02:00:00:00:00:99", findDedupNft, "", ""},
-		{"ebtables-legacy-kubenet.txt", mac, findDedupEbtables, "-p IPv4 -s 2:42:a:11:0:1 -o veth+ --ip-src 10.244.0.0/24 -j DROP", "ebtables-legacy filter chain KUBE-DEDUP"},
-		{"ebtables-legacy-empty.txt", mac, findDedupEbtables, "", ""},
-		{"ebtables-legacy-empty.txt", "02:42:0a:11:00:99", findDedupEbtables, "-p IPv4 -s 2:42:a:11:0:99 -o veth+ -j DROP", "ebtables-legacy filter chain OUTPUT"},
+		{"ebtables-legacy-kubenet.txt", mac, "-p IPv4 -s 2:42:a:11:0:1 -o veth+ --ip-src 10.244.0.0/24 -j DROP", "ebtables-legacy filter chain KUBE-DEDUP"},
+		{"ebtables-legacy-empty.txt", mac, "", ""},
+		{"ebtables-legacy-empty.txt", "02:42:0a:11:00:99", "-p IPv4 -s 2:42:a:11:0:99 -o veth+ -j DROP", "ebtables-legacy filter chain OUTPUT"},
 	}
 	for _, tt := range tests {
 		b, err := os.ReadFile(filepath.Join(doctorTestdata, tt.file))
 		if err != nil {
 			t.Fatal(err)
 		}
-		rule, where := tt.find(string(b), tt.mac)
+		rule, where := findDedupEbtables(string(b), tt.mac)
 		if !strings.HasSuffix(rule, tt.rule) || (tt.rule == "") != (rule == "") || where != tt.where {
 			t.Errorf("%s with %s: %q in %q, want %q in %q", tt.file, tt.mac, rule, where, tt.rule, tt.where)
 		}
