@@ -5,6 +5,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
@@ -30,100 +31,31 @@ func hairpinFlags() []cli.Flag {
 // hairpinAction is enable's (on=true) and disable's Action.
 func hairpinAction(on bool) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		cmd := c.Command.Name
 		format, err := outputFormat(c)
 		if err != nil {
 			return err
 		}
-		brs, err := bridges(c)
+		req, err := hairpinArgs(c)
 		if err != nil {
 			return err
 		}
-		names := c.Args().Slice()
-		all := c.Bool("all")
-		wait := c.Duration("wait-bridge")
-		switch {
-		case len(names) == 0 && len(brs) == 0 && !all:
-			return usageErrorf("%s: name the interfaces, or use --bridge BR or --all (see: hairpinctl %s --help)", cmd, cmd)
-		case all && (len(names) > 0 || len(brs) > 0):
-			// As watch: --all is every port of every bridge already.
-			return usageErrorf("%s: give interface names and --bridge, or --all, not both", cmd)
-		case wait < 0:
-			return usageErrorf("%s: --wait-bridge %s is negative", cmd, wait)
-		case wait > 0 && len(brs) == 0:
-			return usageErrorf("%s: --wait-bridge needs --bridge BR, the bridge to wait for", cmd)
-		}
-		for _, n := range names {
-			if err := bridgeports.ValidatePortArg(n); err != nil {
-				return fmt.Errorf("%s: %w", cmd, err)
-			}
-		}
 		dry := c.Bool("dry-run")
 		if !dry && !netops.HasNetAdmin() {
-			return netops.Errorf(netops.ErrPermission, "%s needs CAP_NET_ADMIN: run as root", cmd)
+			return netops.Errorf(netops.ErrPermission, "%s needs CAP_NET_ADMIN: run as root", req.cmd)
 		}
 		cl, err := openClient(c)
 		if err != nil {
 			return err
 		}
 		defer cl.Close()
-		if wait > 0 {
-			if err := bridgeports.WaitForBridges(cl, brs, wait); err != nil {
-				return fmt.Errorf("%s: %w", cmd, err)
+		if req.wait > 0 {
+			if err := bridgeports.WaitForBridges(cl, req.brs, req.wait); err != nil {
+				return fmt.Errorf("%s: %w", req.cmd, err)
 			}
 		}
-		// Names and --bridge add up: a name is looked for on every bridge.
-		listed := brs
-		if len(names) > 0 {
-			listed = nil
-			for _, b := range brs {
-				if _, err := bridgeports.Bridge(cl, b); err != nil {
-					return fmt.Errorf("%s: %w", cmd, err)
-				}
-			}
-		}
-		anyPort := c.Bool("any-port")
-		o := bridgeports.ListOptions{Bridges: listed, PodIPs: bridgeports.PortArgsNeedPodIPs(names), Kinds: !anyPort && (all || len(brs) > 0)}
-		if bridgeports.PortArgsNeedPods(names) {
-			o.Pods = podOptions(c)
-		}
-		ports, err := bridgeports.List(cl, o)
+		ports, skipped, fails, err := hairpinTargets(c, cl, req)
 		if err != nil {
-			return fmt.Errorf("%s: %w", cmd, err)
-		}
-		if o.Pods != nil {
-			namePodsFromCRI(c, cl, ports)
-		}
-		var fails []bridgeports.Failure
-		skipped := []bridgeports.Skipped{}
-		if len(names) > 0 {
-			// A named port is acted on whatever it is; the ports a
-			// --bridge adds are pods' ports only.
-			var sel []bridgeports.Port
-			sel, fails = bridgeports.Select(cl, ports, names)
-			bulk := addBridgePorts(nil, ports, brs)
-			bulk = slices.DeleteFunc(bulk, func(p bridgeports.Port) bool {
-				return slices.ContainsFunc(sel, func(q bridgeports.Port) bool { return q.Name == p.Name })
-			})
-			if !anyPort {
-				bulk, skipped = bridgeports.SplitPodPorts(bulk)
-			}
-			ports = append(sel, bulk...)
-		} else if !anyPort && len(ports) > 0 {
-			ports, skipped = bridgeports.SplitPodPorts(ports)
-		} else if len(ports) == 0 {
-			where := "no bridge in netns " + cl.NetnsLabel() + " has a port"
-			switch {
-			case len(brs) == 1:
-				where = "bridge " + brs[0] + " has no ports"
-			case len(brs) > 1:
-				where = "bridges " + strings.Join(brs, ", ") + " have no ports"
-			default:
-				if names, err := bridgeports.BridgeNames(cl); err == nil && len(names) == 0 {
-					where = "no bridge in netns " + cl.NetnsLabel()
-				}
-			}
-			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s: nothing to do\n", cmd, where)
+			return err
 		}
 		if !on {
 			warnWatchers(c, cl, ports)
@@ -147,6 +79,103 @@ func hairpinAction(on bool) cli.ActionFunc {
 		}
 		return failuresError(c, res.Failed, len(res.Changed)+len(res.Unchanged))
 	}
+}
+
+// hairpinRequest is what enable or disable was asked to act on.
+type hairpinRequest struct {
+	cmd          string
+	names, brs   []string
+	all, anyPort bool
+	wait         time.Duration
+}
+
+// hairpinArgs reads and checks enable's or disable's arguments.
+func hairpinArgs(c *cli.Context) (hairpinRequest, error) {
+	req := hairpinRequest{cmd: c.Command.Name, names: c.Args().Slice(), all: c.Bool("all"), anyPort: c.Bool("any-port"), wait: c.Duration("wait-bridge")}
+	brs, err := bridges(c)
+	if err != nil {
+		return req, err
+	}
+	req.brs = brs
+	cmd := req.cmd
+	switch {
+	case len(req.names) == 0 && len(brs) == 0 && !req.all:
+		return req, usageErrorf("%s: name the interfaces, or use --bridge BR or --all (see: hairpinctl %s --help)", cmd, cmd)
+	case req.all && (len(req.names) > 0 || len(brs) > 0):
+		// As watch: --all is every port of every bridge already.
+		return req, usageErrorf("%s: give interface names and --bridge, or --all, not both", cmd)
+	case req.wait < 0:
+		return req, usageErrorf("%s: --wait-bridge %s is negative", cmd, req.wait)
+	case req.wait > 0 && len(brs) == 0:
+		return req, usageErrorf("%s: --wait-bridge needs --bridge BR, the bridge to wait for", cmd)
+	}
+	for _, n := range req.names {
+		if err := bridgeports.ValidatePortArg(n); err != nil {
+			return req, fmt.Errorf("%s: %w", cmd, err)
+		}
+	}
+	return req, nil
+}
+
+// hairpinTargets lists the ports req acts on: each named port whatever it
+// is, and the pods' ports of its bridges (every port with --any-port).
+// The bridges' ports left alone come back as skipped, the names that
+// match nothing as fails.
+func hairpinTargets(c *cli.Context, cl *netops.Client, req hairpinRequest) (ports []bridgeports.Port, skipped []bridgeports.Skipped, fails []bridgeports.Failure, err error) {
+	cmd, names, brs := req.cmd, req.names, req.brs
+	// Names and --bridge add up: a name is looked for on every bridge.
+	listed := brs
+	if len(names) > 0 {
+		listed = nil
+		for _, b := range brs {
+			if _, err := bridgeports.Bridge(cl, b); err != nil {
+				return nil, nil, nil, fmt.Errorf("%s: %w", cmd, err)
+			}
+		}
+	}
+	o := bridgeports.ListOptions{Bridges: listed, PodIPs: bridgeports.PortArgsNeedPodIPs(names), Kinds: !req.anyPort && (req.all || len(brs) > 0)}
+	if bridgeports.PortArgsNeedPods(names) {
+		o.Pods = podOptions(c)
+	}
+	ports, err = bridgeports.List(cl, o)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	if o.Pods != nil {
+		namePodsFromCRI(c, cl, ports)
+	}
+	skipped = []bridgeports.Skipped{}
+	switch {
+	case len(names) > 0:
+		// A named port is acted on whatever it is; the ports a --bridge
+		// adds are pods' ports only.
+		var sel []bridgeports.Port
+		sel, fails = bridgeports.Select(cl, ports, names)
+		bulk := addBridgePorts(nil, ports, brs)
+		bulk = slices.DeleteFunc(bulk, func(p bridgeports.Port) bool {
+			return slices.ContainsFunc(sel, func(q bridgeports.Port) bool { return q.Name == p.Name })
+		})
+		if !req.anyPort {
+			bulk, skipped = bridgeports.SplitPodPorts(bulk)
+		}
+		ports = append(sel, bulk...)
+	case !req.anyPort && len(ports) > 0:
+		ports, skipped = bridgeports.SplitPodPorts(ports)
+	case len(ports) == 0:
+		where := "no bridge in netns " + cl.NetnsLabel() + " has a port"
+		switch {
+		case len(brs) == 1:
+			where = "bridge " + brs[0] + " has no ports"
+		case len(brs) > 1:
+			where = "bridges " + strings.Join(brs, ", ") + " have no ports"
+		default:
+			if names, err := bridgeports.BridgeNames(cl); err == nil && len(names) == 0 {
+				where = "no bridge in netns " + cl.NetnsLabel()
+			}
+		}
+		fmt.Fprintf(c.App.ErrWriter, "hairpinctl: %s: %s: nothing to do\n", cmd, where)
+	}
+	return ports, skipped, fails, nil
 }
 
 // addBridgePorts appends to sel every port of ports on one of brs that

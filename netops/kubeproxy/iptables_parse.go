@@ -251,6 +251,9 @@ func (p *iptParser) feedLines(table string, lines []string) {
 	}
 }
 
+// line reads one line of iptables-save or -S output: a table, a chain
+// declaration, a rule or COMMIT, one case each, the rule case handing the
+// rule to its chain's kind (hence its length).
 func (p *iptParser) line(line []byte) {
 	line = bytes.TrimSpace(line)
 	if len(line) == 0 || line[0] == '#' {
@@ -390,7 +393,8 @@ func (p *iptParser) sep(name string) *iptSep {
 	return c
 }
 
-// handle files one rule and reports whether it was understood.
+// handle files one rule and reports whether it was understood: one case
+// per chain kind and target, kept as one switch (hence its length).
 func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte) bool {
 	target := r.target
 	tkind := classifyChainBytes(target)
@@ -509,7 +513,7 @@ func (p *iptParser) handle(kind chainKind, chain string, r *iptRule, line []byte
 }
 
 // handleEntry files a KUBE-SERVICES, KUBE-NODEPORTS or
-// KUBE-EXTERNAL-SERVICES rule.
+// KUBE-EXTERNAL-SERVICES rule: one case per target kind (hence its length).
 func (p *iptParser) handleEntry(kind chainKind, r *iptRule, line []byte) bool {
 	target := string(r.target)
 	tkind := classifyChain(target)
@@ -763,7 +767,9 @@ func (p *iptParser) tokenize(line []byte) bool {
 
 // parseRule reads "-A CHAIN options..." into r. It reports false when the
 // line cannot be read at all (an unterminated quote, an option without its
-// value); r.extra marks options outside kube-proxy's vocabulary.
+// value); r.extra marks options outside kube-proxy's vocabulary. One pass
+// over the line with a case per option, which share the cursor and the
+// negation state (hence its length).
 func (p *iptParser) parseRule(line []byte, r *iptRule) bool {
 	// Reserve scratch so that unescaped comments never move it.
 	if cap(p.scratch) < len(line) {

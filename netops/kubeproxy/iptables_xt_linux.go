@@ -52,7 +52,9 @@ func (r *ruleText) mark(m *expr.Meta, rest []expr.Any) (used int, ok bool) {
 
 func hex32(v uint32) string { return "0x" + strconv.FormatUint(uint64(v), 16) }
 
-// xtMatch renders one x_tables match from its info struct.
+// xtMatch renders one x_tables match from its info struct: one case per
+// match kube-proxy uses, each reading its kernel struct's layout (hence its
+// length).
 func (r *ruleText) xtMatch(name string, rev uint32, info []byte) bool {
 	ne := binary.NativeEndian
 	switch {
@@ -231,7 +233,8 @@ const (
 	natPrintedRandom = natRandom | natRandomFully
 )
 
-// xtTarget renders the x_tables targets of kube-proxy's rules.
+// xtTarget renders the x_tables targets of kube-proxy's rules: one case
+// per target, each reading its kernel struct's layout (hence its length).
 func (r *ruleText) xtTarget(t *expr.Target) bool {
 	raw, ok := t.Info.(*xt.Unknown)
 	if !ok {

@@ -120,7 +120,9 @@ func parseNFTList(r io.Reader, family int, raw bool, sel *serviceSelector) (*Res
 }
 
 // feed reads the text block by block, tracking brace depth so that sets,
-// maps and chains of any shape are skipped or read whole.
+// maps and chains of any shape are skipped or read whole. Its states share
+// the pending line and element buffers, so it is one loop (hence its
+// length).
 func (p *nftParser) feed(r io.Reader) error {
 	var (
 		block   string // "chain", "set", "map", "table", "other"
@@ -425,6 +427,10 @@ func (p *nftParser) fileRule(chain string, line []byte, readable bool) {
 	}
 }
 
+// ruleKnown files one rule (its fields f) of chain c, of kind, and reports
+// whether its form is one kube-proxy writes. It is one case per rule form
+// of the releases read, kept as one switch so that each release's forms
+// sit side by side (hence its length).
 func (p *nftParser) ruleKnown(kind chainKind, c *linkChain, f []string) bool {
 	last := ""
 	if len(f) > 0 {

@@ -694,7 +694,8 @@ func decodeNFTExpr(fam byte, data []byte, e expr.Any) (err error) {
 }
 
 // render adds e's statement or loads its register; false when e is not of
-// a form rendered here.
+// a form rendered here. It is one case per expression form kube-proxy's
+// rules use, which reads best as one switch (hence its length).
 func (r *nftRenderer) render(e expr.Any) bool {
 	switch e := e.(type) {
 	case *expr.Payload:
