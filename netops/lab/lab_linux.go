@@ -26,6 +26,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hairpinctl/hairpinctl/netops/internal/nsenter"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -251,26 +252,9 @@ func doOnThread(fn func() error) error {
 }
 
 // In runs fn on a thread inside ns: exec'd children and sockets made there
-// belong to ns.
-func In(ns netns.NsHandle, fn func() error) error {
-	var ferr error
-	err := doOnThread(func() error {
-		orig, err := netns.Get()
-		if err != nil {
-			return err
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			return err
-		}
-		ferr = fn()
-		return netns.Set(orig)
-	})
-	if err != nil {
-		return err
-	}
-	return ferr
-}
+// belong to ns. It is the product's one way in (nsenter.Do), so the lab
+// enters namespaces as hairpinctl does.
+func In(ns netns.NsHandle, fn func() error) error { return nsenter.Do(ns, fn) }
 
 func (l *Lab) setupNode() error {
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: l.Bridge}}
