@@ -180,7 +180,12 @@ func writeProbe(b *strings.Builder, pal palette, r *probe.Report) {
 
 	var t strings.Builder
 	tw := newTable(&t)
-	cols := []string{probe.ResultSucceeded, probe.ResultTimedOut, probe.ResultRefused, probe.ResultReset}
+	cols := []string{probe.ResultSucceeded}
+	if r.Results[probe.ResultRetransmitted] > 0 {
+		// Connected only after a resent SYN: the first was dropped.
+		cols = append(cols, probe.ResultRetransmitted)
+	}
+	cols = append(cols, probe.ResultTimedOut, probe.ResultRefused, probe.ResultReset)
 	for _, k := range []string{probe.ResultNoReply, probe.ResultError} {
 		if r.Results[k] > 0 {
 			cols = append(cols, k)

@@ -8,7 +8,7 @@ import (
 )
 
 // results lists every connection result, in the order reports show them.
-var results = []string{ResultSucceeded, ResultTimedOut, ResultRefused, ResultReset, ResultNoReply, ResultError}
+var results = []string{ResultSucceeded, ResultRetransmitted, ResultTimedOut, ResultRefused, ResultReset, ResultNoReply, ResultError}
 
 // Diagnose counts r's connections and explains every one that failed from
 // r's facts, filling Results, Endpoints, Findings and OK. cmd turns
@@ -184,16 +184,31 @@ func (d *diagnosis) hairpinOff() {
 	}
 	traced := d.r.Facts.Traced
 	idx := d.pick(func(c *Connection) bool {
-		if c.Result != ResultTimedOut && c.Result != ResultNoReply {
+		switch c.Result {
+		case ResultTimedOut, ResultNoReply, ResultRetransmitted:
+		default:
 			return false
 		}
 		if traced {
-			return c.Bridge == BridgeDropped
+			// Seen: balanced to itself, then left by no port.
+			return c.Bridge == BridgeDropped && c.BalancedToSelf
 		}
-		return !c.Conntrack
+		return !c.Conntrack || c.Result == ResultRetransmitted
 	})
 	if len(idx) == 0 {
 		return
+	}
+	total := len(d.r.Connections)
+	if !traced {
+		// Inferred: blame the bridge for no more connections than the
+		// pod's share of the balancing makes likely; the rest stay
+		// unexplained.
+		if most := likelyAtMost(self.Share, total); len(idx) > most {
+			idx = idx[:most]
+		}
+		if len(idx) == 0 {
+			return
+		}
 	}
 	p := d.r.Pod
 	n := len(d.r.Service.Endpoints)
@@ -205,19 +220,45 @@ func (d *diagnosis) hairpinOff() {
 		fmt.Sprintf("kernel: port %s of bridge %s has hairpin off", p.Port, p.Bridge),
 		fmt.Sprintf("%s: %s (this pod) is %s of %s, share %s", d.rulesSource(), self.Addr, who, d.svcName(), percent(self.Share)),
 	}
-	if traced {
-		ev = append(ev, fmt.Sprintf("bridge trace: %d of the probe's connections entered the bridge from %s and left it by no port, nor were passed up to the node: dropped by the bridge", len(idx), p.Port))
-	} else {
-		ev = append(ev, "bridge not traced: the drop is inferred, not seen")
+	retrans := 0
+	for _, i := range idx {
+		if d.r.Connections[i].Result == ResultRetransmitted {
+			retrans++
+		}
 	}
-	ev = append(ev, d.noEntry("conntrack: no entry confirmed for them (the kernel confirms one only after the bridge passes the packet on)"))
+	if traced {
+		ev = append(ev, fmt.Sprintf("bridge trace: %d of the probe's connections entered the bridge from %s, came out of prerouting addressed to this pod itself, and left by no port, nor were passed up to the node: dropped by the bridge", len(idx), p.Port))
+	} else {
+		ev = append(ev, fmt.Sprintf("bridge not traced: the drop is inferred, not seen, from the hairpin mode and the pod's share (at most %d of %d put on it)", likelyAtMost(self.Share, total), total))
+	}
+	if retrans > 0 {
+		ev = append(ev, fmt.Sprintf("socket: %d connected only after the kernel sent the SYN again: the first SYN was dropped and the resent one balanced elsewhere", retrans))
+	}
+	if retrans < len(idx) {
+		ev = append(ev, d.noEntry("conntrack: no entry confirmed for the dropped ones (the kernel confirms one only after the bridge passes the packet on)"))
+	}
+	verb := "are dropped by the bridge"
+	if !traced {
+		verb = "are dropped by the bridge, which likely accounts for these (inferred: the bridge was not traced)"
+	}
 	d.add(Finding{
 		ID: FindingHairpinOff,
-		Finding: fmt.Sprintf("%s; this pod is %s of %s and its port %s has hairpin off: connections balanced to itself are dropped by the bridge (expected %s)",
-			d.tally(idx), who, d.svcName(), p.Port, expected(self.Share)),
+		Finding: fmt.Sprintf("%s; this pod is %s of %s and its port %s has hairpin off: connections balanced to itself %s (expected %s)",
+			d.tally(idx), who, d.svcName(), p.Port, verb, expected(self.Share)),
 		Evidence: ev,
 		Fix:      d.cmd("enable " + p.Port),
 	}, idx)
+}
+
+// likelyAtMost is how many of n connections a share of the balancing can
+// plausibly send to one endpoint: the mean plus three standard deviations
+// of the binomial, plus one.
+func likelyAtMost(share float64, n int) int {
+	if share >= 0.999 {
+		return n
+	}
+	m := share*float64(n) + 3*math.Sqrt(float64(n)*share*(1-share)) + 1
+	return min(n, int(math.Ceil(m)))
 }
 
 // noSNAT: a connection balanced to the pod itself and not masqueraded
@@ -225,7 +266,7 @@ func (d *diagnosis) hairpinOff() {
 // itself directly, and the reply never passes the node to be un-NATed.
 func (d *diagnosis) noSNAT() {
 	idx := d.pick(func(c *Connection) bool {
-		return c.Conntrack && c.Self && !c.SNAT && c.Result != ResultSucceeded && c.Result != ResultRefused
+		return c.Conntrack && c.Self && !c.SNAT && c.Result != ResultSucceeded && c.Result != ResultRetransmitted && c.Result != ResultRefused
 	})
 	if len(idx) == 0 {
 		return
@@ -340,7 +381,8 @@ func (d *diagnosis) unexplained() {
 // seen describes what conntrack and the bridge trace showed of the
 // connections idx.
 func (d *diagnosis) seen(idx []int) []string {
-	ct, fwd, up, drop, unseen := 0, 0, 0, 0, 0
+	ct, retrans := 0, 0
+	bridge := map[string]int{}
 	eps := map[string]int{}
 	errs := map[string]int{}
 	for _, i := range idx {
@@ -348,26 +390,23 @@ func (d *diagnosis) seen(idx []int) []string {
 		if c.Error != "" {
 			errs[c.Error]++
 		}
+		if c.Result == ResultRetransmitted {
+			retrans++
+		}
 		if c.Conntrack {
 			ct++
 			eps[c.Endpoint]++
 		}
-		switch c.Bridge {
-		case BridgeForwarded:
-			fwd++
-		case BridgeDelivered:
-			up++
-		case BridgeDropped:
-			drop++
-		case BridgeUnseen:
-			unseen++
-		}
+		bridge[c.Bridge]++
 	}
 	var ev []string
 	for e, n := range errs {
 		ev = append(ev, fmt.Sprintf("socket: %d failed with %q", n, e))
 	}
 	sort.Strings(ev)
+	if retrans > 0 {
+		ev = append(ev, fmt.Sprintf("socket: %d connected only after the kernel sent the SYN again: the first SYN or its answer was lost", retrans))
+	}
 	if ct == 0 {
 		ev = append(ev, d.noEntry("conntrack: no entry for them"))
 	} else {
@@ -379,7 +418,20 @@ func (d *diagnosis) seen(idx []int) []string {
 		ev = append(ev, fmt.Sprintf("conntrack: %d of them have an entry: %s", ct, strings.Join(parts, ", ")))
 	}
 	if d.r.Facts.Traced {
-		ev = append(ev, fmt.Sprintf("bridge trace: %d forwarded to a port, %d passed up to the node, %d dropped, %d never seen entering from %s", fwd, up, drop, unseen, d.r.Pod.Port))
+		var parts []string
+		for _, k := range []struct{ v, what string }{
+			{BridgeForwarded, "reached the bridge's forward hook bound for a port (a FORWARD firewall rule may drop there)"},
+			{BridgeDelivered, "passed up to the node"},
+			{BridgeDropped, "balanced to this pod itself and dropped by the bridge"},
+			{BridgeDroppedEarly, "dropped before the bridge decided where they go (in the IP prerouting hooks br_netfilter runs: a firewall rule, not the hairpin)"},
+			{BridgeLost, "balanced to another endpoint and sent to no port"},
+			{BridgeUnseen, "never seen entering from " + d.r.Pod.Port},
+		} {
+			if n := bridge[k.v]; n > 0 {
+				parts = append(parts, fmt.Sprintf("%d %s", n, k.what))
+			}
+		}
+		ev = append(ev, "bridge trace: "+strings.Join(parts, "; "))
 	} else {
 		ev = append(ev, "bridge not traced")
 	}

@@ -40,8 +40,13 @@ func repeat(n int, c Connection) []Connection {
 }
 
 var (
-	ok        = Connection{Result: ResultSucceeded, Conntrack: true, Endpoint: "10.244.0.6:8080", Bridge: BridgeForwarded}
-	dropped   = Connection{Result: ResultTimedOut, Bridge: BridgeDropped}
+	ok      = Connection{Result: ResultSucceeded, Conntrack: true, Endpoint: "10.244.0.6:8080", Bridge: BridgeForwarded}
+	dropped = Connection{Result: ResultTimedOut, Bridge: BridgeDropped, BalancedToSelf: true}
+	// retried: the first SYN balanced to the pod itself and dropped, the
+	// resent one balanced to another pod.
+	retried = Connection{Result: ResultRetransmitted, SynRetransmits: 1, Conntrack: true, Endpoint: "10.244.0.6:8080", Bridge: BridgeDropped, BalancedToSelf: true}
+	// early: dropped in IP prerouting (a firewall rule), never balanced.
+	early     = Connection{Result: ResultTimedOut, Bridge: BridgeDroppedEarly}
 	noSNAT    = Connection{Result: ResultTimedOut, Conntrack: true, Endpoint: "10.244.0.5:8080", Self: true, State: "SYN_SENT", Bridge: BridgeForwarded}
 	refusedBy = Connection{Result: ResultRefused, Conntrack: true, Endpoint: "10.244.0.6:8080", State: "CLOSE", Bridge: BridgeForwarded}
 	rejected  = Connection{Result: ResultRefused, Bridge: BridgeDelivered}
@@ -68,7 +73,24 @@ func TestDiagnose(t *testing.T) {
 			{FindingHairpinOff, 20, []string{"20 of 20 timed out", "the only endpoint", "expected all of them", "inferred, not seen"}},
 		}},
 		{"hairpin off but the pod is no endpoint: not blamed", report(false, 2, false, repeat(5, dropped)...), []wantFinding{
-			{FindingUnexplained, 5, []string{"5 of 5 timed out, unexplained", "0 forwarded to a port, 0 passed up to the node, 5 dropped"}},
+			{FindingUnexplained, 5, []string{"5 of 5 timed out, unexplained", "bridge trace: 5 balanced to this pod itself and dropped"}},
+		}},
+		{"hairpin off, SYN dropped then resent elsewhere: a failure, put on the hairpin", report(false, 3, true, append(repeat(22, ok), repeat(8, retried)...)...), []wantFinding{
+			{FindingHairpinOff, 8, []string{"8 of 30 retransmitted", "hairpin off", "8 connected only after the kernel sent the SYN again"}},
+		}},
+		{"retransmitted without a drop the trace saw: unexplained", report(true, 3, true, append(repeat(2, ok), Connection{Result: ResultRetransmitted, SynRetransmits: 1, Conntrack: true, Endpoint: "10.244.0.6:8080", Bridge: BridgeForwarded})...), []wantFinding{
+			{FindingUnexplained, 1, []string{"1 of 3 retransmitted, unexplained", "1 connected only after the kernel sent the SYN again"}},
+		}},
+		{"hairpin off, but dropped in prerouting before balancing: unexplained", report(false, 3, true, repeat(6, early)...), []wantFinding{
+			{FindingUnexplained, 6, []string{"6 of 6 timed out, unexplained", "6 dropped before the bridge decided", "not the hairpin"}},
+		}},
+		{"hairpin off, untraced: no more put on it than the pod's share", func() *Report {
+			r := report(false, 3, true, repeat(30, Connection{Result: ResultTimedOut})...)
+			r.Facts.Traced = false
+			return r
+		}(), []wantFinding{
+			{FindingHairpinOff, 19, []string{"19 of 30 timed out", "inferred", "at most 19 of 30"}},
+			{FindingUnexplained, 11, []string{"11 of 30 timed out, unexplained"}},
 		}},
 		{"no SNAT, masquerade rule missing", func() *Report {
 			r := report(true, 2, true, append(repeat(10, ok), repeat(10, noSNAT)...)...)
@@ -109,7 +131,7 @@ func TestDiagnose(t *testing.T) {
 			{FindingBrNetfilter, 4, []string{"bridge-nf-call-iptables is 0"}},
 		}},
 		{"forwarded and timed out, with everything in place: unexplained", report(true, 2, false, append(repeat(3, ok), repeat(2, forwarded)...)...), []wantFinding{
-			{FindingUnexplained, 2, []string{"2 of 5 timed out, unexplained", "2 forwarded to a port", "2 to 10.244.0.6:8080"}},
+			{FindingUnexplained, 2, []string{"2 of 5 timed out, unexplained", "2 reached the bridge's forward hook", "2 to 10.244.0.6:8080"}},
 		}},
 		{"udp without replies", report(true, 1, false, repeat(3, Connection{Result: ResultNoReply, Conntrack: true, Endpoint: "10.244.0.6:8080", Bridge: BridgeForwarded})...), []wantFinding{
 			{FindingUDPNoReply, 3, []string{"cannot be judged"}},

@@ -13,8 +13,14 @@ import "time"
 
 // Connection results.
 const (
-	// ResultSucceeded: TCP connected; UDP got a reply.
+	// ResultSucceeded: TCP connected at the first SYN; UDP got a reply.
 	ResultSucceeded = "succeeded"
+	// ResultRetransmitted: TCP connected, but only after the kernel sent
+	// the SYN again (a second after the first, then doubling): the first
+	// SYN, or its answer, was lost. A dropped SYN resent is balanced
+	// anew, often to another endpoint, so a drop hides behind a slow
+	// success: it is a failure.
+	ResultRetransmitted = "retransmitted"
 	// ResultTimedOut: no answer within the timeout.
 	ResultTimedOut = "timed-out"
 	// ResultRefused: a TCP reset to the SYN or an ICMP port unreachable.
@@ -31,13 +37,24 @@ const (
 
 // Bridge verdicts of one connection's first packet, from the trace.
 const (
-	// BridgeForwarded: the bridge forwarded it to a port.
+	// BridgeForwarded: it reached the bridge's forward hook bound for a
+	// port (a firewall in the FORWARD chain may still drop it there).
 	BridgeForwarded = "forwarded"
 	// BridgeDelivered: the bridge passed it up to the node (routed on).
 	BridgeDelivered = "delivered"
-	// BridgeDropped: it entered the bridge from the pod's port and left
-	// by no port and was not passed up: the bridge dropped it.
+	// BridgeDropped: a frame of the connection entered the bridge from
+	// the pod's port, was balanced to the pod itself, and left by no
+	// port nor was passed up: the bridge dropped it. Said when it
+	// happened at least once, even if a resent SYN got through later.
 	BridgeDropped = "dropped"
+	// BridgeDroppedEarly: it entered the bridge from the pod's port but
+	// never came out of the IP prerouting hooks br_netfilter runs in the
+	// bridge (a firewall rule there, for instance): dropped before the
+	// bridge decided where it goes.
+	BridgeDroppedEarly = "dropped-prerouting"
+	// BridgeLost: it came out of the prerouting hooks balanced to another
+	// endpoint, yet reached no port and was not passed up.
+	BridgeLost = "lost"
 	// BridgeUnseen: the trace never saw it enter the bridge.
 	BridgeUnseen = "unseen"
 )
@@ -162,8 +179,12 @@ type EndpointCount struct {
 type Connection struct {
 	// SrcPort is its source port in the pod.
 	SrcPort uint16 `json:"srcPort"`
-	// Result is succeeded, timed-out, refused, reset, no-reply or error.
+	// Result is succeeded, retransmitted, timed-out, refused, reset,
+	// no-reply or error.
 	Result string `json:"result"`
+	// SynRetransmits is how many times the kernel sent the SYN again
+	// (TCP_INFO's total_retrans), 0 for UDP.
+	SynRetransmits int `json:"synRetransmits"`
 	// LatencyMs is the time to the result (the timeout for timed-out).
 	LatencyMs float64 `json:"latencyMs"`
 	// Error is the socket's error for result error, else "".
@@ -180,9 +201,14 @@ type Connection struct {
 	SNAT bool `json:"snat"`
 	// State is the entry's TCP state when read.
 	State string `json:"state,omitempty"`
-	// Bridge is what the bridge did with its first packet: forwarded,
-	// delivered, dropped, unseen; "" when the bridge was not traced.
+	// Bridge is what the bridge did with its packets: dropped (at least
+	// one, balanced to the pod itself), dropped-prerouting, forwarded,
+	// delivered, lost, unseen; "" when the bridge was not traced.
 	Bridge string `json:"bridge,omitempty"`
+	// BalancedToSelf: the trace saw a frame of it come out of the
+	// prerouting hooks addressed to the pod itself (kube-proxy balanced
+	// it to its own client).
+	BalancedToSelf bool `json:"balancedToSelf,omitempty"`
 	// OutPort is the port the bridge forwarded it to.
 	OutPort string `json:"outPort,omitempty"`
 }

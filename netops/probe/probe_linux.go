@@ -287,7 +287,8 @@ func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, 
 		} else {
 			for i := range r.Connections {
 				cn := &r.Connections[i]
-				cn.Bridge = verdicts[cn.SrcPort]
+				v := verdicts[cn.SrcPort]
+				cn.Bridge, cn.BalancedToSelf = v.verdict, v.self
 				if cn.Bridge == "" {
 					cn.Bridge = BridgeUnseen
 				}
@@ -444,14 +445,19 @@ func connectOne(ctx context.Context, s sock, dst netip.AddrPort, proto uint8, ti
 			return classify(err)
 		}
 		if !wait(ctx, s.fd, unix.POLLOUT, deadline) {
+			cn.SynRetransmits = synRetransmits(s.fd)
 			return done(ResultTimedOut, nil)
 		}
 		v, gerr := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR)
 		if gerr != nil {
 			return classify(gerr)
 		}
+		cn.SynRetransmits = synRetransmits(s.fd)
 		if v != 0 {
 			return classify(unix.Errno(v))
+		}
+		if cn.SynRetransmits > 0 {
+			return done(ResultRetransmitted, nil)
 		}
 		return classify(nil)
 	}
@@ -469,6 +475,17 @@ func connectOne(ctx context.Context, s sock, dst netip.AddrPort, proto uint8, ti
 		return classify(err)
 	}
 	return classify(nil)
+}
+
+// synRetransmits is how many times the kernel sent the socket's SYN
+// again: right after the handshake (or its failure) nothing else can have
+// been retransmitted. 0 when TCP_INFO cannot be read.
+func synRetransmits(fd int) int {
+	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return 0
+	}
+	return int(info.Total_retrans)
 }
 
 // wait polls fd for events until deadline or ctx ends; true when they came

@@ -289,3 +289,92 @@ func TestProbeRemovesStaleTable(t *testing.T) {
 	}
 	noProbeTable(t, l)
 }
+
+// With a timeout above a second the kernel resends a SYN the bridge
+// dropped, and kube-proxy balances the resend anew, often to another
+// endpoint: the connection succeeds slowly. Such a connection is a
+// failure put on the hairpin, and the trace says its first SYN was
+// dropped, not that "forwarded" won.
+func TestProbeRetransmittedSynIsAFailure(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 3, Endpoints: []int{1, 2, 3}})
+	c := open(t, l)
+	self := l.Pod(1)
+	const n = 30
+	r, err := probe.Run(context.Background(), c, probe.Options{Pod: self.HostVeth, Service: l.ServiceName, Count: n, Timeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Facts.Traced {
+		t.Fatalf("bridge not traced: %s", r.Facts.TraceError)
+	}
+	toSelf, retrans := 0, 0
+	for _, cn := range r.Connections {
+		if cn.Result == probe.ResultRetransmitted {
+			retrans++
+			if cn.SynRetransmits < 1 {
+				t.Errorf("port %d: retransmitted with %d SYN retransmissions", cn.SrcPort, cn.SynRetransmits)
+			}
+		}
+		if !cn.BalancedToSelf {
+			continue
+		}
+		// Hairpin is off: a SYN balanced to the pod itself is always
+		// dropped, so no such connection may count as a success.
+		toSelf++
+		if cn.Result == probe.ResultSucceeded || cn.Bridge != probe.BridgeDropped {
+			t.Errorf("port %d was balanced to the pod itself with hairpin off, yet result %q bridge %q; want a failure, dropped", cn.SrcPort, cn.Result, cn.Bridge)
+		}
+	}
+	if toSelf == 0 {
+		t.Fatalf("no connection of %d was balanced to the pod itself (1 of 3 endpoints): results %v", n, r.Results)
+	}
+	if r.OK {
+		t.Fatalf("%d of %d balanced to the pod itself with hairpin off, yet OK: results %v", toSelf, n, r.Results)
+	}
+	f := finding(r, probe.FindingHairpinOff)
+	if f == nil || f.Connections != toSelf {
+		t.Fatalf("findings %+v: want hairpin-off for the %d connections balanced to the pod itself", r.Findings, toSelf)
+	}
+	t.Logf("results %v: %d balanced to itself, %d connected after a SYN retransmission", r.Results, toSelf, retrans)
+	noProbeTable(t, l)
+}
+
+// A firewall rule in the IP prerouting hooks (which br_netfilter runs
+// inside the bridge) drops the SYNs balanced to the pod itself, with
+// hairpin off too: the frames never come out of prerouting, so the
+// hairpin is not blamed and --fix has nothing to fix.
+func TestProbePreroutingDropNotHairpin(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 2, Endpoints: []int{1}})
+	self := l.Pod(1)
+	for _, cmd := range [][]string{
+		{"nft", "add", "table", "ip", "p"},
+		{"nft", "add", "chain", "ip", "p", "pre", "{ type filter hook prerouting priority -50; }"},
+		{"nft", "add", "rule", "ip", "p", "pre", "ip", "daddr", self.IP.String(), "tcp", "dport", "8080", "drop"},
+	} {
+		if out, err := l.Exec("", cmd[0], cmd[1:]...); err != nil {
+			t.Fatalf("%s: %v: %s", cmd, err, out)
+		}
+	}
+	t.Cleanup(func() { _, _ = l.Exec("", "nft", "delete", "table", "ip", "p") })
+	c := open(t, l)
+	res, err := probe.RunFix(context.Background(), c, probe.Options{Pod: self.HostVeth, Service: l.ServiceName, Count: 10, Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.Before
+	if r.Results[probe.ResultTimedOut] != 10 {
+		t.Fatalf("results %v: want 10 timed out", r.Results)
+	}
+	if len(r.Findings) != 1 || r.Findings[0].ID != probe.FindingUnexplained || r.Findings[0].Connections != 10 {
+		t.Fatalf("findings %+v: want one unexplained finding for 10", r.Findings)
+	}
+	for _, cn := range r.Connections {
+		if cn.Bridge != probe.BridgeDroppedEarly || cn.BalancedToSelf {
+			t.Errorf("port %d: bridge %q balancedToSelf %v; want dropped-prerouting, never balanced", cn.SrcPort, cn.Bridge, cn.BalancedToSelf)
+		}
+	}
+	if res.Applied != "" {
+		t.Errorf("--fix applied %q for a drop that is not the hairpin", res.Applied)
+	}
+	noProbeTable(t, l)
+}
