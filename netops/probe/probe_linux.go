@@ -240,7 +240,15 @@ func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, 
 	r.Facts.Masquerade = Masquerade{MarkMasq: m.MarkMasq, PostroutingMasquerade: m.PostroutingMasquerade, PostroutingHooked: m.PostroutingHooked, HairpinSet: m.HairpinSet}
 	r.Facts.BrNetfilter = brNetfilter(c, t.podIP.Is6())
 
-	socks, err := openSockets(t.ns, t.podIP, t.proto, o.Count)
+	// Entries left by earlier connections from the pod to the Service
+	// (an earlier probe's, say): a new connection with the 4-tuple of one
+	// would inherit its endpoint, so their source ports are not used and
+	// their IDs are not taken for the probe's own.
+	stale, err := existingFlows(ctx, c, svcIP, t)
+	if err != nil {
+		r.Facts.ConntrackError = err.Error()
+	}
+	socks, err := openSockets(t.ns, t.podIP, t.proto, o.Count, stale.ports)
 	defer func() {
 		for _, s := range socks {
 			unix.Close(s.fd)
@@ -264,7 +272,7 @@ func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, 
 		}
 	}
 
-	ct, err := watchConntrack(ctx, c, svcIP, t, sports)
+	ct, err := watchConntrack(ctx, c, svcIP, t, sports, stale.ids)
 	if err != nil {
 		r.Facts.ConntrackError = err.Error()
 	}
@@ -354,10 +362,47 @@ type sock struct {
 	port uint16
 }
 
-func openSockets(ns netns.NsHandle, src netip.Addr, proto uint8, n int) ([]sock, error) {
-	var socks []sock
+// staleFlows are the conntrack entries from the pod to the Service that
+// were there before the probe.
+type staleFlows struct {
+	ports map[uint16]bool
+	ids   map[uint32]bool
+}
+
+// existingFlows lists the conntrack entries from the pod to the Service.
+func existingFlows(ctx context.Context, c *netops.Client, svcIP netip.Addr, t *target) (staleFlows, error) {
+	st := staleFlows{ports: map[uint16]bool{}, ids: map[uint32]bool{}}
+	_, err := flows.Stream(ctx, c, flows.Options{
+		ServiceIP: svcIP, Port: uint16(t.svc.Port), Proto: t.proto, NoFollow: true,
+		Flow: func(f flows.Flow) error {
+			if f.Orig.Src == t.podIP {
+				st.ports[f.Orig.SPort] = true
+				st.ids[f.ID] = true
+			}
+			return nil
+		},
+	})
+	return st, err
+}
+
+// openSockets opens n sockets in ns bound to src, each on a port the
+// kernel picks and that is not in avoid: a port the kernel offers that
+// is in avoid is held (so it is not offered again) and another asked for.
+// TCP sockets close with a reset (SO_LINGER 0): their conntrack entries
+// end at once rather than lingering in FIN_WAIT for the next probe.
+func openSockets(ns netns.NsHandle, src netip.Addr, proto uint8, n int, avoid map[uint16]bool) ([]sock, error) {
+	var socks, held []sock
+	defer func() {
+		for _, s := range held {
+			unix.Close(s.fd)
+		}
+	}()
 	err := nsenter.Do(ns, func() error {
-		for range n {
+		mine := map[uint16]bool{}
+		for len(socks) < n {
+			if len(held) > len(avoid)+n {
+				return fmt.Errorf("bind %s: no free source port: %d are taken by conntrack entries to the Service", src, len(avoid))
+			}
 			fam, typ := unix.AF_INET, unix.SOCK_STREAM
 			if src.Is6() {
 				fam = unix.AF_INET6
@@ -369,20 +414,34 @@ func openSockets(ns netns.NsHandle, src netip.Addr, proto uint8, n int) ([]sock,
 			if err != nil {
 				return err
 			}
-			socks = append(socks, sock{fd: fd})
+			s := sock{fd: fd}
+			if proto == flows.ProtoTCP {
+				if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
+					unix.Close(fd)
+					return fmt.Errorf("SO_LINGER: %w", err)
+				}
+			}
 			if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(src, 0))); err != nil {
+				unix.Close(fd)
 				return fmt.Errorf("bind %s: %w", src, err)
 			}
 			sa, err := unix.Getsockname(fd)
 			if err != nil {
+				unix.Close(fd)
 				return err
 			}
 			switch a := sa.(type) {
 			case *unix.SockaddrInet4:
-				socks[len(socks)-1].port = uint16(a.Port)
+				s.port = uint16(a.Port)
 			case *unix.SockaddrInet6:
-				socks[len(socks)-1].port = uint16(a.Port)
+				s.port = uint16(a.Port)
 			}
+			if avoid[s.port] || mine[s.port] {
+				held = append(held, s)
+				continue
+			}
+			mine[s.port] = true
+			socks = append(socks, s)
 		}
 		return nil
 	})
@@ -523,7 +582,11 @@ type ctWatch struct {
 // watchConntrack subscribes to conntrack events in the node namespace and
 // returns once the subscription is in place: the first time the event
 // socket is found empty (flows.Options.Idle).
-func watchConntrack(ctx context.Context, c *netops.Client, svcIP netip.Addr, t *target, sports []uint16) (*ctWatch, error) {
+//
+// Only an entry the probe's own connection created counts: one that
+// existed before the probe (its ID in stale) is ignored, and so is every
+// event for a source port until a new event opened an entry for it.
+func watchConntrack(ctx context.Context, c *netops.Client, svcIP netip.Addr, t *target, sports []uint16, stale map[uint32]bool) (*ctWatch, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	w := &ctWatch{cancel: cancel, done: make(chan error, 1), seen: map[uint16]flows.Flow{}}
 	mine := map[uint16]bool{}
@@ -536,12 +599,20 @@ func watchConntrack(ctx context.Context, c *netops.Client, svcIP netip.Addr, t *
 		_, err := flows.Stream(ctx, c, flows.Options{
 			ServiceIP: svcIP, Port: uint16(t.svc.Port), Proto: t.proto, NoDump: true,
 			Flow: func(f flows.Flow) error {
-				if f.Orig.Src != t.podIP || !mine[f.Orig.SPort] {
+				if f.Orig.Src != t.podIP || !mine[f.Orig.SPort] || stale[f.ID] {
 					return nil
 				}
 				w.mu.Lock()
 				defer w.mu.Unlock()
 				old, ok := w.seen[f.Orig.SPort]
+				switch {
+				case f.Event == flows.EventNew:
+					// A new entry for the port: the latest is the one
+					// the connection's last SYN opened.
+					ok = ok && old.ID == f.ID
+				case !ok || old.ID != f.ID:
+					return nil
+				}
 				if ok && f.State == "" {
 					f.State = old.State
 				}

@@ -378,3 +378,45 @@ func TestProbePreroutingDropNotHairpin(t *testing.T) {
 	}
 	noProbeTable(t, l)
 }
+
+// Probes one after the other reuse source ports: a new SYN with the
+// 4-tuple of a leftover conntrack entry would inherit its endpoint. Here
+// the pod's ephemeral range is 100 ports and 50 of them hold entries to
+// the Service balanced to an address where nothing answers: a probe that
+// used one would time out. Three probes in a row use none of them, take
+// no earlier entry for their own, and all succeed.
+func TestProbeBackToBack(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 3, Endpoints: []int{1, 2, 3}, Hairpin: true})
+	self := l.Pod(1)
+	const lo, hi = 40000, 40099
+	if out, err := lab.Exec(self.Ns, "", "sysctl", "-qw", fmt.Sprintf("net.ipv4.ip_local_port_range=%d %d", lo, hi)); err != nil {
+		t.Fatalf("sysctl: %v: %s", err, out)
+	}
+	leftover := map[uint16]bool{}
+	// bind() picks odd ports first (even ones are left for connect()).
+	for p := lo + 1; p <= hi; p += 2 {
+		leftover[uint16(p)] = true
+		out, err := l.Exec("", "conntrack", "-I", "-p", "tcp", "-s", self.IP.String(), "-d", l.ServiceIP.String(),
+			"--sport", fmt.Sprint(p), "--dport", fmt.Sprint(l.ServicePort), "-r", "10.244.0.250", "-q", self.IP.String(),
+			"--reply-port-src", "8080", "--reply-port-dst", fmt.Sprint(p), "--state", "FIN_WAIT", "-t", "120", "-u", "SEEN_REPLY,ASSURED")
+		if err != nil {
+			t.Fatalf("conntrack -I: %v: %s", err, out)
+		}
+	}
+	c := open(t, l)
+	for i := range 3 {
+		r, err := probe.Run(context.Background(), c, probe.Options{Pod: self.HostVeth, Service: l.ServiceName, Count: 10, Timeout: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatalf("probe %d: %v", i+1, err)
+		}
+		if !r.OK || len(r.Findings) != 0 {
+			t.Errorf("probe %d: results %v, findings %+v; want every connection to succeed", i+1, r.Results, r.Findings)
+		}
+		for _, cn := range r.Connections {
+			if cn.SrcPort < lo || cn.SrcPort > hi || leftover[cn.SrcPort] || !cn.Conntrack || strings.HasPrefix(cn.Endpoint, "10.244.0.250") {
+				t.Errorf("probe %d: port %d conntrack %v endpoint %q; want a free port of the pod's range with an entry of its own", i+1, cn.SrcPort, cn.Conntrack, cn.Endpoint)
+			}
+		}
+	}
+	noProbeTable(t, l)
+}
