@@ -247,3 +247,58 @@ func TestE2EDoctorProbe(t *testing.T) {
 		}
 	}
 }
+
+// --fix stopped by SIGINT during the probe after its fix still says what
+// it applied and how to undo it: the change stays on the node. (The
+// masquerade rule is deleted, so the probe after the fix hangs on its
+// timeout rather than ending at once.)
+func TestE2EProbeFixInterruptedSaysWhatItApplied(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 2, Endpoints: []int{1}})
+	self := l.Pod(1)
+	var masq string
+	for _, line := range strings.Split(l.Rules, "\n") {
+		if strings.HasPrefix(line, "-A KUBE-POSTROUTING") && strings.Contains(line, "-j MASQUERADE") {
+			masq = line
+		}
+	}
+	if masq == "" {
+		t.Fatalf("no MASQUERADE rule in the lab's rules:\n%s", l.Rules)
+	}
+	if out, err := l.Exec("", "sh", "-c", "iptables -t nat -D"+strings.TrimPrefix(masq, "-A")); err != nil {
+		t.Fatalf("delete %s: %v: %s", masq, err, out)
+	}
+	// The probe after the fix lasts its 3 s timeout: the signal comes as
+	// soon as the port's hairpin shows on.
+	cmd := exec.Command(bin, "--netns", l.Node, "probe", self.HostVeth, l.ServiceName, "-n", "3", "--timeout", "3s", "--fix")
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(60 * time.Second); !hairpinOf(t, l, self.HostVeth); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("--fix never turned hairpin on for %s:\n%s\n%s", self.HostVeth, stdout.String(), stderr.String())
+		}
+	}
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("the probe did not stop within 10 s of SIGINT")
+	}
+	msg := stderr.String()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(msg, "interrupted by SIGINT") ||
+		!strings.Contains(msg, "applied hairpin on "+self.HostVeth) || !strings.Contains(msg, "disable "+self.HostVeth) {
+		t.Errorf("exit %d, stderr %q; want 1, interrupted, naming the hairpin turned on for %s and how to undo it", code, msg, self.HostVeth)
+	}
+	if !hairpinOf(t, l, self.HostVeth) {
+		t.Errorf("hairpin of %s is off again; want the applied fix to stay", self.HostVeth)
+	}
+	if s := probeTables(t, l); s != "" {
+		t.Errorf("probe tables left behind:\n%s", s)
+	}
+}

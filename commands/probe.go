@@ -98,14 +98,19 @@ func runProbe(c *cli.Context) error {
 		}
 	}
 	if err != nil {
+		// A fix applied before the error stays: say so, and how to undo it.
+		kept := ""
+		if res != nil && res.Applied != "" {
+			kept = fmt.Sprintf("; --fix applied %s, which stays (undo: %s)", termSafeText(res.Applied), termSafeText(res.Undo))
+		}
 		if ctx.Err() != nil {
 			name := "a signal"
 			if s, ok := caught().(syscall.Signal); ok {
 				name = unixSignalName(s)
 			}
-			return fmt.Errorf("probe: interrupted by %s: its bridge table and sockets are removed", name)
+			return fmt.Errorf("probe: interrupted by %s: its bridge table and sockets are removed%s", name, kept)
 		}
-		return fmt.Errorf("probe: %w", err)
+		return fmt.Errorf("probe: %w%s", err, kept)
 	}
 	final := res.Before
 	if res.After != nil {
@@ -144,7 +149,7 @@ func printProbeResult(w io.Writer, res *probe.FixResult, fix bool) error {
 		case res.Applied == "":
 			b.WriteString("\nFIX: none applies (only a port's hairpin mode is fixed by --fix)\n")
 		default:
-			fmt.Fprintf(&b, "\nFIX: %s\n\nAFTER\n", termSafeText(res.Applied))
+			fmt.Fprintf(&b, "\nFIX: %s (undo: %s)\n\nAFTER\n", termSafeText(res.Applied), termSafeText(res.Undo))
 			writeProbe(&b, pal, res.After)
 			fmt.Fprintf(&b, "\n%s -> %s succeeded\n", fraction(res.Before), fraction(res.After))
 		}

@@ -269,8 +269,12 @@ const (
 type FixResult struct {
 	// Before is the probe before the fix.
 	Before *Report `json:"before"`
-	// Applied says what was changed, "" when no fix applies.
+	// Applied says what was changed, "" when no fix applies. It is set
+	// as soon as the change is made: RunFix returns it with the error of
+	// a probe after it that failed or was stopped.
 	Applied string `json:"applied"`
+	// Undo is the command that undoes Applied, "" when nothing was.
+	Undo string `json:"undo"`
 	// After is the probe after the fix, nil when none was applied.
 	After *Report `json:"after"`
 }

@@ -45,7 +45,9 @@ func Run(ctx context.Context, c *netops.Client, o Options) (*Report, error) {
 }
 
 // RunFix probes, applies the one fix that applies (hairpin on the pod's
-// port, when the probe found it off and to blame) and probes again.
+// port, when the probe found it off and to blame) and probes again. When
+// the probe after the fix fails or ctx ends during it, the result still
+// says what was applied and how to undo it, beside the error.
 func RunFix(ctx context.Context, c *netops.Client, o Options) (*FixResult, error) {
 	o.defaults()
 	t, err := resolve(c, o)
@@ -63,13 +65,18 @@ func RunFix(ctx context.Context, c *netops.Client, o Options) (*FixResult, error
 	}
 	sr := c.SetHairpin([]netops.Port{t.port}, true, false)
 	if len(sr.Failed) > 0 {
-		return res, fmt.Errorf("fix: %s", sr.Failed[0].Error)
+		err := sr.Failed[0].Err()
+		if err == nil {
+			err = errors.New(sr.Failed[0].Error)
+		}
+		return res, fmt.Errorf("fix: hairpin on %s: %w", t.port.Name, err)
 	}
 	res.Applied = "hairpin on " + t.port.Name
+	res.Undo = seeCmd(c, "disable "+t.port.Name)
 	t.port.Hairpin = true
 	after, err := run(ctx, c, o, t)
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("probe after the fix: %w", err)
 	}
 	res.After = after
 	return res, nil
