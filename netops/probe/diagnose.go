@@ -327,7 +327,7 @@ func (d *diagnosis) refused() {
 	}
 }
 
-// brNetfilter: with bridge-nf-call-iptables off, the reply of another pod
+// brNetfilter: with bridge-nf-call-iptables (ip6tables for IPv6) off, the reply of another pod
 // on the same bridge is bridged straight back without passing conntrack,
 // so it is never un-DNATed and the client ignores it.
 func (d *diagnosis) brNetfilter() {
@@ -341,14 +341,21 @@ func (d *diagnosis) brNetfilter() {
 	if len(idx) == 0 {
 		return
 	}
+	name := d.r.Facts.BrNetfilterSysctl
+	if name == "" {
+		name = "net.bridge.bridge-nf-call-iptables"
+		if strings.Contains(d.r.Pod.IP, ":") {
+			name = "net.bridge.bridge-nf-call-ip6tables"
+		}
+	}
 	d.add(Finding{
 		ID:      FindingBrNetfilter,
-		Finding: fmt.Sprintf("%s: net.bridge.bridge-nf-call-iptables is 0, so the replies of other pods on this bridge bypass conntrack and never reach this pod un-NATed", d.tally(idx)),
+		Finding: fmt.Sprintf("%s: %s is 0, so the replies of other pods on this bridge bypass conntrack and never reach this pod un-NATed", d.tally(idx), name),
 		Evidence: []string{
-			"sysctl: net.bridge.bridge-nf-call-iptables = 0",
+			"sysctl: " + name + " = 0",
 			"conntrack: the entries of these connections never saw a reply (state SYN_SENT)",
 		},
-		Fix: "sysctl -w net.bridge.bridge-nf-call-iptables=1",
+		Fix: "sysctl -w " + name + "=1",
 	}, idx)
 }
 

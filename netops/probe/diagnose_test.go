@@ -14,7 +14,7 @@ func report(hairpin bool, eps int, self bool, conns ...Connection) *Report {
 		Pod:      PodInfo{Name: "default/web-0", IP: "10.244.0.5", Port: "vethab12", Bridge: "cni0", Hairpin: hairpin},
 		Service:  ServiceInfo{Name: "default/web:http", IP: "10.96.0.10", Port: 80, Backend: "iptables-nft", Endpoints: []ServiceEndpoint{}},
 		Protocol: "tcp",
-		Facts: Facts{BrNetfilter: "1", Traced: true, Masquerade: Masquerade{
+		Facts: Facts{BrNetfilter: "1", BrNetfilterSysctl: "net.bridge.bridge-nf-call-iptables", Traced: true, Masquerade: Masquerade{
 			MarkMasq: true, PostroutingMasquerade: true, PostroutingHooked: true,
 		}},
 	}
@@ -129,6 +129,14 @@ func TestDiagnose(t *testing.T) {
 			return r
 		}(), []wantFinding{
 			{FindingBrNetfilter, 4, []string{"bridge-nf-call-iptables is 0"}},
+		}},
+		{"br_netfilter off for IPv6: the ip6tables sysctl is named and fixed", func() *Report {
+			r := report(true, 2, false, repeat(4, forwarded)...)
+			r.Pod.IP = "fd00:10:244::5"
+			r.Facts.BrNetfilter, r.Facts.BrNetfilterSysctl = "0", "net.bridge.bridge-nf-call-ip6tables"
+			return r
+		}(), []wantFinding{
+			{FindingBrNetfilter, 4, []string{"bridge-nf-call-ip6tables is 0", "sysctl: net.bridge.bridge-nf-call-ip6tables = 0", "sysctl -w net.bridge.bridge-nf-call-ip6tables=1"}},
 		}},
 		{"forwarded and timed out, with everything in place: unexplained", report(true, 2, false, append(repeat(3, ok), repeat(2, forwarded)...)...), []wantFinding{
 			{FindingUnexplained, 2, []string{"2 of 5 timed out, unexplained", "2 reached the bridge's forward hook", "2 to 10.244.0.6:8080"}},

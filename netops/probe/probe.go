@@ -215,9 +215,13 @@ type Connection struct {
 
 // Facts are what the probe read from the node besides its connections.
 type Facts struct {
-	// BrNetfilter is net.bridge.bridge-nf-call-iptables ("1", "0"), ""
-	// when it could not be read (br_netfilter not loaded shows as "").
+	// BrNetfilter is the value of BrNetfilterSysctl ("1", "0"), "" when
+	// it could not be read (br_netfilter not loaded shows as "").
 	BrNetfilter string `json:"brNetfilter"`
+	// BrNetfilterSysctl is the sysctl BrNetfilter was read from, in the
+	// pod address's family: net.bridge.bridge-nf-call-iptables, or
+	// net.bridge.bridge-nf-call-ip6tables for IPv6.
+	BrNetfilterSysctl string `json:"brNetfilterSysctl"`
 	// Masquerade is kube-proxy's masquerade plumbing.
 	Masquerade Masquerade `json:"masquerade"`
 	// Traced: the bridge was traced (an nf_tables bridge table counted

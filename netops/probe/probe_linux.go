@@ -245,7 +245,7 @@ func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, 
 	}
 	m := t.model.Masquerade
 	r.Facts.Masquerade = Masquerade{MarkMasq: m.MarkMasq, PostroutingMasquerade: m.PostroutingMasquerade, PostroutingHooked: m.PostroutingHooked, HairpinSet: m.HairpinSet}
-	r.Facts.BrNetfilter = brNetfilter(c, t.podIP.Is6())
+	r.Facts.BrNetfilterSysctl, r.Facts.BrNetfilter = brNetfilter(c, t.podIP.Is6())
 
 	// Entries left by earlier connections from the pod to the Service
 	// (an earlier probe's, say): a new connection with the 4-tuple of one
@@ -343,12 +343,14 @@ func netipJoin(ip string, port int) string {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // brNetfilter reads bridge-nf-call-iptables (ip6tables for IPv6) in the
-// node namespace; "" when br_netfilter is not loaded or it cannot be read.
-func brNetfilter(c *netops.Client, v6 bool) string {
-	path := "/proc/sys/net/bridge/bridge-nf-call-iptables"
+// node namespace: the sysctl's name, and its value ("" when br_netfilter
+// is not loaded or it cannot be read).
+func brNetfilter(c *netops.Client, v6 bool) (string, string) {
+	name := "net.bridge.bridge-nf-call-iptables"
 	if v6 {
-		path = "/proc/sys/net/bridge/bridge-nf-call-ip6tables"
+		name = "net.bridge.bridge-nf-call-ip6tables"
 	}
+	path := "/proc/sys/" + strings.ReplaceAll(name, ".", "/")
 	var v string
 	err := c.Do(func() error {
 		b, err := os.ReadFile(path)
@@ -356,9 +358,9 @@ func brNetfilter(c *netops.Client, v6 bool) string {
 		return err
 	})
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return ""
+		return name, ""
 	}
-	return v
+	return name, v
 }
 
 // sock is one of the probe's sockets, made in the pod's namespace and
