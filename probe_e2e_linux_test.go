@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -300,5 +301,30 @@ func TestE2EProbeFixInterruptedSaysWhatItApplied(t *testing.T) {
 	}
 	if s := probeTables(t, l); s != "" {
 		t.Errorf("probe tables left behind:\n%s", s)
+	}
+}
+
+// A UDP Service whose endpoint reads the probe's datagrams and never
+// answers cannot be judged: the text says WARN and why, and the exit
+// status is 0, as doctor makes it a warning, not a failure seen.
+func TestE2EProbeUDPUnanswered(t *testing.T) {
+	l := newLab(t, lab.Options{Pods: 2, Restore: "none", Hairpin: true})
+	ep := l.Pod(1)
+	rules := strings.ReplaceAll(lab.ServiceRules(l.ServiceName, l.ServiceIP.String(), l.ServicePort, []string{ep.IP.String()}, 8080), "tcp", "udp")
+	if err := l.Restore("iptables-restore", rules); err != nil {
+		t.Fatal(err)
+	}
+	var quiet net.PacketConn
+	if err := lab.In(ep.Ns, func() error {
+		var err error
+		quiet, err = net.ListenPacket("udp4", ":8080")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer quiet.Close()
+	r := run(t, "--netns", l.Node, "probe", l.Pod(2).HostVeth, l.ServiceName, "-n", "3", "--timeout", "300ms")
+	if r.code != 0 || !strings.Contains(r.stdout, "WARN") || !strings.Contains(r.stdout, "cannot be judged") || strings.Contains(r.stdout, "FAIL") {
+		t.Errorf("UDP without answers: exit %d, want 0, WARN and cannot be judged:\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 }

@@ -34,8 +34,11 @@ signal's included (--no-trace adds nothing).
 
 POD is a pod as pod/NAMESPACE/NAME, a pod IP or a bridge port; SERVICE is
 IP:PORT or NS/NAME[:PORT] (one Service port). --fix turns hairpin on for the
-pod's port when the probe blames it, and probes again. Exit status 0 when
-every connection succeeded, 4 when some failed, 1 when it could not probe.
+pod's port when the probe blames it, and probes again. A UDP datagram gets
+a newline, or to port 53 a DNS query; one without an answer cannot be
+judged (WARN). Exit status 0 when every connection succeeded or only UDP
+datagrams went unanswered, 4 when some failed, 1 when it could not probe,
+2 on bad input.
 
 EXAMPLES:
    hairpinctl probe pod/default/web-7d9f6c-x2kq default/web:http
@@ -127,7 +130,7 @@ func runProbe(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if !final.OK {
+	if !final.OK && !probe.Unjudged(final) {
 		return silentExit(ExitFindings)
 	}
 	return nil
@@ -248,7 +251,11 @@ func writeProbe(b *strings.Builder, pal palette, r *probe.Report) {
 		sum += "; conntrack not read: " + r.Facts.ConntrackError
 	}
 	status := pal.good("OK")
-	if !r.OK {
+	switch {
+	case probe.Unjudged(r):
+		// As doctor: a warning, no failure seen.
+		status = pal.warn("WARN")
+	case !r.OK:
 		status = pal.bad("FAIL")
 	}
 	for _, ln := range wrapText(status+": "+termSafeText(sum), doctorWidth, "  ") {

@@ -359,6 +359,13 @@ func (d *diagnosis) brNetfilter() {
 	}, idx)
 }
 
+// Unjudged reports whether r failed only in ways that cannot be judged:
+// its one finding is udp-no-reply (datagrams a server need not answer).
+// Such a probe is a warning, not a failure seen.
+func Unjudged(r *Report) bool {
+	return !r.OK && len(r.Findings) == 1 && r.Findings[0].ID == FindingUDPNoReply
+}
+
 // udpNoReply: a datagram without an answer is no proof of a drop.
 func (d *diagnosis) udpNoReply() {
 	idx := d.pick(func(c *Connection) bool { return c.Result == ResultNoReply })
@@ -367,7 +374,7 @@ func (d *diagnosis) udpNoReply() {
 	}
 	d.add(Finding{
 		ID:       FindingUDPNoReply,
-		Finding:  fmt.Sprintf("%s: cannot be judged: a UDP server need not answer the probe's empty datagram", d.tally(idx)),
+		Finding:  fmt.Sprintf("%s: cannot be judged: a UDP server need not answer the probe's datagram", d.tally(idx)),
 		Evidence: d.seen(idx),
 	}, idx)
 }

@@ -204,3 +204,37 @@ func TestDiagnoseConntrackUnread(t *testing.T) {
 		t.Errorf("evidence without conntrack:\n%s", ev)
 	}
 }
+
+// A UDP probe to port 53 sends a DNS query a server answers; elsewhere a
+// newline.
+func TestDatagram(t *testing.T) {
+	q := datagram(53, 0x1234)
+	want := []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1}
+	if string(q) != string(want) {
+		t.Errorf("datagram(53) = % x, want % x (query . IN NS, ID 0x1234)", q, want)
+	}
+	if d := datagram(9999, 1); string(d) != "\n" {
+		t.Errorf("datagram(9999) = %q, want a newline", d)
+	}
+}
+
+// A probe whose only finding is UDP's unanswered datagrams cannot be
+// judged: a warning, not a failure; with any other finding it is judged.
+func TestUnjudged(t *testing.T) {
+	noReply := Connection{Result: ResultNoReply, Conntrack: true, Endpoint: "10.244.0.6:8080", Bridge: BridgeForwarded}
+	r := report(true, 1, false, repeat(3, noReply)...)
+	Diagnose(r, func(a string) string { return a })
+	if !Unjudged(r) {
+		t.Errorf("only udp-no-reply: Unjudged false, findings %+v", r.Findings)
+	}
+	r = report(true, 1, false, append(repeat(3, noReply), refusedBy)...)
+	Diagnose(r, func(a string) string { return a })
+	if Unjudged(r) {
+		t.Errorf("udp-no-reply and refused: Unjudged true, findings %+v", r.Findings)
+	}
+	r = report(true, 1, false, repeat(3, ok)...)
+	Diagnose(r, func(a string) string { return a })
+	if Unjudged(r) {
+		t.Error("all succeeded: Unjudged true")
+	}
+}

@@ -9,7 +9,10 @@
 // can be tested on made-up facts.
 package probe
 
-import "time"
+import (
+	"encoding/binary"
+	"time"
+)
 
 // Connection results.
 const (
@@ -281,4 +284,23 @@ type FixResult struct {
 	Undo string `json:"undo"`
 	// After is the probe after the fix, nil when none was applied.
 	After *Report `json:"after"`
+}
+
+// datagram is what a UDP probe sends to port: to 53, a DNS query for the
+// root's name servers (". IN NS", which every DNS server answers, if only
+// with an error), its ID the source port; elsewhere a newline, which an
+// echo server answers and most others ignore.
+func datagram(port, id uint16) []byte {
+	if port != 53 {
+		return []byte{'\n'}
+	}
+	q := binary.BigEndian.AppendUint16(nil, id)
+	q = append(q,
+		0x01, 0x00, // a standard query, recursion desired
+		0, 1, 0, 0, 0, 0, 0, 0, // one question; no answers, authorities, additions
+		0,    // the root name
+		0, 2, // type NS
+		0, 1, // class IN
+	)
+	return q
 }

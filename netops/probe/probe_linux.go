@@ -532,7 +532,7 @@ func connectOne(ctx context.Context, s sock, dst netip.AddrPort, proto uint8, ti
 	if err != nil {
 		return classify(err)
 	}
-	if _, err := unix.Write(s.fd, []byte{'\n'}); err != nil {
+	if _, err := unix.Write(s.fd, datagram(dst.Port(), s.port)); err != nil {
 		return classify(err)
 	}
 	if !wait(ctx, s.fd, unix.POLLIN, deadline) {
