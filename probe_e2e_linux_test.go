@@ -146,9 +146,11 @@ func TestE2EProbeBadInput(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{"probe", "veth1"}, 2, "want POD and SERVICE"},
+		{[]string{"probe", "veth1"}, 2, "probe: missing SERVICE: probe needs POD and SERVICE"},
+		{[]string{"probe"}, 2, "probe: missing POD and SERVICE"},
 		{[]string{"probe", "nosuch0", l.ServiceName}, 2, "nosuch0"},
-		{[]string{"probe", "veth1", "default/nosuch:http"}, 2, "no Service port matches default/nosuch:http"},
+		{[]string{"probe", l.Bridge, l.ServiceName}, 2, "probe: " + l.Bridge + " is a bridge, not a pod's port"},
+		{[]string{"probe", "veth1", "default/nosuch:http"}, 2, "hairpinctl: probe: no Service port matches default/nosuch:http"},
 		{[]string{"probe", "veth1", "not a service"}, 2, "not a service"},
 		{[]string{"probe", "veth1", l.ServiceName, "--count", "0"}, 2, "--count 0"},
 	} {

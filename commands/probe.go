@@ -63,8 +63,14 @@ func runProbe(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.NArg() != 2 {
-		return usageErrorf("probe: want POD and SERVICE, got %d arguments (see: hairpinctl probe --help)", c.NArg())
+	switch c.NArg() {
+	case 0:
+		return usageErrorf("probe: missing POD and SERVICE: probe needs both (see: hairpinctl probe --help)")
+	case 1:
+		return usageErrorf("probe: missing SERVICE: probe needs POD and SERVICE (see: hairpinctl probe --help)")
+	case 2:
+	default:
+		return usageErrorf("probe: %d arguments: probe needs POD and SERVICE only (see: hairpinctl probe --help)", c.NArg())
 	}
 	o := probe.Options{
 		Pod: c.Args().Get(0), Service: c.Args().Get(1),

@@ -104,7 +104,7 @@ func (o *Options) defaults() {
 // Service port the selector names in the pod's address family.
 func resolve(c *netops.Client, o Options) (*target, error) {
 	if o.Count > MaxCount {
-		return nil, netops.Errorf(netops.ErrInvalid, "probe: --count %d is more than %d", o.Count, MaxCount)
+		return nil, netops.Errorf(netops.ErrInvalid, "--count %d is more than %d", o.Count, MaxCount)
 	}
 	if err := netops.ValidatePortArg(o.Pod); err != nil {
 		return nil, err
@@ -112,6 +112,11 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	ports, err := c.ListPorts(netops.ListOptions{PodIPs: true, Kinds: true, Pods: &netops.PodOptions{CacheDir: o.CacheDir}})
 	if err != nil {
 		return nil, err
+	}
+	for _, p := range ports {
+		if p.Bridge == o.Pod {
+			return nil, netops.Errorf(netops.ErrInvalid, "%s is a bridge, not a pod's port: name the pod (pod/NS/NAME), its IP or its port %s", o.Pod, c.SeeHint("ports"))
+		}
 	}
 	sel, fails := c.SelectPorts(ports, []string{o.Pod})
 	if len(fails) > 0 {
@@ -122,11 +127,11 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 		for i, p := range sel {
 			names[i] = p.Name
 		}
-		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s has %d bridge ports (%s): name one", o.Pod, len(sel), strings.Join(names, ", "))
+		return nil, netops.Errorf(netops.ErrInvalid, "%s has %d bridge ports (%s): name one", o.Pod, len(sel), strings.Join(names, ", "))
 	}
 	t := &target{port: sel[0]}
 	if !t.port.PodPort {
-		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s is %s", t.port.Name, netops.NotPodPort(t.port))
+		return nil, netops.Errorf(netops.ErrInvalid, "%s is %s", t.port.Name, netops.NotPodPort(t.port))
 	}
 	ip, name, err := netops.ParseServiceArg(o.Service)
 	if err != nil {
@@ -174,15 +179,15 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	}
 	switch {
 	case len(t.model.Services) == 0:
-		return nil, netops.Errorf(netops.ErrNotFound, "probe: no Service port matches %s in kube-proxy's rules %s", o.Service, c.SeeHint("services"))
+		return nil, netops.Errorf(netops.ErrNotFound, "no Service port matches %s in kube-proxy's rules %s", o.Service, c.SeeHint("services"))
 	case len(cands) == 0:
-		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s has no address in the family of %s (%s)", t.port.Name, o.Service, strings.Join(t.port.PodIPs, ", "))
+		return nil, netops.Errorf(netops.ErrInvalid, "%s has no address in the family of %s (%s)", t.port.Name, o.Service, strings.Join(t.port.PodIPs, ", "))
 	case len(cands) > 1:
 		var names []string
 		for _, s := range cands {
 			names = append(names, svcLabel(&s))
 		}
-		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s selects %d Service ports (%s): name one, as NS/NAME:PORT", o.Service, len(cands), strings.Join(names, ", "))
+		return nil, netops.Errorf(netops.ErrInvalid, "%s selects %d Service ports (%s): name one, as NS/NAME:PORT", o.Service, len(cands), strings.Join(names, ", "))
 	}
 	t.svc = cands[0]
 	if t.podIP.Is6() != (t.svc.Family == 6) {
@@ -198,11 +203,14 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	case "UDP":
 		t.proto = flows.ProtoUDP
 	default:
-		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s is %s: only TCP and UDP can be probed", svcLabel(&t.svc), t.svc.Protocol)
+		return nil, netops.Errorf(netops.ErrInvalid, "%s is %s: only TCP and UDP can be probed", svcLabel(&t.svc), t.svc.Protocol)
 	}
 	t.ns, t.path, err = c.PortNetns(t.port)
 	if err != nil {
-		return nil, err
+		// The port is a pod's (checked above), so this is no bad input
+		// but a namespace that cannot be entered: a runtime error, not
+		// ErrNotFound's usage error.
+		return nil, fmt.Errorf("cannot enter the network namespace of %s: %v: is the pod's sandbox running? (see: crictl pods)", t.port.Name, err)
 	}
 	return t, nil
 }
@@ -222,7 +230,7 @@ func svcLabel(s *netops.Service) string {
 func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, error) {
 	svcIP, err := netip.ParseAddr(t.svc.ClusterIP)
 	if err != nil {
-		return nil, fmt.Errorf("probe: Service %s has no usable ClusterIP %q", svcLabel(&t.svc), t.svc.ClusterIP)
+		return nil, fmt.Errorf("Service %s has no usable ClusterIP %q", svcLabel(&t.svc), t.svc.ClusterIP)
 	}
 	r := &Report{
 		Pod: PodInfo{Name: t.port.Pod.FullName(), IP: t.podIP.String(), Port: t.port.Name, Bridge: t.port.Bridge, Hairpin: t.port.Hairpin, Netns: t.path},
@@ -262,7 +270,7 @@ func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, 
 		}
 	}()
 	if err != nil {
-		return nil, fmt.Errorf("probe: sockets in the namespace of %s: %w", t.port.Name, err)
+		return nil, fmt.Errorf("sockets in the namespace of %s: %w", t.port.Name, err)
 	}
 	sports := make([]uint16, len(socks))
 	for i, s := range socks {

@@ -2,6 +2,7 @@ package probe_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"github.com/hairpinctl/hairpinctl/netops/lab"
 	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 	"github.com/hairpinctl/hairpinctl/netops/probe"
+	"golang.org/x/sys/unix"
 )
 
 func open(t *testing.T, l *lab.Lab) *netops.Client {
@@ -419,4 +421,28 @@ func TestProbeBackToBack(t *testing.T) {
 		}
 	}
 	noProbeTable(t, l)
+}
+
+// A pod whose network namespace no file names any more (its sandbox gone,
+// the namespace kept alive by a handle) cannot be entered: a runtime
+// error that says what to check, not a bad-input one.
+func TestProbeNetnsGone(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 2, Endpoints: []int{1}, Hairpin: true})
+	from := l.Pod(2)
+	// The lab's open handle keeps the namespace, and its veth, alive.
+	path := "/run/netns/" + from.Name
+	if out, err := exec.Command("umount", path).CombinedOutput(); err != nil {
+		t.Fatalf("umount: %v: %s", err, out)
+	}
+	// Mounted again for the lab's cleanup, which deletes it by name.
+	t.Cleanup(func() {
+		if err := unix.Mount(fmt.Sprintf("/proc/self/fd/%d", int(from.Ns)), path, "", unix.MS_BIND, ""); err != nil {
+			t.Errorf("mount %s again: %v", path, err)
+		}
+	})
+	c := open(t, l)
+	_, err := probe.Run(context.Background(), c, probe.Options{Pod: from.HostVeth, Service: l.ServiceName, Count: 2})
+	if err == nil || errors.Is(err, netops.ErrNotFound) || errors.Is(err, netops.ErrInvalid) || !strings.Contains(err.Error(), "is the pod's sandbox running?") {
+		t.Fatalf("probe from a pod whose namespace has no file: %v; want a runtime error asking whether the sandbox runs", err)
+	}
 }
