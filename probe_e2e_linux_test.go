@@ -204,6 +204,7 @@ func TestE2EDoctorProbe(t *testing.T) {
 		Checks []struct {
 			ID, Status, Finding, Fix string
 			Details                  []string
+			Pods                     []struct{ Port, Endpoint string }
 		}
 		Summary struct{ Fail int }
 	}
@@ -215,12 +216,19 @@ func TestE2EDoctorProbe(t *testing.T) {
 		}
 		return rep, r
 	}
+	// probes maps the port each probe check was made from to its
+	// status and finding; every one has the stable ID probe:NS/NAME:PORT.
 	probes := func(rep report) map[string]string {
 		m := map[string]string{}
 		for _, c := range rep.Checks {
-			if strings.HasPrefix(c.ID, "probe:") {
-				m[c.ID] = c.Status + " " + c.Finding
+			if !strings.HasPrefix(c.ID, "probe:") {
+				continue
 			}
+			if c.ID != "probe:"+l.ServiceName || len(c.Pods) != 1 {
+				t.Errorf("probe check %q with pods %+v: want ID probe:%s and the pod probed from in pods", c.ID, c.Pods, l.ServiceName)
+				continue
+			}
+			m[c.Pods[0].Port] = c.Status + " " + c.Finding
 		}
 		return m
 	}
@@ -230,9 +238,9 @@ func TestE2EDoctorProbe(t *testing.T) {
 	}
 	got := probes(rep)
 	for _, p := range []*lab.Pod{l.Pod(1), l.Pod(2)} {
-		id := "probe:" + l.ServiceName + " from " + p.HostVeth
-		if !strings.HasPrefix(got[id], "FAIL ") || !strings.Contains(got[id], "port "+p.HostVeth+" has hairpin off") {
-			t.Errorf("%s: %q; want FAIL naming the port's hairpin (all: %v)", id, got[id], got)
+		id := p.HostVeth
+		if !strings.HasPrefix(got[id], "FAIL ") || !strings.Contains(got[id], "from "+p.HostVeth) || !strings.Contains(got[id], "port "+p.HostVeth+" has hairpin off") {
+			t.Errorf("probe from %s: %q; want FAIL naming the pod's port and its hairpin (all: %v)", id, got[id], got)
 		}
 	}
 	if len(got) != 2 {

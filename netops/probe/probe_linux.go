@@ -133,15 +133,9 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	if !t.port.PodPort {
 		return nil, netops.Errorf(netops.ErrInvalid, "%s is %s", t.port.Name, netops.NotPodPort(t.port))
 	}
-	ip, name, err := netops.ParseServiceArg(o.Service)
+	so, err := servicesOptions([]string{o.Service}, o.Backend)
 	if err != nil {
 		return nil, err
-	}
-	so := netops.ServicesOptions{Backend: o.Backend}
-	if ip != "" {
-		so.ClusterIPs = []string{ip}
-	} else {
-		so.Names = []string{name}
 	}
 	t.model, err = c.Services(so)
 	if err != nil {
@@ -197,22 +191,46 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 			}
 		}
 	}
+	return t, t.finish(c)
+}
+
+// finish reads the target's protocol and opens its pod's namespace.
+func (t *target) finish(c *netops.Client) error {
+	var err error
 	switch strings.ToUpper(t.svc.Protocol) {
 	case "TCP":
 		t.proto = flows.ProtoTCP
 	case "UDP":
 		t.proto = flows.ProtoUDP
 	default:
-		return nil, netops.Errorf(netops.ErrInvalid, "%s is %s: only TCP and UDP can be probed", svcLabel(&t.svc), t.svc.Protocol)
+		return netops.Errorf(netops.ErrInvalid, "%s is %s: only TCP and UDP can be probed", svcLabel(&t.svc), t.svc.Protocol)
 	}
 	t.ns, t.path, err = c.PortNetns(t.port)
 	if err != nil {
-		// The port is a pod's (checked above), so this is no bad input
+		// The port is a pod's (checked before), so this is no bad input
 		// but a namespace that cannot be entered: a runtime error, not
 		// ErrNotFound's usage error.
-		return nil, fmt.Errorf("cannot enter the network namespace of %s: %v: is the pod's sandbox running? (see: crictl pods)", t.port.Name, err)
+		return fmt.Errorf("cannot enter the network namespace of %s: %v: is the pod's sandbox running? (see: crictl pods)", t.port.Name, err)
 	}
-	return t, nil
+	return nil
+}
+
+// servicesOptions turns Service selectors (IP:PORT or NS/NAME[:PORT])
+// into what netops.Client.Services selects by.
+func servicesOptions(sels []string, backend string) (netops.ServicesOptions, error) {
+	so := netops.ServicesOptions{Backend: backend}
+	for _, s := range sels {
+		ip, name, err := netops.ParseServiceArg(s)
+		if err != nil {
+			return so, err
+		}
+		if ip != "" {
+			so.ClusterIPs = append(so.ClusterIPs, ip)
+		} else {
+			so.Names = append(so.Names, name)
+		}
+	}
+	return so, nil
 }
 
 func svcLabel(s *netops.Service) string {

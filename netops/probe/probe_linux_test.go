@@ -446,3 +446,54 @@ func TestProbeNetnsGone(t *testing.T) {
 		t.Fatalf("probe from a pod whose namespace has no file: %v; want a runtime error asking whether the sandbox runs", err)
 	}
 }
+
+// doctor --probe: an endpoint address two pods' ports claim is probed from
+// neither, and said so; a stop (ctx cancelled) skips the probes as
+// interrupted, not as a spent budget; a budget shorter than one probe
+// skips them all as spent. The checks' ID is the stable
+// probe:NS/NAME:PORT, the pod in their pods.
+func TestDoctorProbe(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 3, Endpoints: []int{1, 2}, Hairpin: true})
+	// Pod 3 claims pod 1's address too.
+	if out, err := lab.Exec(l.Pod(3).Ns, "", "ip", "addr", "add", l.Pod(1).IP.String()+"/32", "dev", "eth0"); err != nil {
+		t.Fatalf("ip addr add: %v: %s", err, out)
+	}
+	c := open(t, l)
+	pairs, err := probe.PlanDoctor(c, probe.DoctorOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := probe.Doctor(context.Background(), c, pairs, probe.DoctorOptions{Timeout: 300 * time.Millisecond})
+	var pass, ambiguous int
+	for _, ch := range checks {
+		if ch.ID != "probe:"+l.ServiceName {
+			t.Errorf("check ID %q, want probe:%s", ch.ID, l.ServiceName)
+		}
+		switch {
+		case ch.Status == netops.StatusPass && len(ch.Pods) == 1 && ch.Pods[0].Port == l.Pod(2).HostVeth:
+			pass++
+		case ch.Status == netops.StatusWarn && strings.Contains(ch.Finding, l.Pod(1).IP.String()) &&
+			strings.Contains(ch.Finding, l.Pod(1).HostVeth) && strings.Contains(ch.Finding, l.Pod(3).HostVeth) && strings.Contains(ch.Finding, "probed from neither"):
+			ambiguous++
+		default:
+			t.Errorf("check %s %s %q pods %+v: want PASS from %s, or WARN: %s claimed by %s and %s", ch.ID, ch.Status, ch.Finding, ch.Pods, l.Pod(2).HostVeth, l.Pod(1).IP, l.Pod(1).HostVeth, l.Pod(3).HostVeth)
+		}
+	}
+	if pass != 1 || ambiguous != 1 {
+		t.Fatalf("%d PASS from pod 2 and %d ambiguous, want 1 and 1: %+v", pass, ambiguous, checks)
+	}
+
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, ch := range probe.Doctor(stopped, c, pairs, probe.DoctorOptions{}) {
+		if ch.Status != netops.StatusSkip || !strings.Contains(ch.Finding, "interrupted") || strings.Contains(ch.Finding, "budget") {
+			t.Errorf("stopped: %s %q; want SKIP, interrupted", ch.Status, ch.Finding)
+		}
+	}
+	for _, ch := range probe.Doctor(context.Background(), c, pairs, probe.DoctorOptions{Timeout: time.Second, Budget: time.Second}) {
+		if ch.Status != netops.StatusSkip || !strings.Contains(ch.Finding, "budget of 1s was spent") {
+			t.Errorf("budget of 1s for probes of 1s: %s %q; want SKIP, the budget spent", ch.Status, ch.Finding)
+		}
+	}
+	noProbeTable(t, l)
+}

@@ -118,7 +118,12 @@ func probeLive(t *testing.T, l *kubelab.Lab, mode string) {
 	// doctor --probe on trio: pods 1 and 3 (hairpin off) fail, pod-2
 	// (hairpin on) passes.
 	r = run(t, "--netns", l.Node, "doctor", "--probe", "-o", "json", "default/trio:http")
-	var drep doctorReport
+	var drep struct {
+		Checks []struct {
+			ID, Status, Finding string
+			Pods                []struct{ Port string }
+		}
+	}
 	if err := json.Unmarshal([]byte(r.stdout), &drep); err != nil || r.code != 4 || !strings.Contains(r.stderr, "3 probes") {
 		t.Fatalf("doctor --probe trio: exit %d, %v, stderr %q; want 4 and 3 probes said up front:\n%s", r.code, err, r.stderr, r.stdout)
 	}
@@ -128,8 +133,13 @@ func probeLive(t *testing.T, l *kubelab.Lab, mode string) {
 		if !strings.HasPrefix(c.ID, "probe:") {
 			continue
 		}
+		// A stable ID; the pod probed from is in pods.
+		if c.ID != "probe:default/trio:http" || len(c.Pods) != 1 {
+			t.Errorf("doctor --probe: check %q with pods %+v; want ID probe:default/trio:http and one pod", c.ID, c.Pods)
+			continue
+		}
 		for port, st := range want {
-			if !strings.HasSuffix(c.ID, " "+port) && !strings.HasSuffix(c.ID, "("+port+")") {
+			if c.Pods[0].Port != port {
 				continue
 			}
 			seen++
