@@ -30,9 +30,19 @@ func probeTables(t *testing.T, l *lab.Lab) string {
 }
 
 type probeJSON struct {
-	Pod struct {
-		Name, IP, Port, Netns string
-		Hairpin               bool
+	Pod *struct {
+		Namespace, Name, ContainerID, Source string
+	}
+	Client struct {
+		IP, Interface, Bridge, Netns string
+		Hairpin                      bool
+	}
+	Service struct {
+		Endpoints []struct {
+			IP   string
+			Port int
+			Self bool
+		}
 	}
 	Count    int
 	Results  map[string]int
@@ -71,8 +81,11 @@ func TestE2EProbe(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || r.code != 4 {
 		t.Fatalf("probe -o json: exit %d, %v:\n%s\n%s", r.code, err, r.stdout, r.stderr)
 	}
-	if rep.Pod.Port != self.HostVeth || rep.Pod.IP != self.IP.String() || rep.Pod.Hairpin || rep.Count != 10 || rep.Results["timed-out"] != 10 || rep.OK {
+	if rep.Client.Interface != self.HostVeth || rep.Client.IP != self.IP.String() || rep.Client.Hairpin || rep.Count != 10 || rep.Results["timed-out"] != 10 || rep.OK {
 		t.Errorf("probe -o json: %+v; want %s (%s), hairpin off, 10 timed out", rep, self.HostVeth, self.IP)
+	}
+	if eps := rep.Service.Endpoints; len(eps) != 1 || eps[0].IP != self.IP.String() || eps[0].Port != 8080 || !eps[0].Self {
+		t.Errorf("probe -o json: service endpoints %+v; want one, {ip: %s, port: 8080}, self", eps, self.IP)
 	}
 	if len(rep.Findings) != 1 || rep.Findings[0].ID != "hairpin-off" || !strings.Contains(rep.Findings[0].Fix, "enable "+self.HostVeth) {
 		t.Errorf("findings %+v: want one hairpin-off with enable %s as its fix", rep.Findings, self.HostVeth)
@@ -128,8 +141,9 @@ func TestE2EProbeCNIPod(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || r.code != 4 {
 		t.Fatalf("probe: exit %d, %v:\n%s\n%s", r.code, err, r.stdout, r.stderr)
 	}
-	if rep.Pod.Name != web.Namespace+"/"+web.Name || rep.Pod.Port != web.Attachments[0].HostVeth || rep.Pod.Netns != web.NetnsPath {
-		t.Errorf("probe pod %+v: want %s/%s behind %s entered at %s", rep.Pod, web.Namespace, web.Name, web.Attachments[0].HostVeth, web.NetnsPath)
+	if rep.Pod == nil || rep.Pod.Namespace != web.Namespace || rep.Pod.Name != web.Name || rep.Pod.Source != "cache" ||
+		rep.Client.Interface != web.Attachments[0].HostVeth || rep.Client.Netns != web.NetnsPath {
+		t.Errorf("probe pod %+v client %+v: want %s/%s (from the cache) behind %s entered at %s", rep.Pod, rep.Client, web.Namespace, web.Name, web.Attachments[0].HostVeth, web.NetnsPath)
 	}
 	// The bridge plugin leaves hairpin off: the only endpoint's own
 	// connections are dropped.

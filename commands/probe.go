@@ -174,8 +174,8 @@ func fraction(r *probe.Report) string {
 // writeProbe writes one probe: the pod and the Service, the results per
 // endpoint, a summary, then one block per finding as doctor prints them.
 func writeProbe(b *strings.Builder, pal palette, r *probe.Report) {
-	p, s := r.Pod, r.Service
-	who := p.Name
+	p, s := r.Client, r.Service
+	who := r.Pod.FullName()
 	if who == "" {
 		who = "pod " + p.IP
 	} else {
@@ -189,7 +189,7 @@ func writeProbe(b *strings.Builder, pal palette, r *probe.Report) {
 	if svc == "" {
 		svc = "Service"
 	}
-	fmt.Fprintf(b, "%s, port %s of %s, hairpin %s\n", termSafeText(who), termSafeText(p.Port), termSafeText(p.Bridge), hp)
+	fmt.Fprintf(b, "%s, port %s of %s, hairpin %s\n", termSafeText(who), termSafeText(p.Interface), termSafeText(p.Bridge), hp)
 	fmt.Fprintf(b, "-> %s %s:%d/%s, %s, %s backend\n", termSafeText(svc), s.IP, s.Port, r.Protocol, plural(len(s.Endpoints), "endpoint"), s.Backend)
 
 	var t strings.Builder
@@ -224,7 +224,7 @@ func writeProbe(b *strings.Builder, pal palette, r *probe.Report) {
 		}
 	}
 	for _, e := range r.Endpoints {
-		name := e.Addr
+		name := e.Addr()
 		if e.Self {
 			name += " (self)"
 		}

@@ -3,6 +3,7 @@ package probe
 import (
 	"fmt"
 	"math"
+	"net/netip"
 	"sort"
 	"strings"
 )
@@ -28,7 +29,10 @@ func Diagnose(r *Report, cmd func(args string) string) {
 		}
 		e := byEP[c.Endpoint]
 		if e == nil {
-			e = &EndpointCount{Addr: c.Endpoint, Self: c.Self, Results: map[string]int{}}
+			e = &EndpointCount{IP: c.Endpoint, Self: c.Self, Results: map[string]int{}}
+			if ap, err := netip.ParseAddrPort(c.Endpoint); err == nil {
+				e.IP, e.Port = ap.Addr().String(), int(ap.Port())
+			}
 			byEP[c.Endpoint] = e
 		}
 		e.Results[c.Result]++
@@ -37,7 +41,7 @@ func Diagnose(r *Report, cmd func(args string) string) {
 	for _, e := range byEP {
 		r.Endpoints = append(r.Endpoints, *e)
 	}
-	sort.Slice(r.Endpoints, func(i, j int) bool { return r.Endpoints[i].Addr < r.Endpoints[j].Addr })
+	sort.Slice(r.Endpoints, func(i, j int) bool { return r.Endpoints[i].Addr() < r.Endpoints[j].Addr() })
 	r.Findings = []Finding{}
 	r.OK = r.Results[ResultSucceeded] == len(r.Connections) && len(r.Connections) > 0
 
@@ -179,7 +183,7 @@ func (d *diagnosis) noEndpoints() {
 // never confirms the connection.
 func (d *diagnosis) hairpinOff() {
 	self := d.self()
-	if d.r.Pod.Hairpin || self == nil {
+	if d.r.Client.Hairpin || self == nil {
 		return
 	}
 	traced := d.r.Facts.Traced
@@ -210,15 +214,15 @@ func (d *diagnosis) hairpinOff() {
 			return
 		}
 	}
-	p := d.r.Pod
+	p := d.r.Client
 	n := len(d.r.Service.Endpoints)
 	who := "the only endpoint"
 	if n > 1 {
 		who = fmt.Sprintf("1 of %d endpoints", n)
 	}
 	ev := []string{
-		fmt.Sprintf("kernel: port %s of bridge %s has hairpin off", p.Port, p.Bridge),
-		fmt.Sprintf("%s: %s (this pod) is %s of %s, share %s", d.rulesSource(), self.Addr, who, d.svcName(), percent(self.Share)),
+		fmt.Sprintf("kernel: port %s of bridge %s has hairpin off", p.Interface, p.Bridge),
+		fmt.Sprintf("%s: %s (this pod) is %s of %s, share %s", d.rulesSource(), self.Addr(), who, d.svcName(), percent(self.Share)),
 	}
 	retrans := 0
 	for _, i := range idx {
@@ -227,7 +231,7 @@ func (d *diagnosis) hairpinOff() {
 		}
 	}
 	if traced {
-		ev = append(ev, fmt.Sprintf("bridge trace: %d of the probe's connections entered the bridge from %s, came out of prerouting addressed to this pod itself, and left by no port, nor were passed up to the node: dropped by the bridge", len(idx), p.Port))
+		ev = append(ev, fmt.Sprintf("bridge trace: %d of the probe's connections entered the bridge from %s, came out of prerouting addressed to this pod itself, and left by no port, nor were passed up to the node: dropped by the bridge", len(idx), p.Interface))
 	} else {
 		ev = append(ev, fmt.Sprintf("bridge not traced: the drop is inferred, not seen, from the hairpin mode and the pod's share (at most %d of %d put on it)", likelyAtMost(self.Share, total), total))
 	}
@@ -244,9 +248,9 @@ func (d *diagnosis) hairpinOff() {
 	d.add(Finding{
 		ID: FindingHairpinOff,
 		Finding: fmt.Sprintf("%s; this pod is %s of %s and its port %s has hairpin off: connections balanced to itself %s (expected %s)",
-			d.tally(idx), who, d.svcName(), p.Port, verb, expected(self.Share)),
+			d.tally(idx), who, d.svcName(), p.Interface, verb, expected(self.Share)),
 		Evidence: ev,
-		Fix:      d.cmd("enable " + p.Port),
+		Fix:      d.cmd("enable " + p.Interface),
 	}, idx)
 }
 
@@ -272,14 +276,14 @@ func (d *diagnosis) noSNAT() {
 		return
 	}
 	m := d.r.Facts.Masquerade
-	ev := []string{fmt.Sprintf("conntrack: %d entries balanced to this pod itself (reply tuple %s → %s) show no source NAT (NO-SNAT)", len(idx), d.r.Pod.IP, d.r.Pod.IP)}
+	ev := []string{fmt.Sprintf("conntrack: %d entries balanced to this pod itself (reply tuple %s → %s) show no source NAT (NO-SNAT)", len(idx), d.r.Client.IP, d.r.Client.IP)}
 	var missing []string
 	if !m.HairpinSet {
 		if !m.MarkMasq {
 			missing = append(missing, "nothing sets the masquerade mark (KUBE-MARK-MASQ / mark-for-masquerade)")
 		}
 		if self := d.self(); self != nil && !self.HairpinMasq {
-			missing = append(missing, fmt.Sprintf("the chain of endpoint %s does not mark the endpoint's own traffic for masquerade", self.Addr))
+			missing = append(missing, fmt.Sprintf("the chain of endpoint %s does not mark the endpoint's own traffic for masquerade", self.Addr()))
 		}
 	}
 	if !m.PostroutingMasquerade {
@@ -344,7 +348,7 @@ func (d *diagnosis) brNetfilter() {
 	name := d.r.Facts.BrNetfilterSysctl
 	if name == "" {
 		name = "net.bridge.bridge-nf-call-iptables"
-		if strings.Contains(d.r.Pod.IP, ":") {
+		if strings.Contains(d.r.Client.IP, ":") {
 			name = "net.bridge.bridge-nf-call-ip6tables"
 		}
 	}
@@ -439,7 +443,7 @@ func (d *diagnosis) seen(idx []int) []string {
 			{BridgeDropped, "balanced to this pod itself and dropped by the bridge"},
 			{BridgeDroppedEarly, "dropped before the bridge decided where they go (in the IP prerouting hooks br_netfilter runs: a firewall rule, not the hairpin)"},
 			{BridgeLost, "balanced to another endpoint and sent to no port"},
-			{BridgeUnseen, "never seen entering from " + d.r.Pod.Port},
+			{BridgeUnseen, "never seen entering from " + d.r.Client.Interface},
 		} {
 			if n := bridge[k.v]; n > 0 {
 				parts = append(parts, fmt.Sprintf("%d %s", n, k.what))

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/hairpinctl/hairpinctl/netops/pods"
 )
 
 // report builds facts: a pod at 10.244.0.5 behind vethab12, a Service
@@ -11,7 +13,8 @@ import (
 // self), and connections made by conn.
 func report(hairpin bool, eps int, self bool, conns ...Connection) *Report {
 	r := &Report{
-		Pod:      PodInfo{Name: "default/web-0", IP: "10.244.0.5", Port: "vethab12", Bridge: "cni0", Hairpin: hairpin},
+		Pod:      &pods.Pod{Namespace: "default", Name: "web-0"},
+		Client:   Client{IP: "10.244.0.5", Interface: "vethab12", Bridge: "cni0", Hairpin: hairpin},
 		Service:  ServiceInfo{Name: "default/web:http", IP: "10.96.0.10", Port: 80, Backend: "iptables-nft", Endpoints: []ServiceEndpoint{}},
 		Protocol: "tcp",
 		Facts: Facts{BrNetfilter: "1", BrNetfilterSysctl: "net.bridge.bridge-nf-call-iptables", Traced: true, Masquerade: Masquerade{
@@ -19,9 +22,9 @@ func report(hairpin bool, eps int, self bool, conns ...Connection) *Report {
 		}},
 	}
 	for i := range eps {
-		e := ServiceEndpoint{Addr: fmt.Sprintf("10.244.0.%d:8080", 6+i), Share: 1 / float64(eps), HairpinMasq: true}
+		e := ServiceEndpoint{IP: fmt.Sprintf("10.244.0.%d", 6+i), Port: 8080, Share: 1 / float64(eps), HairpinMasq: true}
 		if i == 0 && self {
-			e.Addr, e.Self = "10.244.0.5:8080", true
+			e.IP, e.Self = "10.244.0.5", true
 		}
 		r.Service.Endpoints = append(r.Service.Endpoints, e)
 	}
@@ -132,7 +135,7 @@ func TestDiagnose(t *testing.T) {
 		}},
 		{"br_netfilter off for IPv6: the ip6tables sysctl is named and fixed", func() *Report {
 			r := report(true, 2, false, repeat(4, forwarded)...)
-			r.Pod.IP = "fd00:10:244::5"
+			r.Client.IP = "fd00:10:244::5"
 			r.Facts.BrNetfilter, r.Facts.BrNetfilterSysctl = "0", "net.bridge.bridge-nf-call-ip6tables"
 			return r
 		}(), []wantFinding{
@@ -185,7 +188,7 @@ func TestDiagnoseCountsEndpoints(t *testing.T) {
 	self := Connection{Result: ResultSucceeded, Conntrack: true, Endpoint: "10.244.0.5:8080", Self: true}
 	r := report(true, 2, true, ok, ok, self, dropped)
 	Diagnose(r, func(a string) string { return a })
-	if len(r.Endpoints) != 2 || r.Endpoints[0].Addr != "10.244.0.5:8080" || !r.Endpoints[0].Self || r.Endpoints[0].Results[ResultSucceeded] != 1 ||
+	if len(r.Endpoints) != 2 || r.Endpoints[0].IP != "10.244.0.5" || r.Endpoints[0].Port != 8080 || !r.Endpoints[0].Self || r.Endpoints[0].Results[ResultSucceeded] != 1 ||
 		r.Endpoints[1].Results[ResultSucceeded] != 2 {
 		t.Errorf("endpoints %+v", r.Endpoints)
 	}

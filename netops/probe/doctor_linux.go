@@ -52,6 +52,7 @@ type Pair struct {
 	// read the ports and kube-proxy's rules again.
 	port  netops.Port
 	ip    netip.Addr
+	ep    string
 	svc   netops.Service
 	model *netops.ServicesResult
 }
@@ -134,7 +135,7 @@ func PlanDoctor(c *netops.Client, o DoctorOptions) ([]Pair, error) {
 			}
 			seen[p.Name] = true
 			pairs = append(pairs, Pair{Port: p.Name, Pod: p.Pod.FullName(), Service: svc, Name: name,
-				port: p, ip: ea, svc: s, model: model})
+				port: p, ip: ea, ep: netip.AddrPortFrom(ea, uint16(e.Port)).String(), svc: s, model: model})
 		}
 	}
 	return pairs, nil
@@ -170,7 +171,7 @@ func Doctor(ctx context.Context, c *netops.Client, pairs []Pair, o DoctorOptions
 		}
 		ch := netops.Check{ID: p.CheckID(), Details: []string{}, Pods: []netops.PodRef{}}
 		if p.Ambiguous == "" {
-			ref := netops.PodRef{Bridge: p.port.Bridge, Port: p.port.Name, Endpoint: p.ip.String()}
+			ref := netops.PodRef{Bridge: p.port.Bridge, Port: p.port.Name, Endpoint: p.ep}
 			if p.port.Pod != nil {
 				pod := *p.port.Pod
 				ref.Pod = &pod

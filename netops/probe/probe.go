@@ -11,7 +11,11 @@ package probe
 
 import (
 	"encoding/binary"
+	"net/netip"
+	"strconv"
 	"time"
+
+	"github.com/hairpinctl/hairpinctl/netops/pods"
 )
 
 // Connection results.
@@ -92,8 +96,12 @@ const (
 // Report is one probe: what was probed, what each connection did, the
 // facts read, and the findings.
 type Report struct {
-	// Pod is the client pod.
-	Pod PodInfo `json:"pod"`
+	// Pod is the client pod, as every hairpinctl output names a pod
+	// (netops/pods.Pod); nil (JSON null) when neither the CNI cache nor
+	// the runtime names it.
+	Pod *pods.Pod `json:"pod"`
+	// Client is where the connections came from.
+	Client Client `json:"client"`
 	// Service is the Service port probed.
 	Service ServiceInfo `json:"service"`
 	// Protocol is tcp or udp.
@@ -120,16 +128,14 @@ type Report struct {
 	OK bool `json:"ok"`
 }
 
-// PodInfo is the client pod.
-type PodInfo struct {
-	// Name is "namespace/name", "" when unknown.
-	Name string `json:"name"`
+// Client is where the probe's connections came from.
+type Client struct {
 	// IP is the pod's address the connections came from.
 	IP string `json:"ip"`
-	// Port is its bridge port (the node end of its veth) and Bridge the
-	// bridge.
-	Port   string `json:"port"`
-	Bridge string `json:"bridge"`
+	// Interface is the node end of the pod's veth, its bridge port (the
+	// pod's own end is Pod.Interface), and Bridge the bridge.
+	Interface string `json:"interface"`
+	Bridge    string `json:"bridge"`
 	// Hairpin is the port's hairpin mode as the probe started.
 	Hairpin bool `json:"hairpin"`
 	// Netns is the path the pod's namespace was entered at.
@@ -155,8 +161,9 @@ type ServiceInfo struct {
 
 // ServiceEndpoint is one endpoint of the Service port.
 type ServiceEndpoint struct {
-	// Addr is IP:PORT.
-	Addr string `json:"addr"`
+	// IP and Port are the endpoint's address.
+	IP   string `json:"ip"`
+	Port int    `json:"port"`
 	// Share is the fraction of new connections it gets.
 	Share float64 `json:"share"`
 	// Self: the endpoint is the client pod itself.
@@ -170,8 +177,10 @@ type ServiceEndpoint struct {
 
 // EndpointCount is how the connections that reached one endpoint ended.
 type EndpointCount struct {
-	// Addr is the endpoint's IP:PORT from the conntrack reply tuple.
-	Addr string `json:"addr"`
+	// IP and Port are the endpoint's address, from the conntrack reply
+	// tuple.
+	IP   string `json:"ip"`
+	Port int    `json:"port"`
 	// Self: the endpoint is the client pod itself.
 	Self bool `json:"self"`
 	// Results counts its connections by result.
@@ -303,4 +312,18 @@ func datagram(port, id uint16) []byte {
 		0, 1, // class IN
 	)
 	return q
+}
+
+// Addr is the endpoint as IP:PORT ([IP]:PORT for IPv6).
+func (e ServiceEndpoint) Addr() string { return joinHostPort(e.IP, e.Port) }
+
+// Addr is the endpoint as IP:PORT ([IP]:PORT for IPv6).
+func (e EndpointCount) Addr() string { return joinHostPort(e.IP, e.Port) }
+
+func joinHostPort(ip string, port int) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip + ":" + strconv.Itoa(port)
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(port)).String()
 }

@@ -251,7 +251,8 @@ func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, 
 		return nil, fmt.Errorf("Service %s has no usable ClusterIP %q", svcLabel(&t.svc), t.svc.ClusterIP)
 	}
 	r := &Report{
-		Pod: PodInfo{Name: t.port.Pod.FullName(), IP: t.podIP.String(), Port: t.port.Name, Bridge: t.port.Bridge, Hairpin: t.port.Hairpin, Netns: t.path},
+		Pod:    t.port.Pod,
+		Client: Client{IP: t.podIP.String(), Interface: t.port.Name, Bridge: t.port.Bridge, Hairpin: t.port.Hairpin, Netns: t.path},
 		Service: ServiceInfo{
 			IP: svcIP.String(), Port: t.svc.Port, NoEndpoints: t.svc.NoEndpoints, Backend: string(t.model.Backend),
 			Endpoints: []ServiceEndpoint{},
@@ -264,9 +265,13 @@ func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, 
 		r.Service.Name = svcLabel(&t.svc)
 	}
 	for _, e := range t.svc.Endpoints {
-		a, _ := netip.ParseAddr(e.IP)
+		ip := e.IP
+		a, err := netip.ParseAddr(e.IP)
+		if err == nil {
+			ip = a.Unmap().String()
+		}
 		r.Service.Endpoints = append(r.Service.Endpoints, ServiceEndpoint{
-			Addr: netipJoin(e.IP, e.Port), Share: e.Share, Self: a.Unmap() == t.podIP, HairpinMasq: e.HairpinMasq, Local: e.Local,
+			IP: ip, Port: e.Port, Share: e.Share, Self: a.Unmap() == t.podIP, HairpinMasq: e.HairpinMasq, Local: e.Local,
 		})
 	}
 	m := t.model.Masquerade
@@ -356,14 +361,6 @@ func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, 
 func seeCmd(c *netops.Client, args string) string {
 	h := c.SeeHint(args)
 	return strings.TrimSuffix(strings.TrimPrefix(h, "(see: "), ")")
-}
-
-func netipJoin(ip string, port int) string {
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return ip + ":" + strconv.Itoa(port)
-	}
-	return netip.AddrPortFrom(a.Unmap(), uint16(port)).String()
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
