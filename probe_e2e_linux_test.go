@@ -352,3 +352,33 @@ func TestE2EProbeUDPUnanswered(t *testing.T) {
 		t.Errorf("UDP without answers: exit %d, want 0, WARN and cannot be judged:\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 }
+
+// A pod with a second interface (net1) on the bridge reaches the Service
+// by its default route through eth0, whatever address the probe binds:
+// probing from net1's port is refused with a line that says so, rather
+// than blaming that port's hairpin for drops it never saw.
+func TestE2EProbeSecondInterface(t *testing.T) {
+	l, cni, made := cniLab(t)
+	web := made[0]
+	net1, err := cni.Attach(web, "net1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := web.Attachments[0].IPs[0].String()
+	if err := l.Restore("iptables-restore", lab.ServiceRules(l.ServiceName, l.ServiceIP.String(), l.ServicePort, []string{ip}, 8080)); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("ip", "-n", web.Netns, "route", "add", "default", "via", "10.244.0.1", "dev", "eth0").CombinedOutput(); err != nil {
+		t.Fatalf("default route in %s: %v: %s", web.Netns, err, out)
+	}
+	r := run(t, "--netns", l.Node, "probe", net1.HostVeth, l.ServiceName, "--cni-cache", cni.CacheDir, "-n", "3", "--timeout", "300ms")
+	if r.code != 2 || !strings.Contains(r.stderr, "leaves by its interface eth0, not by net1") || r.stdout != "" {
+		t.Errorf("probe from net1's port %s: exit %d, stderr %q; want 2, the route leaves by eth0, not net1:\n%s", net1.HostVeth, r.code, r.stderr, r.stdout)
+	}
+	// From eth0's port the probe runs (and blames eth0's port's hairpin,
+	// off as the bridge plugin leaves it).
+	r = run(t, "--netns", l.Node, "probe", web.Attachments[0].HostVeth, l.ServiceName, "--cni-cache", cni.CacheDir, "-n", "3", "--timeout", "300ms")
+	if r.code != 4 || !strings.Contains(r.stdout, "hairpin-off") {
+		t.Errorf("probe from eth0's port %s: exit %d; want 4, hairpin-off:\n%s\n%s", web.Attachments[0].HostVeth, r.code, r.stdout, r.stderr)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/hairpinctl/hairpinctl/netops"
 	"github.com/hairpinctl/hairpinctl/netops/flows"
 	"github.com/hairpinctl/hairpinctl/netops/internal/nsenter"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -211,6 +213,60 @@ func (t *target) finish(c *netops.Client) error {
 		// but a namespace that cannot be entered: a runtime error, not
 		// ErrNotFound's usage error.
 		return fmt.Errorf("cannot enter the network namespace of %s: %v: is the pod's sandbox running? (see: crictl pods)", t.port.Name, err)
+	}
+	if err := t.checkRoute(c); err != nil {
+		t.ns.Close()
+		return err
+	}
+	return nil
+}
+
+// checkRoute refuses a port whose connections would not pass it: a pod
+// with a second interface (net1) behind this port reaches the Service by
+// its default route, through another interface, whatever address the
+// probe binds. What the kernel cannot say is left to the probe to show.
+func (t *target) checkRoute(c *netops.Client) error {
+	dst, err := netip.ParseAddr(t.svc.ClusterIP)
+	if err != nil {
+		return nil
+	}
+	h, err := netlink.NewHandleAt(t.ns)
+	if err != nil {
+		return nil
+	}
+	defer h.Close()
+	routes, err := h.RouteGetWithOptions(net.IP(dst.Unmap().AsSlice()), &netlink.RouteGetOptions{SrcAddr: net.IP(t.podIP.AsSlice())})
+	if err != nil || len(routes) == 0 {
+		return nil
+	}
+	out, err := h.LinkByIndex(routes[0].LinkIndex)
+	if err != nil {
+		return nil
+	}
+	fam := netlink.FAMILY_V4
+	if t.podIP.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	links, err := h.LinkList()
+	if err != nil {
+		return nil
+	}
+	for _, lk := range links {
+		addrs, err := h.AddrList(lk, fam)
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if !ok || ip.Unmap() != t.podIP {
+				continue
+			}
+			if lk.Attrs().Index == out.Attrs().Index {
+				return nil
+			}
+			return netops.Errorf(netops.ErrInvalid, "%s: the pod's route to %s leaves by its interface %s, not by %s (the one with %s, behind %s): the probe's connections would not pass %s; probe the pod's port behind %s %s",
+				t.port.Name, dst, out.Attrs().Name, lk.Attrs().Name, t.podIP, t.port.Name, t.port.Name, out.Attrs().Name, c.SeeHint("ports -o wide"))
+		}
 	}
 	return nil
 }
