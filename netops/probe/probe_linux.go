@@ -304,7 +304,7 @@ func svcLabel(s *netops.Service) string {
 func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, error) {
 	svcIP, err := netip.ParseAddr(t.svc.ClusterIP)
 	if err != nil {
-		return nil, fmt.Errorf("Service %s has no usable ClusterIP %q", svcLabel(&t.svc), t.svc.ClusterIP)
+		return nil, fmt.Errorf("the Service %s has no usable ClusterIP %q", svcLabel(&t.svc), t.svc.ClusterIP)
 	}
 	r := &Report{
 		Pod:    t.port.Pod,
