@@ -21,16 +21,18 @@ var probeCommand = &cli.Command{
 wants an answer) from inside POD's network namespace, entered from the node
 through its veth (no exec into the pod, nothing installed in it), to SERVICE,
 all at once, each from its own source port. Reports for each whether it
-succeeded, timed out, was refused or reset, its latency, and the endpoint
-conntrack balanced it to; then explains every failure from what the kernel
-showed: the port's hairpin mode, kube-proxy's masquerade (NO-SNAT in
-conntrack), the Service's endpoints, br_netfilter. A failure none of these
-explains is said to be unexplained.
+succeeded, connected only after a resent SYN (retransmitted: a failure, the
+first SYN was dropped), timed out, was refused or reset, its latency, and
+the endpoint conntrack balanced it to; then explains every failure from
+what the kernel showed: the port's hairpin mode, kube-proxy's masquerade
+(NO-SNAT in conntrack), the Service's endpoints, br_netfilter. A failure
+none of these explains is said to be unexplained.
 
 While it runs, a table of family bridge (hairpinctl-probe-PIDNS-PID)
 records which of the probe's frames the bridge forwarded, passed up or
-dropped: a drop is seen, not inferred. It is removed on every exit, a
-signal's included (--no-trace adds nothing).
+dropped after they were balanced to the pod itself, and which a firewall
+dropped in prerouting before: a drop is seen, not inferred. It is removed
+on every exit, a signal's included (--no-trace adds nothing).
 
 POD is a pod as pod/NAMESPACE/NAME, a pod IP or a bridge port; SERVICE is
 IP:PORT or NS/NAME[:PORT] (one Service port). --fix turns hairpin on for the

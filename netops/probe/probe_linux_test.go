@@ -253,6 +253,16 @@ func TestProbeUnexplainedDrop(t *testing.T) {
 	if r.Results[probe.ResultTimedOut] != 5 || len(r.Findings) != 1 || r.Findings[0].ID != probe.FindingUnexplained || r.Findings[0].Connections != 5 {
 		t.Fatalf("results %v, findings %+v; want 5 timed out, one unexplained finding", r.Results, r.Findings)
 	}
+	// iptables' FORWARD runs in the bridge's forward hook: the frames
+	// reached it, and the evidence says only that.
+	for _, cn := range r.Connections {
+		if cn.Bridge != probe.BridgeForwarded {
+			t.Errorf("port %d: bridge %q; want forwarded (reached the forward hook)", cn.SrcPort, cn.Bridge)
+		}
+	}
+	if ev := strings.Join(r.Findings[0].Evidence, "\n"); !strings.Contains(ev, "reached the bridge's forward hook") {
+		t.Errorf("evidence %q does not say the frames reached the forward hook", ev)
+	}
 	noProbeTable(t, l)
 }
 
