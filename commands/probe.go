@@ -22,21 +22,26 @@ var probeCommand = &cli.Command{
 wants an answer) from inside POD's network namespace, entered from the node
 through its veth (no exec into the pod, nothing installed in it), to SERVICE,
 all at once, each from its own source port. Reports for each whether it
-succeeded, timed out, was refused or reset, its latency, and the endpoint
-conntrack balanced it to; then explains every failure from what the kernel
-showed: the port's hairpin mode, kube-proxy's masquerade (NO-SNAT in
-conntrack), the Service's endpoints, br_netfilter. A failure none of these
-explains is said to be unexplained.
+succeeded, connected only after a resent SYN (retransmitted: a failure, the
+first SYN was dropped), timed out, was refused or reset, its latency, and
+the endpoint conntrack balanced it to; then explains every failure from
+what the kernel showed: the port's hairpin mode, kube-proxy's masquerade
+(NO-SNAT in conntrack), the Service's endpoints, br_netfilter. A failure
+none of these explains is said to be unexplained.
 
 While it runs, a table of family bridge (hairpinctl-probe-PIDNS-PID)
 records which of the probe's frames the bridge forwarded, passed up or
-dropped: a drop is seen, not inferred. It is removed on every exit, a
-signal's included (--no-trace adds nothing).
+dropped after they were balanced to the pod itself, and which a firewall
+dropped in prerouting before: a drop is seen, not inferred. It is removed
+on every exit, a signal's included (--no-trace adds nothing).
 
 POD is a pod as pod/NAMESPACE/NAME, a pod IP or a bridge port; SERVICE is
 IP:PORT or NS/NAME[:PORT] (one Service port). --fix turns hairpin on for the
-pod's port when the probe blames it, and probes again. Exit status 0 when
-every connection succeeded, 4 when some failed, 1 when it could not probe.
+pod's port when the probe blames it, and probes again. A UDP datagram gets
+a newline, or to port 53 a DNS query; one without an answer cannot be
+judged (WARN). Exit status 0 when every connection succeeded or only UDP
+datagrams went unanswered, 4 when some failed, 1 when it could not probe,
+2 on bad input.
 
 EXAMPLES:
    hairpinctl probe pod/default/web-7d9f6c-x2kq default/web:http
@@ -61,8 +66,14 @@ func runProbe(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.NArg() != 2 {
-		return usageErrorf("probe: want POD and SERVICE, got %d arguments (see: hairpinctl probe --help)", c.NArg())
+	switch c.NArg() {
+	case 0:
+		return usageErrorf("probe: missing POD and SERVICE: probe needs both (see: hairpinctl probe --help)")
+	case 1:
+		return usageErrorf("probe: missing SERVICE: probe needs POD and SERVICE (see: hairpinctl probe --help)")
+	case 2:
+	default:
+		return usageErrorf("probe: %d arguments: probe needs POD and SERVICE only (see: hairpinctl probe --help)", c.NArg())
 	}
 	o := probe.Options{
 		Pod: c.Args().Get(0), Service: c.Args().Get(1),
@@ -99,14 +110,19 @@ func runProbe(c *cli.Context) error {
 		}
 	}
 	if err != nil {
+		// A fix applied before the error stays: say so, and how to undo it.
+		kept := ""
+		if res != nil && res.Applied != "" {
+			kept = fmt.Sprintf("; --fix applied %s, which stays (undo: %s)", termSafeText(res.Applied), termSafeText(res.Undo))
+		}
 		if ctx.Err() != nil {
 			name := "a signal"
 			if s, ok := caught().(syscall.Signal); ok {
 				name = unixSignalName(s)
 			}
-			return fmt.Errorf("probe: interrupted by %s: its bridge table and sockets are removed", name)
+			return fmt.Errorf("probe: interrupted by %s: its bridge table and sockets are removed%s", name, kept)
 		}
-		return fmt.Errorf("probe: %w", err)
+		return fmt.Errorf("probe: %w%s", err, kept)
 	}
 	final := res.Before
 	if res.After != nil {
@@ -123,7 +139,7 @@ func runProbe(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if !final.OK {
+	if !final.OK && !probe.Unjudged(final) {
 		return silentExit(ExitFindings)
 	}
 	return nil
@@ -145,7 +161,7 @@ func printProbeResult(w io.Writer, res *probe.FixResult, fix bool) error {
 		case res.Applied == "":
 			b.WriteString("\nFIX: none applies (only a port's hairpin mode is fixed by --fix)\n")
 		default:
-			fmt.Fprintf(&b, "\nFIX: %s\n\nAFTER\n", termSafeText(res.Applied))
+			fmt.Fprintf(&b, "\nFIX: %s (undo: %s)\n\nAFTER\n", termSafeText(res.Applied), termSafeText(res.Undo))
 			writeProbe(&b, pal, res.After)
 			fmt.Fprintf(&b, "\n%s -> %s succeeded\n", fraction(res.Before), fraction(res.After))
 		}
@@ -161,8 +177,8 @@ func fraction(r *probe.Report) string {
 // writeProbe writes one probe: the pod and the Service, the results per
 // endpoint, a summary, then one block per finding as doctor prints them.
 func writeProbe(b *strings.Builder, pal palette, r *probe.Report) {
-	p, s := r.Pod, r.Service
-	who := p.Name
+	p, s := r.Client, r.Service
+	who := r.Pod.FullName()
 	if who == "" {
 		who = "pod " + p.IP
 	} else {
@@ -176,12 +192,17 @@ func writeProbe(b *strings.Builder, pal palette, r *probe.Report) {
 	if svc == "" {
 		svc = "Service"
 	}
-	fmt.Fprintf(b, "%s, port %s of %s, hairpin %s\n", termSafeText(who), termSafeText(p.Port), termSafeText(p.Bridge), hp)
+	fmt.Fprintf(b, "%s, port %s of %s, hairpin %s\n", termSafeText(who), termSafeText(p.Interface), termSafeText(p.Bridge), hp)
 	fmt.Fprintf(b, "-> %s %s:%d/%s, %s, %s backend\n", termSafeText(svc), s.IP, s.Port, r.Protocol, plural(len(s.Endpoints), "endpoint"), s.Backend)
 
 	var t strings.Builder
 	tw := newTable(&t)
-	cols := []string{probe.ResultSucceeded, probe.ResultTimedOut, probe.ResultRefused, probe.ResultReset}
+	cols := []string{probe.ResultSucceeded}
+	if r.Results[probe.ResultRetransmitted] > 0 {
+		// Connected only after a resent SYN: the first was dropped.
+		cols = append(cols, probe.ResultRetransmitted)
+	}
+	cols = append(cols, probe.ResultTimedOut, probe.ResultRefused, probe.ResultReset)
 	for _, k := range []string{probe.ResultNoReply, probe.ResultError} {
 		if r.Results[k] > 0 {
 			cols = append(cols, k)
@@ -206,7 +227,7 @@ func writeProbe(b *strings.Builder, pal palette, r *probe.Report) {
 		}
 	}
 	for _, e := range r.Endpoints {
-		name := e.Addr
+		name := e.Addr()
 		if e.Self {
 			name += " (self)"
 		}
@@ -239,7 +260,11 @@ func writeProbe(b *strings.Builder, pal palette, r *probe.Report) {
 		sum += "; conntrack not read: " + r.Facts.ConntrackError
 	}
 	status := pal.good("OK")
-	if !r.OK {
+	switch {
+	case probe.Unjudged(r):
+		// As doctor: a warning, no failure seen.
+		status = pal.warn("WARN")
+	case !r.OK:
 		status = pal.bad("FAIL")
 	}
 	for _, ln := range wrapText(status+": "+termSafeText(sum), doctorWidth, "  ") {

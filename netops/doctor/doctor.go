@@ -89,7 +89,8 @@ type Check struct {
 	Details []string `json:"details"`
 	// Pods are the pods behind the ports and endpoints the finding and
 	// details speak of, when doctor was asked to name them
-	// (Options.Pods); empty otherwise.
+	// (Options.Pods), and always for a --probe check (the pod probed
+	// from); empty otherwise.
 	Pods []PodRef `json:"pods"`
 }
 

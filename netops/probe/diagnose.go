@@ -3,12 +3,13 @@ package probe
 import (
 	"fmt"
 	"math"
+	"net/netip"
 	"sort"
 	"strings"
 )
 
 // results lists every connection result, in the order reports show them.
-var results = []string{ResultSucceeded, ResultTimedOut, ResultRefused, ResultReset, ResultNoReply, ResultError}
+var results = []string{ResultSucceeded, ResultRetransmitted, ResultTimedOut, ResultRefused, ResultReset, ResultNoReply, ResultError}
 
 // Diagnose counts r's connections and explains every one that failed from
 // r's facts, filling Results, Endpoints, Findings and OK. cmd turns
@@ -28,7 +29,10 @@ func Diagnose(r *Report, cmd func(args string) string) {
 		}
 		e := byEP[c.Endpoint]
 		if e == nil {
-			e = &EndpointCount{Addr: c.Endpoint, Self: c.Self, Results: map[string]int{}}
+			e = &EndpointCount{IP: c.Endpoint, Self: c.Self, Results: map[string]int{}}
+			if ap, err := netip.ParseAddrPort(c.Endpoint); err == nil {
+				e.IP, e.Port = ap.Addr().String(), int(ap.Port())
+			}
 			byEP[c.Endpoint] = e
 		}
 		e.Results[c.Result]++
@@ -37,7 +41,7 @@ func Diagnose(r *Report, cmd func(args string) string) {
 	for _, e := range byEP {
 		r.Endpoints = append(r.Endpoints, *e)
 	}
-	sort.Slice(r.Endpoints, func(i, j int) bool { return r.Endpoints[i].Addr < r.Endpoints[j].Addr })
+	sort.Slice(r.Endpoints, func(i, j int) bool { return r.Endpoints[i].Addr() < r.Endpoints[j].Addr() })
 	r.Findings = []Finding{}
 	r.OK = r.Results[ResultSucceeded] == len(r.Connections) && len(r.Connections) > 0
 
@@ -179,45 +183,86 @@ func (d *diagnosis) noEndpoints() {
 // never confirms the connection.
 func (d *diagnosis) hairpinOff() {
 	self := d.self()
-	if d.r.Pod.Hairpin || self == nil {
+	if d.r.Client.Hairpin || self == nil {
 		return
 	}
 	traced := d.r.Facts.Traced
 	idx := d.pick(func(c *Connection) bool {
-		if c.Result != ResultTimedOut && c.Result != ResultNoReply {
+		switch c.Result {
+		case ResultTimedOut, ResultNoReply, ResultRetransmitted:
+		default:
 			return false
 		}
 		if traced {
-			return c.Bridge == BridgeDropped
+			// Seen: balanced to itself, then left by no port.
+			return c.Bridge == BridgeDropped && c.BalancedToSelf
 		}
-		return !c.Conntrack
+		return !c.Conntrack || c.Result == ResultRetransmitted
 	})
 	if len(idx) == 0 {
 		return
 	}
-	p := d.r.Pod
+	total := len(d.r.Connections)
+	if !traced {
+		// Inferred: blame the bridge for no more connections than the
+		// pod's share of the balancing makes likely; the rest stay
+		// unexplained.
+		if most := likelyAtMost(self.Share, total); len(idx) > most {
+			idx = idx[:most]
+		}
+		if len(idx) == 0 {
+			return
+		}
+	}
+	p := d.r.Client
 	n := len(d.r.Service.Endpoints)
 	who := "the only endpoint"
 	if n > 1 {
 		who = fmt.Sprintf("1 of %d endpoints", n)
 	}
 	ev := []string{
-		fmt.Sprintf("kernel: port %s of bridge %s has hairpin off", p.Port, p.Bridge),
-		fmt.Sprintf("%s: %s (this pod) is %s of %s, share %s", d.rulesSource(), self.Addr, who, d.svcName(), percent(self.Share)),
+		fmt.Sprintf("kernel: port %s of bridge %s has hairpin off", p.Interface, p.Bridge),
+		fmt.Sprintf("%s: %s (this pod) is %s of %s, share %s", d.rulesSource(), self.Addr(), who, d.svcName(), percent(self.Share)),
+	}
+	retrans := 0
+	for _, i := range idx {
+		if d.r.Connections[i].Result == ResultRetransmitted {
+			retrans++
+		}
 	}
 	if traced {
-		ev = append(ev, fmt.Sprintf("bridge trace: %d of the probe's connections entered the bridge from %s and left it by no port, nor were passed up to the node: dropped by the bridge", len(idx), p.Port))
+		ev = append(ev, fmt.Sprintf("bridge trace: %d of the probe's connections entered the bridge from %s, came out of prerouting addressed to this pod itself, and left by no port, nor were passed up to the node: dropped by the bridge", len(idx), p.Interface))
 	} else {
-		ev = append(ev, "bridge not traced: the drop is inferred, not seen")
+		ev = append(ev, fmt.Sprintf("bridge not traced: the drop is inferred, not seen, from the hairpin mode and the pod's share (at most %d of %d put on it)", likelyAtMost(self.Share, total), total))
 	}
-	ev = append(ev, d.noEntry("conntrack: no entry confirmed for them (the kernel confirms one only after the bridge passes the packet on)"))
+	if retrans > 0 {
+		ev = append(ev, fmt.Sprintf("socket: %d connected only after the kernel sent the SYN again: the first SYN was dropped and the resent one balanced elsewhere", retrans))
+	}
+	if retrans < len(idx) {
+		ev = append(ev, d.noEntry("conntrack: no entry confirmed for the dropped ones (the kernel confirms one only after the bridge passes the packet on)"))
+	}
+	verb := "are dropped by the bridge"
+	if !traced {
+		verb = "are dropped by the bridge, which likely accounts for these (inferred: the bridge was not traced)"
+	}
 	d.add(Finding{
 		ID: FindingHairpinOff,
-		Finding: fmt.Sprintf("%s; this pod is %s of %s and its port %s has hairpin off: connections balanced to itself are dropped by the bridge (expected %s)",
-			d.tally(idx), who, d.svcName(), p.Port, expected(self.Share)),
+		Finding: fmt.Sprintf("%s; this pod is %s of %s and its port %s has hairpin off: connections balanced to itself %s (expected %s)",
+			d.tally(idx), who, d.svcName(), p.Interface, verb, expected(self.Share)),
 		Evidence: ev,
-		Fix:      d.cmd("enable " + p.Port),
+		Fix:      d.cmd("enable " + p.Interface),
 	}, idx)
+}
+
+// likelyAtMost is how many of n connections a share of the balancing can
+// plausibly send to one endpoint: the mean plus three standard deviations
+// of the binomial, plus one.
+func likelyAtMost(share float64, n int) int {
+	if share >= 0.999 {
+		return n
+	}
+	m := share*float64(n) + 3*math.Sqrt(float64(n)*share*(1-share)) + 1
+	return min(n, int(math.Ceil(m)))
 }
 
 // noSNAT: a connection balanced to the pod itself and not masqueraded
@@ -225,20 +270,20 @@ func (d *diagnosis) hairpinOff() {
 // itself directly, and the reply never passes the node to be un-NATed.
 func (d *diagnosis) noSNAT() {
 	idx := d.pick(func(c *Connection) bool {
-		return c.Conntrack && c.Self && !c.SNAT && c.Result != ResultSucceeded && c.Result != ResultRefused
+		return c.Conntrack && c.Self && !c.SNAT && c.Result != ResultSucceeded && c.Result != ResultRetransmitted && c.Result != ResultRefused
 	})
 	if len(idx) == 0 {
 		return
 	}
 	m := d.r.Facts.Masquerade
-	ev := []string{fmt.Sprintf("conntrack: %d entries balanced to this pod itself (reply tuple %s → %s) show no source NAT (NO-SNAT)", len(idx), d.r.Pod.IP, d.r.Pod.IP)}
+	ev := []string{fmt.Sprintf("conntrack: %d entries balanced to this pod itself (reply tuple %s → %s) show no source NAT (NO-SNAT)", len(idx), d.r.Client.IP, d.r.Client.IP)}
 	var missing []string
 	if !m.HairpinSet {
 		if !m.MarkMasq {
 			missing = append(missing, "nothing sets the masquerade mark (KUBE-MARK-MASQ / mark-for-masquerade)")
 		}
 		if self := d.self(); self != nil && !self.HairpinMasq {
-			missing = append(missing, fmt.Sprintf("the chain of endpoint %s does not mark the endpoint's own traffic for masquerade", self.Addr))
+			missing = append(missing, fmt.Sprintf("the chain of endpoint %s does not mark the endpoint's own traffic for masquerade", self.Addr()))
 		}
 	}
 	if !m.PostroutingMasquerade {
@@ -286,7 +331,7 @@ func (d *diagnosis) refused() {
 	}
 }
 
-// brNetfilter: with bridge-nf-call-iptables off, the reply of another pod
+// brNetfilter: with bridge-nf-call-iptables (ip6tables for IPv6) off, the reply of another pod
 // on the same bridge is bridged straight back without passing conntrack,
 // so it is never un-DNATed and the client ignores it.
 func (d *diagnosis) brNetfilter() {
@@ -300,15 +345,29 @@ func (d *diagnosis) brNetfilter() {
 	if len(idx) == 0 {
 		return
 	}
+	name := d.r.Facts.BrNetfilterSysctl
+	if name == "" {
+		name = "net.bridge.bridge-nf-call-iptables"
+		if strings.Contains(d.r.Client.IP, ":") {
+			name = "net.bridge.bridge-nf-call-ip6tables"
+		}
+	}
 	d.add(Finding{
 		ID:      FindingBrNetfilter,
-		Finding: fmt.Sprintf("%s: net.bridge.bridge-nf-call-iptables is 0, so the replies of other pods on this bridge bypass conntrack and never reach this pod un-NATed", d.tally(idx)),
+		Finding: fmt.Sprintf("%s: %s is 0, so the replies of other pods on this bridge bypass conntrack and never reach this pod un-NATed", d.tally(idx), name),
 		Evidence: []string{
-			"sysctl: net.bridge.bridge-nf-call-iptables = 0",
+			"sysctl: " + name + " = 0",
 			"conntrack: the entries of these connections never saw a reply (state SYN_SENT)",
 		},
-		Fix: "sysctl -w net.bridge.bridge-nf-call-iptables=1",
+		Fix: "sysctl -w " + name + "=1",
 	}, idx)
+}
+
+// Unjudged reports whether r failed only in ways that cannot be judged:
+// its one finding is udp-no-reply (datagrams a server need not answer).
+// Such a probe is a warning, not a failure seen.
+func Unjudged(r *Report) bool {
+	return !r.OK && len(r.Findings) == 1 && r.Findings[0].ID == FindingUDPNoReply
 }
 
 // udpNoReply: a datagram without an answer is no proof of a drop.
@@ -319,7 +378,7 @@ func (d *diagnosis) udpNoReply() {
 	}
 	d.add(Finding{
 		ID:       FindingUDPNoReply,
-		Finding:  fmt.Sprintf("%s: cannot be judged: a UDP server need not answer the probe's empty datagram", d.tally(idx)),
+		Finding:  fmt.Sprintf("%s: cannot be judged: a UDP server need not answer the probe's datagram", d.tally(idx)),
 		Evidence: d.seen(idx),
 	}, idx)
 }
@@ -340,7 +399,8 @@ func (d *diagnosis) unexplained() {
 // seen describes what conntrack and the bridge trace showed of the
 // connections idx.
 func (d *diagnosis) seen(idx []int) []string {
-	ct, fwd, up, drop, unseen := 0, 0, 0, 0, 0
+	ct, retrans := 0, 0
+	bridge := map[string]int{}
 	eps := map[string]int{}
 	errs := map[string]int{}
 	for _, i := range idx {
@@ -348,26 +408,23 @@ func (d *diagnosis) seen(idx []int) []string {
 		if c.Error != "" {
 			errs[c.Error]++
 		}
+		if c.Result == ResultRetransmitted {
+			retrans++
+		}
 		if c.Conntrack {
 			ct++
 			eps[c.Endpoint]++
 		}
-		switch c.Bridge {
-		case BridgeForwarded:
-			fwd++
-		case BridgeDelivered:
-			up++
-		case BridgeDropped:
-			drop++
-		case BridgeUnseen:
-			unseen++
-		}
+		bridge[c.Bridge]++
 	}
 	var ev []string
 	for e, n := range errs {
 		ev = append(ev, fmt.Sprintf("socket: %d failed with %q", n, e))
 	}
 	sort.Strings(ev)
+	if retrans > 0 {
+		ev = append(ev, fmt.Sprintf("socket: %d connected only after the kernel sent the SYN again: the first SYN or its answer was lost", retrans))
+	}
 	if ct == 0 {
 		ev = append(ev, d.noEntry("conntrack: no entry for them"))
 	} else {
@@ -379,7 +436,20 @@ func (d *diagnosis) seen(idx []int) []string {
 		ev = append(ev, fmt.Sprintf("conntrack: %d of them have an entry: %s", ct, strings.Join(parts, ", ")))
 	}
 	if d.r.Facts.Traced {
-		ev = append(ev, fmt.Sprintf("bridge trace: %d forwarded to a port, %d passed up to the node, %d dropped, %d never seen entering from %s", fwd, up, drop, unseen, d.r.Pod.Port))
+		var parts []string
+		for _, k := range []struct{ v, what string }{
+			{BridgeForwarded, "reached the bridge's forward hook bound for a port (a FORWARD firewall rule may drop there)"},
+			{BridgeDelivered, "passed up to the node"},
+			{BridgeDropped, "balanced to this pod itself and dropped by the bridge"},
+			{BridgeDroppedEarly, "dropped before the bridge decided where they go (in the IP prerouting hooks br_netfilter runs: a firewall rule, not the hairpin)"},
+			{BridgeLost, "balanced to another endpoint and sent to no port"},
+			{BridgeUnseen, "never seen entering from " + d.r.Client.Interface},
+		} {
+			if n := bridge[k.v]; n > 0 {
+				parts = append(parts, fmt.Sprintf("%d %s", n, k.what))
+			}
+		}
+		ev = append(ev, "bridge trace: "+strings.Join(parts, "; "))
 	} else {
 		ev = append(ev, "bridge not traced")
 	}

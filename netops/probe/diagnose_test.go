@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/hairpinctl/hairpinctl/netops/pods"
 )
 
 // report builds facts: a pod at 10.244.0.5 behind vethab12, a Service
@@ -11,17 +13,18 @@ import (
 // self), and connections made by conn.
 func report(hairpin bool, eps int, self bool, conns ...Connection) *Report {
 	r := &Report{
-		Pod:      PodInfo{Name: "default/web-0", IP: "10.244.0.5", Port: "vethab12", Bridge: "cni0", Hairpin: hairpin},
+		Pod:      &pods.Pod{Namespace: "default", Name: "web-0"},
+		Client:   Client{IP: "10.244.0.5", Interface: "vethab12", Bridge: "cni0", Hairpin: hairpin},
 		Service:  ServiceInfo{Name: "default/web:http", IP: "10.96.0.10", Port: 80, Backend: "iptables-nft", Endpoints: []ServiceEndpoint{}},
 		Protocol: "tcp",
-		Facts: Facts{BrNetfilter: "1", Traced: true, Masquerade: Masquerade{
+		Facts: Facts{BrNetfilter: "1", BrNetfilterSysctl: "net.bridge.bridge-nf-call-iptables", Traced: true, Masquerade: Masquerade{
 			MarkMasq: true, PostroutingMasquerade: true, PostroutingHooked: true,
 		}},
 	}
 	for i := range eps {
-		e := ServiceEndpoint{Addr: fmt.Sprintf("10.244.0.%d:8080", 6+i), Share: 1 / float64(eps), HairpinMasq: true}
+		e := ServiceEndpoint{IP: fmt.Sprintf("10.244.0.%d", 6+i), Port: 8080, Share: 1 / float64(eps), HairpinMasq: true}
 		if i == 0 && self {
-			e.Addr, e.Self = "10.244.0.5:8080", true
+			e.IP, e.Self = "10.244.0.5", true
 		}
 		r.Service.Endpoints = append(r.Service.Endpoints, e)
 	}
@@ -40,8 +43,13 @@ func repeat(n int, c Connection) []Connection {
 }
 
 var (
-	ok        = Connection{Result: ResultSucceeded, Conntrack: true, Endpoint: "10.244.0.6:8080", Bridge: BridgeForwarded}
-	dropped   = Connection{Result: ResultTimedOut, Bridge: BridgeDropped}
+	ok      = Connection{Result: ResultSucceeded, Conntrack: true, Endpoint: "10.244.0.6:8080", Bridge: BridgeForwarded}
+	dropped = Connection{Result: ResultTimedOut, Bridge: BridgeDropped, BalancedToSelf: true}
+	// retried: the first SYN balanced to the pod itself and dropped, the
+	// resent one balanced to another pod.
+	retried = Connection{Result: ResultRetransmitted, SynRetransmits: 1, Conntrack: true, Endpoint: "10.244.0.6:8080", Bridge: BridgeDropped, BalancedToSelf: true}
+	// early: dropped in IP prerouting (a firewall rule), never balanced.
+	early     = Connection{Result: ResultTimedOut, Bridge: BridgeDroppedEarly}
 	noSNAT    = Connection{Result: ResultTimedOut, Conntrack: true, Endpoint: "10.244.0.5:8080", Self: true, State: "SYN_SENT", Bridge: BridgeForwarded}
 	refusedBy = Connection{Result: ResultRefused, Conntrack: true, Endpoint: "10.244.0.6:8080", State: "CLOSE", Bridge: BridgeForwarded}
 	rejected  = Connection{Result: ResultRefused, Bridge: BridgeDelivered}
@@ -68,7 +76,24 @@ func TestDiagnose(t *testing.T) {
 			{FindingHairpinOff, 20, []string{"20 of 20 timed out", "the only endpoint", "expected all of them", "inferred, not seen"}},
 		}},
 		{"hairpin off but the pod is no endpoint: not blamed", report(false, 2, false, repeat(5, dropped)...), []wantFinding{
-			{FindingUnexplained, 5, []string{"5 of 5 timed out, unexplained", "0 forwarded to a port, 0 passed up to the node, 5 dropped"}},
+			{FindingUnexplained, 5, []string{"5 of 5 timed out, unexplained", "bridge trace: 5 balanced to this pod itself and dropped"}},
+		}},
+		{"hairpin off, SYN dropped then resent elsewhere: a failure, put on the hairpin", report(false, 3, true, append(repeat(22, ok), repeat(8, retried)...)...), []wantFinding{
+			{FindingHairpinOff, 8, []string{"8 of 30 retransmitted", "hairpin off", "8 connected only after the kernel sent the SYN again"}},
+		}},
+		{"retransmitted without a drop the trace saw: unexplained", report(true, 3, true, append(repeat(2, ok), Connection{Result: ResultRetransmitted, SynRetransmits: 1, Conntrack: true, Endpoint: "10.244.0.6:8080", Bridge: BridgeForwarded})...), []wantFinding{
+			{FindingUnexplained, 1, []string{"1 of 3 retransmitted, unexplained", "1 connected only after the kernel sent the SYN again"}},
+		}},
+		{"hairpin off, but dropped in prerouting before balancing: unexplained", report(false, 3, true, repeat(6, early)...), []wantFinding{
+			{FindingUnexplained, 6, []string{"6 of 6 timed out, unexplained", "6 dropped before the bridge decided", "not the hairpin"}},
+		}},
+		{"hairpin off, untraced: no more put on it than the pod's share", func() *Report {
+			r := report(false, 3, true, repeat(30, Connection{Result: ResultTimedOut})...)
+			r.Facts.Traced = false
+			return r
+		}(), []wantFinding{
+			{FindingHairpinOff, 19, []string{"19 of 30 timed out", "inferred", "at most 19 of 30"}},
+			{FindingUnexplained, 11, []string{"11 of 30 timed out, unexplained"}},
 		}},
 		{"no SNAT, masquerade rule missing", func() *Report {
 			r := report(true, 2, true, append(repeat(10, ok), repeat(10, noSNAT)...)...)
@@ -108,8 +133,16 @@ func TestDiagnose(t *testing.T) {
 		}(), []wantFinding{
 			{FindingBrNetfilter, 4, []string{"bridge-nf-call-iptables is 0"}},
 		}},
+		{"br_netfilter off for IPv6: the ip6tables sysctl is named and fixed", func() *Report {
+			r := report(true, 2, false, repeat(4, forwarded)...)
+			r.Client.IP = "fd00:10:244::5"
+			r.Facts.BrNetfilter, r.Facts.BrNetfilterSysctl = "0", "net.bridge.bridge-nf-call-ip6tables"
+			return r
+		}(), []wantFinding{
+			{FindingBrNetfilter, 4, []string{"bridge-nf-call-ip6tables is 0", "sysctl: net.bridge.bridge-nf-call-ip6tables = 0", "sysctl -w net.bridge.bridge-nf-call-ip6tables=1"}},
+		}},
 		{"forwarded and timed out, with everything in place: unexplained", report(true, 2, false, append(repeat(3, ok), repeat(2, forwarded)...)...), []wantFinding{
-			{FindingUnexplained, 2, []string{"2 of 5 timed out, unexplained", "2 forwarded to a port", "2 to 10.244.0.6:8080"}},
+			{FindingUnexplained, 2, []string{"2 of 5 timed out, unexplained", "2 reached the bridge's forward hook", "2 to 10.244.0.6:8080"}},
 		}},
 		{"udp without replies", report(true, 1, false, repeat(3, Connection{Result: ResultNoReply, Conntrack: true, Endpoint: "10.244.0.6:8080", Bridge: BridgeForwarded})...), []wantFinding{
 			{FindingUDPNoReply, 3, []string{"cannot be judged"}},
@@ -155,7 +188,7 @@ func TestDiagnoseCountsEndpoints(t *testing.T) {
 	self := Connection{Result: ResultSucceeded, Conntrack: true, Endpoint: "10.244.0.5:8080", Self: true}
 	r := report(true, 2, true, ok, ok, self, dropped)
 	Diagnose(r, func(a string) string { return a })
-	if len(r.Endpoints) != 2 || r.Endpoints[0].Addr != "10.244.0.5:8080" || !r.Endpoints[0].Self || r.Endpoints[0].Results[ResultSucceeded] != 1 ||
+	if len(r.Endpoints) != 2 || r.Endpoints[0].IP != "10.244.0.5" || r.Endpoints[0].Port != 8080 || !r.Endpoints[0].Self || r.Endpoints[0].Results[ResultSucceeded] != 1 ||
 		r.Endpoints[1].Results[ResultSucceeded] != 2 {
 		t.Errorf("endpoints %+v", r.Endpoints)
 	}
@@ -172,5 +205,39 @@ func TestDiagnoseConntrackUnread(t *testing.T) {
 	ev := strings.Join(r.Findings[0].Evidence, "\n")
 	if !strings.Contains(ev, "conntrack not read (permission denied)") || strings.Contains(ev, "no entry confirmed") {
 		t.Errorf("evidence without conntrack:\n%s", ev)
+	}
+}
+
+// A UDP probe to port 53 sends a DNS query a server answers; elsewhere a
+// newline.
+func TestDatagram(t *testing.T) {
+	q := datagram(53, 0x1234)
+	want := []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1}
+	if string(q) != string(want) {
+		t.Errorf("datagram(53) = % x, want % x (query . IN NS, ID 0x1234)", q, want)
+	}
+	if d := datagram(9999, 1); string(d) != "\n" {
+		t.Errorf("datagram(9999) = %q, want a newline", d)
+	}
+}
+
+// A probe whose only finding is UDP's unanswered datagrams cannot be
+// judged: a warning, not a failure; with any other finding it is judged.
+func TestUnjudged(t *testing.T) {
+	noReply := Connection{Result: ResultNoReply, Conntrack: true, Endpoint: "10.244.0.6:8080", Bridge: BridgeForwarded}
+	r := report(true, 1, false, repeat(3, noReply)...)
+	Diagnose(r, func(a string) string { return a })
+	if !Unjudged(r) {
+		t.Errorf("only udp-no-reply: Unjudged false, findings %+v", r.Findings)
+	}
+	r = report(true, 1, false, append(repeat(3, noReply), refusedBy)...)
+	Diagnose(r, func(a string) string { return a })
+	if Unjudged(r) {
+		t.Errorf("udp-no-reply and refused: Unjudged true, findings %+v", r.Findings)
+	}
+	r = report(true, 1, false, repeat(3, ok)...)
+	Diagnose(r, func(a string) string { return a })
+	if Unjudged(r) {
+		t.Error("all succeeded: Unjudged true")
 	}
 }

@@ -46,6 +46,18 @@ type Pair struct {
 	// Service is the Service port as IP:PORT, and Name as NS/NAME:PORT
 	// ("" when the rules do not name it).
 	Service, Name string
+	// Ambiguous, when not "", says why the pair is not probed: two
+	// ports claim the endpoint's address, and probing from either could
+	// be probing from the wrong pod.
+	Ambiguous string
+
+	// What the probe needs, as PlanDoctor read it: the probe does not
+	// read the ports and kube-proxy's rules again.
+	port  bridgeports.Port
+	ip    netip.Addr
+	ep    string
+	svc   kubeproxy.Service
+	model *kubeproxy.Result
 }
 
 func (o *DoctorOptions) defaults() {
@@ -62,34 +74,27 @@ func (o *DoctorOptions) defaults() {
 
 // PlanDoctor lists the probes doctor --probe makes: one for each endpoint
 // of a selected TCP or UDP Service port that sits behind a pod's port of
-// this node's bridges, in the Services' order.
+// this node's bridges, in the Services' order. An address two ports
+// claim (bridgeports.PodsByIP's rule) is probed from neither: its pair says so.
 func PlanDoctor(c *netops.Client, o DoctorOptions) ([]Pair, error) {
 	ports, err := bridgeports.List(c, bridgeports.ListOptions{PodIPs: true, Kinds: true, Pods: &bridgeports.PodOptions{CacheDir: o.CacheDir}})
 	if err != nil {
 		return nil, err
 	}
-	byIP := map[netip.Addr]bridgeports.Port{}
+	byIP := map[netip.Addr][]bridgeports.Port{}
 	for _, p := range ports {
 		if !p.PodPort {
 			continue
 		}
 		for _, s := range p.PodIPs {
 			if a, err := netip.ParseAddr(s); err == nil {
-				byIP[a.Unmap()] = p
+				byIP[a.Unmap()] = append(byIP[a.Unmap()], p)
 			}
 		}
 	}
-	so := kubeproxy.Options{}
-	for _, s := range o.Services {
-		ip, name, err := kubeproxy.ParseServiceArg(s)
-		if err != nil {
-			return nil, err
-		}
-		if ip != "" {
-			so.ClusterIPs = append(so.ClusterIPs, ip)
-		} else {
-			so.Names = append(so.Names, name)
-		}
+	so, err := servicesOptions(o.Services, "")
+	if err != nil {
+		return nil, err
 	}
 	model, err := kubeproxy.Services(c, so)
 	if err != nil {
@@ -113,58 +118,118 @@ func PlanDoctor(c *netops.Client, o DoctorOptions) ([]Pair, error) {
 			if err != nil {
 				continue
 			}
-			p, ok := byIP[ea.Unmap()]
-			if !ok || seen[p.Name] {
+			ea = ea.Unmap()
+			claim := byIP[ea]
+			switch {
+			case len(claim) == 0:
+				continue
+			case len(claim) > 1:
+				names := make([]string, len(claim))
+				for i, p := range claim {
+					names[i] = p.Name
+				}
+				pairs = append(pairs, Pair{Port: strings.Join(names, ","), Service: svc, Name: name,
+					Ambiguous: fmt.Sprintf("endpoint %s is claimed by ports %s: probed from neither", ea, strings.Join(names, " and "))})
+				continue
+			}
+			p := claim[0]
+			if seen[p.Name] {
 				continue
 			}
 			seen[p.Name] = true
-			pairs = append(pairs, Pair{Port: p.Name, Pod: p.Pod.FullName(), Service: svc, Name: name})
+			pairs = append(pairs, Pair{Port: p.Name, Pod: p.Pod.FullName(), Service: svc, Name: name,
+				port: p, ip: ea, ep: netip.AddrPortFrom(ea, uint16(e.Port)).String(), svc: s, model: model})
 		}
 	}
 	return pairs, nil
 }
 
+// CheckID is the ID of a probe check: probe:NS/NAME:PORT (probe:IP:PORT
+// when the rules do not name the Service port). The pod probed from is in
+// the check's finding and pods, not its ID.
+func (p Pair) CheckID() string {
+	if p.Name != "" {
+		return "probe:" + p.Name
+	}
+	return "probe:" + p.Service
+}
+
 // Doctor probes each pair, one after the other, and returns a doctor check
 // for each: PASS when every connection succeeded, FAIL when some failed
 // (WARN when only UDP's unanswered datagrams did), SKIP for the pairs left
-// when the budget would be overrun or ctx ends.
+// when the budget would be overrun or ctx ends. The budget is a deadline
+// on all the probes together: a probe it cuts short is skipped too.
 func Doctor(ctx context.Context, c *netops.Client, pairs []Pair, o DoctorOptions) []doctor.Check {
 	o.defaults()
-	start := time.Now()
+	deadline := time.Now().Add(o.Budget)
+	bctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	// A probe lasts its timeout, and reading the node takes a little more.
 	per := o.Timeout + 250*time.Millisecond
 	checks := []doctor.Check{}
 	for _, p := range pairs {
-		id := "probe:" + p.Service
-		if p.Name != "" {
-			id = "probe:" + p.Name
-		}
 		from := p.Port
 		if p.Pod != "" {
 			from = p.Pod + " (" + p.Port + ")"
 		}
-		id += " from " + from
-		if ctx.Err() != nil || time.Since(start)+per > o.Budget {
-			checks = append(checks, doctor.Check{ID: id, Status: doctor.StatusSkip,
-				Finding: fmt.Sprintf("not probed: the --probe budget of %s was spent", o.Budget), Details: []string{}})
+		ch := doctor.Check{ID: p.CheckID(), Details: []string{}, Pods: []doctor.PodRef{}}
+		if p.Ambiguous == "" {
+			ref := doctor.PodRef{Bridge: p.port.Bridge, Port: p.port.Name, Endpoint: p.ep}
+			if p.port.Pod != nil {
+				pod := *p.port.Pod
+				ref.Pod = &pod
+			}
+			ch.Pods = append(ch.Pods, ref)
+		}
+		skip := func(why string) doctor.Check {
+			ch.Status, ch.Finding = doctor.StatusSkip, "from "+from+": not probed: "+why
+			return ch
+		}
+		switch {
+		case ctx.Err() != nil:
+			checks = append(checks, skip("interrupted"))
+			continue
+		case time.Until(deadline) < per:
+			checks = append(checks, skip(fmt.Sprintf("the --probe budget of %s was spent", o.Budget)))
+			continue
+		case p.Ambiguous != "":
+			ch.Status, ch.Finding = doctor.StatusWarn, "not probed: "+p.Ambiguous
+			checks = append(checks, ch)
 			continue
 		}
-		r, err := Run(ctx, c, Options{Pod: p.Port, Service: p.Service, Count: o.Count, Timeout: o.Timeout, CacheDir: o.CacheDir})
-		if err != nil {
-			checks = append(checks, doctor.Check{ID: id, Status: doctor.StatusWarn, Finding: "could not probe: " + err.Error(), Details: []string{}})
-			continue
+		r, err := runPair(bctx, c, p, Options{Count: o.Count, Timeout: o.Timeout})
+		switch {
+		case err != nil && ctx.Err() != nil:
+			checks = append(checks, skip("interrupted"))
+		case err != nil && bctx.Err() != nil:
+			checks = append(checks, skip(fmt.Sprintf("cut short: the --probe budget of %s ran out", o.Budget)))
+		case err != nil:
+			ch.Status, ch.Finding = doctor.StatusWarn, "from "+from+": could not probe: "+err.Error()
+			checks = append(checks, ch)
+		default:
+			checks = append(checks, probeCheck(ch, from, r))
 		}
-		checks = append(checks, probeCheck(id, r))
 	}
 	return checks
 }
 
+// runPair probes one pair from what PlanDoctor read.
+func runPair(ctx context.Context, c *netops.Client, p Pair, o Options) (*Report, error) {
+	o.defaults()
+	t := &target{port: p.port, podIP: p.ip, svc: p.svc, model: p.model}
+	if err := t.finish(c); err != nil {
+		return nil, err
+	}
+	defer t.ns.Close()
+	return run(ctx, c, o, t)
+}
+
 // probeCheck turns a probe into a doctor check.
-func probeCheck(id string, r *Report) doctor.Check {
-	ch := doctor.Check{ID: id, Status: doctor.StatusPass, Details: []string{}}
+func probeCheck(ch doctor.Check, from string, r *Report) doctor.Check {
+	ch.Status = doctor.StatusPass
 	ok := r.Results[ResultSucceeded]
 	if r.OK {
-		ch.Finding = fmt.Sprintf("%d/%d connections from the pod to itself through the Service succeeded", ok, r.Count)
+		ch.Finding = fmt.Sprintf("from %s: %d/%d connections from the pod to itself through the Service succeeded", from, ok, r.Count)
 		return ch
 	}
 	ch.Status = doctor.StatusWarn
@@ -179,7 +244,7 @@ func probeCheck(id string, r *Report) doctor.Check {
 		}
 		ch.Details = append(ch.Details, f.Evidence...)
 	}
-	ch.Finding = strings.Join(finds, "; ")
+	ch.Finding = "from " + from + ": " + strings.Join(finds, "; ")
 	ch.Details = append(ch.Details, strconv.Itoa(ok)+"/"+strconv.Itoa(r.Count)+" succeeded")
 	return ch
 }

@@ -9,12 +9,25 @@
 // can be tested on made-up facts.
 package probe
 
-import "time"
+import (
+	"encoding/binary"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/hairpinctl/hairpinctl/netops/pods"
+)
 
 // Connection results.
 const (
-	// ResultSucceeded: TCP connected; UDP got a reply.
+	// ResultSucceeded: TCP connected at the first SYN; UDP got a reply.
 	ResultSucceeded = "succeeded"
+	// ResultRetransmitted: TCP connected, but only after the kernel sent
+	// the SYN again (a second after the first, then doubling): the first
+	// SYN, or its answer, was lost. A dropped SYN resent is balanced
+	// anew, often to another endpoint, so a drop hides behind a slow
+	// success: it is a failure.
+	ResultRetransmitted = "retransmitted"
 	// ResultTimedOut: no answer within the timeout.
 	ResultTimedOut = "timed-out"
 	// ResultRefused: a TCP reset to the SYN or an ICMP port unreachable.
@@ -31,13 +44,24 @@ const (
 
 // Bridge verdicts of one connection's first packet, from the trace.
 const (
-	// BridgeForwarded: the bridge forwarded it to a port.
+	// BridgeForwarded: it reached the bridge's forward hook bound for a
+	// port (a firewall in the FORWARD chain may still drop it there).
 	BridgeForwarded = "forwarded"
 	// BridgeDelivered: the bridge passed it up to the node (routed on).
 	BridgeDelivered = "delivered"
-	// BridgeDropped: it entered the bridge from the pod's port and left
-	// by no port and was not passed up: the bridge dropped it.
+	// BridgeDropped: a frame of the connection entered the bridge from
+	// the pod's port, was balanced to the pod itself, and left by no
+	// port nor was passed up: the bridge dropped it. Said when it
+	// happened at least once, even if a resent SYN got through later.
 	BridgeDropped = "dropped"
+	// BridgeDroppedEarly: it entered the bridge from the pod's port but
+	// never came out of the IP prerouting hooks br_netfilter runs in the
+	// bridge (a firewall rule there, for instance): dropped before the
+	// bridge decided where it goes.
+	BridgeDroppedEarly = "dropped-prerouting"
+	// BridgeLost: it came out of the prerouting hooks balanced to another
+	// endpoint, yet reached no port and was not passed up.
+	BridgeLost = "lost"
 	// BridgeUnseen: the trace never saw it enter the bridge.
 	BridgeUnseen = "unseen"
 )
@@ -72,8 +96,12 @@ const (
 // Report is one probe: what was probed, what each connection did, the
 // facts read, and the findings.
 type Report struct {
-	// Pod is the client pod.
-	Pod PodInfo `json:"pod"`
+	// Pod is the client pod, as every hairpinctl output names a pod
+	// (netops/pods.Pod); nil (JSON null) when neither the CNI cache nor
+	// the runtime names it.
+	Pod *pods.Pod `json:"pod"`
+	// Client is where the connections came from.
+	Client Client `json:"client"`
 	// Service is the Service port probed.
 	Service ServiceInfo `json:"service"`
 	// Protocol is tcp or udp.
@@ -100,16 +128,14 @@ type Report struct {
 	OK bool `json:"ok"`
 }
 
-// PodInfo is the client pod.
-type PodInfo struct {
-	// Name is "namespace/name", "" when unknown.
-	Name string `json:"name"`
+// Client is where the probe's connections came from.
+type Client struct {
 	// IP is the pod's address the connections came from.
 	IP string `json:"ip"`
-	// Port is its bridge port (the node end of its veth) and Bridge the
-	// bridge.
-	Port   string `json:"port"`
-	Bridge string `json:"bridge"`
+	// Interface is the node end of the pod's veth, its bridge port (the
+	// pod's own end is Pod.Interface), and Bridge the bridge.
+	Interface string `json:"interface"`
+	Bridge    string `json:"bridge"`
 	// Hairpin is the port's hairpin mode as the probe started.
 	Hairpin bool `json:"hairpin"`
 	// Netns is the path the pod's namespace was entered at.
@@ -135,8 +161,9 @@ type ServiceInfo struct {
 
 // ServiceEndpoint is one endpoint of the Service port.
 type ServiceEndpoint struct {
-	// Addr is IP:PORT.
-	Addr string `json:"addr"`
+	// IP and Port are the endpoint's address.
+	IP   string `json:"ip"`
+	Port int    `json:"port"`
 	// Share is the fraction of new connections it gets.
 	Share float64 `json:"share"`
 	// Self: the endpoint is the client pod itself.
@@ -150,8 +177,10 @@ type ServiceEndpoint struct {
 
 // EndpointCount is how the connections that reached one endpoint ended.
 type EndpointCount struct {
-	// Addr is the endpoint's IP:PORT from the conntrack reply tuple.
-	Addr string `json:"addr"`
+	// IP and Port are the endpoint's address, from the conntrack reply
+	// tuple.
+	IP   string `json:"ip"`
+	Port int    `json:"port"`
 	// Self: the endpoint is the client pod itself.
 	Self bool `json:"self"`
 	// Results counts its connections by result.
@@ -162,8 +191,12 @@ type EndpointCount struct {
 type Connection struct {
 	// SrcPort is its source port in the pod.
 	SrcPort uint16 `json:"srcPort"`
-	// Result is succeeded, timed-out, refused, reset, no-reply or error.
+	// Result is succeeded, retransmitted, timed-out, refused, reset,
+	// no-reply or error.
 	Result string `json:"result"`
+	// SynRetransmits is how many times the kernel sent the SYN again
+	// (TCP_INFO's total_retrans), 0 for UDP.
+	SynRetransmits int `json:"synRetransmits"`
 	// LatencyMs is the time to the result (the timeout for timed-out).
 	LatencyMs float64 `json:"latencyMs"`
 	// Error is the socket's error for result error, else "".
@@ -180,18 +213,27 @@ type Connection struct {
 	SNAT bool `json:"snat"`
 	// State is the entry's TCP state when read.
 	State string `json:"state,omitempty"`
-	// Bridge is what the bridge did with its first packet: forwarded,
-	// delivered, dropped, unseen; "" when the bridge was not traced.
+	// Bridge is what the bridge did with its packets: dropped (at least
+	// one, balanced to the pod itself), dropped-prerouting, forwarded,
+	// delivered, lost, unseen; "" when the bridge was not traced.
 	Bridge string `json:"bridge,omitempty"`
+	// BalancedToSelf: the trace saw a frame of it come out of the
+	// prerouting hooks addressed to the pod itself (kube-proxy balanced
+	// it to its own client).
+	BalancedToSelf bool `json:"balancedToSelf,omitempty"`
 	// OutPort is the port the bridge forwarded it to.
 	OutPort string `json:"outPort,omitempty"`
 }
 
 // Facts are what the probe read from the node besides its connections.
 type Facts struct {
-	// BrNetfilter is net.bridge.bridge-nf-call-iptables ("1", "0"), ""
-	// when it could not be read (br_netfilter not loaded shows as "").
+	// BrNetfilter is the value of BrNetfilterSysctl ("1", "0"), "" when
+	// it could not be read (br_netfilter not loaded shows as "").
 	BrNetfilter string `json:"brNetfilter"`
+	// BrNetfilterSysctl is the sysctl BrNetfilter was read from, in the
+	// pod address's family: net.bridge.bridge-nf-call-iptables, or
+	// net.bridge.bridge-nf-call-ip6tables for IPv6.
+	BrNetfilterSysctl string `json:"brNetfilterSysctl"`
 	// Masquerade is kube-proxy's masquerade plumbing.
 	Masquerade Masquerade `json:"masquerade"`
 	// Traced: the bridge was traced (an nf_tables bridge table counted
@@ -243,8 +285,45 @@ const (
 type FixResult struct {
 	// Before is the probe before the fix.
 	Before *Report `json:"before"`
-	// Applied says what was changed, "" when no fix applies.
+	// Applied says what was changed, "" when no fix applies. It is set
+	// as soon as the change is made: RunFix returns it with the error of
+	// a probe after it that failed or was stopped.
 	Applied string `json:"applied"`
+	// Undo is the command that undoes Applied, "" when nothing was.
+	Undo string `json:"undo"`
 	// After is the probe after the fix, nil when none was applied.
 	After *Report `json:"after"`
+}
+
+// datagram is what a UDP probe sends to port: to 53, a DNS query for the
+// root's name servers (". IN NS", which every DNS server answers, if only
+// with an error), its ID the source port; elsewhere a newline, which an
+// echo server answers and most others ignore.
+func datagram(port, id uint16) []byte {
+	if port != 53 {
+		return []byte{'\n'}
+	}
+	q := binary.BigEndian.AppendUint16(nil, id)
+	q = append(q,
+		0x01, 0x00, // a standard query, recursion desired
+		0, 1, 0, 0, 0, 0, 0, 0, // one question; no answers, authorities, additions
+		0,    // the root name
+		0, 2, // type NS
+		0, 1, // class IN
+	)
+	return q
+}
+
+// Addr is the endpoint as IP:PORT ([IP]:PORT for IPv6).
+func (e ServiceEndpoint) Addr() string { return joinHostPort(e.IP, e.Port) }
+
+// Addr is the endpoint as IP:PORT ([IP]:PORT for IPv6).
+func (e EndpointCount) Addr() string { return joinHostPort(e.IP, e.Port) }
+
+func joinHostPort(ip string, port int) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip + ":" + strconv.Itoa(port)
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(port)).String()
 }

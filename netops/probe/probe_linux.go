@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"github.com/hairpinctl/hairpinctl/netops/flows"
 	"github.com/hairpinctl/hairpinctl/netops/internal/nsenter"
 	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -47,7 +49,9 @@ func Run(ctx context.Context, c *netops.Client, o Options) (*Report, error) {
 }
 
 // RunFix probes, applies the one fix that applies (hairpin on the pod's
-// port, when the probe found it off and to blame) and probes again.
+// port, when the probe found it off and to blame) and probes again. When
+// the probe after the fix fails or ctx ends during it, the result still
+// says what was applied and how to undo it, beside the error.
 func RunFix(ctx context.Context, c *netops.Client, o Options) (*FixResult, error) {
 	o.defaults()
 	t, err := resolve(c, o)
@@ -65,13 +69,18 @@ func RunFix(ctx context.Context, c *netops.Client, o Options) (*FixResult, error
 	}
 	sr := bridgeports.SetHairpin(c, []bridgeports.Port{t.port}, true, false)
 	if len(sr.Failed) > 0 {
-		return res, fmt.Errorf("fix: %s", sr.Failed[0].Error)
+		err := sr.Failed[0].Err()
+		if err == nil {
+			err = errors.New(sr.Failed[0].Error)
+		}
+		return res, fmt.Errorf("fix: hairpin on %s: %w", t.port.Name, err)
 	}
 	res.Applied = "hairpin on " + t.port.Name
+	res.Undo = seeCmd(c, "disable "+t.port.Name)
 	t.port.Hairpin = true
 	after, err := run(ctx, c, o, t)
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("probe after the fix: %w", err)
 	}
 	res.After = after
 	return res, nil
@@ -99,7 +108,7 @@ func (o *Options) defaults() {
 // Service port the selector names in the pod's address family.
 func resolve(c *netops.Client, o Options) (*target, error) {
 	if o.Count > MaxCount {
-		return nil, netops.Errorf(netops.ErrInvalid, "probe: --count %d is more than %d", o.Count, MaxCount)
+		return nil, netops.Errorf(netops.ErrInvalid, "--count %d is more than %d", o.Count, MaxCount)
 	}
 	if err := bridgeports.ValidatePortArg(o.Pod); err != nil {
 		return nil, err
@@ -107,6 +116,11 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	ports, err := bridgeports.List(c, bridgeports.ListOptions{PodIPs: true, Kinds: true, Pods: &bridgeports.PodOptions{CacheDir: o.CacheDir}})
 	if err != nil {
 		return nil, err
+	}
+	for _, p := range ports {
+		if p.Bridge == o.Pod {
+			return nil, netops.Errorf(netops.ErrInvalid, "%s is a bridge, not a pod's port: name the pod (pod/NS/NAME), its IP or its port %s", o.Pod, c.SeeHint("ports"))
+		}
 	}
 	sel, fails := bridgeports.Select(c, ports, []string{o.Pod})
 	if len(fails) > 0 {
@@ -117,21 +131,15 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 		for i, p := range sel {
 			names[i] = p.Name
 		}
-		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s has %d bridge ports (%s): name one", o.Pod, len(sel), strings.Join(names, ", "))
+		return nil, netops.Errorf(netops.ErrInvalid, "%s has %d bridge ports (%s): name one", o.Pod, len(sel), strings.Join(names, ", "))
 	}
 	t := &target{port: sel[0]}
 	if !t.port.PodPort {
-		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s is %s", t.port.Name, bridgeports.NotPodPort(t.port))
+		return nil, netops.Errorf(netops.ErrInvalid, "%s is %s", t.port.Name, bridgeports.NotPodPort(t.port))
 	}
-	ip, name, err := kubeproxy.ParseServiceArg(o.Service)
+	so, err := servicesOptions([]string{o.Service}, o.Backend)
 	if err != nil {
 		return nil, err
-	}
-	so := kubeproxy.Options{Backend: o.Backend}
-	if ip != "" {
-		so.ClusterIPs = []string{ip}
-	} else {
-		so.Names = []string{name}
 	}
 	t.model, err = kubeproxy.Services(c, so)
 	if err != nil {
@@ -169,15 +177,15 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	}
 	switch {
 	case len(t.model.Services) == 0:
-		return nil, netops.Errorf(netops.ErrNotFound, "probe: no Service port matches %s in kube-proxy's rules %s", o.Service, c.SeeHint("services"))
+		return nil, netops.Errorf(netops.ErrNotFound, "no Service port matches %s in kube-proxy's rules %s", o.Service, c.SeeHint("services"))
 	case len(cands) == 0:
-		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s has no address in the family of %s (%s)", t.port.Name, o.Service, strings.Join(t.port.PodIPs, ", "))
+		return nil, netops.Errorf(netops.ErrInvalid, "%s has no address in the family of %s (%s)", t.port.Name, o.Service, strings.Join(t.port.PodIPs, ", "))
 	case len(cands) > 1:
 		var names []string
 		for _, s := range cands {
 			names = append(names, svcLabel(&s))
 		}
-		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s selects %d Service ports (%s): name one, as NS/NAME:PORT", o.Service, len(cands), strings.Join(names, ", "))
+		return nil, netops.Errorf(netops.ErrInvalid, "%s selects %d Service ports (%s): name one, as NS/NAME:PORT", o.Service, len(cands), strings.Join(names, ", "))
 	}
 	t.svc = cands[0]
 	if t.podIP.Is6() != (t.svc.Family == 6) {
@@ -187,19 +195,100 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 			}
 		}
 	}
+	return t, t.finish(c)
+}
+
+// finish reads the target's protocol and opens its pod's namespace.
+func (t *target) finish(c *netops.Client) error {
+	var err error
 	switch strings.ToUpper(t.svc.Protocol) {
 	case "TCP":
 		t.proto = flows.ProtoTCP
 	case "UDP":
 		t.proto = flows.ProtoUDP
 	default:
-		return nil, netops.Errorf(netops.ErrInvalid, "probe: %s is %s: only TCP and UDP can be probed", svcLabel(&t.svc), t.svc.Protocol)
+		return netops.Errorf(netops.ErrInvalid, "%s is %s: only TCP and UDP can be probed", svcLabel(&t.svc), t.svc.Protocol)
 	}
 	t.ns, t.path, err = bridgeports.PortNetns(c, t.port)
 	if err != nil {
-		return nil, err
+		// The port is a pod's (checked before), so this is no bad input
+		// but a namespace that cannot be entered: a runtime error, not
+		// ErrNotFound's usage error.
+		return fmt.Errorf("cannot enter the network namespace of %s: %v: is the pod's sandbox running? (see: crictl pods)", t.port.Name, err)
 	}
-	return t, nil
+	if err := t.checkRoute(c); err != nil {
+		t.ns.Close()
+		return err
+	}
+	return nil
+}
+
+// checkRoute refuses a port whose connections would not pass it: a pod
+// with a second interface (net1) behind this port reaches the Service by
+// its default route, through another interface, whatever address the
+// probe binds. What the kernel cannot say is left to the probe to show.
+func (t *target) checkRoute(c *netops.Client) error {
+	dst, err := netip.ParseAddr(t.svc.ClusterIP)
+	if err != nil {
+		return nil
+	}
+	h, err := netlink.NewHandleAt(t.ns)
+	if err != nil {
+		return nil
+	}
+	defer h.Close()
+	routes, err := h.RouteGetWithOptions(net.IP(dst.Unmap().AsSlice()), &netlink.RouteGetOptions{SrcAddr: net.IP(t.podIP.AsSlice())})
+	if err != nil || len(routes) == 0 {
+		return nil
+	}
+	out, err := h.LinkByIndex(routes[0].LinkIndex)
+	if err != nil {
+		return nil
+	}
+	fam := netlink.FAMILY_V4
+	if t.podIP.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	links, err := h.LinkList()
+	if err != nil {
+		return nil
+	}
+	for _, lk := range links {
+		addrs, err := h.AddrList(lk, fam)
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if !ok || ip.Unmap() != t.podIP {
+				continue
+			}
+			if lk.Attrs().Index == out.Attrs().Index {
+				return nil
+			}
+			return netops.Errorf(netops.ErrInvalid, "%s: the pod's route to %s leaves by its interface %s, not by %s (the one with %s, behind %s): the probe's connections would not pass %s; probe the pod's port behind %s %s",
+				t.port.Name, dst, out.Attrs().Name, lk.Attrs().Name, t.podIP, t.port.Name, t.port.Name, out.Attrs().Name, c.SeeHint("ports -o wide"))
+		}
+	}
+	return nil
+}
+
+// servicesOptions turns Service selectors (IP:PORT or NS/NAME[:PORT])
+// into what netops.Client.Services selects by.
+func servicesOptions(sels []string, backend string) (kubeproxy.Options, error) {
+	so := kubeproxy.Options{Backend: backend}
+	for _, s := range sels {
+		ip, name, err := kubeproxy.ParseServiceArg(s)
+		if err != nil {
+			return so, err
+		}
+		if ip != "" {
+			so.ClusterIPs = append(so.ClusterIPs, ip)
+		} else {
+			so.Names = append(so.Names, name)
+		}
+	}
+	return so, nil
 }
 
 func svcLabel(s *kubeproxy.Service) string {
@@ -217,10 +306,11 @@ func svcLabel(s *kubeproxy.Service) string {
 func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, error) {
 	svcIP, err := netip.ParseAddr(t.svc.ClusterIP)
 	if err != nil {
-		return nil, fmt.Errorf("probe: Service %s has no usable ClusterIP %q", svcLabel(&t.svc), t.svc.ClusterIP)
+		return nil, fmt.Errorf("the Service %s has no usable ClusterIP %q", svcLabel(&t.svc), t.svc.ClusterIP)
 	}
 	r := &Report{
-		Pod: PodInfo{Name: t.port.Pod.FullName(), IP: t.podIP.String(), Port: t.port.Name, Bridge: t.port.Bridge, Hairpin: t.port.Hairpin, Netns: t.path},
+		Pod:    t.port.Pod,
+		Client: Client{IP: t.podIP.String(), Interface: t.port.Name, Bridge: t.port.Bridge, Hairpin: t.port.Hairpin, Netns: t.path},
 		Service: ServiceInfo{
 			IP: svcIP.String(), Port: t.svc.Port, NoEndpoints: t.svc.NoEndpoints, Backend: string(t.model.Backend),
 			Endpoints: []ServiceEndpoint{},
@@ -233,23 +323,35 @@ func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, 
 		r.Service.Name = svcLabel(&t.svc)
 	}
 	for _, e := range t.svc.Endpoints {
-		a, _ := netip.ParseAddr(e.IP)
+		ip := e.IP
+		a, err := netip.ParseAddr(e.IP)
+		if err == nil {
+			ip = a.Unmap().String()
+		}
 		r.Service.Endpoints = append(r.Service.Endpoints, ServiceEndpoint{
-			Addr: netipJoin(e.IP, e.Port), Share: e.Share, Self: a.Unmap() == t.podIP, HairpinMasq: e.HairpinMasq, Local: e.Local,
+			IP: ip, Port: e.Port, Share: e.Share, Self: a.Unmap() == t.podIP, HairpinMasq: e.HairpinMasq, Local: e.Local,
 		})
 	}
 	m := t.model.Masquerade
 	r.Facts.Masquerade = Masquerade{MarkMasq: m.MarkMasq, PostroutingMasquerade: m.PostroutingMasquerade, PostroutingHooked: m.PostroutingHooked, HairpinSet: m.HairpinSet}
-	r.Facts.BrNetfilter = brNetfilter(c, t.podIP.Is6())
+	r.Facts.BrNetfilterSysctl, r.Facts.BrNetfilter = brNetfilter(c, t.podIP.Is6())
 
-	socks, err := openSockets(t.ns, t.podIP, t.proto, o.Count)
+	// Entries left by earlier connections from the pod to the Service
+	// (an earlier probe's, say): a new connection with the 4-tuple of one
+	// would inherit its endpoint, so their source ports are not used and
+	// their IDs are not taken for the probe's own.
+	stale, err := existingFlows(ctx, c, svcIP, t)
+	if err != nil {
+		r.Facts.ConntrackError = err.Error()
+	}
+	socks, err := openSockets(t.ns, t.podIP, t.proto, o.Count, stale.ports)
 	defer func() {
 		for _, s := range socks {
 			unix.Close(s.fd)
 		}
 	}()
 	if err != nil {
-		return nil, fmt.Errorf("probe: sockets in the namespace of %s: %w", t.port.Name, err)
+		return nil, fmt.Errorf("sockets in the namespace of %s: %w", t.port.Name, err)
 	}
 	sports := make([]uint16, len(socks))
 	for i, s := range socks {
@@ -266,7 +368,7 @@ func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, 
 		}
 	}
 
-	ct, err := watchConntrack(ctx, c, svcIP, t, sports)
+	ct, err := watchConntrack(ctx, c, svcIP, t, sports, stale.ids)
 	if err != nil {
 		r.Facts.ConntrackError = err.Error()
 	}
@@ -289,7 +391,8 @@ func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, 
 		} else {
 			for i := range r.Connections {
 				cn := &r.Connections[i]
-				cn.Bridge = verdicts[cn.SrcPort]
+				v := verdicts[cn.SrcPort]
+				cn.Bridge, cn.BalancedToSelf = v.verdict, v.self
 				if cn.Bridge == "" {
 					cn.Bridge = BridgeUnseen
 				}
@@ -318,23 +421,17 @@ func seeCmd(c *netops.Client, args string) string {
 	return strings.TrimSuffix(strings.TrimPrefix(h, "(see: "), ")")
 }
 
-func netipJoin(ip string, port int) string {
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return ip + ":" + strconv.Itoa(port)
-	}
-	return netip.AddrPortFrom(a.Unmap(), uint16(port)).String()
-}
-
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // brNetfilter reads bridge-nf-call-iptables (ip6tables for IPv6) in the
-// node namespace; "" when br_netfilter is not loaded or it cannot be read.
-func brNetfilter(c *netops.Client, v6 bool) string {
-	path := "/proc/sys/net/bridge/bridge-nf-call-iptables"
+// node namespace: the sysctl's name, and its value ("" when br_netfilter
+// is not loaded or it cannot be read).
+func brNetfilter(c *netops.Client, v6 bool) (string, string) {
+	name := "net.bridge.bridge-nf-call-iptables"
 	if v6 {
-		path = "/proc/sys/net/bridge/bridge-nf-call-ip6tables"
+		name = "net.bridge.bridge-nf-call-ip6tables"
 	}
+	path := "/proc/sys/" + strings.ReplaceAll(name, ".", "/")
 	var v string
 	err := c.Do(func() error {
 		b, err := os.ReadFile(path)
@@ -342,9 +439,9 @@ func brNetfilter(c *netops.Client, v6 bool) string {
 		return err
 	})
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return ""
+		return name, ""
 	}
-	return v
+	return name, v
 }
 
 // sock is one of the probe's sockets, made in the pod's namespace and
@@ -355,10 +452,47 @@ type sock struct {
 	port uint16
 }
 
-func openSockets(ns netns.NsHandle, src netip.Addr, proto uint8, n int) ([]sock, error) {
-	var socks []sock
+// staleFlows are the conntrack entries from the pod to the Service that
+// were there before the probe.
+type staleFlows struct {
+	ports map[uint16]bool
+	ids   map[uint32]bool
+}
+
+// existingFlows lists the conntrack entries from the pod to the Service.
+func existingFlows(ctx context.Context, c *netops.Client, svcIP netip.Addr, t *target) (staleFlows, error) {
+	st := staleFlows{ports: map[uint16]bool{}, ids: map[uint32]bool{}}
+	_, err := flows.Stream(ctx, c, flows.Options{
+		ServiceIP: svcIP, Port: uint16(t.svc.Port), Proto: t.proto, NoFollow: true,
+		Flow: func(f flows.Flow) error {
+			if f.Orig.Src == t.podIP {
+				st.ports[f.Orig.SPort] = true
+				st.ids[f.ID] = true
+			}
+			return nil
+		},
+	})
+	return st, err
+}
+
+// openSockets opens n sockets in ns bound to src, each on a port the
+// kernel picks and that is not in avoid: a port the kernel offers that
+// is in avoid is held (so it is not offered again) and another asked for.
+// TCP sockets close with a reset (SO_LINGER 0): their conntrack entries
+// end at once rather than lingering in FIN_WAIT for the next probe.
+func openSockets(ns netns.NsHandle, src netip.Addr, proto uint8, n int, avoid map[uint16]bool) ([]sock, error) {
+	var socks, held []sock
+	defer func() {
+		for _, s := range held {
+			unix.Close(s.fd)
+		}
+	}()
 	err := nsenter.Do(ns, func() error {
-		for range n {
+		mine := map[uint16]bool{}
+		for len(socks) < n {
+			if len(held) > len(avoid)+n {
+				return fmt.Errorf("bind %s: no free source port: %d are taken by conntrack entries to the Service", src, len(avoid))
+			}
 			fam, typ := unix.AF_INET, unix.SOCK_STREAM
 			if src.Is6() {
 				fam = unix.AF_INET6
@@ -370,20 +504,34 @@ func openSockets(ns netns.NsHandle, src netip.Addr, proto uint8, n int) ([]sock,
 			if err != nil {
 				return err
 			}
-			socks = append(socks, sock{fd: fd})
+			s := sock{fd: fd}
+			if proto == flows.ProtoTCP {
+				if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
+					unix.Close(fd)
+					return fmt.Errorf("SO_LINGER: %w", err)
+				}
+			}
 			if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(src, 0))); err != nil {
+				unix.Close(fd)
 				return fmt.Errorf("bind %s: %w", src, err)
 			}
 			sa, err := unix.Getsockname(fd)
 			if err != nil {
+				unix.Close(fd)
 				return err
 			}
 			switch a := sa.(type) {
 			case *unix.SockaddrInet4:
-				socks[len(socks)-1].port = uint16(a.Port)
+				s.port = uint16(a.Port)
 			case *unix.SockaddrInet6:
-				socks[len(socks)-1].port = uint16(a.Port)
+				s.port = uint16(a.Port)
 			}
+			if avoid[s.port] || mine[s.port] {
+				held = append(held, s)
+				continue
+			}
+			mine[s.port] = true
+			socks = append(socks, s)
 		}
 		return nil
 	})
@@ -446,21 +594,26 @@ func connectOne(ctx context.Context, s sock, dst netip.AddrPort, proto uint8, ti
 			return classify(err)
 		}
 		if !wait(ctx, s.fd, unix.POLLOUT, deadline) {
+			cn.SynRetransmits = synRetransmits(s.fd)
 			return done(ResultTimedOut, nil)
 		}
 		v, gerr := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR)
 		if gerr != nil {
 			return classify(gerr)
 		}
+		cn.SynRetransmits = synRetransmits(s.fd)
 		if v != 0 {
 			return classify(unix.Errno(v))
+		}
+		if cn.SynRetransmits > 0 {
+			return done(ResultRetransmitted, nil)
 		}
 		return classify(nil)
 	}
 	if err != nil {
 		return classify(err)
 	}
-	if _, err := unix.Write(s.fd, []byte{'\n'}); err != nil {
+	if _, err := unix.Write(s.fd, datagram(dst.Port(), s.port)); err != nil {
 		return classify(err)
 	}
 	if !wait(ctx, s.fd, unix.POLLIN, deadline) {
@@ -471,6 +624,17 @@ func connectOne(ctx context.Context, s sock, dst netip.AddrPort, proto uint8, ti
 		return classify(err)
 	}
 	return classify(nil)
+}
+
+// synRetransmits is how many times the kernel sent the socket's SYN
+// again: right after the handshake (or its failure) nothing else can have
+// been retransmitted. 0 when TCP_INFO cannot be read.
+func synRetransmits(fd int) int {
+	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return 0
+	}
+	return int(info.Total_retrans)
 }
 
 // wait polls fd for events until deadline or ctx ends; true when they came
@@ -508,7 +672,11 @@ type ctWatch struct {
 // watchConntrack subscribes to conntrack events in the node namespace and
 // returns once the subscription is in place: the first time the event
 // socket is found empty (flows.Options.Idle).
-func watchConntrack(ctx context.Context, c *netops.Client, svcIP netip.Addr, t *target, sports []uint16) (*ctWatch, error) {
+//
+// Only an entry the probe's own connection created counts: one that
+// existed before the probe (its ID in stale) is ignored, and so is every
+// event for a source port until a new event opened an entry for it.
+func watchConntrack(ctx context.Context, c *netops.Client, svcIP netip.Addr, t *target, sports []uint16, stale map[uint32]bool) (*ctWatch, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	w := &ctWatch{cancel: cancel, done: make(chan error, 1), seen: map[uint16]flows.Flow{}}
 	mine := map[uint16]bool{}
@@ -521,12 +689,20 @@ func watchConntrack(ctx context.Context, c *netops.Client, svcIP netip.Addr, t *
 		_, err := flows.Stream(ctx, c, flows.Options{
 			ServiceIP: svcIP, Port: uint16(t.svc.Port), Proto: t.proto, NoDump: true,
 			Flow: func(f flows.Flow) error {
-				if f.Orig.Src != t.podIP || !mine[f.Orig.SPort] {
+				if f.Orig.Src != t.podIP || !mine[f.Orig.SPort] || stale[f.ID] {
 					return nil
 				}
 				w.mu.Lock()
 				defer w.mu.Unlock()
 				old, ok := w.seen[f.Orig.SPort]
+				switch {
+				case f.Event == flows.EventNew:
+					// A new entry for the port: the latest is the one
+					// the connection's last SYN opened.
+					ok = ok && old.ID == f.ID
+				case !ok || old.ID != f.ID:
+					return nil
+				}
 				if ok && f.State == "" {
 					f.State = old.State
 				}

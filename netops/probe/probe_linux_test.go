@@ -2,6 +2,7 @@ package probe_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,9 +11,11 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/doctor"
 	"github.com/hairpinctl/hairpinctl/netops/lab"
 	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 	"github.com/hairpinctl/hairpinctl/netops/probe"
+	"golang.org/x/sys/unix"
 )
 
 func open(t *testing.T, l *lab.Lab) *netops.Client {
@@ -251,6 +254,16 @@ func TestProbeUnexplainedDrop(t *testing.T) {
 	if r.Results[probe.ResultTimedOut] != 5 || len(r.Findings) != 1 || r.Findings[0].ID != probe.FindingUnexplained || r.Findings[0].Connections != 5 {
 		t.Fatalf("results %v, findings %+v; want 5 timed out, one unexplained finding", r.Results, r.Findings)
 	}
+	// iptables' FORWARD runs in the bridge's forward hook: the frames
+	// reached it, and the evidence says only that.
+	for _, cn := range r.Connections {
+		if cn.Bridge != probe.BridgeForwarded {
+			t.Errorf("port %d: bridge %q; want forwarded (reached the forward hook)", cn.SrcPort, cn.Bridge)
+		}
+	}
+	if ev := strings.Join(r.Findings[0].Evidence, "\n"); !strings.Contains(ev, "reached the bridge's forward hook") {
+		t.Errorf("evidence %q does not say the frames reached the forward hook", ev)
+	}
 	noProbeTable(t, l)
 }
 
@@ -286,6 +299,212 @@ func TestProbeRemovesStaleTable(t *testing.T) {
 	}
 	if out, err := l.Exec("", "nft", "delete", "table", "bridge", other); err != nil {
 		t.Fatalf("nft delete table: %v: %s", err, out)
+	}
+	noProbeTable(t, l)
+}
+
+// With a timeout above a second the kernel resends a SYN the bridge
+// dropped, and kube-proxy balances the resend anew, often to another
+// endpoint: the connection succeeds slowly. Such a connection is a
+// failure put on the hairpin, and the trace says its first SYN was
+// dropped, not that "forwarded" won.
+func TestProbeRetransmittedSynIsAFailure(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 3, Endpoints: []int{1, 2, 3}})
+	c := open(t, l)
+	self := l.Pod(1)
+	const n = 30
+	r, err := probe.Run(context.Background(), c, probe.Options{Pod: self.HostVeth, Service: l.ServiceName, Count: n, Timeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Facts.Traced {
+		t.Fatalf("bridge not traced: %s", r.Facts.TraceError)
+	}
+	toSelf, retrans := 0, 0
+	for _, cn := range r.Connections {
+		if cn.Result == probe.ResultRetransmitted {
+			retrans++
+			if cn.SynRetransmits < 1 {
+				t.Errorf("port %d: retransmitted with %d SYN retransmissions", cn.SrcPort, cn.SynRetransmits)
+			}
+		}
+		if !cn.BalancedToSelf {
+			continue
+		}
+		// Hairpin is off: a SYN balanced to the pod itself is always
+		// dropped, so no such connection may count as a success.
+		toSelf++
+		if cn.Result == probe.ResultSucceeded || cn.Bridge != probe.BridgeDropped {
+			t.Errorf("port %d was balanced to the pod itself with hairpin off, yet result %q bridge %q; want a failure, dropped", cn.SrcPort, cn.Result, cn.Bridge)
+		}
+	}
+	if toSelf == 0 {
+		t.Fatalf("no connection of %d was balanced to the pod itself (1 of 3 endpoints): results %v", n, r.Results)
+	}
+	if r.OK {
+		t.Fatalf("%d of %d balanced to the pod itself with hairpin off, yet OK: results %v", toSelf, n, r.Results)
+	}
+	f := finding(r, probe.FindingHairpinOff)
+	if f == nil || f.Connections != toSelf {
+		t.Fatalf("findings %+v: want hairpin-off for the %d connections balanced to the pod itself", r.Findings, toSelf)
+	}
+	t.Logf("results %v: %d balanced to itself, %d connected after a SYN retransmission", r.Results, toSelf, retrans)
+	noProbeTable(t, l)
+}
+
+// A firewall rule in the IP prerouting hooks (which br_netfilter runs
+// inside the bridge) drops the SYNs balanced to the pod itself, with
+// hairpin off too: the frames never come out of prerouting, so the
+// hairpin is not blamed and --fix has nothing to fix.
+func TestProbePreroutingDropNotHairpin(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 2, Endpoints: []int{1}})
+	self := l.Pod(1)
+	for _, cmd := range [][]string{
+		{"nft", "add", "table", "ip", "p"},
+		{"nft", "add", "chain", "ip", "p", "pre", "{ type filter hook prerouting priority -50; }"},
+		{"nft", "add", "rule", "ip", "p", "pre", "ip", "daddr", self.IP.String(), "tcp", "dport", "8080", "drop"},
+	} {
+		if out, err := l.Exec("", cmd[0], cmd[1:]...); err != nil {
+			t.Fatalf("%s: %v: %s", cmd, err, out)
+		}
+	}
+	t.Cleanup(func() { _, _ = l.Exec("", "nft", "delete", "table", "ip", "p") })
+	c := open(t, l)
+	res, err := probe.RunFix(context.Background(), c, probe.Options{Pod: self.HostVeth, Service: l.ServiceName, Count: 10, Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.Before
+	if r.Results[probe.ResultTimedOut] != 10 {
+		t.Fatalf("results %v: want 10 timed out", r.Results)
+	}
+	if len(r.Findings) != 1 || r.Findings[0].ID != probe.FindingUnexplained || r.Findings[0].Connections != 10 {
+		t.Fatalf("findings %+v: want one unexplained finding for 10", r.Findings)
+	}
+	for _, cn := range r.Connections {
+		if cn.Bridge != probe.BridgeDroppedEarly || cn.BalancedToSelf {
+			t.Errorf("port %d: bridge %q balancedToSelf %v; want dropped-prerouting, never balanced", cn.SrcPort, cn.Bridge, cn.BalancedToSelf)
+		}
+	}
+	if res.Applied != "" {
+		t.Errorf("--fix applied %q for a drop that is not the hairpin", res.Applied)
+	}
+	noProbeTable(t, l)
+}
+
+// Probes one after the other reuse source ports: a new SYN with the
+// 4-tuple of a leftover conntrack entry would inherit its endpoint. Here
+// the pod's ephemeral range is 100 ports and 50 of them hold entries to
+// the Service balanced to an address where nothing answers: a probe that
+// used one would time out. Three probes in a row use none of them, take
+// no earlier entry for their own, and all succeed.
+func TestProbeBackToBack(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 3, Endpoints: []int{1, 2, 3}, Hairpin: true})
+	self := l.Pod(1)
+	const lo, hi = 40000, 40099
+	if out, err := lab.Exec(self.Ns, "", "sysctl", "-qw", fmt.Sprintf("net.ipv4.ip_local_port_range=%d %d", lo, hi)); err != nil {
+		t.Fatalf("sysctl: %v: %s", err, out)
+	}
+	leftover := map[uint16]bool{}
+	// bind() picks odd ports first (even ones are left for connect()).
+	for p := lo + 1; p <= hi; p += 2 {
+		leftover[uint16(p)] = true
+		out, err := l.Exec("", "conntrack", "-I", "-p", "tcp", "-s", self.IP.String(), "-d", l.ServiceIP.String(),
+			"--sport", fmt.Sprint(p), "--dport", fmt.Sprint(l.ServicePort), "-r", "10.244.0.250", "-q", self.IP.String(),
+			"--reply-port-src", "8080", "--reply-port-dst", fmt.Sprint(p), "--state", "FIN_WAIT", "-t", "120", "-u", "SEEN_REPLY,ASSURED")
+		if err != nil {
+			t.Fatalf("conntrack -I: %v: %s", err, out)
+		}
+	}
+	c := open(t, l)
+	for i := range 3 {
+		r, err := probe.Run(context.Background(), c, probe.Options{Pod: self.HostVeth, Service: l.ServiceName, Count: 10, Timeout: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatalf("probe %d: %v", i+1, err)
+		}
+		if !r.OK || len(r.Findings) != 0 {
+			t.Errorf("probe %d: results %v, findings %+v; want every connection to succeed", i+1, r.Results, r.Findings)
+		}
+		for _, cn := range r.Connections {
+			if cn.SrcPort < lo || cn.SrcPort > hi || leftover[cn.SrcPort] || !cn.Conntrack || strings.HasPrefix(cn.Endpoint, "10.244.0.250") {
+				t.Errorf("probe %d: port %d conntrack %v endpoint %q; want a free port of the pod's range with an entry of its own", i+1, cn.SrcPort, cn.Conntrack, cn.Endpoint)
+			}
+		}
+	}
+	noProbeTable(t, l)
+}
+
+// A pod whose network namespace no file names any more (its sandbox gone,
+// the namespace kept alive by a handle) cannot be entered: a runtime
+// error that says what to check, not a bad-input one.
+func TestProbeNetnsGone(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 2, Endpoints: []int{1}, Hairpin: true})
+	from := l.Pod(2)
+	// The lab's open handle keeps the namespace, and its veth, alive.
+	path := "/run/netns/" + from.Name
+	if out, err := exec.Command("umount", path).CombinedOutput(); err != nil {
+		t.Fatalf("umount: %v: %s", err, out)
+	}
+	// Mounted again for the lab's cleanup, which deletes it by name.
+	t.Cleanup(func() {
+		if err := unix.Mount(fmt.Sprintf("/proc/self/fd/%d", int(from.Ns)), path, "", unix.MS_BIND, ""); err != nil {
+			t.Errorf("mount %s again: %v", path, err)
+		}
+	})
+	c := open(t, l)
+	_, err := probe.Run(context.Background(), c, probe.Options{Pod: from.HostVeth, Service: l.ServiceName, Count: 2})
+	if err == nil || errors.Is(err, netops.ErrNotFound) || errors.Is(err, netops.ErrInvalid) || !strings.Contains(err.Error(), "is the pod's sandbox running?") {
+		t.Fatalf("probe from a pod whose namespace has no file: %v; want a runtime error asking whether the sandbox runs", err)
+	}
+}
+
+// doctor --probe: an endpoint address two pods' ports claim is probed from
+// neither, and said so; a stop (ctx cancelled) skips the probes as
+// interrupted, not as a spent budget; a budget shorter than one probe
+// skips them all as spent. The checks' ID is the stable
+// probe:NS/NAME:PORT, the pod in their pods.
+func TestDoctorProbe(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 3, Endpoints: []int{1, 2}, Hairpin: true})
+	// Pod 3 claims pod 1's address too.
+	if out, err := lab.Exec(l.Pod(3).Ns, "", "ip", "addr", "add", l.Pod(1).IP.String()+"/32", "dev", "eth0"); err != nil {
+		t.Fatalf("ip addr add: %v: %s", err, out)
+	}
+	c := open(t, l)
+	pairs, err := probe.PlanDoctor(c, probe.DoctorOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := probe.Doctor(context.Background(), c, pairs, probe.DoctorOptions{Timeout: 300 * time.Millisecond})
+	var pass, ambiguous int
+	for _, ch := range checks {
+		if ch.ID != "probe:"+l.ServiceName {
+			t.Errorf("check ID %q, want probe:%s", ch.ID, l.ServiceName)
+		}
+		switch {
+		case ch.Status == doctor.StatusPass && len(ch.Pods) == 1 && ch.Pods[0].Port == l.Pod(2).HostVeth:
+			pass++
+		case ch.Status == doctor.StatusWarn && strings.Contains(ch.Finding, l.Pod(1).IP.String()) &&
+			strings.Contains(ch.Finding, l.Pod(1).HostVeth) && strings.Contains(ch.Finding, l.Pod(3).HostVeth) && strings.Contains(ch.Finding, "probed from neither"):
+			ambiguous++
+		default:
+			t.Errorf("check %s %s %q pods %+v: want PASS from %s, or WARN: %s claimed by %s and %s", ch.ID, ch.Status, ch.Finding, ch.Pods, l.Pod(2).HostVeth, l.Pod(1).IP, l.Pod(1).HostVeth, l.Pod(3).HostVeth)
+		}
+	}
+	if pass != 1 || ambiguous != 1 {
+		t.Fatalf("%d PASS from pod 2 and %d ambiguous, want 1 and 1: %+v", pass, ambiguous, checks)
+	}
+
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, ch := range probe.Doctor(stopped, c, pairs, probe.DoctorOptions{}) {
+		if ch.Status != doctor.StatusSkip || !strings.Contains(ch.Finding, "interrupted") || strings.Contains(ch.Finding, "budget") {
+			t.Errorf("stopped: %s %q; want SKIP, interrupted", ch.Status, ch.Finding)
+		}
+	}
+	for _, ch := range probe.Doctor(context.Background(), c, pairs, probe.DoctorOptions{Timeout: time.Second, Budget: time.Second}) {
+		if ch.Status != doctor.StatusSkip || !strings.Contains(ch.Finding, "budget of 1s was spent") {
+			t.Errorf("budget of 1s for probes of 1s: %s %q; want SKIP, the budget spent", ch.Status, ch.Finding)
+		}
 	}
 	noProbeTable(t, l)
 }

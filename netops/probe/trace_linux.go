@@ -43,13 +43,19 @@ func pidNamespace() string {
 
 // trace is a temporary nf_tables table of family bridge in the node
 // namespace that records which of the probe's source ports the bridge
-// received from the pod's port, forwarded (and to which port), or passed
-// up to the node. A frame the bridge drops because it would leave by the
-// port it came in on (hairpin off) passes the prerouting hook and never
-// reaches forward or input: the sets show the drop itself, not a symptom.
-// Each set is a dynamic set of source ports the rules add to (dynset), so
-// every connection is accounted for once however many times its SYN is
-// sent again.
+// received from the pod's port, which came out of the IP prerouting hooks
+// br_netfilter runs inside the bridge's prerouting (priority 0: a chain at
+// priority 1 sees the address kube-proxy's DNAT wrote) and to which
+// address, which the bridge forwarded (and to which port), and which it
+// passed up to the node. A frame the bridge drops because it would leave
+// by the port it came in on (hairpin off) comes out of prerouting
+// addressed to the pod itself and never reaches forward or input: the
+// sets show the drop itself, not a symptom. A frame a firewall drops in
+// IP prerouting never comes out of it: that is not the hairpin.
+// Each set is a dynamic set of source ports the rules add to (dynset): a
+// SYN sent again from the same port adds nothing new, so a port balanced
+// to the pod itself and never sent back out of its port was dropped at
+// least once, whatever its resent SYN did.
 type trace struct {
 	conn  *nftables.Conn
 	table *nftables.Table
@@ -60,6 +66,8 @@ type trace struct {
 const (
 	setProbe     = "probe"
 	setEntered   = "entered"
+	setBalanced  = "balanced"
+	setSelf      = "self"
 	setForwarded = "forwarded"
 	setHairpin   = "hairpinned"
 	setDelivered = "delivered"
@@ -87,7 +95,7 @@ func startTrace(c *netops.Client, port string, src netip.Addr, proto uint8, spor
 		return nil, fmt.Errorf("trace set: %w", err)
 	}
 	t.sets[setProbe] = probe
-	for _, name := range []string{setEntered, setForwarded, setHairpin, setDelivered} {
+	for _, name := range []string{setEntered, setBalanced, setSelf, setForwarded, setHairpin, setDelivered} {
 		s := &nftables.Set{Table: t.table, Name: name, KeyType: nftables.TypeInetService, Dynamic: true}
 		if err := conn.AddSet(s, nil); err != nil {
 			t.close()
@@ -98,7 +106,9 @@ func startTrace(c *netops.Client, port string, src netip.Addr, proto uint8, spor
 	filter := nftables.ChainTypeFilter
 	prio := nftables.ChainPriority(-200)
 	zero := nftables.ChainPriority(0)
+	one := nftables.ChainPriority(1)
 	pre := conn.AddChain(&nftables.Chain{Table: t.table, Name: "entered", Type: filter, Hooknum: nftables.ChainHookPrerouting, Priority: &prio})
+	bal := conn.AddChain(&nftables.Chain{Table: t.table, Name: "balanced", Type: filter, Hooknum: nftables.ChainHookPrerouting, Priority: &one})
 	fwd := conn.AddChain(&nftables.Chain{Table: t.table, Name: "forwarded", Type: filter, Hooknum: nftables.ChainHookForward, Priority: &zero})
 	in := conn.AddChain(&nftables.Chain{Table: t.table, Name: "delivered", Type: filter, Hooknum: nftables.ChainHookInput, Priority: &zero})
 	match := probeMatch(port, src, proto)
@@ -112,6 +122,8 @@ func startTrace(c *netops.Client, port string, src netip.Addr, proto uint8, spor
 		conn.AddRule(&nftables.Rule{Table: t.table, Chain: ch, Exprs: ex})
 	}
 	rule(pre, setEntered)
+	rule(bal, setBalanced)
+	rule(bal, setSelf, daddrIs(src)...)
 	rule(fwd, setForwarded)
 	rule(fwd, setHairpin, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(port)})
 	rule(in, setDelivered)
@@ -138,6 +150,18 @@ func probeMatch(port string, src netip.Addr, proto uint8) []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: src.AsSlice()},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	}
+}
+
+// daddrIs matches packets addressed to a (the IP header's destination).
+func daddrIs(a netip.Addr) []expr.Any {
+	off := uint32(16)
+	if a.Is6() {
+		off = 24
+	}
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: uint32(a.BitLen() / 8)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.AsSlice()},
 	}
 }
 
@@ -180,8 +204,15 @@ func removeStale(conn *nftables.Conn) {
 	}
 }
 
-// read returns what the bridge did with each source port's packets.
-func (t *trace) read() (map[uint16]string, map[uint16]bool, error) {
+// portVerdict is what the bridge did with one source port's frames.
+type portVerdict struct {
+	verdict string
+	self    bool
+}
+
+// read returns what the bridge did with each source port's frames, and
+// which ports it sent back out of the pod's own port.
+func (t *trace) read() (map[uint16]portVerdict, map[uint16]bool, error) {
 	get := func(name string) (map[uint16]bool, error) {
 		els, err := t.conn.GetSetElements(t.sets[name])
 		if err != nil {
@@ -196,25 +227,35 @@ func (t *trace) read() (map[uint16]string, map[uint16]bool, error) {
 		return m, nil
 	}
 	sets := map[string]map[uint16]bool{}
-	for _, n := range []string{setEntered, setForwarded, setHairpin, setDelivered} {
+	for _, n := range []string{setEntered, setBalanced, setSelf, setForwarded, setHairpin, setDelivered} {
 		m, err := get(n)
 		if err != nil {
 			return nil, nil, err
 		}
 		sets[n] = m
 	}
-	out := map[uint16]string{}
+	out := map[uint16]portVerdict{}
 	for p := range sets[setEntered] {
-		switch {
-		case sets[setForwarded][p]:
-			out[p] = BridgeForwarded
-		case sets[setDelivered][p]:
-			out[p] = BridgeDelivered
-		default:
-			out[p] = BridgeDropped
-		}
+		out[p] = portVerdict{verdict: judge(p, sets), self: sets[setSelf][p]}
 	}
 	return out, sets[setHairpin], nil
+}
+
+// judge says what the bridge did with one port's frames. A frame balanced
+// to the pod itself can leave only by the pod's own port: when none did,
+// one was dropped, whatever a resent SYN did after it.
+func judge(p uint16, sets map[string]map[uint16]bool) string {
+	switch {
+	case sets[setSelf][p] && !sets[setHairpin][p] && !sets[setDelivered][p]:
+		return BridgeDropped
+	case sets[setForwarded][p]:
+		return BridgeForwarded
+	case sets[setDelivered][p]:
+		return BridgeDelivered
+	case !sets[setBalanced][p]:
+		return BridgeDroppedEarly
+	}
+	return BridgeLost
 }
 
 // close removes the table and closes the socket; later calls do nothing.

@@ -17,9 +17,12 @@ import (
 
 // probeReport is what the probe tests read of probe -o json.
 type probeReport struct {
-	Pod struct {
-		Name, IP, Port string
-		Hairpin        bool
+	Pod *struct {
+		Namespace, Name string
+	}
+	Client struct {
+		IP, Interface string
+		Hairpin       bool
 	}
 	Results  map[string]int
 	OK       bool
@@ -96,8 +99,8 @@ func probeLive(t *testing.T, l *kubelab.Lab, mode string) {
 
 	// solo's only endpoint is pod-3: every connection balanced to itself.
 	rep, r := probeJSON(t, l, pod(pod3), "default/solo")
-	if r.code != 4 || rep.Results["timed-out"] != 20 || rep.Pod.Port != pod3.HostVeth {
-		t.Errorf("pod-3 → solo, hairpin off: exit %d, results %v, port %s; want 4, 20 timed out, %s", r.code, rep.Results, rep.Pod.Port, pod3.HostVeth)
+	if r.code != 4 || rep.Results["timed-out"] != 20 || rep.Client.Interface != pod3.HostVeth {
+		t.Errorf("pod-3 → solo, hairpin off: exit %d, results %v, port %s; want 4, 20 timed out, %s", r.code, rep.Results, rep.Client.Interface, pod3.HostVeth)
 	}
 	onlyFinding(t, "pod-3 → solo", rep, "hairpin-off", pod3.HostVeth, "the only endpoint", "bridge trace: 20 ")
 
@@ -118,7 +121,12 @@ func probeLive(t *testing.T, l *kubelab.Lab, mode string) {
 	// doctor --probe on trio: pods 1 and 3 (hairpin off) fail, pod-2
 	// (hairpin on) passes.
 	r = run(t, "--netns", l.Node, "doctor", "--probe", "-o", "json", "default/trio:http")
-	var drep doctorReport
+	var drep struct {
+		Checks []struct {
+			ID, Status, Finding string
+			Pods                []struct{ Port string }
+		}
+	}
 	if err := json.Unmarshal([]byte(r.stdout), &drep); err != nil || r.code != 4 || !strings.Contains(r.stderr, "3 probes") {
 		t.Fatalf("doctor --probe trio: exit %d, %v, stderr %q; want 4 and 3 probes said up front:\n%s", r.code, err, r.stderr, r.stdout)
 	}
@@ -128,8 +136,13 @@ func probeLive(t *testing.T, l *kubelab.Lab, mode string) {
 		if !strings.HasPrefix(c.ID, "probe:") {
 			continue
 		}
+		// A stable ID; the pod probed from is in pods.
+		if c.ID != "probe:default/trio:http" || len(c.Pods) != 1 {
+			t.Errorf("doctor --probe: check %q with pods %+v; want ID probe:default/trio:http and one pod", c.ID, c.Pods)
+			continue
+		}
 		for port, st := range want {
-			if !strings.HasSuffix(c.ID, " "+port) && !strings.HasSuffix(c.ID, "("+port+")") {
+			if c.Pods[0].Port != port {
 				continue
 			}
 			seen++
@@ -172,8 +185,8 @@ func probeLive(t *testing.T, l *kubelab.Lab, mode string) {
 		t.Fatal("no IPv6 Service port of default/dual")
 	}
 	rep, r = probeJSON(t, l, pod(pod2), v6)
-	if r.code != 0 || rep.Results["succeeded"] != 20 || rep.Pod.IP != pod2.IP6.String() {
-		t.Errorf("pod-2 → dual over IPv6 (%s): exit %d, results %v, from %s; want 20 succeeded from %s:\n%s", v6, r.code, rep.Results, rep.Pod.IP, pod2.IP6, r.stderr)
+	if r.code != 0 || rep.Results["succeeded"] != 20 || rep.Client.IP != pod2.IP6.String() {
+		t.Errorf("pod-2 → dual over IPv6 (%s): exit %d, results %v, from %s; want 20 succeeded from %s:\n%s", v6, r.code, rep.Results, rep.Client.IP, pod2.IP6, r.stderr)
 	}
 	for _, c := range rep.Connections {
 		if !c.Conntrack || c.Bridge != "forwarded" {
