@@ -14,7 +14,7 @@ import (
 
 // SetWindow is how many RTM_SETLINK requests are in flight before their
 // ACKs are read. Each ACK echoes the request (about 80 bytes), so a window
-// of 256 fits well inside the receive buffer set below: no ACK is lost.
+// of 128 fits well inside the receive buffer set below: no ACK is lost.
 const SetWindow = 128
 
 // setRcvBuf is the receive buffer asked for on the batching socket.
