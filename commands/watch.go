@@ -146,7 +146,7 @@ func runWatch(c *cli.Context) error {
 	case merr != nil:
 		return merr
 	}
-	p.print(watch.Event{Time: time.Now(), Kind: watchStopped, Cause: stopCause(stoppedBy())}, nil)
+	p.print(watch.Event{Time: time.Now(), Kind: watchStopped, Cause: signalName(stoppedBy(), "interrupted")}, nil)
 	return nil
 }
 
@@ -190,15 +190,6 @@ func writeReadyFile(path string) error {
 		return fmt.Errorf("watch: write ready file: %w (is its directory there and writable?)", err)
 	}
 	return nil
-}
-
-// stopCause names the signal that stopped watch, "interrupted" for any
-// other stop.
-func stopCause(sig os.Signal) string {
-	if s, ok := sig.(syscall.Signal); ok {
-		return unixSignalName(s)
-	}
-	return "interrupted"
 }
 
 // watchNameWait is how long after a port joined its line waits for the
@@ -252,6 +243,15 @@ func (w *watchLines) stop() {
 	close(w.hurry)
 	close(w.ch)
 	<-w.done
+}
+
+// signalName names the signal that stopped a run, other when it was no
+// signal.
+func signalName(sig os.Signal, other string) string {
+	if s, ok := sig.(syscall.Signal); ok {
+		return unixSignalName(s)
+	}
+	return other
 }
 
 // unixSignalName names the signals watch and selftest stop on.
