@@ -8,7 +8,8 @@ import (
 )
 
 // NewApp builds the hairpinctl application. Errors come back from Run; main
-// maps them to exit codes with ExitCode.
+// maps them to exit codes with ExitCode. It is long because it is one
+// struct literal: the command list and the app-wide hooks, kept in one place.
 func NewApp(version string) *cli.App {
 	app := &cli.App{
 		Name:    "hairpinctl",

@@ -88,15 +88,7 @@ func runConntrack(c *cli.Context) error {
 	}
 
 	p := newFlowPrinter(c.App.Writer, format)
-	// A connection shows up once listed and again with each event: the
-	// summary counts connections by their original tuple.
-	type flowKey struct {
-		proto    string
-		src, dst netip.Addr
-		sp, dp   uint16
-	}
-	seen := map[flowKey]struct{}{}
-	events := 0
+	tally := flowTally{seen: map[flowKey]struct{}{}, count: count}
 	var named *livePods
 	if format != "table" { // the default table has no room for the pod
 		named = newLivePods(c, ctx.Done())
@@ -109,28 +101,9 @@ func runConntrack(c *cli.Context) error {
 		if err := p.flow(f); err != nil {
 			return err
 		}
-		seen[flowKey{f.Proto, f.Orig.Src, f.Orig.Dst, f.Orig.SPort, f.Orig.DPort}] = struct{}{}
-		if f.Event != flows.EventExisting {
-			events++
-			if count > 0 && events >= count {
-				return flows.ErrStop
-			}
-		}
-		return nil
+		return tally.add(f)
 	}
-	// Overflows can come by the hundred a second: stderr hears of the
-	// first and then at most one a second; JSON gets every one.
-	var warned time.Time
-	o.Overflow = func(ov flows.Overflow) error {
-		if ov.Time.Sub(warned) >= time.Second {
-			warned = ov.Time
-			fmt.Fprintf(c.App.ErrWriter, "hairpinctl: conntrack: event socket overflowed (%d so far, %d events lost): resynchronising with a dump\n", ov.Overflows, ov.Lost)
-		}
-		if format == "json" {
-			return p.overflow(ov)
-		}
-		return nil
-	}
+	o.Overflow = overflowReporter(c.App.ErrWriter, p, format)
 	o.Idle = p.flush
 	if err := p.header(); err != nil {
 		return err
@@ -144,11 +117,57 @@ func runConntrack(c *cli.Context) error {
 		cut = "; stopped with events still queued"
 	}
 	fmt.Fprintf(c.App.ErrWriter, "hairpinctl: conntrack: %s in %s, %d overflows (%d events lost)%s\n",
-		plural(len(seen), "flow"), plural(st.Flows, "line"), st.Overflows, st.Lost, cut)
+		plural(len(tally.seen), "flow"), plural(st.Flows, "line"), st.Overflows, st.Lost, cut)
 	if err != nil {
 		return fmt.Errorf("conntrack: %w", err)
 	}
 	return nil
+}
+
+// flowKey is a connection's original tuple.
+type flowKey struct {
+	proto    string
+	src, dst netip.Addr
+	sp, dp   uint16
+}
+
+// flowTally counts what conntrack printed. A connection shows up once
+// listed and again with each event: the summary counts connections by
+// their original tuple, and --count the events.
+type flowTally struct {
+	seen   map[flowKey]struct{}
+	events int
+	// count is the events to stop after, 0 for no limit.
+	count int
+}
+
+// add counts a printed flow, and stops the stream once count events came.
+func (t *flowTally) add(f flows.Flow) error {
+	t.seen[flowKey{f.Proto, f.Orig.Src, f.Orig.Dst, f.Orig.SPort, f.Orig.DPort}] = struct{}{}
+	if f.Event != flows.EventExisting {
+		t.events++
+		if t.count > 0 && t.events >= t.count {
+			return flows.ErrStop
+		}
+	}
+	return nil
+}
+
+// overflowReporter tells of event socket overflows. They can come by the
+// hundred a second: stderr hears of the first and then at most one a
+// second; JSON gets every one.
+func overflowReporter(stderr io.Writer, p *flowPrinter, format string) func(flows.Overflow) error {
+	var warned time.Time
+	return func(ov flows.Overflow) error {
+		if ov.Time.Sub(warned) >= time.Second {
+			warned = ov.Time
+			fmt.Fprintf(stderr, "hairpinctl: conntrack: event socket overflowed (%d so far, %d events lost): resynchronising with a dump\n", ov.Overflows, ov.Lost)
+		}
+		if format == "json" {
+			return p.overflow(ov)
+		}
+		return nil
+	}
 }
 
 // conntrackOptions validates the argument and flags.

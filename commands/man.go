@@ -28,7 +28,8 @@ var examplesBlock = regexp.MustCompile(`(?m)^EXAMPLES:\n((?:   .*\n?)+)`)
 // named and described as --help does), then the hand-written sections
 // below. urfave/cli's own ToMan sets flags as --hairpin="" and the
 // synopsis as [--netns]=[value], with no room for arguments, examples or
-// the environment.
+// the environment. It is long because it writes the page's sections in
+// the page's order, each a few lines, so the code reads as the page does.
 func ManPage() string {
 	app := NewApp("")
 	cmds := app.VisibleCommands()

@@ -54,37 +54,9 @@ EXAMPLES:
 }
 
 func runPorts(c *cli.Context) error {
-	format := lineageString(c, "output")
-	if format != "wide" {
-		var err error
-		if format, err = outputFormat(c); err != nil {
-			return usageErrorf("ports: unknown output format %q: use table, wide or json", lineageString(c, "output"))
-		}
-	}
-	brs, err := bridges(c)
+	in, err := portsInput(c)
 	if err != nil {
 		return err
-	}
-	var want *bool
-	switch h := c.String("hairpin"); h {
-	case "":
-	case "on", "off":
-		v := h == "on"
-		want = &v
-	default:
-		return usageErrorf("ports: --hairpin %q: use on or off", h)
-	}
-	names := c.Args().Slice()
-	for _, n := range names {
-		if err := bridgeports.ValidatePortArg(n); err != nil {
-			return fmt.Errorf("ports: %w", err)
-		}
-	}
-	podPats := c.StringSlice("pod")
-	for _, p := range podPats {
-		if _, err := path.Match(p, ""); err != nil {
-			return usageErrorf("ports: --pod %q is not a shell pattern: %v", p, err)
-		}
 	}
 	cl, err := openClient(c)
 	if err != nil {
@@ -92,8 +64,8 @@ func runPorts(c *cli.Context) error {
 	}
 	defer cl.Close()
 	quiet := c.Bool("quiet")
-	o := bridgeports.ListOptions{Bridges: brs, PodIPs: !quiet || bridgeports.PortArgsNeedPodIPs(names), Kinds: !quiet}
-	if !quiet || len(podPats) > 0 || bridgeports.PortArgsNeedPods(names) {
+	o := bridgeports.ListOptions{Bridges: in.bridges, PodIPs: !quiet || bridgeports.PortArgsNeedPodIPs(in.names), Kinds: !quiet}
+	if !quiet || len(in.podPats) > 0 || bridgeports.PortArgsNeedPods(in.names) {
 		o.Pods = podOptions(c)
 	}
 	ports, err := bridgeports.List(cl, o)
@@ -104,42 +76,99 @@ func runPorts(c *cli.Context) error {
 		namePodsFromCRI(c, cl, ports)
 	}
 	var fails []bridgeports.Failure
-	if len(names) > 0 {
-		ports, fails = bridgeports.Select(cl, ports, names)
+	if len(in.names) > 0 {
+		ports, fails = bridgeports.Select(cl, ports, in.names)
 	}
-	if want != nil {
+	ports = in.filter(ports)
+	if len(in.names) > 0 && len(ports) == 0 && len(fails) > 0 {
+		// Nothing to show: leave stdout empty so scripts get no partial data.
+		return failuresError(c, fails, 0)
+	}
+	if err := printPorts(c.App.Writer, ports, quiet, in.format); err != nil {
+		return err
+	}
+	return failuresError(c, fails, len(ports))
+}
+
+// portsArgs is what ports was asked for, validated.
+type portsArgs struct {
+	format  string
+	bridges []string
+	// want is the hairpin state --hairpin keeps, nil for any.
+	want    *bool
+	names   []string
+	podPats []string
+}
+
+// portsInput validates the output format, bridges, --hairpin, the port
+// arguments and the --pod patterns, in that order.
+func portsInput(c *cli.Context) (portsArgs, error) {
+	var in portsArgs
+	in.format = lineageString(c, "output")
+	if in.format != "wide" {
+		var err error
+		if in.format, err = outputFormat(c); err != nil {
+			return in, usageErrorf("ports: unknown output format %q: use table, wide or json", lineageString(c, "output"))
+		}
+	}
+	var err error
+	if in.bridges, err = bridges(c); err != nil {
+		return in, err
+	}
+	switch h := c.String("hairpin"); h {
+	case "":
+	case "on", "off":
+		v := h == "on"
+		in.want = &v
+	default:
+		return in, usageErrorf("ports: --hairpin %q: use on or off", h)
+	}
+	in.names = c.Args().Slice()
+	for _, n := range in.names {
+		if err := bridgeports.ValidatePortArg(n); err != nil {
+			return in, fmt.Errorf("ports: %w", err)
+		}
+	}
+	in.podPats = c.StringSlice("pod")
+	for _, p := range in.podPats {
+		if _, err := path.Match(p, ""); err != nil {
+			return in, usageErrorf("ports: --pod %q is not a shell pattern: %v", p, err)
+		}
+	}
+	return in, nil
+}
+
+// filter keeps the ports in the hairpin state and pods asked for.
+func (in *portsArgs) filter(ports []bridgeports.Port) []bridgeports.Port {
+	if in.want != nil {
 		kept := ports[:0]
 		for _, p := range ports {
-			if p.Hairpin == *want {
+			if p.Hairpin == *in.want {
 				kept = append(kept, p)
 			}
 		}
 		ports = kept
 	}
-	if len(podPats) > 0 {
+	if len(in.podPats) > 0 {
 		ports = slices.DeleteFunc(ports, func(p bridgeports.Port) bool {
-			return !matchesPod(p.Pod, podPats)
+			return !matchesPod(p.Pod, in.podPats)
 		})
 	}
-	if len(names) > 0 && len(ports) == 0 && len(fails) > 0 {
-		// Nothing to show: leave stdout empty so scripts get no partial data.
-		return failuresError(c, fails, 0)
-	}
-	w := c.App.Writer
+	return ports
+}
+
+// printPorts writes the ports as names, JSON, the wide or the plain table.
+func printPorts(w io.Writer, ports []bridgeports.Port, quiet bool, format string) error {
 	switch {
 	case quiet:
-		err = printPortNames(w, ports)
+		return printPortNames(w, ports)
 	case format == "json":
-		err = writeJSON(w, ports)
+		return writeJSON(w, ports)
 	case format == "wide":
-		err = printPortsWide(w, ports)
+		return printPortsWide(w, ports)
 	default:
-		err = printPortsTable(w, ports)
+		return printPortsTable(w, ports)
 	}
-	if err != nil {
-		return err
-	}
-	return failuresError(c, fails, len(ports))
 }
 
 // failuresError reports failures of named items on stderr and picks the exit

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
-	"syscall"
 
 	"github.com/hairpinctl/hairpinctl/netops/kubeproxy"
 	"github.com/hairpinctl/hairpinctl/netops/selftest"
@@ -82,34 +82,12 @@ func runSelftest(c *cli.Context) error {
 			fmt.Fprintf(errw, "selftest: created namespace %s\n", name)
 		},
 		Step: func(s selftest.Step) {
-			mark := pal.good("ok")
-			got := s.Got
-			if !s.OK {
-				mark = pal.bad("DIFFERS")
-				got = fmt.Sprintf("got %s, want %s", s.Got, s.Want)
-			}
-			detail := ""
-			if s.Detail != "" {
-				detail = " (" + s.Detail + ")"
-			}
-			fmt.Fprintf(errw, "selftest: %s: %s: %s%s\n", mark, s.Name, got, detail)
+			printSelftestStep(errw, pal, s)
 		},
 	})
 	if err != nil {
 		if ctx.Err() != nil {
-			name := "a signal"
-			if s, ok := caught().(syscall.Signal); ok {
-				name = unixSignalName(s)
-			}
-			what := "removed the namespaces it created"
-			if rep != nil {
-				for _, s := range rep.Differed() {
-					if s.Name == "clean up" {
-						what = "could not remove everything: " + s.Detail
-					}
-				}
-			}
-			return fmt.Errorf("selftest: interrupted by %s: %s", name, what)
+			return selftestInterrupted(caught(), rep)
 		}
 		return fmt.Errorf("selftest: %w", err)
 	}
@@ -129,6 +107,36 @@ func runSelftest(c *cli.Context) error {
 		return errors.New("selftest: " + plural(len(d), "step") + " differed: " + strings.Join(parts, "; "))
 	}
 	return nil
+}
+
+// printSelftestStep writes one step's progress line to stderr.
+func printSelftestStep(errw io.Writer, pal palette, s selftest.Step) {
+	mark := pal.good("ok")
+	got := s.Got
+	if !s.OK {
+		mark = pal.bad("DIFFERS")
+		got = fmt.Sprintf("got %s, want %s", s.Got, s.Want)
+	}
+	detail := ""
+	if s.Detail != "" {
+		detail = " (" + s.Detail + ")"
+	}
+	fmt.Fprintf(errw, "selftest: %s: %s: %s%s\n", mark, s.Name, got, detail)
+}
+
+// selftestInterrupted names the signal that stopped the run and says
+// whether its namespaces were removed.
+func selftestInterrupted(sig os.Signal, rep *selftest.Report) error {
+	name := signalName(sig, "a signal")
+	what := "removed the namespaces it created"
+	if rep != nil {
+		for _, s := range rep.Differed() {
+			if s.Name == "clean up" {
+				what = "could not remove everything: " + s.Detail
+			}
+		}
+	}
+	return fmt.Errorf("selftest: interrupted by %s: %s", name, what)
 }
 
 func plural(n int, what string) string {

@@ -87,19 +87,8 @@ func runWatch(c *cli.Context) error {
 	}
 	all := c.Bool("all")
 	resync := c.Duration("resync")
-	switch {
-	case c.Args().Present():
-		return usageErrorf("watch: takes no arguments, got %q: use --bridge BR or --all", c.Args().First())
-	case len(brs) == 0 && !all:
-		return usageErrorf("watch: name the bridges with --bridge BR, or use --all (see: hairpinctl watch --help)")
-	case len(brs) > 0 && all:
-		return usageErrorf("watch: give --bridge or --all, not both")
-	case resync < 0:
-		return usageErrorf("watch: --resync %s is negative", resync)
-	case resync > 0 && resync < minResync:
-		// Each resync re-lists every port of every bridge: at 1ms that
-		// is a busy loop, not a safety net.
-		return usageErrorf("watch: --resync %s is below the floor of %s: use %s or more, or 0 for never", resync, minResync, minResync)
+	if err := checkWatchArgs(c, brs, all, resync); err != nil {
+		return err
 	}
 	mcfg, err := watchMetricsOptions(c, brs)
 	if err != nil {
@@ -109,11 +98,8 @@ func runWatch(c *cli.Context) error {
 		return netops.Errorf(netops.ErrPermission, "watch needs CAP_NET_ADMIN: run as root")
 	}
 	readyFile := c.String("ready-file")
-	if readyFile != "" {
-		// A file left by a previous run must not make this one look ready.
-		if err := os.Remove(readyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("watch: remove stale ready file %s: %w", readyFile, err)
-		}
+	if err := removeStaleReadyFile(readyFile); err != nil {
+		return err
 	}
 	cl, err := openClient(c)
 	if err != nil {
@@ -139,10 +125,8 @@ func runWatch(c *cli.Context) error {
 		lines.send(ev)
 		m.observe(ev)
 		if ev.Kind == watch.KindReady && readyFile != "" {
-			// Written whole or not at all (a file renamed into place): a
-			// probe that finds it never reads it empty.
-			if err := renameio.WriteFile(readyFile, fmt.Appendf(nil, "%d\n", os.Getpid()), 0o644); err != nil {
-				readyErr = fmt.Errorf("watch: write ready file: %w (is its directory there and writable?)", err)
+			if err := writeReadyFile(readyFile); err != nil {
+				readyErr = err
 				cancel()
 			}
 		}
@@ -162,11 +146,49 @@ func runWatch(c *cli.Context) error {
 	case merr != nil:
 		return merr
 	}
-	cause := "interrupted"
-	if s, ok := stoppedBy().(syscall.Signal); ok {
-		cause = unixSignalName(s)
+	p.print(watch.Event{Time: time.Now(), Kind: watchStopped, Cause: signalName(stoppedBy(), "interrupted")}, nil)
+	return nil
+}
+
+// checkWatchArgs refuses arguments, a missing or doubled choice of
+// bridges, and a --resync below its floor.
+func checkWatchArgs(c *cli.Context, brs []string, all bool, resync time.Duration) error {
+	switch {
+	case c.Args().Present():
+		return usageErrorf("watch: takes no arguments, got %q: use --bridge BR or --all", c.Args().First())
+	case len(brs) == 0 && !all:
+		return usageErrorf("watch: name the bridges with --bridge BR, or use --all (see: hairpinctl watch --help)")
+	case len(brs) > 0 && all:
+		return usageErrorf("watch: give --bridge or --all, not both")
+	case resync < 0:
+		return usageErrorf("watch: --resync %s is negative", resync)
+	case resync > 0 && resync < minResync:
+		// Each resync re-lists every port of every bridge: at 1ms that
+		// is a busy loop, not a safety net.
+		return usageErrorf("watch: --resync %s is below the floor of %s: use %s or more, or 0 for never", resync, minResync, minResync)
 	}
-	p.print(watch.Event{Time: time.Now(), Kind: watchStopped, Cause: cause}, nil)
+	return nil
+}
+
+// removeStaleReadyFile removes the ready file a previous run left, if one
+// is asked for: it must not make this run look ready.
+func removeStaleReadyFile(path string) error {
+	if path == "" {
+		return nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("watch: remove stale ready file %s: %w", path, err)
+	}
+	return nil
+}
+
+// writeReadyFile writes watch's pid to the ready file, whole or not at
+// all (a file renamed into place): a probe that finds it never reads it
+// empty.
+func writeReadyFile(path string) error {
+	if err := renameio.WriteFile(path, fmt.Appendf(nil, "%d\n", os.Getpid()), 0o644); err != nil {
+		return fmt.Errorf("watch: write ready file: %w (is its directory there and writable?)", err)
+	}
 	return nil
 }
 
@@ -221,6 +243,15 @@ func (w *watchLines) stop() {
 	close(w.hurry)
 	close(w.ch)
 	<-w.done
+}
+
+// signalName names the signal that stopped a run, other when it was no
+// signal.
+func signalName(sig os.Signal, other string) string {
+	if s, ok := sig.(syscall.Signal); ok {
+		return unixSignalName(s)
+	}
+	return other
 }
 
 // unixSignalName names the signals watch and selftest stop on.

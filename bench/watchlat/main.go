@@ -135,28 +135,15 @@ func run(nsName, brName string, n int, mode, prefix string) error {
 	if err != nil {
 		return err
 	}
-	s, err := nl.SubscribeAt(ns, netns.None(), unix.NETLINK_ROUTE, unix.RTNLGRP_LINK)
+	t, err := track(ns, br.Attrs().Index)
 	if err != nil {
 		return err
 	}
-	if err := s.SetReceiveBufferSize(64<<20, true); err != nil {
+	names, links, err := addVeths(h, t, n, prefix)
+	if err != nil {
 		return err
 	}
-	t := &tracker{bridge: br.Attrs().Index, ports: map[string]*portTimes{}}
-	go t.read(s)
-
-	names := make([]string, n)
 	joined := make([]time.Time, n)
-	links := make([]netlink.Link, n)
-	for i := range n {
-		names[i] = fmt.Sprintf("%s%d", prefix, i)
-		t.port(names[i])
-		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: names[i]}, PeerName: names[i] + "p"}
-		if err := h.LinkAdd(v); err != nil {
-			return err
-		}
-		links[i] = v
-	}
 	wait := func(i int) error {
 		select {
 		case <-t.port(names[i]).onCh:
@@ -208,6 +195,38 @@ func run(nsName, brName string, n int, mode, prefix string) error {
 	fmt.Printf("| %s | %d | %s | %s | %s | %s | %s |\n", mode, n,
 		ms(pct(lat, 50)), ms(pct(lat, 90)), ms(pct(lat, 99)), ms(pct(lat, 100)), ms(total))
 	return nil
+}
+
+// track follows the bridge's ports from a subscription of its own, with a
+// receive buffer large enough for a burst.
+func track(ns netns.NsHandle, bridge int) (*tracker, error) {
+	s, err := nl.SubscribeAt(ns, netns.None(), unix.NETLINK_ROUTE, unix.RTNLGRP_LINK)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.SetReceiveBufferSize(64<<20, true); err != nil {
+		return nil, err
+	}
+	t := &tracker{bridge: bridge, ports: map[string]*portTimes{}}
+	go t.read(s)
+	return t, nil
+}
+
+// addVeths creates the n veth pairs beforehand, untimed, and has t follow
+// their bridge ends.
+func addVeths(h *netlink.Handle, t *tracker, n int, prefix string) ([]string, []netlink.Link, error) {
+	names := make([]string, n)
+	links := make([]netlink.Link, n)
+	for i := range n {
+		names[i] = fmt.Sprintf("%s%d", prefix, i)
+		t.port(names[i])
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: names[i]}, PeerName: names[i] + "p"}
+		if err := h.LinkAdd(v); err != nil {
+			return nil, nil, err
+		}
+		links[i] = v
+	}
+	return names, links, nil
 }
 
 func pct(d []time.Duration, p int) time.Duration {

@@ -160,12 +160,12 @@ func setError(name string, err error) error {
 // with no pods yet); one that does not exist is ErrTimeout. It subscribes
 // to link updates before looking, so a change in between is not missed.
 func WaitForBridges(c *netops.Client, names []string, timeout time.Duration) error {
-	missing := map[string]bool{}
+	w := bridgeWait{c: c, missing: map[string]bool{}, present: map[string]bool{}}
 	for _, n := range names {
 		if err := netops.ValidateIfName(n); err != nil {
 			return err
 		}
-		missing[n] = true
+		w.missing[n] = true
 	}
 	updates := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
@@ -190,39 +190,7 @@ func WaitForBridges(c *netops.Client, names []string, timeout time.Duration) err
 	if err != nil {
 		return fmt.Errorf("subscribe to link updates in netns %s: %w", c.NetnsLabel(), err)
 	}
-	present := map[string]bool{} // exists, without a port yet
-	check := func() error {
-		links, err := c.Handle().LinkList()
-		if err != nil {
-			return fmt.Errorf("list links in netns %s: %w", c.NetnsLabel(), err)
-		}
-		bridges, masters := map[string]int{}, map[int]bool{}
-		for _, l := range links {
-			a := l.Attrs()
-			if l.Type() == "bridge" {
-				bridges[a.Name] = a.Index
-			}
-			if a.MasterIndex != 0 {
-				masters[a.MasterIndex] = true
-			}
-		}
-		for n := range missing {
-			i, ok := bridges[n]
-			if !ok {
-				// Absent, or there but no bridge: that is an error.
-				if _, err := Bridge(c, n); err != nil && !errors.Is(err, netops.ErrNotFound) {
-					return err
-				}
-				continue
-			}
-			present[n] = true
-			if masters[i] {
-				delete(missing, n)
-			}
-		}
-		return nil
-	}
-	if err := check(); err != nil {
+	if err := w.check(); err != nil {
 		return err
 	}
 	deadline := time.NewTimer(timeout)
@@ -231,7 +199,7 @@ func WaitForBridges(c *netops.Client, names []string, timeout time.Duration) err
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
 	recv := updates // nil once closed; the deferred drain keeps updates
-	for len(missing) > 0 {
+	for len(w.missing) > 0 {
 		select {
 		case u, ok := <-recv:
 			if !ok {
@@ -239,28 +207,77 @@ func WaitForBridges(c *netops.Client, names []string, timeout time.Duration) err
 				continue
 			}
 			// A bridge of ours appearing, or any port joining a bridge.
-			if a := u.Attrs(); !missing[a.Name] && a.MasterIndex == 0 {
+			if a := u.Attrs(); !w.missing[a.Name] && a.MasterIndex == 0 {
 				continue
 			}
 		case <-subErr:
 		case <-poll.C:
 		case <-deadline.C:
-			absent := map[string]bool{}
-			for n := range missing {
-				if !present[n] {
-					absent[n] = true
-				}
-			}
-			if len(absent) == 0 {
-				return nil // there, without ports yet: nothing to set
-			}
-			return netops.Errorf(netops.ErrTimeout, "bridge %s did not appear in netns %s within %s", setString(absent), c.NetnsLabel(), timeout)
+			return w.timedOut(timeout)
 		}
-		if err := check(); err != nil {
+		if err := w.check(); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// bridgeWait is what WaitForBridges still waits for.
+type bridgeWait struct {
+	c *netops.Client
+	// missing are the named bridges not yet there with a port.
+	missing map[string]bool
+	// present are the named bridges that exist, without a port yet.
+	present map[string]bool
+}
+
+// check lists the links once and strikes off each bridge that has a port.
+func (w *bridgeWait) check() error {
+	c := w.c
+	links, err := c.Handle().LinkList()
+	if err != nil {
+		return fmt.Errorf("list links in netns %s: %w", c.NetnsLabel(), err)
+	}
+	bridges, masters := map[string]int{}, map[int]bool{}
+	for _, l := range links {
+		a := l.Attrs()
+		if l.Type() == "bridge" {
+			bridges[a.Name] = a.Index
+		}
+		if a.MasterIndex != 0 {
+			masters[a.MasterIndex] = true
+		}
+	}
+	for n := range w.missing {
+		i, ok := bridges[n]
+		if !ok {
+			// Absent, or there but no bridge: that is an error.
+			if _, err := Bridge(c, n); err != nil && !errors.Is(err, netops.ErrNotFound) {
+				return err
+			}
+			continue
+		}
+		w.present[n] = true
+		if masters[i] {
+			delete(w.missing, n)
+		}
+	}
+	return nil
+}
+
+// timedOut is the outcome when time runs out: a bridge there without
+// ports is no error (nothing to set yet); an absent one is ErrTimeout.
+func (w *bridgeWait) timedOut(timeout time.Duration) error {
+	absent := map[string]bool{}
+	for n := range w.missing {
+		if !w.present[n] {
+			absent[n] = true
+		}
+	}
+	if len(absent) == 0 {
+		return nil
+	}
+	return netops.Errorf(netops.ErrTimeout, "bridge %s did not appear in netns %s within %s", setString(absent), w.c.NetnsLabel(), timeout)
 }
 
 func setString(m map[string]bool) string {

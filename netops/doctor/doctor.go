@@ -381,28 +381,8 @@ func checkBridgeHairpin(f *doctorFacts) Check {
 	var failBridges, warnBridges []string
 	total := 0
 	for _, b := range f.bridges {
-		var off, ignored []string
-		judged := 0
-		for _, p := range b.Ports {
-			// Only a pod's port that can carry traffic is judged: hairpin
-			// on an uplink would reflect floods back out of it, and a down
-			// or STP-disabled port forwards nothing either way.
-			if why := portNotJudged(p); why != "" {
-				ignored = append(ignored, p.Name+" ("+why+")")
-				continue
-			}
-			judged++
-			if !p.Hairpin {
-				off = append(off, p.Name+f.podSuffix(p))
-				if f.podsNamed {
-					c.Pods = append(c.Pods, PodRef{Bridge: b.Name, Port: p.Name, Pod: p.Pod})
-				}
-			}
-		}
+		off, judged := f.judgePorts(&c, b)
 		total += judged
-		if len(ignored) > 0 {
-			c.Details = append(c.Details, fmt.Sprintf("%s: not judged: %s", b.Name, strings.Join(ignored, ", ")))
-		}
 		switch {
 		case judged == 0:
 			c.Details = append(c.Details, fmt.Sprintf("%s: no pod ports yet", b.Name))
@@ -427,22 +407,15 @@ func checkBridgeHairpin(f *doctorFacts) Check {
 			c.Details = append(c.Details, fmt.Sprintf("%s: hairpin off: %s", b.Name, strings.Join(off, ", ")))
 		}
 	}
-	enable := func(brs []string) string {
-		args := "enable"
-		for _, b := range brs {
-			args += " --bridge " + netops.ShellQuote(b)
-		}
-		return f.hairpinctlCmd(args)
-	}
 	switch {
 	case len(fail) > 0:
 		c.Status = StatusFail
 		c.Finding = strings.Join(append(fail, warn...), "; ")
-		c.Fix = enable(append(failBridges, warnBridges...))
+		c.Fix = f.enableCmd(append(failBridges, warnBridges...))
 	case len(warn) > 0:
 		c.Status = StatusWarn
 		c.Finding = strings.Join(warn, "; ")
-		c.Fix = enable(warnBridges) + " (hairpin mode needs no duplicate suppression)"
+		c.Fix = f.enableCmd(warnBridges) + " (hairpin mode needs no duplicate suppression)"
 	default:
 		names := make([]string, len(f.bridges))
 		for i, b := range f.bridges {
@@ -451,6 +424,42 @@ func checkBridgeHairpin(f *doctorFacts) Check {
 		c.Finding = fmt.Sprintf("every pod port of %s reflects hairpin traffic (%s)", strings.Join(names, ", "), plural(total, "pod port", "pod ports"))
 	}
 	return c
+}
+
+// judgePorts judges a bridge's ports for checkBridgeHairpin: it returns
+// the ports with hairpin off, named with their pods, and how many ports
+// were judged; it adds their pods to c and the ports not judged to its
+// details. Only a pod's port that can carry traffic is judged: hairpin on
+// an uplink would reflect floods back out of it, and a down or
+// STP-disabled port forwards nothing either way.
+func (f *doctorFacts) judgePorts(c *Check, b bridgeFacts) (off []string, judged int) {
+	var ignored []string
+	for _, p := range b.Ports {
+		if why := portNotJudged(p); why != "" {
+			ignored = append(ignored, p.Name+" ("+why+")")
+			continue
+		}
+		judged++
+		if !p.Hairpin {
+			off = append(off, p.Name+f.podSuffix(p))
+			if f.podsNamed {
+				c.Pods = append(c.Pods, PodRef{Bridge: b.Name, Port: p.Name, Pod: p.Pod})
+			}
+		}
+	}
+	if len(ignored) > 0 {
+		c.Details = append(c.Details, fmt.Sprintf("%s: not judged: %s", b.Name, strings.Join(ignored, ", ")))
+	}
+	return off, judged
+}
+
+// enableCmd is the command that turns hairpin on for the bridges' ports.
+func (f *doctorFacts) enableCmd(brs []string) string {
+	args := "enable"
+	for _, b := range brs {
+		args += " --bridge " + netops.ShellQuote(b)
+	}
+	return f.hairpinctlCmd(args)
 }
 
 // podSuffix is " (pod NS/NAME)" for a port whose pod is named, " (pod

@@ -318,72 +318,16 @@ func readIPTNFTTargetedOnce(c *netops.Client, conn *nlsock.Conn, family int, p *
 	if probe.nftFilter {
 		first = append(first, [2]string{"filter", "KUBE-SERVICES"}, [2]string{"filter", "KUBE-EXTERNAL-SERVICES"})
 	}
-	// KUBE-SERVICES, the one large chain: an address lookup renders only
-	// the rules that can concern its addresses.
-	var services []string
-	viaLookup := false
-	if sel.addrOnly() {
-		lines, ok, err := kubeServicesLookupNFT(c, family, sel.ips)
-		if err != nil {
-			return false, err
-		}
-		services, viaLookup = lines, ok
-	}
-	if !viaLookup {
-		cr, err := dumpIPTNFTChain(conn, family, "nat", "KUBE-SERVICES")
-		if err != nil {
-			return false, err
-		}
-		if probe.nftIPT {
-			p.feedLines("nat", []string{"-N KUBE-SERVICES"})
-		}
-		cr.feed(p, "nat")
-	} else {
-		p.feedLines("nat", services)
+	if err := feedKubeServicesNFT(c, conn, family, p, probe, sel); err != nil {
+		return false, err
 	}
 	if err := list(first...); err != nil {
 		return false, err
 	}
-	// Which KUBE-SERVICES rules does the filter select?
-	var queue []string
-	for i := range p.entries {
-		e := &p.entries[i]
-		if e.target == "" || e.filter {
-			continue
-		}
-		if e.kind == entryCluster || e.kind == entryExternal || e.kind == entryLB {
-			probeSvc := Service{ClusterIP: e.ip, Port: e.port}
-			setName(&probeSvc, e.name)
-			if e.name == "" && !sel.addrOnly() {
-				return false, nil // no comment to match a name against
-			}
-			if sel.peek(&probeSvc) {
-				queue = append(queue, e.target)
-			}
-		}
+	queue, ok := selectedChains(p, sel)
+	if !ok {
+		return false, nil
 	}
-	// A service's other addresses and node ports lead to chains its
-	// selected address does not (KUBE-EXT, KUBE-FW): take every entry whose
-	// chain shares a selected chain's hash, as kube-proxy names one service
-	// port's chains alike.
-	hashes := map[string]bool{}
-	for _, ch := range queue {
-		hashes[chainHash(ch)] = true
-	}
-	for i := range p.entries {
-		if e := &p.entries[i]; e.target != "" && !e.filter && hashes[chainHash(e.target)] {
-			queue = append(queue, e.target)
-		}
-	}
-	// Forget the other services' jumps: assembling 10,000 services to
-	// keep one would cost more than reading its chains.
-	kept := p.entries[:0]
-	for _, e := range p.entries {
-		if e.target == "" || e.filter || hashes[chainHash(e.target)] {
-			kept = append(kept, e)
-		}
-	}
-	p.entries = kept
 	seen := map[string]bool{}
 	for len(queue) > 0 {
 		var level []string
@@ -419,6 +363,77 @@ func readIPTNFTTargetedOnce(c *netops.Client, conn *nlsock.Conn, family int, p *
 		}
 	}
 	return true, nil
+}
+
+// feedKubeServicesNFT feeds p KUBE-SERVICES, the one large chain: an
+// address lookup renders only the rules that can concern its addresses,
+// anything else dumps the chain whole.
+func feedKubeServicesNFT(c *netops.Client, conn *nlsock.Conn, family int, p *iptParser, probe *famProbe, sel *serviceSelector) error {
+	if sel.addrOnly() {
+		lines, ok, err := kubeServicesLookupNFT(c, family, sel.ips)
+		if err != nil {
+			return err
+		}
+		if ok {
+			p.feedLines("nat", lines)
+			return nil
+		}
+	}
+	cr, err := dumpIPTNFTChain(conn, family, "nat", "KUBE-SERVICES")
+	if err != nil {
+		return err
+	}
+	if probe.nftIPT {
+		p.feedLines("nat", []string{"-N KUBE-SERVICES"})
+	}
+	cr.feed(p, "nat")
+	return nil
+}
+
+// selectedChains are the chains the KUBE-SERVICES rules the selector
+// selects jump to, with every chain of the same services; p keeps only
+// those services' entries. It is not ok when an entry has no comment to
+// match a name against.
+func selectedChains(p *iptParser, sel *serviceSelector) (queue []string, ok bool) {
+	for i := range p.entries {
+		e := &p.entries[i]
+		if e.target == "" || e.filter {
+			continue
+		}
+		if e.kind == entryCluster || e.kind == entryExternal || e.kind == entryLB {
+			probeSvc := Service{ClusterIP: e.ip, Port: e.port}
+			setName(&probeSvc, e.name)
+			if e.name == "" && !sel.addrOnly() {
+				return nil, false // no comment to match a name against
+			}
+			if sel.peek(&probeSvc) {
+				queue = append(queue, e.target)
+			}
+		}
+	}
+	// A service's other addresses and node ports lead to chains its
+	// selected address does not (KUBE-EXT, KUBE-FW): take every entry whose
+	// chain shares a selected chain's hash, as kube-proxy names one service
+	// port's chains alike.
+	hashes := map[string]bool{}
+	for _, ch := range queue {
+		hashes[chainHash(ch)] = true
+	}
+	for i := range p.entries {
+		if e := &p.entries[i]; e.target != "" && !e.filter && hashes[chainHash(e.target)] {
+			queue = append(queue, e.target)
+		}
+	}
+	// Forget the other services' jumps: assembling 10,000 services to
+	// keep one would cost more than reading its chains.
+	kept := p.entries[:0]
+	for _, e := range p.entries {
+		if e.target == "" || e.filter || hashes[chainHash(e.target)] {
+			kept = append(kept, e)
+		}
+	}
+	p.entries = kept
+	return queue, true
 }
 
 // chainHash is the part of a kube-proxy chain name after its prefix

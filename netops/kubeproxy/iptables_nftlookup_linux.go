@@ -19,53 +19,22 @@ import (
 // renderIPTRule cannot render: the caller then lists the chain with
 // iptables.
 func kubeServicesLookupNFT(c *netops.Client, family int, addrs []netip.Addr) (lines []string, ok bool, err error) {
-	// An address's bytes, without its trailing zero bytes: a rule naming
-	// it with any prefix compares its leading bytes (payload + cmp).
-	needles := make([][]byte, len(addrs))
-	for i, a := range addrs {
-		b := a.AsSlice()
-		n := len(b)
-		for n > 1 && b[n-1] == 0 {
-			n--
-		}
-		needles[i] = b[:n]
-	}
-	type item struct {
-		rendered renderedRule
-		rule     nftRule
-		// deferred: not rendered yet, as it cannot name an address.
-		deferred bool
-		// declined: renderIPTRule cannot render it; whether it names an
-		// address is then the first look's guess.
-		declined bool
-	}
+	needles := addrNeedles(addrs)
 	render := func(r nftRule) (renderedRule, bool) { return renderNFTRule(family, "KUBE-SERVICES", r) }
-	jumpsTo := func(r nftRule) string {
-		v, err := r.verdict()
-		if err != nil || v == nil || v.Kind != expr.VerdictJump && v.Kind != expr.VerdictGoto {
-			return ""
-		}
-		return v.Chain
-	}
-	// The lookup's addresses are unmapped; ip6tables rules may hold
-	// IPv4-mapped ones.
-	namesAny := func(rr renderedRule) bool {
-		return slices.ContainsFunc(rr.addrs, func(a netip.Addr) bool { return slices.Contains(addrs, a.Unmap()) })
-	}
-	var items []item
+	var items []lookupItem
 	err = nftRules(c, family, "nat", "KUBE-SERVICES", func(r nftRule) {
 		mayName := slices.ContainsFunc(needles, r.holds)
 		if !mayName {
-			if t := jumpsTo(r); isServiceChain(t) {
-				items = append(items, item{rule: r, rendered: renderedRule{target: t}, deferred: true})
+			if t := nftJumpTarget(r); isServiceChain(t) {
+				items = append(items, lookupItem{rule: r, rendered: renderedRule{target: t}, deferred: true})
 				return
 			}
 		}
 		if rr, ok := render(r); ok {
-			items = append(items, item{rendered: rr})
+			items = append(items, lookupItem{rendered: rr})
 			return
 		}
-		items = append(items, item{rule: r, rendered: renderedRule{target: jumpsTo(r)}, declined: true})
+		items = append(items, lookupItem{rule: r, rendered: renderedRule{target: nftJumpTarget(r)}, declined: true})
 	})
 	if err != nil {
 		return nil, false, err
@@ -77,16 +46,7 @@ func kubeServicesLookupNFT(c *netops.Client, family int, addrs []netip.Addr) (li
 	}
 	keep := lookupKeep(len(items),
 		func(i int) string { return items[i].rendered.target },
-		func(i int) bool {
-			it := items[i]
-			switch {
-			case it.deferred:
-				return false
-			case it.declined:
-				return slices.ContainsFunc(needles, it.rule.holds)
-			}
-			return namesAny(it.rendered)
-		})
+		func(i int) bool { return items[i].namesAny(needles, addrs) })
 	lines = []string{"-N KUBE-SERVICES"}
 	for i := range items {
 		if !keep[i] {
@@ -105,6 +65,56 @@ func kubeServicesLookupNFT(c *netops.Client, family int, addrs []netip.Addr) (li
 		lines = append(lines, items[i].rendered.line)
 	}
 	return lines, true, nil
+}
+
+// lookupItem is one rule of KUBE-SERVICES in kubeServicesLookupNFT.
+type lookupItem struct {
+	rendered renderedRule
+	rule     nftRule
+	// deferred: not rendered yet, as it cannot name an address.
+	deferred bool
+	// declined: renderIPTRule cannot render it; whether it names an
+	// address is then the first look's guess.
+	declined bool
+}
+
+// namesAny says whether the rule names one of addrs, whose needles are
+// their bytes as addrNeedles cuts them.
+func (it *lookupItem) namesAny(needles [][]byte, addrs []netip.Addr) bool {
+	switch {
+	case it.deferred:
+		return false
+	case it.declined:
+		return slices.ContainsFunc(needles, it.rule.holds)
+	}
+	// The lookup's addresses are unmapped; ip6tables rules may hold
+	// IPv4-mapped ones.
+	return slices.ContainsFunc(it.rendered.addrs, func(a netip.Addr) bool { return slices.Contains(addrs, a.Unmap()) })
+}
+
+// addrNeedles are the addresses' bytes, without their trailing zero
+// bytes: a rule naming one with any prefix compares its leading bytes
+// (payload + cmp).
+func addrNeedles(addrs []netip.Addr) [][]byte {
+	needles := make([][]byte, len(addrs))
+	for i, a := range addrs {
+		b := a.AsSlice()
+		n := len(b)
+		for n > 1 && b[n-1] == 0 {
+			n--
+		}
+		needles[i] = b[:n]
+	}
+	return needles
+}
+
+// nftJumpTarget is the chain a rule jumps or goes to, "" for none.
+func nftJumpTarget(r nftRule) string {
+	v, err := r.verdict()
+	if err != nil || v == nil || v.Kind != expr.VerdictJump && v.Kind != expr.VerdictGoto {
+		return ""
+	}
+	return v.Chain
 }
 
 // renderNFTRule renders a dumped iptables-nft rule as `iptables -S` prints

@@ -227,14 +227,7 @@ func (r *servicesRead) run(backend string) error {
 	legacyMaybe := r.any(func(p *famProbe) bool { return p.legacyNat })
 	hasNFTables := r.any(func(p *famProbe) bool { return p.nftables })
 	res := r.res
-	switch backend {
-	case BackendAuto:
-		res.Checked = []Backend{BackendIPTablesNFT, BackendIPTablesLegacy, BackendNFTables}
-	case BackendIPTables:
-		res.Checked = []Backend{BackendIPTablesNFT, BackendIPTablesLegacy}
-	default:
-		res.Checked = []Backend{Backend(backend)}
-	}
+	res.Checked = checkedBackends(backend)
 	if hasNFT {
 		res.BackendsWithRules = append(res.BackendsWithRules, BackendIPTablesNFT)
 	}
@@ -271,24 +264,9 @@ func (r *servicesRead) run(backend string) error {
 	chosen := Backend("")
 	switch {
 	case hasNFT && legacyMaybe:
-		nftN, legN := 0, 0
-		legacyHas := false
-		for _, fam := range r.fams {
-			if p := r.probe(fam); p.legacyNat {
-				n, found, err := countServicesRules(r.c, iptablesFor(BackendIPTablesLegacy, fam), r.o.WaitSeconds)
-				if err != nil {
-					return fmt.Errorf("check iptables-legacy for kube-proxy rules: %w", err)
-				}
-				legacyHas = legacyHas || found
-				legN += n
-			}
-			if p := r.probe(fam); p.nftIPT {
-				n := 0
-				if err := nftRules(r.c, fam, "nat", "KUBE-SERVICES", func(nftRule) { n++ }); err != nil {
-					return err
-				}
-				nftN += n
-			}
+		nftN, legN, legacyHas, err := r.countBoth()
+		if err != nil {
+			return err
 		}
 		chosen = BackendIPTablesNFT
 		if legacyHas {
@@ -319,6 +297,42 @@ func (r *servicesRead) run(backend string) error {
 		return r.readNFTables()
 	}
 	return r.none()
+}
+
+// checkedBackends are the backends a read for backend looks at.
+func checkedBackends(backend string) []Backend {
+	switch backend {
+	case BackendAuto:
+		return []Backend{BackendIPTablesNFT, BackendIPTablesLegacy, BackendNFTables}
+	case BackendIPTables:
+		return []Backend{BackendIPTablesNFT, BackendIPTablesLegacy}
+	default:
+		return []Backend{Backend(backend)}
+	}
+}
+
+// countBoth counts the KUBE-SERVICES rules of both iptables backends, for
+// a node where both have a nat table, and says whether legacy's has the
+// chain at all.
+func (r *servicesRead) countBoth() (nftN, legN int, legacyHas bool, err error) {
+	for _, fam := range r.fams {
+		if p := r.probe(fam); p.legacyNat {
+			n, found, err := countServicesRules(r.c, iptablesFor(BackendIPTablesLegacy, fam), r.o.WaitSeconds)
+			if err != nil {
+				return 0, 0, false, fmt.Errorf("check iptables-legacy for kube-proxy rules: %w", err)
+			}
+			legacyHas = legacyHas || found
+			legN += n
+		}
+		if p := r.probe(fam); p.nftIPT {
+			n := 0
+			if err := nftRules(r.c, fam, "nat", "KUBE-SERVICES", func(nftRule) { n++ }); err != nil {
+				return 0, 0, false, err
+			}
+			nftN += n
+		}
+	}
+	return nftN, legN, legacyHas, nil
 }
 
 // newServicesResultFrom keeps what was learnt about backends and drops

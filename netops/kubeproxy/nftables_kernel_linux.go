@@ -292,37 +292,9 @@ func readNFTTargetedOnce(conn *nlsock.Conn, family int, table string, p *nftPars
 		return true, err
 	}
 	t.feedHead(p)
-	// The selected Services' chains share their name's base
-	// ("HASH-ns/name/proto/port") with the chains the maps send them to.
-	bases := map[string]bool{}
-	for i := range p.elems {
-		e := &p.elems[i]
-		target := gotoTarget(e.verdict)
-		switch nftChainKind(target) {
-		case kindSvc, kindSvl, kindExt, kindFw:
-		default:
-			continue
-		}
-		svc := Service{ClusterIP: e.ip, Port: e.port, Protocol: strings.ToUpper(e.proto)}
-		setName(&svc, nftServiceName(target))
-		if svc.Name == "" && !sel.addrOnly() {
-			return false, nil
-		}
-		if sel.peek(&svc) {
-			bases[nftChainBase(target)] = true
-		}
-	}
-	var queue []string
-	for _, ch := range t.chains {
-		switch nftChainKind(ch) {
-		case kindSvc, kindSvl, kindExt, kindFw:
-			if bases[nftChainBase(ch)] {
-				queue = append(queue, ch)
-			}
-		case kindSep:
-		default:
-			queue = append(queue, ch)
-		}
+	queue, ok := selectedNFTChains(t, p, sel)
+	if !ok {
+		return false, nil
 	}
 	exists := make(map[string]bool, len(t.chains))
 	for _, ch := range t.chains {
@@ -340,29 +312,15 @@ func readNFTTargetedOnce(conn *nlsock.Conn, family int, table string, p *nftPars
 		if len(seen) > maxTargetedChains {
 			return false, nil
 		}
-		var rules [][]byte
-		err := nftDump(conn, unix.NFT_MSG_GETRULE, t.fam, []*nl.RtAttr{
-			nl.NewRtAttr(unix.NFTA_RULE_TABLE, nl.ZeroTerminated(table)),
-			nl.NewRtAttr(unix.NFTA_RULE_CHAIN, nl.ZeroTerminated(ch)),
-		}, func(attrs []byte) { rules = append(rules, attrs) })
-		if err != nil && !errors.Is(err, unix.ENOENT) {
-			if errors.Is(err, nlsock.ErrDumpInterrupted) {
-				return false, err
-			}
-			return false, nftError("dump nf_tables rules of "+nftFamilyName(family)+" "+table+" "+ch, err)
+		rules, err := dumpNFTChainRules(conn, t, family, table, ch)
+		if err != nil {
+			return false, err
 		}
 		for _, attrs := range rules {
 			// The anonymous maps a rule looks up are rendered inline:
 			// their elements first.
-			if rule, err := locateRule(t.fam, attrs); err == nil {
-				for _, x := range rule.exprs {
-					var l expr.Lookup
-					if string(x.name) == "lookup" && decodeNFTExpr(t.fam, x.data, &l) == nil {
-						if err := t.loadElems(conn, l.SetName, false); err != nil {
-							return false, err
-						}
-					}
-				}
+			if err := t.loadLookedUp(conn, attrs); err != nil {
+				return false, err
 			}
 			chain, line, readable := r.rule(attrs)
 			p.chain(chain)
@@ -377,6 +335,78 @@ func readNFTTargetedOnce(conn *nlsock.Conn, family int, table string, p *nftPars
 		}
 	}
 	return true, nil
+}
+
+// selectedNFTChains are the chains a targeted read renders: the selected
+// Services' chains, which share their name's base
+// ("HASH-ns/name/proto/port") with the chains the maps send them to, and
+// every chain that belongs to no Service. It is not ok when a map element
+// leads to a chain with no name to match the selector against.
+func selectedNFTChains(t *nftTableDump, p *nftParser, sel *serviceSelector) (queue []string, ok bool) {
+	bases := map[string]bool{}
+	for i := range p.elems {
+		e := &p.elems[i]
+		target := gotoTarget(e.verdict)
+		switch nftChainKind(target) {
+		case kindSvc, kindSvl, kindExt, kindFw:
+		default:
+			continue
+		}
+		svc := Service{ClusterIP: e.ip, Port: e.port, Protocol: strings.ToUpper(e.proto)}
+		setName(&svc, nftServiceName(target))
+		if svc.Name == "" && !sel.addrOnly() {
+			return nil, false
+		}
+		if sel.peek(&svc) {
+			bases[nftChainBase(target)] = true
+		}
+	}
+	for _, ch := range t.chains {
+		switch nftChainKind(ch) {
+		case kindSvc, kindSvl, kindExt, kindFw:
+			if bases[nftChainBase(ch)] {
+				queue = append(queue, ch)
+			}
+		case kindSep:
+		default:
+			queue = append(queue, ch)
+		}
+	}
+	return queue, true
+}
+
+// dumpNFTChainRules dumps the rules of one chain of table, as their
+// attributes; a chain gone since the table was listed has none.
+func dumpNFTChainRules(conn *nlsock.Conn, t *nftTableDump, family int, table, ch string) ([][]byte, error) {
+	var rules [][]byte
+	err := nftDump(conn, unix.NFT_MSG_GETRULE, t.fam, []*nl.RtAttr{
+		nl.NewRtAttr(unix.NFTA_RULE_TABLE, nl.ZeroTerminated(table)),
+		nl.NewRtAttr(unix.NFTA_RULE_CHAIN, nl.ZeroTerminated(ch)),
+	}, func(attrs []byte) { rules = append(rules, attrs) })
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		if errors.Is(err, nlsock.ErrDumpInterrupted) {
+			return nil, err
+		}
+		return nil, nftError("dump nf_tables rules of "+nftFamilyName(family)+" "+table+" "+ch, err)
+	}
+	return rules, nil
+}
+
+// loadLookedUp loads the elements of the sets and maps a rule looks up.
+func (t *nftTableDump) loadLookedUp(conn *nlsock.Conn, attrs []byte) error {
+	rule, err := locateRule(t.fam, attrs)
+	if err != nil {
+		return nil // the renderer files the rule as not understood
+	}
+	for _, x := range rule.exprs {
+		var l expr.Lookup
+		if string(x.name) == "lookup" && decodeNFTExpr(t.fam, x.data, &l) == nil {
+			if err := t.loadElems(conn, l.SetName, false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // nftChainBase is a Service chain's name after its prefix, shared by the

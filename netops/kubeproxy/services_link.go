@@ -225,52 +225,82 @@ const endpointSlab = 4096
 // nowhere else.
 func (in *linkInput) join() []*svcBuild {
 	n := len(in.entries)
-	builds := make([]*svcBuild, 0, n)
-	// owner maps each service chain to its service.
-	owner := make(map[string]*svcBuild, n)
-	byKey := make(map[serviceKey]*svcBuild, n)
-	// One allocation for all builds: a service per entry at most.
-	slab := make([]svcBuild, 0, n)
-
-	newBuild := func(e *linkEntry) *svcBuild {
-		slab = append(slab, svcBuild{svc: Service{
-			ClusterIP: e.ip,
-			Port:      e.port,
-			Protocol:  upperProto(e.proto),
-			Endpoints: []Endpoint{},
-			Backend:   in.backend,
-			Family:    in.family,
-		}})
-		b := &slab[len(slab)-1]
-		setName(&b.svc, e.name)
-		builds = append(builds, b)
-		byKey[svcKey(e.ip, e.proto, e.port)] = b
-		return b
+	j := &joiner{
+		in:     in,
+		builds: make([]*svcBuild, 0, n),
+		owner:  make(map[string]*svcBuild, n),
+		byKey:  make(map[serviceKey]*svcBuild, n),
+		slab:   make([]svcBuild, 0, n),
 	}
+	j.clusterIPs()
+	j.externals()
+	// The no-endpoint entries before the masquerade rules, so that a
+	// masquerade rule finds a service that only has a REJECT whichever
+	// table was read first; the masquerade indexes are built before both.
+	byExternal, byNodePort := j.masqIndexes()
+	j.noEndpoints()
+	j.masquerades(byExternal, byNodePort)
+	j.namedNoEndpoints()
+	return j.builds
+}
 
-	// 1. Cluster IPs define the services.
+// joiner holds the services join builds and the indexes its steps share.
+type joiner struct {
+	in     *linkInput
+	builds []*svcBuild
+	// owner maps each service chain to its service.
+	owner map[string]*svcBuild
+	byKey map[serviceKey]*svcBuild
+	// slab is one allocation for all builds: a service per entry at most.
+	slab []svcBuild
+}
+
+// newBuild makes the service an entry defines.
+func (j *joiner) newBuild(e *linkEntry) *svcBuild {
+	j.slab = append(j.slab, svcBuild{svc: Service{
+		ClusterIP: e.ip,
+		Port:      e.port,
+		Protocol:  upperProto(e.proto),
+		Endpoints: []Endpoint{},
+		Backend:   j.in.backend,
+		Family:    j.in.family,
+	}})
+	b := &j.slab[len(j.slab)-1]
+	setName(&b.svc, e.name)
+	j.builds = append(j.builds, b)
+	j.byKey[svcKey(e.ip, e.proto, e.port)] = b
+	return b
+}
+
+// clusterIPs makes the services: cluster IPs define them.
+func (j *joiner) clusterIPs() {
+	in := j.in
 	for i := range in.entries {
 		e := &in.entries[i]
 		if e.kind != entryCluster {
 			continue
 		}
-		if b := byKey[svcKey(e.ip, e.proto, e.port)]; b != nil {
+		if b := j.byKey[svcKey(e.ip, e.proto, e.port)]; b != nil {
 			b.entries = append(b.entries, i)
 			continue
 		}
-		b := newBuild(e)
+		b := j.newBuild(e)
 		b.entries = append(b.entries, i)
 		b.svc.Chain = e.target
-		owner[e.target] = b
+		j.owner[e.target] = b
 		b.chains = append(b.chains, e.target)
 		if in.kindOf(e.target) == kindSvl {
 			b.svc.LocalPolicy = true
 			b.svc.LocalChain = e.target
 		}
 	}
+}
 
-	// 2. External, load-balancer, node-port and firewall entries reach a
-	// service through its external, firewall and local chains.
+// externals links the external, load-balancer, node-port and firewall
+// entries, which reach a service through its external, firewall and local
+// chains.
+func (j *joiner) externals() {
+	in := j.in
 	for i := range in.entries {
 		e := &in.entries[i]
 		switch e.kind {
@@ -278,7 +308,7 @@ func (in *linkInput) join() []*svcBuild {
 		default:
 			continue
 		}
-		b := in.resolve(e.target, owner)
+		b := in.resolve(e.target, j.owner)
 		if b == nil {
 			continue
 		}
@@ -292,11 +322,14 @@ func (in *linkInput) join() []*svcBuild {
 			b.svc.NodePorts = appendUniqueInt(b.svc.NodePorts, e.port)
 		}
 	}
+}
 
-	// 3. Old masquerade rules and the "has no endpoints" entries.
-	byExternal := make(map[serviceKey]*svcBuild)
-	byNodePort := make(map[serviceKey]*svcBuild)
-	for _, b := range builds {
+// masqIndexes indexes the services by external or load-balancer IP and by
+// node port, for the old masquerade rules.
+func (j *joiner) masqIndexes() (byExternal, byNodePort map[serviceKey]*svcBuild) {
+	byExternal = make(map[serviceKey]*svcBuild)
+	byNodePort = make(map[serviceKey]*svcBuild)
+	for _, b := range j.builds {
 		for _, ip := range append(append([]string(nil), b.svc.ExternalIPs...), b.svc.LoadBalancerIPs...) {
 			byExternal[svcKey(ip, b.svc.Protocol, b.svc.Port)] = b
 		}
@@ -304,24 +337,35 @@ func (in *linkInput) join() []*svcBuild {
 			byNodePort[svcKey("", b.svc.Protocol, np)] = b
 		}
 	}
-	// The no-endpoint entries first, so that a masquerade rule finds a
-	// service that only has a REJECT whichever table was read first.
+	return byExternal, byNodePort
+}
+
+// noEndpoints links the "has no endpoints" entries of cluster IPs, making
+// the service when only the REJECT names it.
+func (j *joiner) noEndpoints() {
+	in := j.in
 	for i := range in.entries {
 		if e := &in.entries[i]; e.kind == entryNoEndpoints {
-			b := byKey[svcKey(e.ip, e.proto, e.port)]
+			b := j.byKey[svcKey(e.ip, e.proto, e.port)]
 			if b == nil {
-				b = newBuild(e)
+				b = j.newBuild(e)
 			}
 			b.svc.NoEndpoints = true
 			b.entries = append(b.entries, i)
 		}
 	}
+}
+
+// masquerades links the old masquerade rules by cluster IP, external IP
+// or node port.
+func (j *joiner) masquerades(byExternal, byNodePort map[serviceKey]*svcBuild) {
+	in := j.in
 	for i := range in.entries {
 		e := &in.entries[i]
 		switch e.kind {
 		case entryMasq:
 			key := svcKey(e.ip, e.proto, e.port)
-			if b := byKey[key]; b != nil {
+			if b := j.byKey[key]; b != nil {
 				b.entries = append(b.entries, i)
 			} else if b := byExternal[key]; b != nil {
 				b.entries = append(b.entries, i)
@@ -332,9 +376,13 @@ func (in *linkInput) join() []*svcBuild {
 			}
 		}
 	}
-	// The external and node-port no-endpoint entries name their service;
-	// the index by name is built only when there is one (10,000 keys to
-	// join).
+}
+
+// namedNoEndpoints links the external and node-port no-endpoint entries,
+// which name their service; the index by name is built only when there is
+// one (10,000 keys to join).
+func (j *joiner) namedNoEndpoints() {
+	in := j.in
 	var byName map[string]*svcBuild
 	for i := range in.entries {
 		e := &in.entries[i]
@@ -342,8 +390,8 @@ func (in *linkInput) join() []*svcBuild {
 			continue
 		}
 		if byName == nil {
-			byName = make(map[string]*svcBuild, len(builds))
-			for _, b := range builds {
+			byName = make(map[string]*svcBuild, len(j.builds))
+			for _, b := range j.builds {
 				if b.svc.Name != "" {
 					byName[portName(&b.svc)+"/"+b.svc.Protocol] = b
 				}
@@ -360,7 +408,6 @@ func (in *linkInput) join() []*svcBuild {
 			b.svc.ExternalIPs = appendUnique(b.svc.ExternalIPs, e.ip)
 		}
 	}
-	return builds
 }
 
 // fillEndpoints gives a service its dispatch chain's endpoints, its

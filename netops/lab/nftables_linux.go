@@ -37,6 +37,8 @@ const ipsDstNAT = 1 << 5
 //
 // The hairpin masquerade is the set: a pod's connection to itself through
 // the Service is masqueraded, so the reply comes back through the node.
+// It is long because it builds the table above object by object, in one
+// netlink batch, the way the listing reads.
 func (l *Lab) programNFTables() error {
 	eps := l.endpointIPs()
 	if len(eps) != 1 {

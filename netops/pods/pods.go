@@ -276,7 +276,26 @@ func (ps *parser) parse(data []byte) (*entry, error) {
 		},
 		netns: ci.NetNS,
 	}
-	for _, kv := range ci.CniArgs {
+	if err := e.podArgs(ci.CniArgs); err != nil {
+		return nil, err
+	}
+	res := ci.Result
+	if res == nil {
+		return e, nil
+	}
+	if res.CNIVersion == "0.1.0" || res.CNIVersion == "0.2.0" {
+		var err error
+		if res, err = oldResult(data); err != nil {
+			return nil, err
+		}
+	}
+	e.addResult(res)
+	return e, nil
+}
+
+// podArgs takes the pod's namespace, name and UID from the CNI args.
+func (e *entry) podArgs(args []cniArg) error {
+	for _, kv := range args {
 		key := kv[0]
 		if bytes.IndexByte(key, '\\') >= 0 { // escaped: libcni writes none
 			if k, err := jsonString(key); err == nil {
@@ -297,20 +316,16 @@ func (ps *parser) parse(data []byte) (*entry, error) {
 		}
 		v, err := jsonString(kv[1])
 		if err != nil {
-			return nil, fmt.Errorf("cache entry arg %s: %w", kv[0], err)
+			return fmt.Errorf("cache entry arg %s: %w", kv[0], err)
 		}
 		*dst = v
 	}
-	res := ci.Result
-	if res == nil {
-		return e, nil
-	}
-	if res.CNIVersion == "0.1.0" || res.CNIVersion == "0.2.0" {
-		var err error
-		if res, err = oldResult(data); err != nil {
-			return nil, err
-		}
-	}
+	return nil
+}
+
+// addResult takes the host-side interfaces and the pod's IPs from the
+// result.
+func (e *entry) addResult(res *cachedResult) {
 	e.hosts = make([]iface, 0, len(res.Interfaces))
 	e.ips = make([]netip.Addr, 0, len(res.IPs))
 	for _, ifc := range res.Interfaces {
@@ -330,7 +345,6 @@ func (ps *parser) parse(data []byte) (*entry, error) {
 			e.ips = append(e.ips, pfx.Addr().Unmap())
 		}
 	}
-	return e, nil
 }
 
 // oldResult reads the result of a cache entry in a spec before 0.3.0
