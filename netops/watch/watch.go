@@ -82,7 +82,7 @@ const (
 type Event struct {
 	// Time is when it happened.
 	Time time.Time `json:"time"`
-	// Kind is one of the Watch* kinds: ready, enabled, failed, skipped,
+	// Kind is one of the Kind* kinds: ready, enabled, failed, skipped,
 	// bridge-added, bridge-removed, bridge-missing, resync, error.
 	Kind string `json:"kind"`
 	// Port is the port's interface name.
