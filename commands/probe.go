@@ -1,11 +1,12 @@
 package commands
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
@@ -66,31 +67,9 @@ func runProbe(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	switch c.NArg() {
-	case 0:
-		return usageErrorf("probe: missing POD and SERVICE: probe needs both (see: hairpinctl probe --help)")
-	case 1:
-		return usageErrorf("probe: missing SERVICE: probe needs POD and SERVICE (see: hairpinctl probe --help)")
-	case 2:
-	default:
-		return usageErrorf("probe: %d arguments: probe needs POD and SERVICE only (see: hairpinctl probe --help)", c.NArg())
-	}
-	o := probe.Options{
-		Pod: c.Args().Get(0), Service: c.Args().Get(1),
-		Count: c.Int("count"), Timeout: c.Duration("timeout"),
-		CacheDir: c.String("cni-cache"), Backend: c.String("backend"), NoTrace: c.Bool("no-trace"),
-	}
-	if err := bridgeports.ValidatePortArg(o.Pod); err != nil {
-		return fmt.Errorf("probe: %w", err)
-	}
-	if err := kubeproxy.ValidateServiceSelector(o.Service); err != nil {
-		return fmt.Errorf("probe: %w", err)
-	}
-	if o.Count < 1 || o.Count > probe.MaxCount {
-		return usageErrorf("probe: --count %d: give 1 to %d", o.Count, probe.MaxCount)
-	}
-	if o.Timeout <= 0 || o.Timeout > time.Minute {
-		return usageErrorf("probe: --timeout %s: give more than 0 and at most 1m", o.Timeout)
+	o, err := probeOptions(c)
+	if err != nil {
+		return err
 	}
 	cl, err := openClient(c)
 	if err != nil {
@@ -110,19 +89,7 @@ func runProbe(c *cli.Context) error {
 		}
 	}
 	if err != nil {
-		// A fix applied before the error stays: say so, and how to undo it.
-		kept := ""
-		if res != nil && res.Applied != "" {
-			kept = fmt.Sprintf("; --fix applied %s, which stays (undo: %s)", termSafeText(res.Applied), termSafeText(res.Undo))
-		}
-		if ctx.Err() != nil {
-			name := "a signal"
-			if s, ok := caught().(syscall.Signal); ok {
-				name = unixSignalName(s)
-			}
-			return fmt.Errorf("probe: interrupted by %s: its bridge table and sockets are removed%s", name, kept)
-		}
-		return fmt.Errorf("probe: %w%s", err, kept)
+		return probeError(ctx, caught, res, err)
 	}
 	final := res.Before
 	if res.After != nil {
@@ -143,6 +110,51 @@ func runProbe(c *cli.Context) error {
 		return silentExit(ExitFindings)
 	}
 	return nil
+}
+
+// probeOptions reads and checks probe's arguments and flags.
+func probeOptions(c *cli.Context) (probe.Options, error) {
+	switch c.NArg() {
+	case 0:
+		return probe.Options{}, usageErrorf("probe: missing POD and SERVICE: probe needs both (see: hairpinctl probe --help)")
+	case 1:
+		return probe.Options{}, usageErrorf("probe: missing SERVICE: probe needs POD and SERVICE (see: hairpinctl probe --help)")
+	case 2:
+	default:
+		return probe.Options{}, usageErrorf("probe: %d arguments: probe needs POD and SERVICE only (see: hairpinctl probe --help)", c.NArg())
+	}
+	o := probe.Options{
+		Pod: c.Args().Get(0), Service: c.Args().Get(1),
+		Count: c.Int("count"), Timeout: c.Duration("timeout"),
+		CacheDir: c.String("cni-cache"), Backend: c.String("backend"), NoTrace: c.Bool("no-trace"),
+	}
+	if err := bridgeports.ValidatePortArg(o.Pod); err != nil {
+		return o, fmt.Errorf("probe: %w", err)
+	}
+	if err := kubeproxy.ValidateServiceSelector(o.Service); err != nil {
+		return o, fmt.Errorf("probe: %w", err)
+	}
+	if o.Count < 1 || o.Count > probe.MaxCount {
+		return o, usageErrorf("probe: --count %d: give 1 to %d", o.Count, probe.MaxCount)
+	}
+	if o.Timeout <= 0 || o.Timeout > time.Minute {
+		return o, usageErrorf("probe: --timeout %s: give more than 0 and at most 1m", o.Timeout)
+	}
+	return o, nil
+}
+
+// probeError is the error line of a probe that ended in err: interrupted
+// by a signal, or failed; a fix applied before it stays, and the line says
+// so and how to undo it.
+func probeError(ctx context.Context, caught func() os.Signal, res *probe.FixResult, err error) error {
+	kept := ""
+	if res != nil && res.Applied != "" {
+		kept = fmt.Sprintf("; --fix applied %s, which stays (undo: %s)", termSafeText(res.Applied), termSafeText(res.Undo))
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("probe: interrupted by %s: its bridge table and sockets are removed%s", signalName(caught(), "a signal"), kept)
+	}
+	return fmt.Errorf("probe: %w%s", err, kept)
 }
 
 // printProbeResult prints the probe, and with --fix the fix and the probe
@@ -177,6 +189,15 @@ func fraction(r *probe.Report) string {
 // writeProbe writes one probe: the pod and the Service, the results per
 // endpoint, a summary, then one block per finding as doctor prints them.
 func writeProbe(b *strings.Builder, pal palette, r *probe.Report) {
+	writeProbeHead(b, r)
+	writeProbeEndpoints(b, r)
+	writeProbeSummary(b, pal, r)
+	writeProbeFindings(b, pal, r)
+}
+
+// writeProbeHead writes who probed what: the pod, its port and bridge,
+// and the Service.
+func writeProbeHead(b *strings.Builder, r *probe.Report) {
 	p, s := r.Client, r.Service
 	who := r.Pod.FullName()
 	if who == "" {
@@ -194,7 +215,11 @@ func writeProbe(b *strings.Builder, pal palette, r *probe.Report) {
 	}
 	fmt.Fprintf(b, "%s, port %s of %s, hairpin %s\n", termSafeText(who), termSafeText(p.Interface), termSafeText(p.Bridge), hp)
 	fmt.Fprintf(b, "-> %s %s:%d/%s, %s, %s backend\n", termSafeText(svc), s.IP, s.Port, r.Protocol, plural(len(s.Endpoints), "endpoint"), s.Backend)
+}
 
+// writeProbeEndpoints writes the results per endpoint, with a column for
+// each result seen (succeeded, timed out, refused and reset always).
+func writeProbeEndpoints(b *strings.Builder, r *probe.Report) {
 	var t strings.Builder
 	tw := newTable(&t)
 	cols := []string{probe.ResultSucceeded}
@@ -238,7 +263,11 @@ func writeProbe(b *strings.Builder, pal palette, r *probe.Report) {
 	}
 	_ = tw.Flush()
 	b.WriteString("\n" + t.String() + "\n")
+}
 
+// writeProbeSummary writes the verdict line: how many succeeded, their
+// latency, and what the probe could not see.
+func writeProbeSummary(b *strings.Builder, pal palette, r *probe.Report) {
 	lat := []float64{}
 	for _, cn := range r.Connections {
 		if cn.Result == probe.ResultSucceeded {
@@ -270,6 +299,11 @@ func writeProbe(b *strings.Builder, pal palette, r *probe.Report) {
 	for _, ln := range wrapText(status+": "+termSafeText(sum), doctorWidth, "  ") {
 		b.WriteString(ln + "\n")
 	}
+}
+
+// writeProbeFindings writes each finding as doctor writes a check: its
+// ID, the finding, the fix and the evidence.
+func writeProbeFindings(b *strings.Builder, pal palette, r *probe.Report) {
 	pad := strings.Repeat(" ", doctorIndent)
 	for _, f := range r.Findings {
 		fmt.Fprintf(b, "\n%s\n", f.ID)

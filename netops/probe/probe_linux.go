@@ -110,33 +110,11 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	if o.Count > MaxCount {
 		return nil, netops.Errorf(netops.ErrInvalid, "--count %d is more than %d", o.Count, MaxCount)
 	}
-	if err := bridgeports.ValidatePortArg(o.Pod); err != nil {
-		return nil, err
-	}
-	ports, err := bridgeports.List(c, bridgeports.ListOptions{PodIPs: true, Kinds: true, Pods: &bridgeports.PodOptions{CacheDir: o.CacheDir}})
+	port, err := resolvePort(c, o)
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range ports {
-		if p.Bridge == o.Pod {
-			return nil, netops.Errorf(netops.ErrInvalid, "%s is a bridge, not a pod's port: name the pod (pod/NS/NAME), its IP or its port %s", o.Pod, c.SeeHint("ports"))
-		}
-	}
-	sel, fails := bridgeports.Select(c, ports, []string{o.Pod})
-	if len(fails) > 0 {
-		return nil, fails[0].Err()
-	}
-	if len(sel) != 1 {
-		names := make([]string, len(sel))
-		for i, p := range sel {
-			names[i] = p.Name
-		}
-		return nil, netops.Errorf(netops.ErrInvalid, "%s has %d bridge ports (%s): name one", o.Pod, len(sel), strings.Join(names, ", "))
-	}
-	t := &target{port: sel[0]}
-	if !t.port.PodPort {
-		return nil, netops.Errorf(netops.ErrInvalid, "%s is %s", t.port.Name, bridgeports.NotPodPort(t.port))
-	}
+	t := &target{port: port}
 	so, err := servicesOptions([]string{o.Service}, o.Backend)
 	if err != nil {
 		return nil, err
@@ -145,6 +123,47 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := t.chooseService(c, o); err != nil {
+		return nil, err
+	}
+	return t, t.finish(c)
+}
+
+// resolvePort finds the one pod's port o.Pod names.
+func resolvePort(c *netops.Client, o Options) (bridgeports.Port, error) {
+	if err := bridgeports.ValidatePortArg(o.Pod); err != nil {
+		return bridgeports.Port{}, err
+	}
+	ports, err := bridgeports.List(c, bridgeports.ListOptions{PodIPs: true, Kinds: true, Pods: &bridgeports.PodOptions{CacheDir: o.CacheDir}})
+	if err != nil {
+		return bridgeports.Port{}, err
+	}
+	for _, p := range ports {
+		if p.Bridge == o.Pod {
+			return bridgeports.Port{}, netops.Errorf(netops.ErrInvalid, "%s is a bridge, not a pod's port: name the pod (pod/NS/NAME), its IP or its port %s", o.Pod, c.SeeHint("ports"))
+		}
+	}
+	sel, fails := bridgeports.Select(c, ports, []string{o.Pod})
+	if len(fails) > 0 {
+		return bridgeports.Port{}, fails[0].Err()
+	}
+	if len(sel) != 1 {
+		names := make([]string, len(sel))
+		for i, p := range sel {
+			names[i] = p.Name
+		}
+		return bridgeports.Port{}, netops.Errorf(netops.ErrInvalid, "%s has %d bridge ports (%s): name one", o.Pod, len(sel), strings.Join(names, ", "))
+	}
+	if !sel[0].PodPort {
+		return bridgeports.Port{}, netops.Errorf(netops.ErrInvalid, "%s is %s", sel[0].Name, bridgeports.NotPodPort(sel[0]))
+	}
+	return sel[0], nil
+}
+
+// chooseService picks, of the Service ports t.model holds, the one in an
+// address family of the pod (IPv4 for a dual-stack Service named by
+// name), and the pod's address in that family.
+func (t *target) chooseService(c *netops.Client, o Options) error {
 	var addrs []netip.Addr
 	for _, s := range t.port.PodIPs {
 		if a, err := netip.ParseAddr(s); err == nil {
@@ -177,15 +196,15 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 	}
 	switch {
 	case len(t.model.Services) == 0:
-		return nil, netops.Errorf(netops.ErrNotFound, "no Service port matches %s in kube-proxy's rules %s", o.Service, c.SeeHint("services"))
+		return netops.Errorf(netops.ErrNotFound, "no Service port matches %s in kube-proxy's rules %s", o.Service, c.SeeHint("services"))
 	case len(cands) == 0:
-		return nil, netops.Errorf(netops.ErrInvalid, "%s has no address in the family of %s (%s)", t.port.Name, o.Service, strings.Join(t.port.PodIPs, ", "))
+		return netops.Errorf(netops.ErrInvalid, "%s has no address in the family of %s (%s)", t.port.Name, o.Service, strings.Join(t.port.PodIPs, ", "))
 	case len(cands) > 1:
 		var names []string
 		for _, s := range cands {
 			names = append(names, svcLabel(&s))
 		}
-		return nil, netops.Errorf(netops.ErrInvalid, "%s selects %d Service ports (%s): name one, as NS/NAME:PORT", o.Service, len(cands), strings.Join(names, ", "))
+		return netops.Errorf(netops.ErrInvalid, "%s selects %d Service ports (%s): name one, as NS/NAME:PORT", o.Service, len(cands), strings.Join(names, ", "))
 	}
 	t.svc = cands[0]
 	if t.podIP.Is6() != (t.svc.Family == 6) {
@@ -195,7 +214,7 @@ func resolve(c *netops.Client, o Options) (*target, error) {
 			}
 		}
 	}
-	return t, t.finish(c)
+	return nil
 }
 
 // finish reads the target's protocol and opens its pod's namespace.
@@ -308,33 +327,7 @@ func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, 
 	if err != nil {
 		return nil, fmt.Errorf("the Service %s has no usable ClusterIP %q", svcLabel(&t.svc), t.svc.ClusterIP)
 	}
-	r := &Report{
-		Pod:    t.port.Pod,
-		Client: Client{IP: t.podIP.String(), Interface: t.port.Name, Bridge: t.port.Bridge, Hairpin: t.port.Hairpin, Netns: t.path},
-		Service: ServiceInfo{
-			IP: svcIP.String(), Port: t.svc.Port, NoEndpoints: t.svc.NoEndpoints, Backend: string(t.model.Backend),
-			Endpoints: []ServiceEndpoint{},
-		},
-		Protocol:  strings.ToLower(t.svc.Protocol),
-		Count:     o.Count,
-		TimeoutMs: o.Timeout.Milliseconds(),
-	}
-	if t.svc.Name != "" {
-		r.Service.Name = svcLabel(&t.svc)
-	}
-	for _, e := range t.svc.Endpoints {
-		ip := e.IP
-		a, err := netip.ParseAddr(e.IP)
-		if err == nil {
-			ip = a.Unmap().String()
-		}
-		r.Service.Endpoints = append(r.Service.Endpoints, ServiceEndpoint{
-			IP: ip, Port: e.Port, Share: e.Share, Self: a.Unmap() == t.podIP, HairpinMasq: e.HairpinMasq, Local: e.Local,
-		})
-	}
-	m := t.model.Masquerade
-	r.Facts.Masquerade = Masquerade{MarkMasq: m.MarkMasq, PostroutingMasquerade: m.PostroutingMasquerade, PostroutingHooked: m.PostroutingHooked, HairpinSet: m.HairpinSet}
-	r.Facts.BrNetfilterSysctl, r.Facts.BrNetfilter = brNetfilter(c, t.podIP.Is6())
+	r := newReport(c, o, t, svcIP)
 
 	// Entries left by earlier connections from the pod to the Service
 	// (an earlier probe's, say): a new connection with the 4-tuple of one
@@ -384,24 +377,7 @@ func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, 
 	}
 
 	if tr != nil {
-		verdicts, hairpinned, err := tr.read()
-		if err != nil {
-			r.Facts.Traced = false
-			r.Facts.TraceError = err.Error()
-		} else {
-			for i := range r.Connections {
-				cn := &r.Connections[i]
-				v := verdicts[cn.SrcPort]
-				cn.Bridge, cn.BalancedToSelf = v.verdict, v.self
-				if cn.Bridge == "" {
-					cn.Bridge = BridgeUnseen
-				}
-				if hairpinned[cn.SrcPort] {
-					cn.OutPort = t.port.Name
-				}
-			}
-		}
-		if err := tr.close(); err != nil {
+		if err := tr.record(r, t.port.Name); err != nil {
 			return nil, err
 		}
 	}
@@ -412,6 +388,40 @@ func run(ctx context.Context, c *netops.Client, o Options, t *target) (*Report, 
 	}
 	Diagnose(r, func(args string) string { return seeCmd(c, args) })
 	return r, nil
+}
+
+// newReport is the report of a probe of t before any connection: who
+// probes, the Service and its endpoints as kube-proxy's rules have them,
+// and the node's facts.
+func newReport(c *netops.Client, o Options, t *target, svcIP netip.Addr) *Report {
+	r := &Report{
+		Pod:    t.port.Pod,
+		Client: Client{IP: t.podIP.String(), Interface: t.port.Name, Bridge: t.port.Bridge, Hairpin: t.port.Hairpin, Netns: t.path},
+		Service: ServiceInfo{
+			IP: svcIP.String(), Port: t.svc.Port, NoEndpoints: t.svc.NoEndpoints, Backend: string(t.model.Backend),
+			Endpoints: []ServiceEndpoint{},
+		},
+		Protocol:  strings.ToLower(t.svc.Protocol),
+		Count:     o.Count,
+		TimeoutMs: o.Timeout.Milliseconds(),
+	}
+	if t.svc.Name != "" {
+		r.Service.Name = svcLabel(&t.svc)
+	}
+	for _, e := range t.svc.Endpoints {
+		ip := e.IP
+		a, err := netip.ParseAddr(e.IP)
+		if err == nil {
+			ip = a.Unmap().String()
+		}
+		r.Service.Endpoints = append(r.Service.Endpoints, ServiceEndpoint{
+			IP: ip, Port: e.Port, Share: e.Share, Self: a.Unmap() == t.podIP, HairpinMasq: e.HairpinMasq, Local: e.Local,
+		})
+	}
+	m := t.model.Masquerade
+	r.Facts.Masquerade = Masquerade{MarkMasq: m.MarkMasq, PostroutingMasquerade: m.PostroutingMasquerade, PostroutingHooked: m.PostroutingHooked, HairpinSet: m.HairpinSet}
+	r.Facts.BrNetfilterSysctl, r.Facts.BrNetfilter = brNetfilter(c, t.podIP.Is6())
+	return r
 }
 
 // seeCmd is the hairpinctl command line for args with the client's

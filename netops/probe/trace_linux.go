@@ -258,6 +258,30 @@ func judge(p uint16, sets map[string]map[uint16]bool) string {
 	return BridgeLost
 }
 
+// record reads what the bridge did with each connection of r into it
+// (port is the pod's), then removes the table. A trace that cannot be read
+// leaves r untraced, with the reason.
+func (t *trace) record(r *Report, port string) error {
+	verdicts, hairpinned, err := t.read()
+	if err != nil {
+		r.Facts.Traced = false
+		r.Facts.TraceError = err.Error()
+	} else {
+		for i := range r.Connections {
+			cn := &r.Connections[i]
+			v := verdicts[cn.SrcPort]
+			cn.Bridge, cn.BalancedToSelf = v.verdict, v.self
+			if cn.Bridge == "" {
+				cn.Bridge = BridgeUnseen
+			}
+			if hairpinned[cn.SrcPort] {
+				cn.OutPort = port
+			}
+		}
+	}
+	return t.close()
+}
+
 // close removes the table and closes the socket; later calls do nothing.
 func (t *trace) close() error {
 	if t.conn == nil {
