@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
+	"github.com/hairpinctl/hairpinctl/netops/lab/labtest"
 )
 
 // probeTables lists the probe's bridge tables in the lab's node.
@@ -192,15 +193,7 @@ func TestE2EProbeSignalLeavesNothing(t *testing.T) {
 				t.Fatalf("%v: the probe's table never appeared", sig)
 			}
 		}
-		_ = cmd.Process.Signal(sig)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Fatalf("%v: the probe did not stop within 10 s", sig)
-		}
+		stopProbe(t, cmd, sig)
 		if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(stderr.String(), "interrupted by") {
 			t.Errorf("%v: exit %d, stderr %q; want 1, interrupted", sig, code, stderr.String())
 		}
@@ -280,18 +273,7 @@ func TestE2EDoctorProbe(t *testing.T) {
 func TestE2EProbeFixInterruptedSaysWhatItApplied(t *testing.T) {
 	l := newLab(t, lab.Options{Pods: 2, Endpoints: []int{1}})
 	self := l.Pod(1)
-	var masq string
-	for _, line := range strings.Split(l.Rules, "\n") {
-		if strings.HasPrefix(line, "-A KUBE-POSTROUTING") && strings.Contains(line, "-j MASQUERADE") {
-			masq = line
-		}
-	}
-	if masq == "" {
-		t.Fatalf("no MASQUERADE rule in the lab's rules:\n%s", l.Rules)
-	}
-	if out, err := l.Exec("", "sh", "-c", "iptables -t nat -D"+strings.TrimPrefix(masq, "-A")); err != nil {
-		t.Fatalf("delete %s: %v: %s", masq, err, out)
-	}
+	labtest.DeleteMasquerade(t, l)
 	// The probe after the fix lasts its 3 s timeout: the signal comes as
 	// soon as the port's hairpin shows on.
 	cmd := exec.Command(bin, "--netns", l.Node, "probe", self.HostVeth, l.ServiceName, "-n", "3", "--timeout", "3s", "--fix")
@@ -306,15 +288,7 @@ func TestE2EProbeFixInterruptedSaysWhatItApplied(t *testing.T) {
 			t.Fatalf("--fix never turned hairpin on for %s:\n%s\n%s", self.HostVeth, stdout.String(), stderr.String())
 		}
 	}
-	_ = cmd.Process.Signal(syscall.SIGINT)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatal("the probe did not stop within 10 s of SIGINT")
-	}
+	stopProbe(t, cmd, syscall.SIGINT)
 	msg := stderr.String()
 	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(msg, "interrupted by SIGINT") ||
 		!strings.Contains(msg, "applied hairpin on "+self.HostVeth) || !strings.Contains(msg, "disable "+self.HostVeth) {
@@ -380,5 +354,20 @@ func TestE2EProbeSecondInterface(t *testing.T) {
 	r = run(t, "--netns", l.Node, "probe", web.Attachments[0].HostVeth, l.ServiceName, "--cni-cache", cni.CacheDir, "-n", "3", "--timeout", "300ms")
 	if r.code != 4 || !strings.Contains(r.stdout, "hairpin-off") {
 		t.Errorf("probe from eth0's port %s: exit %d; want 4, hairpin-off:\n%s\n%s", web.Attachments[0].HostVeth, r.code, r.stdout, r.stderr)
+	}
+}
+
+// stopProbe sends sig to a running probe and waits for it to exit, failing
+// the test (and killing it) when it does not within 10 s.
+func stopProbe(t *testing.T, cmd *exec.Cmd, sig syscall.Signal) {
+	t.Helper()
+	_ = cmd.Process.Signal(sig)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("%v: the probe did not stop within 10 s", sig)
 	}
 }

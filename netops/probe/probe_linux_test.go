@@ -138,18 +138,7 @@ func TestProbeOneOfThreeHairpinOff(t *testing.T) {
 // shows them without source NAT.
 func TestProbeNoMasquerade(t *testing.T) {
 	l := labtest.New(t, lab.Options{Pods: 2, Endpoints: []int{1}, Hairpin: true})
-	var masq string
-	for _, line := range strings.Split(l.Rules, "\n") {
-		if strings.HasPrefix(line, "-A KUBE-POSTROUTING") && strings.Contains(line, "-j MASQUERADE") {
-			masq = line
-		}
-	}
-	if masq == "" {
-		t.Fatalf("no MASQUERADE rule in the lab's rules:\n%s", l.Rules)
-	}
-	if out, err := l.Exec("", "sh", "-c", "iptables -t nat -D"+strings.TrimPrefix(masq, "-A")); err != nil {
-		t.Fatalf("delete %s: %v: %s", masq, err, out)
-	}
+	labtest.DeleteMasquerade(t, l)
 	c := open(t, l)
 	self := l.Pod(1)
 	r, err := probe.Run(context.Background(), c, probe.Options{Pod: self.HostVeth, Service: l.ServiceName, Count: 10, Timeout: 300 * time.Millisecond})

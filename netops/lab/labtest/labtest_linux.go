@@ -6,6 +6,7 @@ package labtest
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/hairpinctl/hairpinctl/netops/lab"
@@ -55,5 +56,24 @@ func RequireCNIPlugins(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(lab.CNIPluginDir, "bridge")); err != nil {
 		t.Skipf("no CNI bridge plugin in %s (apt-get install containernetworking-plugins)", lab.CNIPluginDir)
+	}
+}
+
+// DeleteMasquerade deletes the masquerade rule of the lab's KUBE-POSTROUTING
+// (found in the rules the lab loaded), so that marked connections leave
+// unmasqueraded: a hairpin connection's reply then bypasses the node.
+func DeleteMasquerade(t testing.TB, l *lab.Lab) {
+	t.Helper()
+	var masq string
+	for _, line := range strings.Split(l.Rules, "\n") {
+		if strings.HasPrefix(line, "-A KUBE-POSTROUTING") && strings.Contains(line, "-j MASQUERADE") {
+			masq = line
+		}
+	}
+	if masq == "" {
+		t.Fatalf("no MASQUERADE rule in the lab's rules:\n%s", l.Rules)
+	}
+	if out, err := l.Exec("", "sh", "-c", "iptables -t nat -D"+strings.TrimPrefix(masq, "-A")); err != nil {
+		t.Fatalf("delete %s: %v: %s", masq, err, out)
 	}
 }
