@@ -34,18 +34,8 @@ die() { echo "bench/conntrack.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root"
 command -v conntrack >/dev/null || die "conntrack-tools missing (apt-get install conntrack)"
 [ -x "$BIN" ] || die "$BIN is not executable (make build)"
-(cd "$HERE/.." && CGO_ENABLED=0 go build -o "$WORK/ctbench" ./bench/conntrack) || die "cannot build bench/conntrack"
-
-# The lab lives as long as the helper's stdin stays open.
-mkfifo "$WORK/labin"
-"$WORK/ctbench" lab <"$WORK/labin" >"$WORK/lab.txt" 2>"$WORK/lab.err" &
-LABPID=$!
-exec 3>"$WORK/labin"
-for _ in $(seq 100); do grep -q '^pod2 ' "$WORK/lab.txt" 2>/dev/null && break; sleep 0.1; done
-grep -q '^pod2 ' "$WORK/lab.txt" || die "lab did not come up: $(cat "$WORK/lab.err")"
-NODE=$(awk '$1=="node"{print $2}' "$WORK/lab.txt")
-POD1=$(awk '$1=="pod1"{print $2}' "$WORK/lab.txt")
-POD2=$(awk '$1=="pod2"{print $2}' "$WORK/lab.txt")
+. "$HERE/lab.bash"
+start_lab
 
 "$BIN" conntrack "$SVC" --netns "$NODE" -o json --no-dump >"$WORK/hp.out" 2>"$WORK/hp.err" &
 HPPID=$!

@@ -26,16 +26,8 @@ die() { echo "bench/probe.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root"
 command -v hyperfine >/dev/null || die "hyperfine missing (apt-get install hyperfine)"
 [ -x "$BIN" ] || die "$BIN is not executable (make build)"
-(cd "$HERE/.." && CGO_ENABLED=0 go build -o "$WORK/ctbench" ./bench/conntrack) || die "cannot build bench/conntrack"
-
-mkfifo "$WORK/labin"
-"$WORK/ctbench" lab <"$WORK/labin" >"$WORK/lab.txt" 2>"$WORK/lab.err" &
-LABPID=$!
-exec 3>"$WORK/labin"
-for _ in $(seq 100); do grep -q '^pod2 ' "$WORK/lab.txt" 2>/dev/null && break; sleep 0.1; done
-grep -q '^pod2 ' "$WORK/lab.txt" || die "lab did not come up: $(cat "$WORK/lab.err")"
-NODE=$(awk '$1=="node"{print $2}' "$WORK/lab.txt")
-POD1=$(awk '$1=="pod1"{print $2}' "$WORK/lab.txt")
+. "$HERE/lab.bash"
+start_lab
 
 PROBE="$BIN --netns $NODE probe veth1 $SVC:80"
 "$BIN" --netns "$NODE" probe veth1 "$SVC:80" >/dev/null || die "the healthy probe failed: $($PROBE 2>&1)"
