@@ -329,9 +329,13 @@ func (s *scanner) result(dst **cachedResult) bool {
 						return s.shared(&ifc.Mac)
 					case "sandbox":
 						return s.str(&ifc.Sandbox)
+					// Not used, but read only when encoding/json
+					// would take them: of the fields' types.
+					case "mtu":
+						return s.lit("null") || s.intNumber()
+					case "socketPath", "pciID":
+						return s.lit("null") || s.peek() == '"' && s.skip()
 					}
-					// mtu, socketPath and pciID are skipped only
-					// when encoding/json would take them: right types.
 					return !foldsTo(key, "name", "mac", "sandbox", "mtu", "socketPath", "pciID") && s.skip()
 				}) {
 					return false
@@ -418,6 +422,20 @@ func (s *scanner) skip() bool {
 		return s.number()
 	}
 	return false
+}
+
+// intNumber passes over a JSON number that encoding/json takes into an
+// int: no fraction or exponent, within the int's range.
+func (s *scanner) intNumber() bool {
+	if c := s.peek(); c != '-' && (c < '0' || c > '9') {
+		return false
+	}
+	start := s.i
+	if !s.number() {
+		return false
+	}
+	_, err := strconv.ParseInt(string(s.b[start:s.i]), 10, strconv.IntSize)
+	return err == nil
 }
 
 // number passes over a JSON number.

@@ -100,6 +100,10 @@ func FuzzScanCachedInfo(f *testing.F) {
 	f.Add([]byte(`{"kind":"cniCacheV1","result":{"cniVersion":"0.4.0","interfaces":[{"name":"v","mtu":1500,"socketPath":"","pciID":""}],"ips":[{"version":"4","interface":0,"address":"10.0.0.2/24"}]}}`))
 	f.Add([]byte(`{"kind":"cniCacheV1","result":{"cniVersion":"0.2.0","ip4":{"ip":"10.0.0.2/24"}}}`))
 	f.Add([]byte(` {"a":[1,-2.5e+3,true,false,null,{"b":"\u00e9\n"}],"kind":"k"} `))
+	// Fields read only for their types: encoding/json rejects a wrong one.
+	f.Add([]byte(`{"result":{"interfaces":[{"mtu":1500,"socketPath":null,"pciID":"0000:00:01.0"}]}}`))
+	f.Add([]byte(`{"result":{"interfaces":[{"mtu":1.5}]}}`))
+	f.Add([]byte(`{"result":{"interfaces":[{"socketPath":1}]}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var got cachedInfo
 		if !scanCachedInfo(data, &got, nil, map[string]string{}) {
