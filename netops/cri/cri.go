@@ -1,9 +1,10 @@
 // Package cri asks the container runtime for its pod sandboxes over CRI,
 // the way crictl does (ListPodSandbox, then PodSandboxStatus for each),
 // to name pods the libcni result cache says nothing about. It speaks the
-// two calls' gRPC itself, on net/http's HTTP/2 and protowire, rather than
-// through grpc-go and cri-api's generated types: those would run their
-// inits, descriptor registration included, at the start of every command.
+// two calls' gRPC itself, on net/http's HTTP/2 and protobuf's wire format
+// (wire.go), rather than through grpc-go and cri-api's generated types:
+// those would run their inits, descriptor registration included, at the
+// start of every command.
 package cri
 
 import (

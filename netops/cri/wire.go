@@ -1,18 +1,39 @@
 package cri
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"unicode/utf8"
-
-	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// The two CRI calls this package makes, encoded and decoded with protowire
-// alone. Field numbers are those of k8s.io/cri-api's
-// pkg/apis/runtime/v1/api.proto; only the fields used are read, the rest
-// are skipped as the protobuf rules skip unknown fields. The generated
-// cri-api types would link gRPC and the protobuf registry, and register
-// their descriptors at the start of every command.
+// The two CRI calls this package makes, encoded and decoded with the
+// protobuf wire format's varints, which are encoding/binary's. Field
+// numbers are those of k8s.io/cri-api's pkg/apis/runtime/v1/api.proto; only
+// the fields used are read, the rest are skipped as the protobuf rules skip
+// unknown fields. The generated cri-api types would link gRPC and the
+// protobuf registry, and register their descriptors at the start of every
+// command; even protowire alone links the protobuf module's error package,
+// whose initialisation reads the executable file at every start of every
+// command (internal/detrand), for the two messages a pod lookup exchanges.
+
+// Wire types (protobuf encoding, "Message Structure").
+const (
+	wireVarint  = 0
+	wireFixed64 = 1
+	wireBytes   = 2
+	wireFixed32 = 5
+)
+
+// appendTag appends a field's key: its number and wire type.
+func appendTag(b []byte, num, typ int) []byte {
+	return binary.AppendUvarint(b, uint64(num)<<3|uint64(typ))
+}
+
+// appendBytes appends a length-delimited value.
+func appendBytes(b, v []byte) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(v))), v...)
+}
 
 // podSandbox is what is read of a runtime.v1.PodSandbox.
 type podSandbox struct {
@@ -31,10 +52,10 @@ type sandboxStatus struct {
 // {state: {state: SANDBOX_READY}}}. SANDBOX_READY is 0, proto3's default,
 // so PodSandboxStateValue is present but empty.
 func listPodSandboxRequest() []byte {
-	state := protowire.AppendTag(nil, 2, protowire.BytesType) // PodSandboxFilter.state
-	state = protowire.AppendBytes(state, nil)
-	b := protowire.AppendTag(nil, 1, protowire.BytesType) // ListPodSandboxRequest.filter
-	return protowire.AppendBytes(b, state)
+	state := appendTag(nil, 2, wireBytes) // PodSandboxFilter.state
+	state = appendBytes(state, nil)
+	b := appendTag(nil, 1, wireBytes) // ListPodSandboxRequest.filter
+	return appendBytes(b, state)
 }
 
 // podSandboxStatusRequest encodes PodSandboxStatusRequest{pod_sandbox_id:
@@ -42,12 +63,12 @@ func listPodSandboxRequest() []byte {
 func podSandboxStatusRequest(id string, verbose bool) []byte {
 	var b []byte
 	if id != "" {
-		b = protowire.AppendTag(b, 1, protowire.BytesType)
-		b = protowire.AppendString(b, id)
+		b = appendTag(b, 1, wireBytes)
+		b = appendBytes(b, []byte(id))
 	}
 	if verbose {
-		b = protowire.AppendTag(b, 2, protowire.VarintType)
-		b = protowire.AppendVarint(b, protowire.EncodeBool(true))
+		b = appendTag(b, 2, wireVarint)
+		b = binary.AppendUvarint(b, 1) // true
 	}
 	return b
 }
@@ -55,17 +76,17 @@ func podSandboxStatusRequest(id string, verbose bool) []byte {
 // decodeListPodSandboxResponse reads ListPodSandboxResponse.items (1).
 func decodeListPodSandboxResponse(b []byte) ([]podSandbox, error) {
 	var items []podSandbox
-	err := fields(b, func(num protowire.Number, v []byte) error {
+	err := fields(b, func(num int, v []byte) error {
 		if num != 1 {
 			return nil
 		}
 		var it podSandbox
-		err := fields(v, func(num protowire.Number, v []byte) error {
+		err := fields(v, func(num int, v []byte) error {
 			switch num {
 			case 1:
 				return str(&it.id, v)
 			case 2: // PodSandboxMetadata
-				return fields(v, func(num protowire.Number, v []byte) error {
+				return fields(v, func(num int, v []byte) error {
 					switch num {
 					case 1:
 						return str(&it.name, v)
@@ -89,20 +110,20 @@ func decodeListPodSandboxResponse(b []byte) ([]podSandbox, error) {
 // verbose info map (2).
 func decodePodSandboxStatusResponse(b []byte) (sandboxStatus, error) {
 	var st sandboxStatus
-	err := fields(b, func(num protowire.Number, v []byte) error {
+	err := fields(b, func(num int, v []byte) error {
 		switch num {
 		case 1: // PodSandboxStatus
-			return fields(v, func(num protowire.Number, v []byte) error {
+			return fields(v, func(num int, v []byte) error {
 				if num != 5 {
 					return nil
 				}
-				return fields(v, func(num protowire.Number, v []byte) error { // PodSandboxNetworkStatus
+				return fields(v, func(num int, v []byte) error { // PodSandboxNetworkStatus
 					switch num {
 					case 1:
 						return str(&st.ip, v)
 					case 2: // PodIP
 						var ip string
-						err := fields(v, func(num protowire.Number, v []byte) error {
+						err := fields(v, func(num int, v []byte) error {
 							if num == 1 {
 								return str(&ip, v)
 							}
@@ -116,7 +137,7 @@ func decodePodSandboxStatusResponse(b []byte) (sandboxStatus, error) {
 			})
 		case 2: // map<string, string> entry: key 1, value 2
 			var key, val string
-			err := fields(v, func(num protowire.Number, v []byte) error {
+			err := fields(v, func(num int, v []byte) error {
 				switch num {
 				case 1:
 					return str(&key, v)
@@ -139,32 +160,49 @@ func decodePodSandboxStatusResponse(b []byte) (sandboxStatus, error) {
 // field of the message b (strings, messages, map entries: all this package
 // reads), and skips every other field. A field seen twice is given twice:
 // the last string wins and messages merge, as in protobuf.
-func fields(b []byte, fn func(protowire.Number, []byte) error) error {
+func fields(b []byte, fn func(int, []byte) error) error {
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return protowire.ParseError(n)
+		key, n := binary.Uvarint(b)
+		if n <= 0 {
+			return errMalformed
 		}
 		b = b[n:]
-		if typ != protowire.BytesType {
-			n = protowire.ConsumeFieldValue(num, typ, b)
-			if n < 0 {
-				return protowire.ParseError(n)
+		num, typ := key>>3, key&7
+		if num == 0 || num > 1<<29-1 {
+			return fmt.Errorf("invalid field number %d", num)
+		}
+		var skip int
+		switch typ {
+		case wireVarint:
+			if _, skip = binary.Uvarint(b); skip <= 0 {
+				return errMalformed
 			}
-			b = b[n:]
-			continue
+		case wireFixed64:
+			skip = 8
+		case wireFixed32:
+			skip = 4
+		case wireBytes:
+			l, n := binary.Uvarint(b)
+			if n <= 0 || l > uint64(len(b)-n) {
+				return errMalformed
+			}
+			if err := fn(int(num), b[n:n+int(l)]); err != nil {
+				return err
+			}
+			skip = n + int(l)
+		default:
+			// Groups (3, 4) are proto2's; CRI is proto3 and sends none.
+			return fmt.Errorf("field %d has wire type %d, which CRI does not use", num, typ)
 		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return protowire.ParseError(n)
+		if skip > len(b) {
+			return errMalformed
 		}
-		b = b[n:]
-		if err := fn(num, v); err != nil {
-			return err
-		}
+		b = b[skip:]
 	}
 	return nil
 }
+
+var errMalformed = errors.New("malformed protobuf message: truncated, or a varint over 64 bits")
 
 var errUTF8 = errors.New("string field contains invalid UTF-8")
 

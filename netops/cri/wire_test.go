@@ -117,6 +117,36 @@ func TestDecodePodSandboxStatusResponse(t *testing.T) {
 	}
 }
 
+// Fields of every wire type this package does not read are skipped, as
+// proto.Unmarshal skips unknown fields.
+func TestDecodeSkipsUnknownFields(t *testing.T) {
+	in := &runtimeapi.ListPodSandboxResponse{Items: []*runtimeapi.PodSandbox{{Id: "a1b2c3", Metadata: &runtimeapi.PodSandboxMetadata{Name: "web", Namespace: "shop"}}}}
+	b, err := proto.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unknown []byte
+	unknown = protowire.AppendTag(unknown, 90, protowire.VarintType)
+	unknown = protowire.AppendVarint(unknown, 1<<40)
+	unknown = protowire.AppendTag(unknown, 91, protowire.Fixed32Type)
+	unknown = protowire.AppendFixed32(unknown, 7)
+	unknown = protowire.AppendTag(unknown, 92, protowire.Fixed64Type)
+	unknown = protowire.AppendFixed64(unknown, 8)
+	b = append(unknown, b...)
+	var m runtimeapi.ListPodSandboxResponse
+	if err := proto.Unmarshal(b, &m); err != nil || len(m.Items) != 1 {
+		t.Fatalf("proto.Unmarshal: %v, %d items", err, len(m.Items))
+	}
+	got, err := decodeListPodSandboxResponse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []podSandbox{{id: "a1b2c3", name: "web", namespace: "shop"}}
+	if !slices.Equal(got, want) {
+		t.Errorf("decoded %+v, want %+v", got, want)
+	}
+}
+
 // What proto.Unmarshal refuses is refused: truncated data, a bad tag,
 // a string that is not UTF-8.
 func TestDecodeMalformed(t *testing.T) {
@@ -124,11 +154,13 @@ func TestDecodeMalformed(t *testing.T) {
 	notUTF8 := protowire.AppendTag(nil, 1, protowire.BytesType)
 	notUTF8 = protowire.AppendBytes(notUTF8, protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "web\xff"))
 	for name, b := range map[string][]byte{
-		"truncated":   good[:len(good)-1],
-		"field 0":     {0x02, 0x00},
-		"end group":   {0x0c},
-		"not UTF-8":   notUTF8,
-		"long length": {0x0a, 0x7f, 0x00},
+		"truncated":           good[:len(good)-1],
+		"field 0":             {0x02, 0x00},
+		"end group":           {0x0c},
+		"not UTF-8":           notUTF8,
+		"long length":         {0x0a, 0x7f, 0x00},
+		"varint over 64 bits": append([]byte{0x08}, bytes.Repeat([]byte{0xff}, 10)...),
+		"short fixed64":       {0x09, 1, 2, 3},
 	} {
 		var m runtimeapi.ListPodSandboxResponse
 		if proto.Unmarshal(b, &m) == nil {
