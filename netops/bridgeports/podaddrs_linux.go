@@ -17,48 +17,42 @@ const (
 	podAddrsPerWorker = 8
 )
 
-// podAddrs finds the pod behind every veth port of bridges and reads its
-// addresses: one veth dump per bridge gives each peer's netnsid, and one
-// RTM_GETADDR dump per pod namespace, addressed by netnsid
-// (IFA_TARGET_NETNSID, Linux 4.20) from a socket of our own namespace, gives
-// its addresses: no setns, no namespace file needed, any namespace the veth
-// reaches. The address dumps are one round trip each, so they start while
-// the veth dump is still arriving and run on up to podAddrWorkersMax extra
-// sockets (no more than there are CPUs to run them); the caller's socket
-// joins in once its veth dump is done. expect is how many namespaces
-// there probably are (one per port listed); more (pods started meanwhile)
-// are read too. It returns port ifindex → peer and netnsid → (ifindex →
-// addresses); a namespace whose dump failed is left out.
-func podAddrs(c *netops.Client, bridges map[int]bool, expect int) (map[int]vethPeer, map[int]map[int][]string, error) {
-	d := &addrDumper{
+// The addresses of each pod are read with one RTM_GETADDR dump per pod
+// namespace, addressed by netnsid (IFA_TARGET_NETNSID, Linux 4.20) from a
+// socket of our own namespace: no setns, no namespace file needed, any
+// namespace a veth reaches. The dumps are one round trip each, so they
+// start while the link dump that finds the veth peers is still arriving
+// (newAddrDumper, add) and run on up to podAddrWorkersMax extra sockets (no
+// more than there are CPUs to run them); the caller's socket joins in once
+// its link dump is done (finish).
+
+// newAddrDumper returns a dumper whose queue holds expect namespaces;
+// more (found while the caller's socket is busy) wait for the caller.
+func newAddrDumper(c *netops.Client, expect int) *addrDumper {
+	return &addrDumper{
 		c:     c,
 		todo:  make(chan int, expect+1),
 		seen:  map[int]bool{},
 		byNs:  map[int]map[int][]string{},
 		limit: min(runtime.GOMAXPROCS(0), podAddrWorkersMax),
 	}
-	peers := map[int]vethPeer{}
-	var err error
-	for br := range bridges {
-		if err = dumpVethPeersOf(c, br, peers, d.add); err != nil {
-			break
-		}
-	}
-	if err != nil {
-		// The veth dump failed, maybe on a wedged socket: do not start
-		// more dumps whose answers would be thrown away.
+}
+
+// finish reads what is left on the caller's socket, waits for the pool
+// and returns netnsid → (ifindex → addresses); a namespace whose dump
+// failed is left out. With abandon (the link dump failed, maybe on a
+// wedged socket) no more dumps start: their answers would be thrown away.
+func (d *addrDumper) finish(abandon bool) map[int]map[int][]string {
+	if abandon {
 		d.stop.Store(true)
 	}
 	close(d.todo)
-	d.work(c.RouteConn()) // the caller's socket helps with what is left
+	d.work(d.c.RouteConn())
 	for _, id := range d.overflow {
-		d.dump(c.RouteConn(), id)
+		d.dump(d.c.RouteConn(), id)
 	}
 	d.wg.Wait()
-	if err != nil {
-		return nil, nil, err
-	}
-	return peers, d.byNs, nil
+	return d.byNs
 }
 
 // addrDumper reads the addresses of each pod namespace once, on a pool of

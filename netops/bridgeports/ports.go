@@ -38,7 +38,7 @@ type Port struct {
 	// Kind is the port's link kind: "veth", "vxlan", "tun" (a tap), ...,
 	// "" for a physical NIC. PodPort is true for a pod's port: a veth whose
 	// peer is in another network namespace, which is how CNI plugins wire
-	// pods. Both are filled when listed with ListOptions.Kinds.
+	// pods. Both are filled when listed with ListOptions.Kinds or PodIPs.
 	Kind    string `json:"kind"`
 	PodPort bool   `json:"podPort"`
 	// Pod is the pod behind the port, from what the node records (see

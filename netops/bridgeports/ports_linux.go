@@ -47,16 +47,22 @@ type PodOptions struct {
 }
 
 // List returns the bridge ports of the namespace, sorted by bridge and
-// ifindex. Hairpin and STP state come from ONE AF_BRIDGE RTM_GETLINK dump:
-// netlink.LinkGetProtinfo dumps the whole table per call, which is O(N²).
+// ifindex. Every port comes from ONE link dump (netlink.LinkGetProtinfo
+// dumps the whole table per call, which is O(N²)): the AF_BRIDGE one,
+// the smallest, for names and state alone; the AF_UNSPEC one, three times
+// its bytes, when kinds or pod IPs are asked for, which it alone tells.
 func List(c *netops.Client, o ListOptions) ([]Port, error) {
+	bridges, err := bridgesByIndex(c)
+	if err != nil {
+		return nil, err
+	}
 	keep := map[int]bool{}
 	for _, b := range o.Bridges {
-		br, err := Bridge(c, b)
+		i, err := bridgeIndex(c, bridges, b)
 		if err != nil {
 			return nil, err
 		}
-		keep[br.Attrs().Index] = true
+		keep[i] = true
 	}
 	var cache chan podCache
 	if o.Pods != nil {
@@ -68,46 +74,21 @@ func List(c *netops.Client, o ListOptions) ([]Port, error) {
 			cache <- podCache{pc, err}
 		}()
 	}
-	ports, err := Dump(c)
+	var ports []Port
+	if o.Kinds || o.PodIPs {
+		ports, err = dumpPortLinks(c, keep, o.PodIPs)
+	} else {
+		ports, err = dumpKept(c, keep)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if ports == nil {
-		ports = []Port{} // no bridge ports: JSON [], not null
-	}
-	if len(keep) > 0 {
-		kept := ports[:0]
-		for _, p := range ports {
-			if keep[p.BridgeIndex] {
-				kept = append(kept, p)
-			}
-		}
-		ports = kept
-	}
-	if err := nameBridges(c, ports); err != nil {
-		return nil, err
-	}
-	if o.PodIPs && len(ports) > 0 {
-		bridges := map[int]bool{}
-		for _, p := range ports {
-			bridges[p.BridgeIndex] = true
-		}
-		peers, addrs, err := podAddrs(c, bridges, len(ports))
-		if err != nil {
-			return nil, err
-		}
-		resolvePodIPs(c, ports, peers, addrs)
-	}
+	nameBridges(c, ports, bridges)
 	if cache != nil {
 		pc := <-cache
 		namePods(c, ports, pc, o.Pods.Warn)
 		if o.Pods.Unnamed != nil {
 			o.Pods.Unnamed(ports)
-		}
-	}
-	if o.Kinds && len(ports) > 0 {
-		if err := classifyPorts(c, ports); err != nil {
-			return nil, err
 		}
 	}
 	sort.SliceStable(ports, func(i, j int) bool {
@@ -204,6 +185,22 @@ func Bridge(c *netops.Client, name string) (netlink.Link, error) {
 		return nil, netops.Errorf(netops.ErrNotBridge, "%s is a %s device, not a bridge", name, l.Type())
 	}
 	return l, nil
+}
+
+// bridgeIndex returns the ifindex of the bridge name from bridges (as
+// bridgesByIndex reads them); when it is not there, ErrNotFound or
+// ErrNotBridge as Bridge says.
+func bridgeIndex(c *netops.Client, bridges map[int]string, name string) (int, error) {
+	for i, n := range bridges {
+		if n == name {
+			return i, nil
+		}
+	}
+	br, err := Bridge(c, name)
+	if err != nil {
+		return 0, err
+	}
+	return br.Attrs().Index, nil // a bridge made since bridges was read
 }
 
 // Select picks the named ports out of ports, in the order named, each
@@ -379,43 +376,176 @@ func parseBridgeLinkMsg(m []byte) (Port, bool, error) {
 	return p, hasProtinfo && p.BridgeIndex != 0, nil
 }
 
-// nameBridges fills Port.Bridge from one RTM_GETLINK dump of the bridges
-// (there are few), on the socket whose buffer the port dump already paid
-// for. A port whose bridge left in between is named by ifindex, "if7".
-func nameBridges(c *netops.Client, ports []Port) error {
-	names, err := bridgesByIndex(c)
+// dumpKept is Dump keeping the ports of the bridges in keep (all when
+// keep is empty); never nil, so JSON says [].
+func dumpKept(c *netops.Client, keep map[int]bool) ([]Port, error) {
+	ports, err := Dump(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	if len(keep) > 0 {
+		ports = slices.DeleteFunc(ports, func(p Port) bool { return !keep[p.BridgeIndex] })
+	}
+	if ports == nil {
+		ports = []Port{}
+	}
+	return ports, nil
+}
+
+// dumpPortLinks reads the ports of the bridges in keep (all when keep is
+// empty) with one AF_UNSPEC RTM_GETLINK dump, without statistics and, for
+// one bridge, filtered by the kernel to its ports (IFLA_MASTER). Besides
+// what the AF_BRIDGE dump tells (hairpin and STP state are in the bridge's
+// slave data, IFLA_INFO_SLAVE_DATA), it tells each port's link kind and
+// where a veth's peer lives (IFLA_LINK_NETNSID), so it fills Kind,
+// PodPort and the peer. With podIPs, the address dumps of the pods'
+// namespaces start as their veths arrive, and PodIPs are filled.
+func dumpPortLinks(c *netops.Client, keep map[int]bool, podIPs bool) ([]Port, error) {
+	var d *addrDumper
+	if podIPs {
+		d = newAddrDumper(c, 256)
+	}
+	ports := make([]Port, 0, 1024) // as in Dump
+	var perr error
+	req := c.RouteConn().NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
+	if len(keep) == 1 {
+		for br := range keep {
+			req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(br))))
+		}
+	}
+	err := req.Stream(unix.RTM_NEWLINK, func(m []byte) {
+		p, ok, err := parsePortLinkMsg(m)
+		switch {
+		case err != nil:
+			perr = err
+		case !ok || (len(keep) > 0 && !keep[p.BridgeIndex]):
+		default:
+			ports = append(ports, p)
+			if d != nil && p.Kind == "veth" && p.peerIndex != 0 {
+				d.add(vethPeer{index: p.peerIndex, netnsID: p.peerNetnsID})
+			}
+		}
+	})
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		err = fmt.Errorf("dump bridge port links in netns %s: %w", c.NetnsLabel(), err)
+	} else if err = perr; err != nil {
+		err = fmt.Errorf("dump bridge port links: %w", err)
+	}
+	if d != nil {
+		byNs := d.finish(err != nil)
+		if err == nil {
+			resolvePodIPs(c, ports, byNs)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ports, nil
+}
+
+// parsePortLinkMsg reads one RTM_NEWLINK of an AF_UNSPEC dump; ok is false
+// for a link that is no bridge's port.
+func parsePortLinkMsg(m []byte) (p Port, ok bool, err error) {
+	if len(m) < unix.SizeofIfInfomsg {
+		return Port{}, false, fmt.Errorf("short RTM_NEWLINK message (%d bytes)", len(m))
+	}
+	ifi := nl.DeserializeIfInfomsg(m)
+	p = Port{Index: int(ifi.Index), PodIPs: []string{}, peerNetnsID: -1}
+	bridgeSlave, otherNs := false, false
+	netnsID := -1
+	nlattr.ForEach(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
+		switch typ {
+		case unix.IFLA_IFNAME:
+			p.Name = nl.BytesToString(val)
+		case unix.IFLA_MASTER:
+			if len(val) >= 4 {
+				p.BridgeIndex = int(nl.NativeEndian().Uint32(val))
+			}
+		case unix.IFLA_LINK:
+			if len(val) >= 4 {
+				p.peerIndex = int(nl.NativeEndian().Uint32(val))
+			}
+		case unix.IFLA_LINK_NETNSID:
+			if len(val) >= 4 {
+				otherNs = true
+				netnsID = int(int32(nl.NativeEndian().Uint32(val)))
+			}
+		case unix.IFLA_OPERSTATE:
+			if len(val) > 0 {
+				p.OperState = netlink.LinkOperState(val[0]).String()
+			}
+		case unix.IFLA_ADDRESS:
+			p.MAC = net.HardwareAddr(val).String()
+		case unix.IFLA_LINKINFO:
+			nlattr.ForEach(val, func(t uint16, v []byte) {
+				switch t {
+				case nl.IFLA_INFO_KIND:
+					p.Kind = nl.BytesToString(v)
+				case nl.IFLA_INFO_SLAVE_KIND:
+					bridgeSlave = nl.BytesToString(v) == "bridge"
+				case nl.IFLA_INFO_SLAVE_DATA:
+					nlattr.ForEach(v, func(t uint16, v []byte) {
+						if len(v) == 0 {
+							return
+						}
+						switch t {
+						case nl.IFLA_BRPORT_MODE:
+							p.Hairpin = v[0] != 0
+						case nl.IFLA_BRPORT_STATE:
+							p.State = stpStateName(v[0])
+						}
+					})
+				}
+			})
+		}
+	})
+	if p.Kind == "veth" {
+		// Only a veth's peer is a pod's end; its netnsid is -1 when the
+		// peer is in this namespace.
+		p.peerNetnsID = netnsID
+		p.PodPort = otherNs
+	}
+	return p, bridgeSlave && p.BridgeIndex != 0, nil
+}
+
+// nameBridges fills Port.Bridge from bridges (ifindex → name, read before
+// the ports). A bridge made in between is asked for by ifindex, and added;
+// one gone already is named by its ifindex, "if7".
+func nameBridges(c *netops.Client, ports []Port, bridges map[int]string) {
 	for i := range ports {
 		bi := ports[i].BridgeIndex
-		name, ok := names[bi]
+		name, ok := bridges[bi]
 		if !ok {
-			name = "if" + strconv.Itoa(bi)
+			if l, err := c.Handle().LinkByIndex(bi); err == nil {
+				name = l.Attrs().Name
+			} else {
+				name = "if" + strconv.Itoa(bi)
+			}
+			bridges[bi] = name
 		}
 		ports[i].Bridge = name
 	}
-	return nil
 }
 
 // resolvePodIPs fills PodIPs: first from the addresses of the veth peer in
-// the pod's namespace (see podAddrs); ports left unknown (no privilege, no
-// veth, no address) fall back to the bridge's FDB (MAC → port) joined with
-// its neighbour table (IP → MAC).
-func resolvePodIPs(c *netops.Client, ports []Port, peers map[int]vethPeer, byNs map[int]map[int][]string) {
+// the pod's namespace (byNs, netnsid → ifindex → addresses, as the
+// addrDumper read them); ports left unknown (no privilege, no veth, no
+// address) fall back to the bridge's FDB (MAC → port) joined with its
+// neighbour table (IP → MAC).
+func resolvePodIPs(c *netops.Client, ports []Port, byNs map[int]map[int][]string) {
 	unknown := false
 	for i := range ports {
 		p := &ports[i]
-		v, ok := peers[p.Index]
-		if !ok || v.index == 0 {
+		if p.Kind != "veth" || p.peerIndex == 0 {
 			unknown = true
 			continue
 		}
-		p.peerIndex, p.peerNetnsID = v.index, v.netnsID
-		if ips := byNs[v.netnsID][v.index]; len(ips) > 0 {
+		if ips := byNs[p.peerNetnsID][p.peerIndex]; len(ips) > 0 {
 			p.PodIPs = ips
-			p.PodIPSource = "netnsid:" + strconv.Itoa(v.netnsID)
-			if v.netnsID < 0 {
+			p.PodIPSource = "netnsid:" + strconv.Itoa(p.peerNetnsID)
+			if p.peerNetnsID < 0 {
 				p.PodIPSource = "netns:" + c.NetnsLabel()
 			}
 			continue
@@ -571,60 +701,6 @@ type vethPeer struct {
 // leaves out the per-link statistics, most of its bytes.
 const rtextFilterSkipStats = 1 << 3
 
-// dumpVethPeersOf adds the veth ports of one bridge to peers, with one
-// AF_UNSPEC RTM_GETLINK dump filtered by the kernel to the bridge's ports
-// (IFLA_MASTER, Linux 4.15) of kind "veth", without statistics, parsed
-// without building link objects. It gives what the AF_BRIDGE dump lacks:
-// IFLA_LINK_NETNSID, the namespace of the pod end. onPeer is called for
-// each peer as its datagram arrives, so the pods' namespaces can be read
-// while the rest of the dump is still being built by the kernel.
-func dumpVethPeersOf(c *netops.Client, bridge int, peers map[int]vethPeer, onPeer func(vethPeer)) error {
-	req := c.RouteConn().NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
-	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
-	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
-	req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(bridge))))
-	linkinfo := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
-	linkinfo.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("veth"))
-	req.AddData(linkinfo)
-	err := req.Stream(unix.RTM_NEWLINK, func(m []byte) {
-		if len(m) < unix.SizeofIfInfomsg {
-			return
-		}
-		ifi := nl.DeserializeIfInfomsg(m)
-		v := vethPeer{netnsID: -1}
-		isVeth := false
-		nlattr.ForEach(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
-			switch typ {
-			case unix.IFLA_LINK:
-				if len(val) >= 4 {
-					v.index = int(nl.NativeEndian().Uint32(val))
-				}
-			case unix.IFLA_LINK_NETNSID:
-				if len(val) >= 4 {
-					v.netnsID = int(int32(nl.NativeEndian().Uint32(val)))
-				}
-			case unix.IFLA_LINKINFO:
-				nlattr.ForEach(val, func(t uint16, kind []byte) {
-					if t == nl.IFLA_INFO_KIND && nl.BytesToString(kind) == "veth" {
-						isVeth = true
-					}
-				})
-			}
-		})
-		// Older kernels ignore the kind filter; check it here too.
-		if isVeth {
-			peers[int(ifi.Index)] = v
-			if v.index != 0 {
-				onPeer(v)
-			}
-		}
-	})
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return fmt.Errorf("dump veth links in netns %s: %w", c.NetnsLabel(), err)
-	}
-	return nil
-}
-
 // BridgeNames lists the bridges of the namespace, sorted.
 func BridgeNames(c *netops.Client) ([]string, error) {
 	byIndex, err := bridgesByIndex(c)
@@ -675,56 +751,4 @@ func bridgesByIndex(c *netops.Client) (map[int]string, error) {
 		return nil, fmt.Errorf("list bridges in netns %s: %w", c.NetnsLabel(), err)
 	}
 	return names, nil
-}
-
-// classifyPorts fills Kind and PodPort with one AF_UNSPEC RTM_GETLINK dump
-// per bridge, filtered by the kernel to its ports (IFLA_MASTER) and without
-// statistics: the AF_BRIDGE dump carries neither the link kind
-// (IFLA_LINKINFO) nor where a veth's peer lives (IFLA_LINK_NETNSID).
-func classifyPorts(c *netops.Client, ports []Port) error {
-	type kind struct {
-		kind    string
-		otherNs bool
-	}
-	kinds := map[int]kind{}
-	seen := map[int]bool{}
-	for _, p := range ports {
-		if seen[p.BridgeIndex] {
-			continue
-		}
-		seen[p.BridgeIndex] = true
-		req := c.RouteConn().NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
-		req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
-		req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
-		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(p.BridgeIndex))))
-		err := req.Stream(unix.RTM_NEWLINK, func(m []byte) {
-			if len(m) < unix.SizeofIfInfomsg {
-				return
-			}
-			ifi := nl.DeserializeIfInfomsg(m)
-			var k kind
-			nlattr.ForEach(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
-				switch typ {
-				case unix.IFLA_LINK_NETNSID:
-					k.otherNs = len(val) >= 4
-				case unix.IFLA_LINKINFO:
-					nlattr.ForEach(val, func(t uint16, v []byte) {
-						if t == nl.IFLA_INFO_KIND {
-							k.kind = nl.BytesToString(v)
-						}
-					})
-				}
-			})
-			kinds[int(ifi.Index)] = k
-		})
-		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return fmt.Errorf("dump bridge port kinds in netns %s: %w", c.NetnsLabel(), err)
-		}
-	}
-	for i := range ports {
-		k := kinds[ports[i].Index]
-		ports[i].Kind = k.kind
-		ports[i].PodPort = k.kind == "veth" && k.otherNs
-	}
-	return nil
 }

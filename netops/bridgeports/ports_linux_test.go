@@ -57,6 +57,86 @@ func TestListPortsLab(t *testing.T) {
 	}
 }
 
+// Both link dumps List chooses between find the same ports in the same
+// state: pods' veths, a veth whose peer stays on the node, a vxlan, a
+// port of a second bridge; not the peer nor a link on no bridge. Kinds and
+// PodPort are those the test made; with one bridge asked for, the kernel's
+// filter (IFLA_MASTER) gives its ports only.
+func TestPortLinkDumpMatchesBridgeDump(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 2, Restore: "none"})
+	c := clienttest.Open(t, l)
+	h := l.Handle()
+	cni0 := mustLink(t, l, l.Bridge)
+	add := func(link netlink.Link, master netlink.Link) {
+		t.Helper()
+		if err := h.LinkAdd(link); err != nil {
+			t.Fatal(err)
+		}
+		if master != nil {
+			if err := h.LinkSetMaster(link, master); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	br2 := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br2"}}
+	add(br2, nil)
+	add(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "vxl0"}, VxlanId: 10, Port: 4789}, cni0)
+	add(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vx0"}, PeerName: "vx0p"}, cni0)
+	add(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "vxl2"}, VxlanId: 12, Port: 4790}, mustLink(t, l, "br2"))
+	add(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "vxl9"}, VxlanId: 19, Port: 4791}, nil)
+	if err := h.LinkSetHairpin(mustLink(t, l, "veth2"), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetHairpin(mustLink(t, l, "vxl2"), true); err != nil {
+		t.Fatal(err)
+	}
+	type want struct {
+		kind             string
+		podPort, hairpin bool
+	}
+	wants := map[string]want{
+		"veth1": {"veth", true, false}, "veth2": {"veth", true, true},
+		"vxl0": {"vxlan", false, false}, "vx0": {"veth", false, false}, "vxl2": {"vxlan", false, true},
+	}
+	links, err := dumpPortLinks(c, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bridged, err := Dump(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(links) != len(wants) || len(bridged) != len(wants) {
+		t.Fatalf("link dump %d ports, bridge dump %d, want %d", len(links), len(bridged), len(wants))
+	}
+	byName := map[string]Port{}
+	for _, p := range bridged {
+		byName[p.Name] = p
+	}
+	for _, p := range links {
+		w, ok := wants[p.Name]
+		if !ok {
+			t.Errorf("link dump lists %s, no bridge's port", p.Name)
+			continue
+		}
+		if p.Kind != w.kind || p.PodPort != w.podPort || p.Hairpin != w.hairpin {
+			t.Errorf("%s: kind %q podPort %v hairpin %v, want %q %v %v", p.Name, p.Kind, p.PodPort, p.Hairpin, w.kind, w.podPort, w.hairpin)
+		}
+		b := byName[p.Name]
+		if p.Index != b.Index || p.BridgeIndex != b.BridgeIndex || p.Hairpin != b.Hairpin || p.State != b.State ||
+			p.OperState != b.OperState || p.MAC != b.MAC || p.peerIndex != b.peerIndex {
+			t.Errorf("%s: link dump %+v, bridge dump %+v", p.Name, p, b)
+		}
+	}
+	only, err := dumpPortLinks(c, map[int]bool{mustLink(t, l, "br2").Attrs().Index: true}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(only) != 1 || only[0].Name != "vxl2" {
+		t.Errorf("ports of br2: %+v, want vxl2 alone", only)
+	}
+}
+
 // TestListPortsPodIPsManyPods reads enough pod namespaces for the address
 // dumps to run on several sockets at once, and a dual-stack pod, and checks
 // every port got its own pod's addresses, IPv4 first.
@@ -102,39 +182,42 @@ func TestListPortsPodIPsManyPods(t *testing.T) {
 	}
 }
 
-// Pods started between the port listing and the veth dump make more
-// namespaces than expected: they are read too, and nothing waits on a
-// full queue (here no extra socket is opened, so only the caller reads it).
+// More pod namespaces than the queue holds (pods started meanwhile): they
+// are read too, and nothing waits on a full queue (here no extra socket is
+// opened, so only the caller reads it).
 func TestPodAddrsMoreNamespacesThanExpected(t *testing.T) {
 	const pods = 4
 	l := labtest.New(t, lab.Options{Pods: pods, Restore: "none"})
 	c := clienttest.Open(t, l)
-	ports, err := Dump(c)
+	ports, err := dumpPortLinks(c, nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bridges := map[int]bool{}
-	for _, p := range ports {
-		bridges[p.BridgeIndex] = true
-	}
 	type result struct {
-		peers map[int]vethPeer
+		peers []vethPeer
 		byNs  map[int]map[int][]string
-		err   error
 	}
 	done := make(chan result, 1)
 	go func() {
-		peers, byNs, err := podAddrs(c, bridges, 1)
-		done <- result{peers, byNs, err}
+		d := newAddrDumper(c, 1)
+		var peers []vethPeer
+		for _, p := range ports {
+			if p.Kind == "veth" {
+				v := vethPeer{index: p.peerIndex, netnsID: p.peerNetnsID}
+				peers = append(peers, v)
+				d.add(v)
+			}
+		}
+		done <- result{peers, d.finish(false)}
 	}()
 	var r result
 	select {
 	case r = <-done:
 	case <-time.After(10 * time.Second):
-		t.Fatal("podAddrs blocked with more namespaces than expected")
+		t.Fatal("the address dumper blocked with more namespaces than expected")
 	}
-	if r.err != nil {
-		t.Fatal(r.err)
+	if len(r.peers) != pods {
+		t.Fatalf("%d veth peers, want %d", len(r.peers), pods)
 	}
 	var got []string
 	for _, v := range r.peers {
@@ -159,9 +242,11 @@ func TestPodIPsFromNeighbourTables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := nameBridges(c, ports); err != nil {
+	bridges, err := bridgesByIndex(c)
+	if err != nil {
 		t.Fatal(err)
 	}
+	nameBridges(c, ports, bridges)
 	// No netns lookup: only the neighbour path may fill the IPs.
 	podIPsFromNeigh(c, ports)
 	got := map[string][]string{}
@@ -173,6 +258,26 @@ func TestPodIPsFromNeighbourTables(t *testing.T) {
 	}
 	if len(got["veth2"]) != 0 {
 		t.Errorf("veth2 via neigh = %v, want none (pod 2 sent nothing)", got["veth2"])
+	}
+}
+
+// Bridges are read before the ports: a bridge the map lacks (made in
+// between) is asked for by ifindex, one gone is named "if" and its index.
+func TestNameBridgesMadeOrGoneInBetween(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 1, Restore: "none"})
+	c := clienttest.Open(t, l)
+	br, err := l.Handle().LinkByName(l.Bridge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := []Port{{Name: "a", BridgeIndex: br.Attrs().Index}, {Name: "b", BridgeIndex: 99999}}
+	bridges := map[int]string{}
+	nameBridges(c, ports, bridges)
+	if ports[0].Bridge != l.Bridge || ports[1].Bridge != "if99999" {
+		t.Errorf("named %q and %q, want %q and if99999", ports[0].Bridge, ports[1].Bridge, l.Bridge)
+	}
+	if bridges[br.Attrs().Index] != l.Bridge {
+		t.Errorf("bridges = %v: the one asked for is not kept", bridges)
 	}
 }
 
