@@ -8,6 +8,11 @@
 # In the pods layout bench/cnicache writes, with libcni's own code, the result
 # cache a runtime would keep for those pods, and ports is timed with the pod
 # names read from it and without (an empty cache directory).
+# Beside them run two Go floors, built as hairpinctl is: bench/hello (a
+# static Go program's start-up alone) and bench/portsfloor (the same netops
+# dump and hairpin writes without the CLI), so a ratio's share that no Go
+# program avoids, and the share that is hairpinctl's own start-up, are
+# measured in the same run.
 # Usage: bench/ports.sh [path/to/hairpinctl]   Prints a markdown section.
 set -euo pipefail
 BIN=$(readlink -f "${1:-./bin/hairpinctl}")
@@ -25,7 +30,9 @@ cleanup() { delpods; ip netns del "$NS" 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT INT TERM
 command -v hyperfine >/dev/null || { echo "bench/ports.sh: hyperfine missing (apt-get install hyperfine)" >&2; exit 1; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-(cd "$ROOT" && CGO_ENABLED=0 go build -o "$WORK/cnicache" ./bench/cnicache) || { echo "bench/ports.sh: cannot build bench/cnicache" >&2; exit 1; }
+for tool in cnicache hello portsfloor; do
+  (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$WORK/$tool" "./bench/$tool") || { echo "bench/ports.sh: cannot build bench/$tool" >&2; exit 1; }
+done
 NOCACHE="--cni-cache=$WORK/no-cni-cache"
 
 # The runbook's loops, verbatim in spirit: one process per port.
@@ -81,7 +88,9 @@ for n in $SIZES; do
   done
   x() { ip netns exec "$NS" "$@"; }
   x hyperfine -N --warmup 3 --min-runs 30 --export-json "$WORK/list.json" \
-    "$BIN ports $NOCACHE" "bridge -d link show" "$BIN ports -q" >/dev/null 2>&1
+    "$BIN ports $NOCACHE" "bridge -d link show" "$BIN ports -q" "$WORK/hello" "$WORK/portsfloor" >/dev/null 2>&1
+  listed=$(x "$WORK/portsfloor" | wc -l)
+  [ "$listed" = "$n" ] || { echo "portsfloor listed $listed of $n ports" >&2; exit 1; }
   hn=0
   if [ "$layout" = pods ]; then
     # Run by turns, not one batch after the other as hyperfine does, so
@@ -105,7 +114,7 @@ PY
   x hyperfine --shell bash --warmup 1 --runs 3 --export-json "$WORK/listloop.json" \
     "bash $WORK/runbook-list.sh" >/dev/null 2>&1
   x hyperfine -N --warmup 2 --min-runs 20 --prepare "bridge -batch $WORK/off.batch" --export-json "$WORK/enable.json" \
-    "$BIN enable --bridge br0 $ANY" "bridge -batch $WORK/on.batch" >/dev/null 2>&1
+    "$BIN enable --bridge br0 $ANY" "bridge -batch $WORK/on.batch" "$WORK/portsfloor enable" >/dev/null 2>&1
   x hyperfine --shell bash --runs 3 --prepare "bridge -batch $WORK/off.batch" --export-json "$WORK/enableloop.json" \
     "bash $WORK/runbook-enable.sh" >/dev/null 2>&1
   # Proof the timed enable did the work: all on after it.
@@ -117,14 +126,14 @@ PY
     [ "$known" = "$n" ] || { echo "ports found $known of $n pod IPs" >&2; exit 1; }
   fi
 
-  read -r hp br hq <<<"$(median "$WORK/list.json")"
+  read -r hp br hq hello floor <<<"$(median "$WORK/list.json")"
   read -r loop <<<"$(median "$WORK/listloop.json")"
-  read -r he bb <<<"$(median "$WORK/enable.json")"
+  read -r he bb fe <<<"$(median "$WORK/enable.json")"
   read -r eloop <<<"$(median "$WORK/enableloop.json")"
-  python3 - "$layout" "$n" "$hp" "$br" "$loop" "$he" "$bb" "$eloop" "$hq" "$hn" "${hp0:-0}" <<'PY'
+  python3 - "$layout" "$n" "$hp" "$br" "$loop" "$he" "$bb" "$eloop" "$hq" "$hn" "${hp0:-0}" "$hello" "$floor" "$fe" <<'PY'
 import sys
 layout, n = sys.argv[1:3]
-hp, br, loop, he, bb, eloop, hq, hn, hp0 = map(float, sys.argv[3:])
+hp, br, loop, he, bb, eloop, hq, hn, hp0, hello, floor, fe = map(float, sys.argv[3:])
 ms = lambda s: "%.2f ms" % (s * 1000)
 rows = [
   ("hairpinctl ports (with pod IPs)", hp, "%.2f× bridge -d link show" % (hp / br)),
@@ -133,9 +142,12 @@ rows = [
 ] if hn else []) + [
   ("hairpinctl ports -q", hq, "%.2f× bridge -d link show" % (hq / br)),
   ("bridge -d link show", br, "1.00×"),
+  ("Go floor: hello (start-up only)", hello, "%.2f× bridge -d link show" % (hello / br)),
+  ("Go floor: portsfloor (dump, print names)", floor, "%.2f× bridge -d link show" % (floor / br)),
   ("runbook list loop", loop, "hairpinctl %.0f× faster" % (loop / hp)),
   ("hairpinctl enable --bridge br0 (off→on)", he, "%.2f× bridge -batch" % (he / bb)),
   ("bridge -batch (off→on)", bb, "1.00×"),
+  ("Go floor: portsfloor enable (off→on)", fe, "%.2f× bridge -batch" % (fe / bb)),
   ("runbook enable loop", eloop, "hairpinctl %.0f× faster" % (eloop / he)),
 ]
 for name, t, r in rows:

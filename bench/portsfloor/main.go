@@ -1,0 +1,59 @@
+// Command portsfloor is the least a Go program must do to do what
+// `hairpinctl ports -q` and `enable --bridge` do, through the same
+// netops code and without the CLI: open the namespace, run the one
+// AF_BRIDGE dump, then print the names or, with "enable", turn hairpin on
+// on every port as `bridge -batch` does. With "links" it lists the ports
+// from the AF_UNSPEC link dump that kinds and pod IPs need, without
+// reading the pods' addresses. bench/ports.sh times it beside hairpinctl
+// and bridge(8), so the share of a ratio that is the Go runtime, the
+// kernel's larger dump, and hairpinctl's start-up, are measured.
+//
+// Usage: portsfloor [enable | links]
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+
+	"github.com/hairpinctl/hairpinctl/netops"
+	"github.com/hairpinctl/hairpinctl/netops/bridgeports"
+)
+
+func main() {
+	c, err := netops.Open("")
+	if err != nil {
+		fail(err)
+	}
+	mode := ""
+	if len(os.Args) > 1 {
+		mode = os.Args[1]
+	}
+	var ports []bridgeports.Port
+	if mode == "links" {
+		ports, err = bridgeports.List(c, bridgeports.ListOptions{Kinds: true})
+	} else {
+		ports, err = bridgeports.Dump(c)
+	}
+	if err != nil {
+		fail(err)
+	}
+	if mode == "enable" {
+		res := bridgeports.SetHairpin(c, ports, true, false)
+		if len(res.Failed) > 0 {
+			fail(fmt.Errorf("%d ports failed, first %s: %s", len(res.Failed), res.Failed[0].Name, res.Failed[0].Error))
+		}
+		return
+	}
+	w := bufio.NewWriter(os.Stdout)
+	for _, p := range ports {
+		w.WriteString(p.Name)
+		w.WriteByte('\n')
+	}
+	w.Flush()
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "portsfloor:", err)
+	os.Exit(1)
+}
