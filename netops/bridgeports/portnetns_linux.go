@@ -33,7 +33,7 @@ func PortNetns(c *netops.Client, p Port) (netns.NsHandle, string, error) {
 			return netns.None(), false
 		}
 		// The file may have been replaced between the two opens.
-		if id, err := c.Handle().GetNetNsIdByFd(int(h)); err != nil || id != p.peerNetnsID {
+		if netnsIDOfFd(c, int(h)) != p.peerNetnsID {
 			h.Close()
 			return netns.None(), false
 		}

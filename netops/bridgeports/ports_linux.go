@@ -156,14 +156,44 @@ func NamePods(c *netops.Client, ports []Port, cache *pods.Cache) {
 // path (RTM_GETNSID with NETNSA_FD): the id IFLA_LINK_NETNSID gives a veth
 // peer in that namespace; -1 when path is no namespace or has no id.
 func netnsIDOf(c *netops.Client, path string) int {
-	id := -1
 	// O_NONBLOCK: a path that is a FIFO, not a namespace, must not
 	// block the listing.
-	if fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
-		if n, err := c.Handle().GetNetNsIdByFd(fd); err == nil {
-			id = n
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	defer unix.Close(fd)
+	return netnsIDOfFd(c, fd)
+}
+
+// netnsaNSID and netnsaFD are NETNSA_NSID and NETNSA_FD.
+const (
+	netnsaNSID = 1
+	netnsaFD   = 3
+)
+
+// netnsIDOfFd asks the kernel (RTM_GETNSID) for the netnsid this
+// namespace has for the namespace open at fd; -1 when none or on error.
+// It goes over the client's own socket and buffer: a node's listing asks
+// once per pod, and the netlink library's call clears a fresh 64 KiB
+// buffer each time.
+func netnsIDOfFd(c *netops.Client, fd int) int {
+	id := -1
+	req := c.RouteConn().NewRequest(unix.RTM_GETNSID, unix.NLM_F_ACK)
+	req.AddData(nl.NewRtGenMsg())
+	req.AddData(nl.NewRtAttr(netnsaFD, nl.Uint32Attr(uint32(fd))))
+	err := req.Stream(unix.RTM_NEWNSID, func(m []byte) {
+		if len(m) < unix.NLMSG_ALIGNTO {
+			return
 		}
-		unix.Close(fd)
+		nlattr.ForEach(m[unix.NLMSG_ALIGNTO:], func(typ uint16, val []byte) {
+			if typ == netnsaNSID && len(val) >= 4 {
+				id = int(int32(nl.NativeEndian().Uint32(val)))
+			}
+		})
+	})
+	if err != nil {
+		return -1
 	}
 	return id
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -53,6 +54,30 @@ func TestListPortsLab(t *testing.T) {
 		}
 		if !strings.HasPrefix(p.PodIPSource, "netnsid:") {
 			t.Errorf("%s pod IP source = %q, want netnsid:…", p.Name, p.PodIPSource)
+		}
+	}
+}
+
+// netnsIDOf gives for a pod's namespace file the id the kernel gives its
+// veth's peer (IFLA_LINK_NETNSID), and -1 for a file that is no namespace
+// and for a path that does not exist.
+func TestNetnsIDOf(t *testing.T) {
+	l := labtest.New(t, lab.Options{Pods: 2, Restore: "none"})
+	c := clienttest.Open(t, l)
+	for _, n := range []int{1, 2} {
+		pod := l.Pod(n)
+		want := mustLink(t, l, pod.HostVeth).Attrs().NetNsID
+		if got := netnsIDOf(c, filepath.Join(netops.NetnsDir, pod.Name)); got != want || got < 0 {
+			t.Errorf("pod %d: netnsid %d, want %d (the veth's IFLA_LINK_NETNSID)", n, got, want)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "not-a-netns")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{file, file + "-missing"} {
+		if got := netnsIDOf(c, path); got != -1 {
+			t.Errorf("%s: netnsid %d, want -1", path, got)
 		}
 	}
 }
