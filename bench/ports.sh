@@ -88,9 +88,14 @@ for n in $SIZES; do
   done
   x() { ip netns exec "$NS" "$@"; }
   x hyperfine -N --warmup 3 --min-runs 30 --export-json "$WORK/list.json" \
-    "$BIN ports $NOCACHE" "bridge -d link show" "$BIN ports -q" "$WORK/hello" "$WORK/portsfloor" >/dev/null 2>&1
+    "$BIN ports $NOCACHE" "bridge -d link show" "$BIN ports -q" "$WORK/hello" "$WORK/portsfloor" \
+    "$WORK/portsfloor links" "$WORK/portsfloor podips" >/dev/null 2>&1
   listed=$(x "$WORK/portsfloor" | wc -l)
   [ "$listed" = "$n" ] || { echo "portsfloor listed $listed of $n ports" >&2; exit 1; }
+  if [ "$layout" = pods ]; then
+    withips=$(x "$WORK/portsfloor" podips | awk 'NF > 1' | wc -l)
+    [ "$withips" = "$n" ] || { echo "portsfloor podips found $withips of $n pod IPs" >&2; exit 1; }
+  fi
   hn=0
   if [ "$layout" = pods ]; then
     # Run by turns, not one batch after the other as hyperfine does, so
@@ -126,14 +131,14 @@ PY
     [ "$known" = "$n" ] || { echo "ports found $known of $n pod IPs" >&2; exit 1; }
   fi
 
-  read -r hp br hq hello floor <<<"$(median "$WORK/list.json")"
+  read -r hp br hq hello floor flinks fips <<<"$(median "$WORK/list.json")"
   read -r loop <<<"$(median "$WORK/listloop.json")"
   read -r he bb fe <<<"$(median "$WORK/enable.json")"
   read -r eloop <<<"$(median "$WORK/enableloop.json")"
-  python3 - "$layout" "$n" "$hp" "$br" "$loop" "$he" "$bb" "$eloop" "$hq" "$hn" "${hp0:-0}" "$hello" "$floor" "$fe" <<'PY'
+  python3 - "$layout" "$n" "$hp" "$br" "$loop" "$he" "$bb" "$eloop" "$hq" "$hn" "${hp0:-0}" "$hello" "$floor" "$fe" "$flinks" "$fips" <<'PY'
 import sys
 layout, n = sys.argv[1:3]
-hp, br, loop, he, bb, eloop, hq, hn, hp0, hello, floor, fe = map(float, sys.argv[3:])
+hp, br, loop, he, bb, eloop, hq, hn, hp0, hello, floor, fe, flinks, fips = map(float, sys.argv[3:])
 ms = lambda s: "%.2f ms" % (s * 1000)
 rows = [
   ("hairpinctl ports (with pod IPs)", hp, "%.2f× bridge -d link show" % (hp / br)),
@@ -144,6 +149,8 @@ rows = [
   ("bridge -d link show", br, "1.00×"),
   ("Go floor: hello (start-up only)", hello, "%.2f× bridge -d link show" % (hello / br)),
   ("Go floor: portsfloor (dump, print names)", floor, "%.2f× bridge -d link show" % (floor / br)),
+  ("Go floor: portsfloor links (the AF_UNSPEC dump)", flinks, "%.2f× bridge -d link show" % (flinks / br)),
+  ("Go floor: portsfloor podips (and the pods' addresses)", fips, "%.2f× bridge -d link show" % (fips / br)),
   ("runbook list loop", loop, "hairpinctl %.0f× faster" % (loop / hp)),
   ("hairpinctl enable --bridge br0 (off→on)", he, "%.2f× bridge -batch" % (he / bb)),
   ("bridge -batch (off→on)", bb, "1.00×"),

@@ -4,11 +4,13 @@
 // AF_BRIDGE dump, then print the names or, with "enable", turn hairpin on
 // on every port as `bridge -batch` does. With "links" it lists the ports
 // from the AF_UNSPEC link dump that kinds and pod IPs need, without
-// reading the pods' addresses. bench/ports.sh times it beside hairpinctl
-// and bridge(8), so the share of a ratio that is the Go runtime, the
-// kernel's larger dump, and hairpinctl's start-up, are measured.
+// reading the pods' addresses; with "podips" it reads them too, as
+// `hairpinctl ports` does. bench/ports.sh times it beside hairpinctl and
+// bridge(8), so the share of a ratio that is the Go runtime, the kernel's
+// larger dump, the pods' address dumps, and hairpinctl's start-up, are
+// measured.
 //
-// Usage: portsfloor [enable | links]
+// Usage: portsfloor [enable | links | podips]
 package main
 
 import (
@@ -30,9 +32,12 @@ func main() {
 		mode = os.Args[1]
 	}
 	var ports []bridgeports.Port
-	if mode == "links" {
+	switch mode {
+	case "links":
 		ports, err = bridgeports.List(c, bridgeports.ListOptions{Kinds: true})
-	} else {
+	case "podips":
+		ports, err = bridgeports.List(c, bridgeports.ListOptions{Kinds: true, PodIPs: true})
+	default:
 		ports, err = bridgeports.Dump(c)
 	}
 	if err != nil {
@@ -48,6 +53,10 @@ func main() {
 	w := bufio.NewWriter(os.Stdout)
 	for _, p := range ports {
 		w.WriteString(p.Name)
+		for _, ip := range p.PodIPs {
+			w.WriteByte(' ')
+			w.WriteString(ip)
+		}
 		w.WriteByte('\n')
 	}
 	w.Flush()
