@@ -73,7 +73,7 @@ type addrDumper struct {
 // add queues netnsid v.netnsID once, opening one more socket for every
 // podAddrsPerWorker distinct namespaces, up to the limit. It never blocks:
 // the pool may not have started yet, and the caller reads the queue only
-// after its veth dump.
+// after its link dump.
 func (d *addrDumper) add(v vethPeer) {
 	if d.seen[v.netnsID] {
 		return

@@ -19,7 +19,8 @@ import (
 // pod, then the bind mounts under /run/netns, then /proc/PID/ns/net of
 // every process. It returns the handle and the path it was opened at;
 // ErrNotFound when the port has no peer in another namespace or no file
-// of that namespace is reachable.
+// of that namespace is reachable. It asks the kernel over the
+// client's socket: not beside another use of c.
 func PortNetns(c *netops.Client, p Port) (netns.NsHandle, string, error) {
 	if p.peerNetnsID < 0 {
 		return netns.None(), "", netops.Errorf(netops.ErrNotFound, "%s: its veth peer is not in another network namespace: not a pod's port %s", p.Name, c.SeeHint("ports -o wide"))

@@ -49,8 +49,8 @@ type PodOptions struct {
 // List returns the bridge ports of the namespace, sorted by bridge and
 // ifindex. Every port comes from ONE link dump (netlink.LinkGetProtinfo
 // dumps the whole table per call, which is O(N²)): the AF_BRIDGE one,
-// the smallest, for names and state alone; the AF_UNSPEC one, three times
-// its bytes, when kinds or pod IPs are asked for, which it alone tells.
+// the smaller, for names and state alone; the AF_UNSPEC one when kinds or
+// pod IPs are asked for, which it alone tells.
 func List(c *netops.Client, o ListOptions) ([]Port, error) {
 	bridges, err := bridgesByIndex(c)
 	if err != nil {
@@ -126,7 +126,8 @@ func namePods(c *netops.Client, ports []Port, pc podCache, warn func(string)) {
 // NamePods fills Port.Pod of the ports still without one from cache (the
 // ports listed with ListOptions.Pods, whose pod IPs and veth peers are
 // known): the runtime's sandboxes (pods.FromSandboxes) name what the
-// libcni cache did not.
+// libcni cache did not. It asks the kernel over the client's socket: not
+// beside another use of c.
 func NamePods(c *netops.Client, ports []Port, cache *pods.Cache) {
 	if cache.Len() == 0 {
 		return
@@ -174,19 +175,20 @@ const (
 
 // netnsIDOfFd asks the kernel (RTM_GETNSID) for the netnsid this
 // namespace has for the namespace open at fd; -1 when none or on error.
-// It goes over the client's own socket and buffer: a node's listing asks
-// once per pod, and the netlink library's call clears a fresh 64 KiB
-// buffer each time.
+// It goes over the client's own socket and buffer (a node's listing asks
+// once per pod; the netlink library's call clears a fresh buffer each
+// time), so it must not run beside another use of that socket.
 func netnsIDOfFd(c *netops.Client, fd int) int {
 	id := -1
 	req := c.RouteConn().NewRequest(unix.RTM_GETNSID, unix.NLM_F_ACK)
 	req.AddData(nl.NewRtGenMsg())
 	req.AddData(nl.NewRtAttr(netnsaFD, nl.Uint32Attr(uint32(fd))))
+	hdr := nl.NewRtGenMsg().Len() // struct rtgenmsg, padded
 	err := req.Stream(unix.RTM_NEWNSID, func(m []byte) {
-		if len(m) < unix.NLMSG_ALIGNTO {
+		if len(m) < hdr {
 			return
 		}
-		nlattr.ForEach(m[unix.NLMSG_ALIGNTO:], func(typ uint16, val []byte) {
+		nlattr.ForEach(m[hdr:], func(typ uint16, val []byte) {
 			if typ == netnsaNSID && len(val) >= 4 {
 				id = int(int32(nl.NativeEndian().Uint32(val)))
 			}
@@ -321,18 +323,18 @@ func classifyMissing(c *netops.Client, name string) error {
 	return netops.Errorf(netops.ErrNotBridgePort, "%s is not attached to a bridge %s", name, c.SeeHint("ports"))
 }
 
+// portsReserve is the room made up front for a node's ports (kubelet
+// runs 110 pods by default; few nodes run over a thousand). The pages of a
+// fresh block are touched only as ports fill them, where growing by
+// doubling writes every port twice and touches twice the memory.
+const portsReserve = 1024
+
 // Dump reads every bridge port with one AF_BRIDGE RTM_GETLINK
 // dump. The kernel answers it with br_getlink for each port: name, master,
 // operstate, address, IFLA_LINK and the IFLA_PROTINFO nest that holds the
 // STP state and hairpin mode (IFLA_BRPORT_MODE).
 func Dump(c *netops.Client) ([]Port, error) {
-	// Room for a full node's ports up front (kubelet runs 110 pods by
-	// default; few nodes run over a thousand). Pages of the fresh block are
-	// touched only as ports fill them, where growing by doubling writes
-	// every port twice and touches twice the memory: at 1000 ports a
-	// hundred page faults, a tenth of the dump's time on a VM whose faults
-	// are dear.
-	ports := make([]Port, 0, 1024)
+	ports := make([]Port, 0, portsReserve)
 	var perr, err error
 	for attempt := 0; attempt < 3; attempt++ {
 		ports, perr = ports[:0], nil
@@ -368,7 +370,7 @@ func parseBridgeLinkMsg(m []byte) (Port, bool, error) {
 	}
 	ifi := nl.DeserializeIfInfomsg(m)
 	p := Port{Index: int(ifi.Index), PodIPs: []string{}, peerNetnsID: -1}
-	hasProtinfo := false
+	hasState := false
 	nlattr.ForEach(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
 		switch typ {
 		case unix.IFLA_IFNAME:
@@ -388,7 +390,6 @@ func parseBridgeLinkMsg(m []byte) (Port, bool, error) {
 		case unix.IFLA_ADDRESS:
 			p.MAC = net.HardwareAddr(val).String()
 		case unix.IFLA_PROTINFO:
-			hasProtinfo = true
 			nlattr.ForEach(val, func(t uint16, v []byte) {
 				if len(v) == 0 {
 					return
@@ -397,13 +398,20 @@ func parseBridgeLinkMsg(m []byte) (Port, bool, error) {
 				case nl.IFLA_BRPORT_MODE:
 					p.Hairpin = v[0] != 0
 				case nl.IFLA_BRPORT_STATE:
+					hasState = true
 					p.State = stpStateName(v[0])
 				}
 			})
 		}
 	})
-	// Only ports carry IFLA_PROTINFO and a master.
-	return p, hasProtinfo && p.BridgeIndex != 0, nil
+	// A bridge's port comes with its master and the bridge's port
+	// attributes, the STP state first among them. A NIC whose driver
+	// answers the dump itself (SR-IOV NICs' embedded switch, through
+	// ndo_dflt_bridge_getlink) sends a second message, with its master
+	// (a bridge or a bond) and a PROTINFO of flags only, where
+	// IFLA_BRPORT_MODE is its VEB/VEPA mode, not the bridge's hairpin:
+	// without the state it is not listed.
+	return p, hasState && p.BridgeIndex != 0, nil
 }
 
 // dumpKept is Dump keeping the ports of the bridges in keep (all when
@@ -433,31 +441,39 @@ func dumpKept(c *netops.Client, keep map[int]bool) ([]Port, error) {
 func dumpPortLinks(c *netops.Client, keep map[int]bool, podIPs bool) ([]Port, error) {
 	var d *addrDumper
 	if podIPs {
-		d = newAddrDumper(c, 256)
+		d = newAddrDumper(c, portsReserve)
 	}
-	ports := make([]Port, 0, 1024) // as in Dump
-	var perr error
-	req := c.RouteConn().NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
-	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
-	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
-	if len(keep) == 1 {
-		for br := range keep {
-			req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(br))))
-		}
-	}
-	err := req.Stream(unix.RTM_NEWLINK, func(m []byte) {
-		p, ok, err := parsePortLinkMsg(m)
-		switch {
-		case err != nil:
-			perr = err
-		case !ok || (len(keep) > 0 && !keep[p.BridgeIndex]):
-		default:
-			ports = append(ports, p)
-			if d != nil && p.Kind == "veth" && p.peerIndex != 0 {
-				d.add(vethPeer{index: p.peerIndex, netnsID: p.peerNetnsID})
+	ports := make([]Port, 0, portsReserve)
+	var perr, err error
+	for attempt := 0; attempt < 3; attempt++ {
+		ports, perr = ports[:0], nil
+		req := c.RouteConn().NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+		req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+		req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
+		if len(keep) == 1 {
+			for br := range keep {
+				req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(br))))
 			}
 		}
-	})
+		err = req.Stream(unix.RTM_NEWLINK, func(m []byte) {
+			p, ok, err := parsePortLinkMsg(m)
+			switch {
+			case err != nil:
+				perr = err
+			case !ok || (len(keep) > 0 && !keep[p.BridgeIndex]):
+			default:
+				ports = append(ports, p)
+				// A namespace seen in an interrupted try is not read again.
+				if d != nil && p.Kind == "veth" && p.peerIndex != 0 {
+					d.add(vethPeer{index: p.peerIndex, netnsID: p.peerNetnsID})
+				}
+			}
+		})
+		// As in Dump: retried while pods churn, then used as it is.
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		err = fmt.Errorf("dump bridge port links in netns %s: %w", c.NetnsLabel(), err)
 	} else if err = perr; err != nil {

@@ -85,8 +85,8 @@ func TestNetnsIDOf(t *testing.T) {
 // Both link dumps List chooses between find the same ports in the same
 // state: pods' veths, a veth whose peer stays on the node, a vxlan, a
 // port of a second bridge; not the peer nor a link on no bridge. Kinds and
-// PodPort are those the test made; with one bridge asked for, the kernel's
-// filter (IFLA_MASTER) gives its ports only.
+// PodPort are those the test made; with one bridge asked for (filtered by
+// the kernel, IFLA_MASTER, and again here), its ports only.
 func TestPortLinkDumpMatchesBridgeDump(t *testing.T) {
 	l := labtest.New(t, lab.Options{Pods: 2, Restore: "none"})
 	c := clienttest.Open(t, l)
