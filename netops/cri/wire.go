@@ -19,10 +19,12 @@ import (
 
 // Wire types (protobuf encoding, "Message Structure").
 const (
-	wireVarint  = 0
-	wireFixed64 = 1
-	wireBytes   = 2
-	wireFixed32 = 5
+	wireVarint     = 0
+	wireFixed64    = 1
+	wireBytes      = 2
+	wireStartGroup = 3
+	wireEndGroup   = 4
+	wireFixed32    = 5
 )
 
 // appendTag appends a field's key: its number and wire type.
@@ -158,48 +160,87 @@ func decodePodSandboxStatusResponse(b []byte) (sandboxStatus, error) {
 
 // fields calls fn with the number and value of each length-delimited
 // field of the message b (strings, messages, map entries: all this package
-// reads), and skips every other field. A field seen twice is given twice:
-// the last string wins and messages merge, as in protobuf.
+// reads), and skips every other field, groups included. A field seen twice
+// is given twice: the last string wins and messages merge, as in protobuf.
 func fields(b []byte, fn func(int, []byte) error) error {
 	for len(b) > 0 {
-		key, n := binary.Uvarint(b)
-		if n <= 0 {
-			return errMalformed
+		num, typ, val, rest, err := field(b, 0)
+		if err != nil {
+			return err
 		}
-		b = b[n:]
-		num, typ := key>>3, key&7
-		if num == 0 || num > 1<<29-1 {
-			return fmt.Errorf("invalid field number %d", num)
-		}
-		var skip int
 		switch typ {
-		case wireVarint:
-			if _, skip = binary.Uvarint(b); skip <= 0 {
-				return errMalformed
-			}
-		case wireFixed64:
-			skip = 8
-		case wireFixed32:
-			skip = 4
+		case wireEndGroup:
+			return fmt.Errorf("field %d ends a group that was not started", num)
 		case wireBytes:
-			l, n := binary.Uvarint(b)
-			if n <= 0 || l > uint64(len(b)-n) {
-				return errMalformed
-			}
-			if err := fn(int(num), b[n:n+int(l)]); err != nil {
+			if err := fn(num, val); err != nil {
 				return err
 			}
-			skip = n + int(l)
-		default:
-			// Groups (3, 4) are proto2's; CRI is proto3 and sends none.
-			return fmt.Errorf("field %d has wire type %d, which CRI does not use", num, typ)
 		}
-		if skip > len(b) {
-			return errMalformed
-		}
-		b = b[skip:]
+		b = rest
 	}
 	return nil
+}
+
+// maxGroupDepth bounds the nesting of groups skipped, as protobuf bounds
+// its recursion.
+const maxGroupDepth = 100
+
+// field reads the field that starts b: its number, its wire type, its
+// value when length-delimited, and what follows it. A group is skipped
+// whole, up to its end; an end of group is returned for the caller to
+// match.
+func field(b []byte, depth int) (num, typ int, val, rest []byte, err error) {
+	key, n := binary.Uvarint(b)
+	if n <= 0 {
+		return 0, 0, nil, nil, errMalformed
+	}
+	b = b[n:]
+	if key>>3 == 0 || key>>3 > 1<<29-1 {
+		return 0, 0, nil, nil, fmt.Errorf("invalid field number %d", key>>3)
+	}
+	num, typ = int(key>>3), int(key&7)
+	switch typ {
+	case wireVarint:
+		if _, n = binary.Uvarint(b); n <= 0 {
+			return 0, 0, nil, nil, errMalformed
+		}
+		return num, typ, nil, b[n:], nil
+	case wireFixed64, wireFixed32:
+		size := 8
+		if typ == wireFixed32 {
+			size = 4
+		}
+		if len(b) < size {
+			return 0, 0, nil, nil, errMalformed
+		}
+		return num, typ, nil, b[size:], nil
+	case wireBytes:
+		l, n := binary.Uvarint(b)
+		if n <= 0 || l > uint64(len(b)-n) {
+			return 0, 0, nil, nil, errMalformed
+		}
+		return num, typ, b[n : n+int(l)], b[n+int(l):], nil
+	case wireStartGroup:
+		if depth >= maxGroupDepth {
+			return 0, 0, nil, nil, fmt.Errorf("groups nested over %d deep", maxGroupDepth)
+		}
+		for {
+			gnum, gtyp, _, grest, err := field(b, depth+1)
+			if err != nil {
+				return 0, 0, nil, nil, err
+			}
+			b = grest
+			if gtyp == wireEndGroup {
+				if gnum != num {
+					return 0, 0, nil, nil, fmt.Errorf("group %d ends as group %d", num, gnum)
+				}
+				return num, typ, nil, b, nil
+			}
+		}
+	case wireEndGroup:
+		return num, typ, nil, b, nil
+	}
+	return 0, 0, nil, nil, fmt.Errorf("field %d has wire type %d, which protobuf does not define", num, typ)
 }
 
 var errMalformed = errors.New("malformed protobuf message: truncated, or a varint over 64 bits")

@@ -132,6 +132,13 @@ func TestDecodeSkipsUnknownFields(t *testing.T) {
 	unknown = protowire.AppendFixed32(unknown, 7)
 	unknown = protowire.AppendTag(unknown, 92, protowire.Fixed64Type)
 	unknown = protowire.AppendFixed64(unknown, 8)
+	// A group holding a string and a nested group.
+	unknown = protowire.AppendTag(unknown, 93, protowire.StartGroupType)
+	unknown = protowire.AppendTag(unknown, 1, protowire.BytesType)
+	unknown = protowire.AppendString(unknown, "in a group")
+	unknown = protowire.AppendTag(unknown, 2, protowire.StartGroupType)
+	unknown = protowire.AppendTag(unknown, 2, protowire.EndGroupType)
+	unknown = protowire.AppendTag(unknown, 93, protowire.EndGroupType)
 	b = append(unknown, b...)
 	var m runtimeapi.ListPodSandboxResponse
 	if err := proto.Unmarshal(b, &m); err != nil || len(m.Items) != 1 {
@@ -161,6 +168,9 @@ func TestDecodeMalformed(t *testing.T) {
 		"long length":         {0x0a, 0x7f, 0x00},
 		"varint over 64 bits": append([]byte{0x08}, bytes.Repeat([]byte{0xff}, 10)...),
 		"short fixed64":       {0x09, 1, 2, 3},
+		"unended group":       {0x0b, 0x08, 0x01},
+		"group ends as other": {0x0b, 0x14},
+		"wire type 6":         {0x0e},
 	} {
 		var m runtimeapi.ListPodSandboxResponse
 		if proto.Unmarshal(b, &m) == nil {
