@@ -1,8 +1,10 @@
 // Command portsfloor is the least a Go program must do to do what
 // `hairpinctl ports -q` and `enable --bridge` do, through the same
 // netops code and without the CLI: open the namespace, run the one
-// AF_BRIDGE dump, then print the names or, with "enable", turn hairpin on
-// on every port as `bridge -batch` does. With "links" it lists the ports
+// AF_BRIDGE dump, then print the names. With "enable" it turns hairpin on
+// on the pods' ports as `enable --bridge` does (from the AF_UNSPEC dump,
+// which tells which ports are pods'), with "enable-any" on every port as
+// `enable --any-port` and `bridge -batch` do. With "links" it lists the ports
 // from the AF_UNSPEC link dump that kinds and pod IPs need, without
 // reading the pods' addresses; with "podips" it reads them too, as
 // `hairpinctl ports` does. bench/ports.sh times it beside hairpinctl and
@@ -10,7 +12,7 @@
 // larger dump, the pods' address dumps, and hairpinctl's start-up, are
 // measured.
 //
-// Usage: portsfloor [enable | links | podips]
+// Usage: portsfloor [enable | enable-any | links | podips]
 package main
 
 import (
@@ -33,7 +35,7 @@ func main() {
 	}
 	var ports []bridgeports.Port
 	switch mode {
-	case "links":
+	case "links", "enable":
 		ports, err = bridgeports.List(c, bridgeports.ListOptions{Kinds: true})
 	case "podips":
 		ports, err = bridgeports.List(c, bridgeports.ListOptions{Kinds: true, PodIPs: true})
@@ -43,7 +45,10 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	if mode == "enable" {
+	if mode == "enable" || mode == "enable-any" {
+		if mode == "enable" {
+			ports, _ = bridgeports.SplitPodPorts(ports)
+		}
 		res := bridgeports.SetHairpin(c, ports, true, false)
 		if len(res.Failed) > 0 {
 			fail(fmt.Errorf("%d ports failed, first %s: %s", len(res.Failed), res.Failed[0].Name, res.Failed[0].Error))
