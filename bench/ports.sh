@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: hairpinctl ports / enable against bridge(8) and the runbook's
 # shell loops, at 200 and 1000 ports on one bridge in a scratch namespace.
-# Whole process, medians (hyperfine), all in the same run. Needs root.
+# Whole process, medians (hyperfine, by turns: see byturns), all in the
+# same run. Needs root.
 # Layout "pods" (the realistic one): every port's peer is eth0 in its own pod
 # namespace with an address, so hairpinctl ports also finds each pod's IP.
 # Layout "flat": the peers stay in the node namespace without addresses.
@@ -51,6 +52,32 @@ LOOP
 
 median() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(" ".join("%.6f" % r["median"] for r in d["results"]))' "$1"; }
 
+# byturns OUT ROUNDS [hyperfine options...] -- COMMAND...: hyperfine in
+# ROUNDS short rounds over all the commands, not one long batch per
+# command: the load of a shared machine drifts over a minute, and by turns
+# the drift falls on every command alike. OUT gets each command's median
+# over all rounds, in hyperfine's export format.
+byturns() {
+  local out=$1 rounds=$2 opts=()
+  shift 2
+  while [ "$1" != "--" ]; do opts+=("$1"); shift; done
+  shift
+  for r in $(seq 1 "$rounds"); do
+    x hyperfine -N "${opts[@]}" --export-json "$out.$r" "$@" >/dev/null 2>&1
+  done
+  python3 - "$out" "$rounds" <<'PY'
+import json, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+times = None
+for r in range(1, rounds + 1):
+    res = json.load(open("%s.%d" % (out, r)))["results"]
+    times = times or [[] for _ in res]
+    for t, x in zip(times, res):
+        t.extend(x["times"])
+json.dump({"results": [{"median": statistics.median(t)} for t in times]}, open(out, "w"))
+PY
+}
+
 echo "| layout | ports | command | median | ratio |"
 echo "|---|---:|---|---:|---:|"
 for layout in $LAYOUTS; do
@@ -88,9 +115,9 @@ for n in $SIZES; do
     echo "link set dev v$i hairpin on" >>"$WORK/on.batch"
   done
   x() { ip netns exec "$NS" "$@"; }
-  x hyperfine -N --warmup 3 --min-runs 30 --export-json "$WORK/list.json" \
+  byturns "$WORK/list.json" 8 --warmup 1 --runs 5 -- \
     "$BIN ports $NOCACHE" "bridge -d link show" "$BIN ports -q" "$WORK/hello" "$WORK/portsfloor" \
-    "$WORK/portsfloor links" "$WORK/portsfloor podips" >/dev/null 2>&1
+    "$WORK/portsfloor links" "$WORK/portsfloor podips"
   listed=$(x "$WORK/portsfloor" | wc -l)
   [ "$listed" = "$n" ] || { echo "portsfloor listed $listed of $n ports" >&2; exit 1; }
   if [ "$layout" = pods ]; then
@@ -119,8 +146,8 @@ PY
   fi
   x hyperfine --shell bash --warmup 1 --runs 3 --export-json "$WORK/listloop.json" \
     "bash $WORK/runbook-list.sh" >/dev/null 2>&1
-  x hyperfine -N --warmup 2 --min-runs 20 --prepare "bridge -batch $WORK/off.batch" --export-json "$WORK/enable.json" \
-    "$BIN enable --bridge br0 $ANY" "bridge -batch $WORK/on.batch" "$WORK/portsfloor $FLOORENABLE" >/dev/null 2>&1
+  byturns "$WORK/enable.json" 6 --warmup 1 --runs 4 --prepare "bridge -batch $WORK/off.batch" -- \
+    "$BIN enable --bridge br0 $ANY" "bridge -batch $WORK/on.batch" "$WORK/portsfloor $FLOORENABLE"
   x hyperfine --shell bash --runs 3 --prepare "bridge -batch $WORK/off.batch" --export-json "$WORK/enableloop.json" \
     "bash $WORK/runbook-enable.sh" >/dev/null 2>&1
   # Proof the timed enable did the work: all on after it.
