@@ -372,37 +372,11 @@ func parseBridgeLinkMsg(m []byte) (Port, bool, error) {
 	p := Port{Index: int(ifi.Index), PodIPs: []string{}, peerNetnsID: -1}
 	hasState := false
 	nlattr.ForEach(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
-		switch typ {
-		case unix.IFLA_IFNAME:
-			p.Name = nl.BytesToString(val)
-		case unix.IFLA_MASTER:
-			if len(val) >= 4 {
-				p.BridgeIndex = int(nl.NativeEndian().Uint32(val))
-			}
-		case unix.IFLA_LINK:
-			if len(val) >= 4 {
-				p.peerIndex = int(nl.NativeEndian().Uint32(val))
-			}
-		case unix.IFLA_OPERSTATE:
-			if len(val) > 0 {
-				p.OperState = netlink.LinkOperState(val[0]).String()
-			}
-		case unix.IFLA_ADDRESS:
-			p.MAC = net.HardwareAddr(val).String()
-		case unix.IFLA_PROTINFO:
-			nlattr.ForEach(val, func(t uint16, v []byte) {
-				if len(v) == 0 {
-					return
-				}
-				switch t {
-				case nl.IFLA_BRPORT_MODE:
-					p.Hairpin = v[0] != 0
-				case nl.IFLA_BRPORT_STATE:
-					hasState = true
-					p.State = stpStateName(v[0])
-				}
-			})
+		if typ == unix.IFLA_PROTINFO {
+			hasState = brportAttrs(&p, val)
+			return
 		}
+		linkAttr(&p, typ, val)
 	})
 	// A bridge's port comes with its master and the bridge's port
 	// attributes, the STP state first among them. A NIC whose driver
@@ -412,6 +386,47 @@ func parseBridgeLinkMsg(m []byte) (Port, bool, error) {
 	// IFLA_BRPORT_MODE is its VEB/VEPA mode, not the bridge's hairpin:
 	// without the state it is not listed.
 	return p, hasState && p.BridgeIndex != 0, nil
+}
+
+// linkAttr reads into p the link attributes both port dumps carry alike.
+func linkAttr(p *Port, typ uint16, val []byte) {
+	switch typ {
+	case unix.IFLA_IFNAME:
+		p.Name = nl.BytesToString(val)
+	case unix.IFLA_MASTER:
+		if len(val) >= 4 {
+			p.BridgeIndex = int(nl.NativeEndian().Uint32(val))
+		}
+	case unix.IFLA_LINK:
+		if len(val) >= 4 {
+			p.peerIndex = int(nl.NativeEndian().Uint32(val))
+		}
+	case unix.IFLA_OPERSTATE:
+		if len(val) > 0 {
+			p.OperState = netlink.LinkOperState(val[0]).String()
+		}
+	case unix.IFLA_ADDRESS:
+		p.MAC = net.HardwareAddr(val).String()
+	}
+}
+
+// brportAttrs reads the bridge's attributes of the port (IFLA_PROTINFO in
+// the AF_BRIDGE dump, IFLA_INFO_SLAVE_DATA in the AF_UNSPEC one) into p,
+// and says whether the STP state was among them.
+func brportAttrs(p *Port, b []byte) (hasState bool) {
+	nlattr.ForEach(b, func(t uint16, v []byte) {
+		if len(v) == 0 {
+			return
+		}
+		switch t {
+		case nl.IFLA_BRPORT_MODE:
+			p.Hairpin = v[0] != 0
+		case nl.IFLA_BRPORT_STATE:
+			hasState = true
+			p.State = stpStateName(v[0])
+		}
+	})
+	return hasState
 }
 
 // dumpKept is Dump keeping the ports of the bridges in keep (all when
@@ -503,27 +518,11 @@ func parsePortLinkMsg(m []byte) (p Port, ok bool, err error) {
 	netnsID := -1
 	nlattr.ForEach(m[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
 		switch typ {
-		case unix.IFLA_IFNAME:
-			p.Name = nl.BytesToString(val)
-		case unix.IFLA_MASTER:
-			if len(val) >= 4 {
-				p.BridgeIndex = int(nl.NativeEndian().Uint32(val))
-			}
-		case unix.IFLA_LINK:
-			if len(val) >= 4 {
-				p.peerIndex = int(nl.NativeEndian().Uint32(val))
-			}
 		case unix.IFLA_LINK_NETNSID:
 			if len(val) >= 4 {
 				otherNs = true
 				netnsID = int(int32(nl.NativeEndian().Uint32(val)))
 			}
-		case unix.IFLA_OPERSTATE:
-			if len(val) > 0 {
-				p.OperState = netlink.LinkOperState(val[0]).String()
-			}
-		case unix.IFLA_ADDRESS:
-			p.MAC = net.HardwareAddr(val).String()
 		case unix.IFLA_LINKINFO:
 			nlattr.ForEach(val, func(t uint16, v []byte) {
 				switch t {
@@ -532,19 +531,11 @@ func parsePortLinkMsg(m []byte) (p Port, ok bool, err error) {
 				case nl.IFLA_INFO_SLAVE_KIND:
 					bridgeSlave = nl.BytesToString(v) == "bridge"
 				case nl.IFLA_INFO_SLAVE_DATA:
-					nlattr.ForEach(v, func(t uint16, v []byte) {
-						if len(v) == 0 {
-							return
-						}
-						switch t {
-						case nl.IFLA_BRPORT_MODE:
-							p.Hairpin = v[0] != 0
-						case nl.IFLA_BRPORT_STATE:
-							p.State = stpStateName(v[0])
-						}
-					})
+					brportAttrs(&p, v)
 				}
 			})
+		default:
+			linkAttr(&p, typ, val)
 		}
 	})
 	if p.Kind == "veth" {
