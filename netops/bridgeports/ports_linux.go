@@ -382,9 +382,10 @@ func parseBridgeLinkMsg(m []byte) (Port, bool, error) {
 	// attributes, the STP state first among them. A NIC whose driver
 	// answers the dump itself (SR-IOV NICs' embedded switch, through
 	// ndo_dflt_bridge_getlink) sends a second message, with its master
-	// (a bridge or a bond) and a PROTINFO of flags only, where
-	// IFLA_BRPORT_MODE is its VEB/VEPA mode, not the bridge's hairpin:
-	// without the state it is not listed.
+	// (a bridge or a bond) and a PROTINFO of the embedded switch's flags
+	// only, often empty, where IFLA_BRPORT_MODE, when there, is that
+	// switch's hairpin, not the bridge's: without the state it is not
+	// listed.
 	return p, hasState && p.BridgeIndex != 0, nil
 }
 
@@ -462,6 +463,13 @@ func dumpPortLinks(c *netops.Client, keep map[int]bool, podIPs bool) ([]Port, er
 	var perr, err error
 	for attempt := 0; attempt < 3; attempt++ {
 		ports, perr = ports[:0], nil
+		if attempt > 0 && d != nil {
+			// Pods came and went: a netnsid read in the try before may
+			// now be another pod's (the kernel reuses the lowest free
+			// id), so what was read is dropped and read again.
+			d.finish(true)
+			d = newAddrDumper(c, portsReserve)
+		}
 		req := c.RouteConn().NewRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 		req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 		req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
@@ -478,7 +486,6 @@ func dumpPortLinks(c *netops.Client, keep map[int]bool, podIPs bool) ([]Port, er
 			case !ok || (len(keep) > 0 && !keep[p.BridgeIndex]):
 			default:
 				ports = append(ports, p)
-				// A namespace seen in an interrupted try is not read again.
 				if d != nil && p.Kind == "veth" && p.peerIndex != 0 {
 					d.add(vethPeer{index: p.peerIndex, netnsID: p.peerNetnsID})
 				}

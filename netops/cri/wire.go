@@ -181,8 +181,9 @@ func fields(b []byte, fn func(int, []byte) error) error {
 	return nil
 }
 
-// maxGroupDepth bounds the nesting of groups skipped, as protobuf bounds
-// its recursion.
+// maxGroupDepth bounds the nesting of groups skipped: CRI sends no groups,
+// and an answer nesting them deeper is refused, not followed (protobuf
+// itself follows 10,000 levels).
 const maxGroupDepth = 100
 
 // field reads the field that starts b: its number, its wire type, its

@@ -154,6 +154,33 @@ func TestDecodeSkipsUnknownFields(t *testing.T) {
 	}
 }
 
+// Groups are skipped to maxGroupDepth levels; deeper ones, which protobuf
+// would follow, are refused.
+func TestDecodeGroupDepth(t *testing.T) {
+	nested := func(depth int) []byte {
+		var b []byte
+		for range depth {
+			b = protowire.AppendTag(b, 9, protowire.StartGroupType)
+		}
+		for range depth {
+			b = protowire.AppendTag(b, 9, protowire.EndGroupType)
+		}
+		return b
+	}
+	for _, depth := range []int{1, maxGroupDepth} {
+		var m runtimeapi.ListPodSandboxResponse
+		if err := proto.Unmarshal(nested(depth), &m); err != nil {
+			t.Fatalf("depth %d: proto.Unmarshal: %v", depth, err)
+		}
+		if _, err := decodeListPodSandboxResponse(nested(depth)); err != nil {
+			t.Errorf("depth %d: %v", depth, err)
+		}
+	}
+	if _, err := decodeListPodSandboxResponse(nested(maxGroupDepth + 1)); err == nil {
+		t.Errorf("groups %d deep decoded", maxGroupDepth+1)
+	}
+}
+
 // What proto.Unmarshal refuses is refused: truncated data, a bad tag,
 // a string that is not UTF-8.
 func TestDecodeMalformed(t *testing.T) {
