@@ -55,26 +55,30 @@ median() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(" 
 # byturns OUT ROUNDS [hyperfine options...] -- COMMAND...: hyperfine in
 # ROUNDS short rounds over all the commands, not one long batch per
 # command: the load of a shared machine drifts over a minute, and by turns
-# the drift falls on every command alike. OUT gets each command's median
-# over all rounds, in hyperfine's export format.
+# the drift falls on every command alike. Each round starts one command
+# further on, so no command always runs first. OUT gets each command's
+# median over all rounds, in the order given, in hyperfine's export format.
 byturns() {
-  local out=$1 rounds=$2 opts=()
+  local out=$1 rounds=$2 opts=() r i n
   shift 2
-  while [ "$1" != "--" ]; do opts+=("$1"); shift; done
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do opts+=("$1"); shift; done
+  [ $# -gt 0 ] || { echo "byturns: no -- before the commands" >&2; exit 1; }
   shift
-  for r in $(seq 1 "$rounds"); do
-    x hyperfine -N "${opts[@]}" --export-json "$out.$r" "$@" >/dev/null 2>&1
+  local cmds=("$@")
+  n=${#cmds[@]}
+  for r in $(seq 0 $((rounds - 1))); do
+    local turn=()
+    for i in $(seq 0 $((n - 1))); do turn+=("${cmds[$(((i + r) % n))]}"); done
+    x hyperfine -N "${opts[@]}" --export-json "$out.$r" "${turn[@]}" >/dev/null 2>&1
   done
-  python3 - "$out" "$rounds" <<'PY'
+  python3 - "$out" "$rounds" "${cmds[@]}" <<'PY'
 import json, statistics, sys
-out, rounds = sys.argv[1], int(sys.argv[2])
-times = None
-for r in range(1, rounds + 1):
-    res = json.load(open("%s.%d" % (out, r)))["results"]
-    times = times or [[] for _ in res]
-    for t, x in zip(times, res):
-        t.extend(x["times"])
-json.dump({"results": [{"median": statistics.median(t)} for t in times]}, open(out, "w"))
+out, rounds, cmds = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+times = {c: [] for c in cmds}
+for r in range(rounds):
+    for x in json.load(open("%s.%d" % (out, r)))["results"]:
+        times[x["command"]].extend(x["times"])
+json.dump({"results": [{"median": statistics.median(times[c])} for c in cmds]}, open(out, "w"))
 PY
 }
 
@@ -147,7 +151,7 @@ PY
   x hyperfine --shell bash --warmup 1 --runs 3 --export-json "$WORK/listloop.json" \
     "bash $WORK/runbook-list.sh" >/dev/null 2>&1
   byturns "$WORK/enable.json" 6 --warmup 1 --runs 4 --prepare "bridge -batch $WORK/off.batch" -- \
-    "$BIN enable --bridge br0 $ANY" "bridge -batch $WORK/on.batch" "$WORK/portsfloor $FLOORENABLE"
+    "$BIN enable --bridge br0 $ANY" "bridge -batch $WORK/on.batch" "$WORK/portsfloor $FLOORENABLE br0"
   x hyperfine --shell bash --runs 3 --prepare "bridge -batch $WORK/off.batch" --export-json "$WORK/enableloop.json" \
     "bash $WORK/runbook-enable.sh" >/dev/null 2>&1
   # Proof the timed enable did the work: all on after it.

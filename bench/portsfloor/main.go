@@ -12,7 +12,7 @@
 // larger dump, the pods' address dumps, and hairpinctl's start-up, are
 // measured.
 //
-// Usage: portsfloor [enable | enable-any | links | podips]
+// Usage: portsfloor [enable BRIDGE | enable-any BRIDGE | links | podips]
 package main
 
 import (
@@ -35,8 +35,14 @@ func main() {
 	}
 	var ports []bridgeports.Port
 	switch mode {
-	case "links", "enable":
+	case "links":
 		ports, err = bridgeports.List(c, bridgeports.ListOptions{Kinds: true})
+	case "enable", "enable-any":
+		// As enable --bridge BRIDGE [--any-port] lists them.
+		if len(os.Args) < 3 {
+			fail(fmt.Errorf("%s needs the bridge", mode))
+		}
+		ports, err = bridgeports.List(c, bridgeports.ListOptions{Bridges: os.Args[2:3], Kinds: mode == "enable"})
 	case "podips":
 		ports, err = bridgeports.List(c, bridgeports.ListOptions{Kinds: true, PodIPs: true})
 	default:
