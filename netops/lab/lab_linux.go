@@ -228,14 +228,6 @@ func (l *Lab) newNamed(name string) (netns.NsHandle, error) {
 	return h, err
 }
 
-// Namespaces returns the names of the namespaces the lab created, the
-// node's first; Close removes them all.
-func (l *Lab) Namespaces() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.made...)
-}
-
 // doOnThread runs fn on a locked thread; if fn leaves the thread in another
 // namespace (an error path), the thread is retired with the goroutine.
 func doOnThread(fn func() error) error {
